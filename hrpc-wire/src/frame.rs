@@ -12,9 +12,9 @@
 //!   8 cumulative u64   16 window_msgs u32   20 window_bytes u32
 //!  24 sack_count × { first u64, last u64 }   (inclusive ranges)
 //!
-//! HEARTBEAT (0x03), 40 bytes
+//! HEARTBEAT (0x03), 48 bytes
 //!   0 type   1 flags (bit 0 reply requested)   2 reserved[6](0)   8 next_seq u64
-//!  16 expected u64   24 timestamp_us u64   32 echo_us u64
+//!  16 first_pending u64   24 expected u64   32 timestamp_us u64   40 echo_us u64
 //!
 //! RESET (0x04), 24 bytes
 //!   0 type   1 reason u8   2 reserved[6](0)   8 epoch u64   16 seen_epoch u64
@@ -88,6 +88,7 @@ pub(crate) struct RawHeartbeat {
     flags: u8,
     reserved: [u8; 6],
     next_seq: U64,
+    first_pending: U64,
     expected: U64,
     timestamp_us: U64,
     echo_us: U64,
@@ -106,7 +107,7 @@ pub(crate) struct RawReset {
 const _: () = assert!(DATA_OVERHEAD == 24);
 const _: () = assert!(ACK_BASE_LEN == 24);
 const _: () = assert!(SACK_RANGE_LEN == 16);
-const _: () = assert!(HEARTBEAT_LEN == 40);
+const _: () = assert!(HEARTBEAT_LEN == 48);
 const _: () = assert!(RESET_LEN == 24);
 
 /// One decoded frame, borrowing from the datagram.
@@ -280,6 +281,9 @@ pub struct HeartbeatFrame {
     pub reply_requested: bool,
     /// The sender's next outbound seq: it has committed every seq below this.
     pub next_seq: u64,
+    /// The lowest seq the sender still holds: every seq below it was
+    /// acknowledged by the receiver, so the receiver need not wait for it.
+    pub first_pending: u64,
     /// The next seq the sender expects from the receiver (everything below is persisted).
     pub expected: u64,
     /// The sender's clock in µs, for the round-trip echo.
@@ -399,6 +403,7 @@ pub(crate) fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), WireError
             let hb = HeartbeatFrame {
                 reply_requested: h.flags & HEARTBEAT_REPLY != 0,
                 next_seq: h.next_seq.get(),
+                first_pending: h.first_pending.get(),
                 expected: h.expected.get(),
                 timestamp_us: h.timestamp_us.get(),
                 echo_us: h.echo_us.get(),
@@ -474,6 +479,7 @@ pub(crate) fn encode_frame(frame: &Frame<'_>, out: &mut [u8]) {
                 },
                 reserved: [0; 6],
                 next_seq: U64::new(hb.next_seq),
+                first_pending: U64::new(hb.first_pending),
                 expected: U64::new(hb.expected),
                 timestamp_us: U64::new(hb.timestamp_us),
                 echo_us: U64::new(hb.echo_us),

@@ -127,13 +127,15 @@ fn frame() -> impl Strategy<Value = OwnedFrame> {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
+            any::<u64>(),
             any::<u64>()
         )
             .prop_map(
-                |(reply_requested, next_seq, expected, timestamp_us, echo_us)| {
+                |(reply_requested, next_seq, first_pending, expected, timestamp_us, echo_us)| {
                     OwnedFrame::Heartbeat(HeartbeatFrame {
                         reply_requested,
                         next_seq,
+                        first_pending,
                         expected,
                         timestamp_us,
                         echo_us,
