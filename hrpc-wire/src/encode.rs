@@ -41,6 +41,11 @@ impl<'a> DatagramWriter<'a> {
         })
     }
 
+    /// The datagram's size limit: buffer length less any tag trailer.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Bytes still free for frames.
     pub fn remaining(&self) -> usize {
         self.limit - self.len

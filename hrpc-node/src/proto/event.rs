@@ -1,0 +1,46 @@
+//! Events the core reports to the application.
+
+use std::ops::Range;
+
+/// Liveness of a peer as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerState {
+    /// Never heard from (in this process's life).
+    Unknown,
+    /// Heard from recently.
+    Active,
+    /// Silent for longer than the configured limit while there was reason to hear from it.
+    Unreachable,
+}
+
+/// Something the application may want to know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A peer's liveness changed.
+    PeerState {
+        /// Peer node id.
+        peer: u32,
+        /// New state.
+        state: PeerState,
+    },
+    /// A peer came back with a new epoch: it lost its store (or it is a new
+    /// installation under the same id).
+    ///
+    /// Inbound: every message its old session sent and this node persisted
+    /// was delivered before the reset took effect; its new session numbers
+    /// from 1. Outbound: messages to it that were never acknowledged are
+    /// **kept** and sent to the new session, in order (`resent`). Messages
+    /// its old session acknowledged went down with its store; hrpc cannot
+    /// recover them.
+    PeerReset {
+        /// Peer node id.
+        peer: u32,
+        /// The epoch it had.
+        old_epoch: u64,
+        /// The epoch it has now.
+        new_epoch: u64,
+        /// Outbound seqs that are being sent again to the new session.
+        resent: Range<u64>,
+    },
+}

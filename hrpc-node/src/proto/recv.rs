@@ -1,0 +1,180 @@
+//! Receive side of one peer's stream: what is persisted, what to acknowledge,
+//! and messages being assembled from fragments.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use hrpc_store::InboundSlot;
+use hrpc_wire::{MAX_SACK_RANGES, SackRange};
+
+/// Which inbound seqs of one peer are persisted, and what is owed to it.
+#[derive(Debug)]
+pub(crate) struct RecvState {
+    /// Every seq `<= cum` is persisted (delivered or waiting to be).
+    pub(crate) cum: u64,
+    /// Persisted seqs above `cum + 1`, past a gap.
+    pub(crate) above: BTreeSet<u64>,
+    /// The application consumed every seq `<= consumed`.
+    pub(crate) consumed: u64,
+    /// Messages being assembled, by seq.
+    pub(crate) reassembly: HashMap<u64, Reassembly>,
+    /// An acknowledgement should go out.
+    pub(crate) ack_pending: bool,
+    /// When the newest not-yet-acknowledged message was persisted.
+    pub(crate) unacked_since: Option<Instant>,
+    /// The window in the last ack sent.
+    pub(crate) advertised_window: u32,
+}
+
+impl RecvState {
+    pub(crate) fn new(consumed: u64) -> Self {
+        RecvState {
+            cum: consumed,
+            above: BTreeSet::new(),
+            consumed,
+            reassembly: HashMap::new(),
+            ack_pending: false,
+            unacked_since: None,
+            advertised_window: 0,
+        }
+    }
+
+    /// Whether `seq` is already persisted.
+    pub(crate) fn has(&self, seq: u64) -> bool {
+        seq <= self.cum || self.above.contains(&seq)
+    }
+
+    /// Records that `seq` is now persisted.
+    pub(crate) fn insert(&mut self, seq: u64) {
+        if seq == self.cum + 1 {
+            self.cum = seq;
+            while self.above.remove(&(self.cum + 1)) {
+                self.cum += 1;
+            }
+        } else if seq > self.cum {
+            self.above.insert(seq);
+        }
+    }
+
+    /// The sender no longer holds anything `<= through`: stop waiting for it.
+    pub(crate) fn skip_through(&mut self, through: u64) {
+        if through <= self.cum {
+            return;
+        }
+        self.cum = through;
+        self.consumed = self.consumed.max(through);
+        self.above = self.above.split_off(&(through + 1));
+        while self.above.remove(&(self.cum + 1)) {
+            self.cum += 1;
+        }
+        self.reassembly.retain(|&seq, _| seq > through);
+    }
+
+    /// Fills `out` with the lowest selective-ack ranges; returns how many.
+    pub(crate) fn sack_ranges(&self, out: &mut [SackRange; MAX_SACK_RANGES]) -> usize {
+        let mut n = 0;
+        for &seq in &self.above {
+            if n > 0 && out[n - 1].last + 1 == seq {
+                out[n - 1].last = seq;
+                continue;
+            }
+            if n == MAX_SACK_RANGES {
+                break;
+            }
+            out[n] = SackRange {
+                first: seq,
+                last: seq,
+            };
+            n += 1;
+        }
+        n
+    }
+
+    /// Messages persisted and not yet consumed, in order from `consumed + 1`.
+    pub(crate) fn deliverable(&self) -> u64 {
+        self.cum - self.consumed
+    }
+}
+
+/// A fragmented message being written into its store slot.
+#[derive(Debug)]
+pub(crate) struct Reassembly {
+    pub(crate) slot: InboundSlot,
+    pub(crate) msg_len: u32,
+    pub(crate) crc: u32,
+    /// Byte ranges written so far: sorted, disjoint, non-adjacent.
+    covered: Vec<(u32, u32)>,
+    covered_bytes: u64,
+    pub(crate) last_progress: Instant,
+}
+
+impl Reassembly {
+    pub(crate) fn new(slot: InboundSlot, msg_len: u32, crc: u32, now: Instant) -> Self {
+        Reassembly {
+            slot,
+            msg_len,
+            crc,
+            covered: Vec::new(),
+            covered_bytes: 0,
+            last_progress: now,
+        }
+    }
+
+    /// Records `[offset, offset + len)` as written; returns whether it added bytes.
+    pub(crate) fn add(&mut self, offset: u32, len: u32, now: Instant) -> bool {
+        let (start, end) = (offset, offset.saturating_add(len));
+        if start >= end {
+            return false;
+        }
+        // Ranges that touch [start, end) merge with it.
+        let first = self.covered.partition_point(|&(_, e)| e < start);
+        let last = self.covered.partition_point(|&(s, _)| s <= end);
+        let (mut s, mut e) = (start, end);
+        let mut removed = 0u64;
+        for &(rs, re) in &self.covered[first..last] {
+            s = s.min(rs);
+            e = e.max(re);
+            removed += u64::from(re - rs);
+        }
+        let added = u64::from(e - s) - removed;
+        self.covered.splice(first..last, [(s, e)]);
+        self.covered_bytes += added;
+        if added > 0 {
+            self.last_progress = now;
+        }
+        added > 0
+    }
+
+    /// Whether every byte has arrived.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.covered_bytes == u64::from(self.msg_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cum` advances over contiguous seqs (including ones that arrived early),
+    /// and SACK ranges describe exactly the persisted seqs past the gap.
+    #[test]
+    fn cumulative_and_sack() {
+        let mut r = RecvState::new(0);
+        for s in [1, 2, 4, 5, 7, 10, 11, 12] {
+            r.insert(s);
+        }
+        assert_eq!(r.cum, 2);
+        let mut out = [SackRange { first: 0, last: 0 }; MAX_SACK_RANGES];
+        let n = r.sack_ranges(&mut out);
+        let got: Vec<_> = out[..n].iter().map(|r| (r.first, r.last)).collect();
+        assert_eq!(got, vec![(4, 5), (7, 7), (10, 12)]);
+        r.insert(3);
+        assert_eq!(r.cum, 5);
+        assert!(r.has(7) && !r.has(6) && !r.has(8));
+        r.skip_through(8);
+        assert_eq!((r.cum, r.consumed), (8, 8));
+        r.insert(9);
+        assert_eq!(r.cum, 12);
+        assert!(r.above.is_empty());
+    }
+}

@@ -1,0 +1,269 @@
+//! Send side of one peer's stream: what is in flight, what was lost, and
+//! how much more the peer and the path allow.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::congestion::Congestion;
+use super::rtt::RttEstimator;
+
+/// What became of a message this node has sent at least once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SentState {
+    /// Sent; counted in flight; awaiting acknowledgement.
+    InFlight,
+    /// Selectively acknowledged (persisted by the peer, freed here).
+    Acked,
+    /// Declared lost; queued for retransmission; not counted in flight.
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sent {
+    pub(crate) sent_at: Instant,
+    pub(crate) len: u32,
+    pub(crate) transmissions: u32,
+    pub(crate) state: SentState,
+}
+
+/// How far ahead of the newest acknowledged seq a gap must be before the
+/// message in it counts as lost (the fast-retransmit threshold).
+pub(crate) const REORDER_THRESHOLD: u64 = 3;
+
+/// Most entries one ack may scan for losses (bounds work per ack).
+const LOSS_SCAN_LIMIT: usize = 4096;
+
+/// A message partly written into datagrams (larger than one datagram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FragCursor {
+    pub(crate) seq: u64,
+    pub(crate) next_offset: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct SendState {
+    /// Lowest seq not cumulatively acknowledged.
+    pub(crate) base: u64,
+    /// `sent[i]` is seq `base + i`; every seq below `base + sent.len()` was sent once.
+    pub(crate) sent: VecDeque<Sent>,
+    /// Seqs declared lost, in the order to resend them.
+    pub(crate) retransmit: VecDeque<u64>,
+    /// A fragmented message in the middle of being written.
+    pub(crate) frag: Option<FragCursor>,
+    pub(crate) in_flight_bytes: usize,
+    /// The peer accepts seqs up to here.
+    pub(crate) peer_limit: u64,
+    /// Payload bytes the peer accepts in flight.
+    pub(crate) peer_window_bytes: usize,
+    pub(crate) rtt: RttEstimator,
+    pub(crate) cc: Congestion,
+    /// Consecutive retransmission timeouts.
+    pub(crate) backoff: u32,
+    pub(crate) rto_at: Option<Instant>,
+    /// Highest seq acknowledged (cumulatively or selectively).
+    pub(crate) largest_acked: u64,
+}
+
+impl SendState {
+    pub(crate) fn new(base: u64, initial_window: u32, rtt: RttEstimator, cc: Congestion) -> Self {
+        SendState {
+            base,
+            sent: VecDeque::new(),
+            retransmit: VecDeque::new(),
+            frag: None,
+            in_flight_bytes: 0,
+            peer_limit: base.saturating_sub(1) + u64::from(initial_window),
+            peer_window_bytes: usize::MAX,
+            rtt,
+            cc,
+            backoff: 0,
+            rto_at: None,
+            largest_acked: base.saturating_sub(1),
+        }
+    }
+
+    /// The next seq never sent.
+    pub(crate) fn next_new(&self) -> u64 {
+        self.base + self.sent.len() as u64
+    }
+
+    pub(crate) fn entry_mut(&mut self, seq: u64) -> Option<&mut Sent> {
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.sent.get_mut(i)
+    }
+
+    /// Whether a new message of `len` bytes may go out now.
+    pub(crate) fn window_allows(&self, len: usize) -> bool {
+        if self.next_new() > self.peer_limit {
+            return false;
+        }
+        if self.in_flight_bytes == 0 {
+            return true;
+        }
+        self.in_flight_bytes + len <= self.cc.window().min(self.peer_window_bytes)
+    }
+
+    /// Records a first transmission of the next new seq.
+    pub(crate) fn push_sent(&mut self, now: Instant, len: u32, rto: Duration) {
+        self.sent.push_back(Sent {
+            sent_at: now,
+            len,
+            transmissions: 1,
+            state: SentState::InFlight,
+        });
+        self.in_flight_bytes += len as usize;
+        self.rto_at.get_or_insert(now + rto);
+    }
+
+    /// Records a seq that needs no transmission (already released in the store).
+    pub(crate) fn push_done(&mut self, now: Instant) {
+        self.sent.push_back(Sent {
+            sent_at: now,
+            len: 0,
+            transmissions: 0,
+            state: SentState::Acked,
+        });
+    }
+
+    /// Records a retransmission of `seq`.
+    pub(crate) fn resent(&mut self, seq: u64, now: Instant, rto: Duration) {
+        if let Some(e) = self.entry_mut(seq) {
+            if e.state == SentState::Lost {
+                e.state = SentState::InFlight;
+                e.sent_at = now;
+                e.transmissions += 1;
+                let len = e.len as usize;
+                self.in_flight_bytes += len;
+                self.rto_at.get_or_insert(now + rto);
+            }
+        }
+    }
+
+    /// Cumulative acknowledgement through `cum`. Returns (messages, bytes)
+    /// newly acknowledged and the send time of the newest first-transmission
+    /// among them (for an RTT sample).
+    pub(crate) fn ack_through(&mut self, cum: u64) -> (u64, usize, Option<Instant>) {
+        let mut msgs = 0;
+        let mut bytes = 0;
+        let mut sample = None;
+        while self.base <= cum {
+            match self.sent.pop_front() {
+                Some(e) => {
+                    if e.state != SentState::Acked {
+                        msgs += 1;
+                        bytes += e.len as usize;
+                        if e.state == SentState::InFlight {
+                            self.in_flight_bytes -= e.len as usize;
+                        }
+                        if e.transmissions == 1 {
+                            sample = Some(e.sent_at);
+                        }
+                    }
+                    self.base += 1;
+                }
+                None => {
+                    // Acknowledged before this process sent it (sent before a restart).
+                    self.base = cum + 1;
+                    break;
+                }
+            }
+        }
+        if self.frag.is_some_and(|f| f.seq <= cum) {
+            self.frag = None;
+        }
+        self.largest_acked = self.largest_acked.max(cum);
+        (msgs, bytes, sample)
+    }
+
+    /// Selective acknowledgement of `seq` (which is `>= base`). Returns the
+    /// bytes newly acknowledged and a send time for an RTT sample, or `None`
+    /// if it was already acknowledged or never sent by this process.
+    pub(crate) fn ack_one(&mut self, seq: u64) -> Option<(usize, Option<Instant>)> {
+        let e = self.entry_mut(seq)?;
+        if e.state == SentState::Acked {
+            return None;
+        }
+        let was_in_flight = e.state == SentState::InFlight;
+        e.state = SentState::Acked;
+        let len = e.len as usize;
+        let sample = (e.transmissions == 1).then_some(e.sent_at);
+        if was_in_flight {
+            self.in_flight_bytes -= len;
+        }
+        if self.frag.is_some_and(|f| f.seq == seq) {
+            self.frag = None;
+        }
+        self.largest_acked = self.largest_acked.max(seq);
+        Some((len, sample))
+    }
+
+    /// Declares lost every in-flight message far enough behind the largest
+    /// acknowledged one; returns the lowest seq declared lost.
+    pub(crate) fn detect_losses(&mut self, now: Instant) -> Option<u64> {
+        let threshold = self.rtt.srtt() * 9 / 8;
+        let limit = self.largest_acked.saturating_sub(REORDER_THRESHOLD - 1);
+        let mut first = None;
+        let mut seq = self.base;
+        let mut lost_bytes = 0;
+        for e in self.sent.iter_mut().take(LOSS_SCAN_LIMIT) {
+            if seq >= limit {
+                break;
+            }
+            if e.state == SentState::InFlight
+                && (e.transmissions == 1 || now.saturating_duration_since(e.sent_at) >= threshold)
+            {
+                e.state = SentState::Lost;
+                lost_bytes += e.len as usize;
+                self.retransmit.push_back(seq);
+                first.get_or_insert(seq);
+            }
+            seq += 1;
+        }
+        self.in_flight_bytes -= lost_bytes;
+        first
+    }
+
+    /// The retransmission timer fired: declares lost every in-flight message
+    /// sent at least one RTO ago (at least the oldest one).
+    pub(crate) fn on_timeout(&mut self, now: Instant) {
+        let rto = self.rtt.rto_backoff(self.backoff);
+        let mut seq = self.base;
+        let mut lost_bytes = 0;
+        let mut any = false;
+        for e in self.sent.iter_mut().take(LOSS_SCAN_LIMIT) {
+            if e.state == SentState::InFlight
+                && (!any || now.saturating_duration_since(e.sent_at) >= rto)
+            {
+                e.state = SentState::Lost;
+                lost_bytes += e.len as usize;
+                self.retransmit.push_back(seq);
+                any = true;
+            }
+            seq += 1;
+        }
+        self.in_flight_bytes -= lost_bytes;
+        self.frag = None;
+        self.backoff = self.backoff.saturating_add(1);
+        self.cc.on_timeout(self.next_new());
+        self.rto_at = None;
+    }
+
+    /// Re-arms the retransmission timer after progress (or clears it when
+    /// nothing is in flight).
+    pub(crate) fn rearm(&mut self, now: Instant) {
+        self.rto_at = (self.in_flight_bytes > 0 || self.frag.is_some())
+            .then(|| now + self.rtt.rto_backoff(self.backoff));
+    }
+
+    /// Forgets what was sent: everything unacknowledged goes out again from
+    /// `base` (used when the peer lost its store).
+    pub(crate) fn restart(&mut self) {
+        self.sent.clear();
+        self.retransmit.clear();
+        self.frag = None;
+        self.in_flight_bytes = 0;
+        self.rto_at = None;
+        self.backoff = 0;
+        self.largest_acked = self.base.saturating_sub(1);
+    }
+}

@@ -1,0 +1,136 @@
+//! Counters: what the node sent, received, delivered and dropped, and why.
+
+/// Why an incoming datagram (or one frame of it) was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// It did not decode (`hrpc_wire::WireError` other than a checksum failure).
+    Malformed,
+    /// Its checksum did not match (corrupted in flight).
+    BadChecksum,
+    /// It carries an authentication tag and this node has no key.
+    Unauthenticated,
+    /// It was addressed to another node id, or claims to come from this one.
+    WrongDestination,
+    /// It named an epoch of this node other than the current one.
+    WrongEpoch,
+    /// The sender did not yet know this node's epoch (answered, not processed).
+    UnknownEpoch,
+    /// It came from an older session of the peer than the one known.
+    StaleEpoch,
+    /// The peer table is full.
+    TooManyPeers,
+    /// Data for a message already persisted (a retransmission or duplicate).
+    Duplicate,
+    /// Data beyond the receive window this node advertised.
+    BeyondWindow,
+    /// A message whose payload did not match its checksum once assembled, or
+    /// fragments that disagree about their message.
+    CorruptMessage,
+    /// No store space, or too many half-assembled messages: the sender will retry.
+    NoSpace,
+    /// An acknowledgement of seqs this node never sent.
+    BogusAck,
+    /// Datagrams from a new session of the peer while the old one's messages
+    /// are still being delivered (the sender retries).
+    ResetPending,
+}
+
+/// Counters, all monotonic since the core was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Datagrams handed out by `poll_transmit`.
+    pub datagrams_sent: u64,
+    /// Bytes in those datagrams.
+    pub bytes_sent: u64,
+    /// Datagrams given to `handle_datagram`.
+    pub datagrams_received: u64,
+    /// Bytes in those datagrams.
+    pub bytes_received: u64,
+    /// Messages sent for the first time.
+    pub messages_sent: u64,
+    /// Messages sent again (loss or timeout).
+    pub messages_retransmitted: u64,
+    /// Outbound messages the peer acknowledged (cumulatively or selectively).
+    pub messages_acked: u64,
+    /// Inbound messages persisted.
+    pub messages_received: u64,
+    /// Inbound messages handed to the application.
+    pub messages_delivered: u64,
+    /// Retransmission timeouts.
+    pub timeouts: u64,
+    /// Peer resets (a peer came back with a new epoch).
+    pub peer_resets: u64,
+    /// Dropped input, by reason (indexed by [`DropReason`] via [`Stats::dropped`]).
+    pub dropped_by_reason: [u64; DROP_REASONS],
+}
+
+/// Number of [`DropReason`] variants.
+pub const DROP_REASONS: usize = 14;
+
+impl DropReason {
+    /// Every reason, in the order of [`Stats::dropped_by_reason`].
+    pub const ALL: [DropReason; DROP_REASONS] = [
+        DropReason::Malformed,
+        DropReason::BadChecksum,
+        DropReason::Unauthenticated,
+        DropReason::WrongDestination,
+        DropReason::WrongEpoch,
+        DropReason::UnknownEpoch,
+        DropReason::StaleEpoch,
+        DropReason::TooManyPeers,
+        DropReason::Duplicate,
+        DropReason::BeyondWindow,
+        DropReason::CorruptMessage,
+        DropReason::NoSpace,
+        DropReason::BogusAck,
+        DropReason::ResetPending,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Stats {
+    /// How many inputs were dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped_by_reason[reason.index()]
+    }
+
+    /// All drops, whatever the reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_by_reason.iter().sum()
+    }
+
+    pub(crate) fn drop(&mut self, reason: DropReason) {
+        self.dropped_by_reason[reason.index()] += 1;
+    }
+}
+
+/// Per-peer figures, from [`Core::peer_info`](crate::proto::Core::peer_info).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerInfo {
+    /// Peer node id.
+    pub peer: u32,
+    /// Liveness state.
+    pub state: super::PeerState,
+    /// Where datagrams for the peer go, if known.
+    pub addr: Option<std::net::SocketAddr>,
+    /// The peer's session epoch, if known.
+    pub epoch: Option<u64>,
+    /// Smoothed round-trip time, if measured.
+    pub srtt: Option<std::time::Duration>,
+    /// Congestion window in bytes.
+    pub cwnd: usize,
+    /// Messages committed and not yet acknowledged by the peer.
+    pub unacked_messages: u64,
+    /// Of those, messages sent and awaiting acknowledgement.
+    pub in_flight_messages: u64,
+    /// Bytes sent and awaiting acknowledgement.
+    pub in_flight_bytes: usize,
+    /// Inbound messages persisted and not yet delivered.
+    pub undelivered_messages: u64,
+}
