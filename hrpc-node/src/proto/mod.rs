@@ -18,6 +18,8 @@ mod resolver;
 mod rtt;
 mod send;
 mod stats;
+#[doc(hidden)]
+pub mod testing;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -574,7 +576,11 @@ impl Core {
             return self.stats.drop(DropReason::BeyondWindow);
         }
         if f.is_whole() {
-            // The store checks the payload against `msg_crc` before publishing.
+            // Checked here too (the store checks again before publishing) so
+            // a corrupt message never even takes a slot.
+            if f.msg_crc != crc32c::crc32c(f.payload) {
+                return self.stats.drop(DropReason::CorruptMessage);
+            }
             match put_whole(&mut self.store, peer, f) {
                 Ok(()) => {}
                 Err(e) => return self.stats.drop(store_drop_reason(&e)),
@@ -782,10 +788,7 @@ impl Core {
         let n = self.order.len();
         for i in 0..n {
             let peer = self.order[i];
-            loop {
-                let Some(p) = self.peers.get_mut(&peer) else {
-                    break;
-                };
+            while let Some(p) = self.peers.get(&peer) {
                 if p.recv.consumed >= p.recv.cum || delivered >= max {
                     break;
                 }

@@ -127,15 +127,15 @@ impl SendState {
 
     /// Records a retransmission of `seq`.
     pub(crate) fn resent(&mut self, seq: u64, now: Instant, rto: Duration) {
-        if let Some(e) = self.entry_mut(seq) {
-            if e.state == SentState::Lost {
-                e.state = SentState::InFlight;
-                e.sent_at = now;
-                e.transmissions += 1;
-                let len = e.len as usize;
-                self.in_flight_bytes += len;
-                self.rto_at.get_or_insert(now + rto);
-            }
+        if let Some(e) = self.entry_mut(seq)
+            && e.state == SentState::Lost
+        {
+            e.state = SentState::InFlight;
+            e.sent_at = now;
+            e.transmissions += 1;
+            let len = e.len as usize;
+            self.in_flight_bytes += len;
+            self.rto_at.get_or_insert(now + rto);
         }
     }
 
@@ -203,9 +203,8 @@ impl SendState {
         let threshold = self.rtt.srtt() * 9 / 8;
         let limit = self.largest_acked.saturating_sub(REORDER_THRESHOLD - 1);
         let mut first = None;
-        let mut seq = self.base;
         let mut lost_bytes = 0;
-        for e in self.sent.iter_mut().take(LOSS_SCAN_LIMIT) {
+        for (seq, e) in (self.base..).zip(self.sent.iter_mut().take(LOSS_SCAN_LIMIT)) {
             if seq >= limit {
                 break;
             }
@@ -217,7 +216,6 @@ impl SendState {
                 self.retransmit.push_back(seq);
                 first.get_or_insert(seq);
             }
-            seq += 1;
         }
         self.in_flight_bytes -= lost_bytes;
         first
@@ -227,10 +225,9 @@ impl SendState {
     /// sent at least one RTO ago (at least the oldest one).
     pub(crate) fn on_timeout(&mut self, now: Instant) {
         let rto = self.rtt.rto_backoff(self.backoff);
-        let mut seq = self.base;
         let mut lost_bytes = 0;
         let mut any = false;
-        for e in self.sent.iter_mut().take(LOSS_SCAN_LIMIT) {
+        for (seq, e) in (self.base..).zip(self.sent.iter_mut().take(LOSS_SCAN_LIMIT)) {
             if e.state == SentState::InFlight
                 && (!any || now.saturating_duration_since(e.sent_at) >= rto)
             {
@@ -239,7 +236,6 @@ impl SendState {
                 self.retransmit.push_back(seq);
                 any = true;
             }
-            seq += 1;
         }
         self.in_flight_bytes -= lost_bytes;
         self.frag = None;

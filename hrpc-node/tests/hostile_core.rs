@@ -1,0 +1,315 @@
+//! Hostile and malformed input at the protocol core (no sockets).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Invariant (the `node_datagrams` fuzz target's, in CI without the
+    /// fuzzer): arbitrary operation sequences never panic the core; inert
+    /// datagrams change no persisted state; deliveries are in order, once.
+    #[test]
+    fn arbitrary_datagram_sequences(input in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let dir = tempfile::tempdir().unwrap();
+        hrpc_node::proto::testing::run(dir.path(), &input);
+    }
+}
+
+/// Replays every input kept under `fuzz/regressions/node_datagrams/`.
+#[test]
+fn replay_node_datagrams_regressions() {
+    let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/node_datagrams");
+    for entry in std::fs::read_dir(kept).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        hrpc_node::proto::testing::run(dir.path(), &data);
+    }
+}
+
+mod targeted {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use hrpc_node::proto::{Core, CoreConfig, DropReason, StaticResolver};
+    use hrpc_store::{Store, StoreConfig};
+    use hrpc_wire::{
+        AckFrame, DataFrame, DatagramWriter, HeaderFields, HeartbeatFrame, SackRange, SackRanges,
+    };
+
+    pub(super) struct Pair {
+        pub a: Core,
+        pub b: Core,
+        pub now: Instant,
+        a_addr: SocketAddr,
+        b_addr: SocketAddr,
+        pub dir: tempfile::TempDir,
+    }
+
+    pub(super) fn open(dir: &std::path::Path, id: u32, now: Instant) -> Core {
+        let a_addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b_addr: SocketAddr = "127.0.0.2:2".parse().unwrap();
+        let resolver = StaticResolver([(1, a_addr), (2, b_addr)].into_iter().collect());
+        let store = Store::open(&dir.join(id.to_string()), &StoreConfig::new(id)).unwrap();
+        Core::new(store, CoreConfig::default(), Box::new(resolver), now).unwrap()
+    }
+
+    impl Pair {
+        pub fn new() -> Pair {
+            let dir = tempfile::tempdir().unwrap();
+            let now = Instant::now();
+            Pair {
+                a: open(dir.path(), 1, now),
+                b: open(dir.path(), 2, now),
+                now,
+                a_addr: "127.0.0.1:1".parse().unwrap(),
+                b_addr: "127.0.0.2:2".parse().unwrap(),
+                dir,
+            }
+        }
+
+        /// Runs both loops until quiet (bounded); returns b's deliveries.
+        pub fn drive(&mut self) -> Vec<(u32, u64, Vec<u8>)> {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 1472];
+            for _ in 0..200 {
+                self.now += Duration::from_millis(5);
+                let now = self.now;
+                for core in [&mut self.a, &mut self.b] {
+                    if core.poll_timeout().is_some_and(|t| t <= now) {
+                        core.handle_timeout(now);
+                    }
+                }
+                let mut moved = false;
+                while let Some(t) = self.a.poll_transmit(now, &mut buf) {
+                    self.b.handle_datagram(now, self.a_addr, &buf[..t.len]);
+                    moved = true;
+                }
+                while let Some(t) = self.b.poll_transmit(now, &mut buf) {
+                    self.a.handle_datagram(now, self.b_addr, &buf[..t.len]);
+                    moved = true;
+                }
+                self.b
+                    .deliver(usize::MAX, &mut |d| {
+                        got.push((d.peer, d.seq, d.payload.to_vec()))
+                    })
+                    .unwrap();
+                if !moved && got.len() > 0 {
+                    break;
+                }
+            }
+            got
+        }
+
+        /// A datagram "from b" to a, with whatever header fields the test forges.
+        pub fn forge_to_a(
+            &mut self,
+            header: HeaderFields,
+            build: impl FnOnce(&mut DatagramWriter<'_>),
+        ) {
+            let mut buf = vec![0u8; 1472];
+            let mut w = DatagramWriter::new(&mut buf, &header).unwrap();
+            build(&mut w);
+            let n = w.finish();
+            self.a.handle_datagram(self.now, self.b_addr, &buf[..n]);
+        }
+    }
+
+    /// Invariant: an ACK whose cumulative or SACK ranges cover seqs never
+    /// committed is dropped as bogus and frees nothing.
+    #[test]
+    fn ack_of_unsent_seqs_frees_nothing() {
+        let mut p = Pair::new();
+        p.a.touch(2, p.now);
+        p.drive();
+        for i in 0..3u8 {
+            p.a.producer().send(2, &[i; 10]).unwrap();
+        }
+        let before = p.a.store().inspect();
+        let header = HeaderFields {
+            src: 2,
+            dst: 1,
+            src_epoch: p.b.epoch(),
+            dst_epoch: p.a.epoch(),
+            auth: false,
+        };
+        let sacks = [SackRange {
+            first: 5,
+            last: 100,
+        }];
+        p.forge_to_a(header, |w| {
+            w.push_ack(&AckFrame {
+                cumulative: 1,
+                ack_delay_us: 0,
+                window_msgs: 10,
+                window_bytes: 1000,
+                sacks: SackRanges::Native(&sacks),
+            })
+            .unwrap();
+        });
+        p.forge_to_a(header, |w| {
+            w.push_ack(&AckFrame {
+                cumulative: 50,
+                ack_delay_us: 0,
+                window_msgs: 10,
+                window_bytes: 1000,
+                sacks: SackRanges::Native(&[]),
+            })
+            .unwrap();
+        });
+        assert_eq!(p.a.stats().dropped(DropReason::BogusAck), 2);
+        assert_eq!(before, p.a.store().inspect());
+        // The real peer still gets all three, in order.
+        let got = p.drive();
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    /// Invariant: a datagram claiming a new epoch for a known peer without
+    /// knowing this node's epoch (an off-path forger or a stale packet)
+    /// resets nothing: queued messages stay queued and are delivered.
+    #[test]
+    fn forged_epoch_does_not_wipe_queue() {
+        let mut p = Pair::new();
+        p.a.touch(2, p.now);
+        p.drive();
+        p.a.producer().send(2, b"keep me").unwrap();
+        let before = p.a.store().inspect();
+        for dst_epoch in [0, 12345] {
+            let header = HeaderFields {
+                src: 2,
+                dst: 1,
+                src_epoch: p.b.epoch() + 1,
+                dst_epoch,
+                auth: false,
+            };
+            p.forge_to_a(header, |w| {
+                w.push_heartbeat(&HeartbeatFrame {
+                    reply_requested: true,
+                    next_seq: 1,
+                    first_pending: 1,
+                    expected: 1,
+                    timestamp_us: 1,
+                    echo_us: 0,
+                })
+                .unwrap();
+            });
+        }
+        // An older epoch than the known one, even addressed correctly, is stale.
+        let header = HeaderFields {
+            src: 2,
+            dst: 1,
+            src_epoch: p.b.epoch() - 1,
+            dst_epoch: p.a.epoch(),
+            auth: false,
+        };
+        p.forge_to_a(header, |w| {
+            w.push_data(&DataFrame {
+                seq: 1,
+                msg_len: 1,
+                offset: 0,
+                msg_crc: crc32c::crc32c(b"x"),
+                payload: b"x",
+            })
+            .unwrap();
+        });
+        assert_eq!(p.a.stats().dropped(DropReason::UnknownEpoch), 1);
+        assert_eq!(p.a.stats().dropped(DropReason::WrongEpoch), 1);
+        assert_eq!(p.a.stats().dropped(DropReason::StaleEpoch), 1);
+        assert_eq!(p.a.stats().peer_resets, 0);
+        assert_eq!(before, p.a.store().inspect());
+        let got = p.drive();
+        assert_eq!(got, vec![(1, 1, b"keep me".to_vec())]);
+    }
+
+    /// Invariant: data beyond the advertised window, for another node, or
+    /// with a checksum that does not match its message is dropped and not
+    /// persisted.
+    #[test]
+    fn out_of_window_misaddressed_and_corrupt_data_is_not_persisted() {
+        let mut p = Pair::new();
+        p.b.touch(1, p.now);
+        p.drive();
+        let before = p.a.store().inspect();
+        let good = HeaderFields {
+            src: 2,
+            dst: 1,
+            src_epoch: p.b.epoch(),
+            dst_epoch: p.a.epoch(),
+            auth: false,
+        };
+        let far = DataFrame {
+            seq: 1 << 40,
+            msg_len: 1,
+            offset: 0,
+            msg_crc: crc32c::crc32c(b"x"),
+            payload: b"x",
+        };
+        p.forge_to_a(good, |w| w.push_data(&far).unwrap());
+        let bad_crc = DataFrame {
+            seq: 1,
+            msg_len: 1,
+            offset: 0,
+            msg_crc: 7,
+            payload: b"x",
+        };
+        p.forge_to_a(good, |w| w.push_data(&bad_crc).unwrap());
+        let elsewhere = HeaderFields { dst: 9, ..good };
+        let ok = DataFrame {
+            seq: 1,
+            msg_len: 1,
+            offset: 0,
+            msg_crc: crc32c::crc32c(b"x"),
+            payload: b"x",
+        };
+        p.forge_to_a(elsewhere, |w| w.push_data(&ok).unwrap());
+        assert_eq!(p.a.stats().dropped(DropReason::BeyondWindow), 1);
+        assert_eq!(p.a.stats().dropped(DropReason::CorruptMessage), 1);
+        assert_eq!(p.a.stats().dropped(DropReason::WrongDestination), 1);
+        assert_eq!(before, p.a.store().inspect());
+    }
+
+    /// Invariant (the documented redelivery): if the receiving handler dies
+    /// before returning, that message was not consumed and is delivered
+    /// again after restart; the ones before it are not.
+    #[test]
+    fn crash_inside_handler_redelivers_that_message_once() {
+        let mut p = Pair::new();
+        for i in 0..3u8 {
+            p.a.producer().send(2, &[i]).unwrap();
+        }
+        // Get them persisted at b without delivering.
+        let mut buf = vec![0u8; 1472];
+        for _ in 0..50 {
+            p.now += Duration::from_millis(5);
+            let now = p.now;
+            p.a.handle_timeout(now);
+            p.b.handle_timeout(now);
+            while let Some(t) = p.a.poll_transmit(now, &mut buf) {
+                p.b.handle_datagram(now, "127.0.0.1:1".parse().unwrap(), &buf[..t.len]);
+            }
+            while let Some(t) = p.b.poll_transmit(now, &mut buf) {
+                p.a.handle_datagram(now, "127.0.0.2:2".parse().unwrap(), &buf[..t.len]);
+            }
+        }
+        let mut seen = Vec::new();
+        let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.b.deliver(usize::MAX, &mut |d| {
+                seen.push(d.seq);
+                if d.seq == 2 {
+                    panic!("handler dies");
+                }
+            })
+        }));
+        assert!(crashed.is_err());
+        assert_eq!(seen, vec![1, 2]);
+        // Restart b on the same store.
+        let Pair { b, dir, now, .. } = p;
+        drop(b);
+        let mut b = open(dir.path(), 2, now);
+        let mut again = Vec::new();
+        b.deliver(usize::MAX, &mut |d| again.push(d.seq)).unwrap();
+        assert_eq!(again, vec![2, 3]);
+    }
+}
