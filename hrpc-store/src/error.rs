@@ -1,0 +1,105 @@
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything that can go wrong in the store. Nothing read from disk or passed by a caller
+/// panics; it becomes one of these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process (or another `Store` in this process) holds the store's lock file.
+    #[error("store {path} is locked by another process or handle")]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// The file system is full: a new segment could not be reserved. Nothing was changed.
+    #[error("no space left on device for the store")]
+    NoSpace,
+    /// The configured `capacity_bytes` would be exceeded. Nothing was changed.
+    #[error("store capacity exhausted: {used} + {requested} > {capacity} bytes")]
+    Full {
+        /// Slot bytes in use.
+        used: u64,
+        /// Slot bytes requested.
+        requested: u64,
+        /// Configured capacity.
+        capacity: u64,
+    },
+    /// The message is larger than [`crate::MAX_MESSAGE_LEN`]. Nothing was changed.
+    #[error("message of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Requested length.
+        len: usize,
+        /// The maximum ([`crate::MAX_MESSAGE_LEN`]).
+        max: usize,
+    },
+    /// Unrecoverable damage (superblock, segment header, truncated metadata).
+    #[error("store file {file} is corrupt: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store belongs to another node id.
+    #[error("store belongs to node {stored}, not {requested}")]
+    NodeIdMismatch {
+        /// Node id in the superblock.
+        stored: u32,
+        /// Node id in the config.
+        requested: u32,
+    },
+    /// All peer record entries are in use (`max_peers`, fixed at creation).
+    #[error("too many peers (the store was created with max_peers = {max})")]
+    TooManyPeers {
+        /// Entries in the peer table.
+        max: u32,
+    },
+    /// A sequence number that does not fit the peer's state (see `reason`).
+    #[error("bad sequence number {seq} for peer {peer}: {reason}")]
+    BadSeq {
+        /// Peer node id.
+        peer: u32,
+        /// Offending sequence number.
+        seq: u64,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// An assembled inbound message does not match its declared crc32c (the slot was freed).
+    #[error(
+        "inbound message {seq} from peer {peer}: crc32c {actual:#010x} != declared {declared:#010x}"
+    )]
+    ChecksumMismatch {
+        /// Peer node id.
+        peer: u32,
+        /// Sequence number.
+        seq: u64,
+        /// Declared checksum.
+        declared: u32,
+        /// Checksum of the bytes written.
+        actual: u32,
+    },
+    /// A fragment write outside the declared message length.
+    #[error("write of {len} bytes at offset {offset} outside a {msg_len}-byte message")]
+    OutOfBounds {
+        /// Write offset.
+        offset: u32,
+        /// Write length.
+        len: usize,
+        /// Declared message length.
+        msg_len: u32,
+    },
+    /// An [`crate::InboundSlot`] used with a store that did not create it.
+    #[error("inbound slot belongs to another store instance")]
+    WrongStore,
+    /// Invalid configuration.
+    #[error("invalid store configuration: {0}")]
+    Config(&'static str),
+    /// A previous `sync` failed; the store refuses all further work until it is reopened.
+    #[error("store stopped after a sync failure: {0}")]
+    Stopped(#[source] Arc<io::Error>),
+    /// Any other I/O error.
+    #[error("store I/O error: {0}")]
+    Io(#[from] io::Error),
+}

@@ -1,0 +1,366 @@
+//! On-disk byte layouts. All integers little-endian; every checksum is crc32c.
+//!
+//! ```text
+//! meta file
+//! +----------------------------+ 0
+//! | superblock (64 B used)     |
+//! +----------------------------+ SUPER_LEN = 4096
+//! | peer entry 0: 3 x 64 B     |  copies of one peer's record (double/triple buffering)
+//! | peer entry 1               |  ENTRY_LEN = 3 * RECORD_LEN = 192
+//! | ...  (max_peers entries)   |
+//! +----------------------------+ SUPER_LEN + max_peers * ENTRY_LEN
+//!
+//! superblock                       peer record copy                 slot header
+//! off len field                    off len field                    off len field
+//!   0   8 magic "HRPCSTOR"           0   8 generation (0 = never written)    0   8 state word (0 = free,
+//!   8   4 format version = 1         8   4 peer node id                       else = generation: published)
+//!  12   4 node id                   12   4 outbound incarnation       8   8 generation (== state)
+//!  16   8 node epoch (random, !=0)  16   4 inbound incarnation       16   8 seq
+//!  24   4 max_peers                 20   4 flags (0)                 24   4 peer node id
+//!  28   4 SUPER_LEN (4096)          24   8 next outbound seq floor   28   4 payload len
+//!  32   4 RECORD_LEN (64)           32   8 acked outbound seq        32   4 payload crc32c
+//!  36  24 reserved (0)              40   8 consumed inbound seq      36   4 incarnation
+//!  60   4 crc32c(bytes 0..60)       48   8 peer session epoch        40   1 kind (1 out, 2 in)
+//!  64                               56   4 reserved (0)              41  19 reserved (0)
+//!                                   60   4 crc32c(bytes 0..60)       60   4 crc32c(bytes 8..60)
+//!                                   64                               64     payload (len bytes)
+//!
+//! segment file "seg-NNNNNN"
+//! off len field
+//!   0   8 magic "HRPCSEG1"
+//!   8   4 format version = 1
+//!  12   4 segment index (== NNNNNN)
+//!  16   4 size class index
+//!  20   4 slot size (== class size)
+//!  24   4 slot count
+//!  28   4 reserved (0)
+//!  32   8 node epoch (must equal the superblock's)
+//!  40  20 reserved (0)
+//!  60   4 crc32c(bytes 0..60)
+//!  64     slot 0, slot 1, ... each `slot size` bytes (a multiple of 64)
+//! ```
+
+/// Superblock area (one page; 64 bytes used).
+pub(crate) const SUPER_LEN: usize = 4096;
+/// One copy of a peer record.
+pub(crate) const RECORD_LEN: usize = 64;
+/// Copies per peer entry.
+pub(crate) const COPIES: usize = 3;
+/// One peer entry (all copies).
+pub(crate) const ENTRY_LEN: usize = RECORD_LEN * COPIES;
+/// Slot header length; payload starts here.
+pub(crate) const SLOT_HDR: usize = 64;
+/// Segment header length; slot 0 starts here.
+pub(crate) const SEG_HDR: usize = 64;
+/// On-disk format version.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+const MAGIC: [u8; 8] = *b"HRPCSTOR";
+const SEG_MAGIC: [u8; 8] = *b"HRPCSEG1";
+
+/// Number of slot size classes.
+pub(crate) const NUM_CLASSES: usize = 36;
+/// Slot kind: outbound message.
+pub(crate) const KIND_OUT: u8 = 1;
+/// Slot kind: inbound message.
+pub(crate) const KIND_IN: u8 = 2;
+
+/// Size in bytes of slots of class `c`: 128, 192, 256, 384, 512, 768, ... 16 MiB, 24 MiB.
+pub(crate) const fn class_size(c: usize) -> usize {
+    if c.is_multiple_of(2) {
+        1 << (7 + c / 2)
+    } else {
+        3 << (6 + c / 2)
+    }
+}
+
+/// Smallest class whose slots hold `n` bytes (header included). `n` ≤ class_size(35).
+#[inline]
+pub(crate) fn class_for(n: usize) -> usize {
+    if n <= 128 {
+        return 0;
+    }
+    // 2^k >= n > 2^(k-1), k >= 8
+    let k = usize::BITS - (n - 1).leading_zeros();
+    let k = k as usize;
+    if n <= 3 << (k - 2) {
+        2 * (k - 8) + 1
+    } else {
+        2 * (k - 7)
+    }
+}
+
+#[inline]
+pub(crate) fn get_u32(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_le_bytes(a)
+}
+#[inline]
+pub(crate) fn get_u64(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_le_bytes(a)
+}
+#[inline]
+pub(crate) fn put_u32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+#[inline]
+pub(crate) fn put_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Superblock contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Superblock {
+    pub(crate) node_id: u32,
+    pub(crate) epoch: u64,
+    pub(crate) max_peers: u32,
+}
+
+impl Superblock {
+    pub(crate) fn encode(&self) -> [u8; 64] {
+        let mut b = [0u8; 64];
+        b[0..8].copy_from_slice(&MAGIC);
+        put_u32(&mut b, 8, FORMAT_VERSION);
+        put_u32(&mut b, 12, self.node_id);
+        put_u64(&mut b, 16, self.epoch);
+        put_u32(&mut b, 24, self.max_peers);
+        put_u32(&mut b, 28, SUPER_LEN as u32);
+        put_u32(&mut b, 32, RECORD_LEN as u32);
+        let crc = crc32c::crc32c(&b[..60]);
+        put_u32(&mut b, 60, crc);
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8; 64]) -> Result<Self, &'static str> {
+        if b[0..8] != MAGIC {
+            return Err("bad superblock magic");
+        }
+        if crc32c::crc32c(&b[..60]) != get_u32(b, 60) {
+            return Err("superblock checksum mismatch");
+        }
+        if get_u32(b, 8) != FORMAT_VERSION {
+            return Err("unsupported format version");
+        }
+        if get_u32(b, 28) as usize != SUPER_LEN || get_u32(b, 32) as usize != RECORD_LEN {
+            return Err("unsupported superblock geometry");
+        }
+        let sb = Self {
+            node_id: get_u32(b, 12),
+            epoch: get_u64(b, 16),
+            max_peers: get_u32(b, 24),
+        };
+        if sb.epoch == 0 || sb.max_peers == 0 || sb.max_peers > crate::MAX_PEERS {
+            return Err("superblock field out of range");
+        }
+        Ok(sb)
+    }
+}
+
+/// One copy of a peer record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Record {
+    pub(crate) generation: u64,
+    pub(crate) peer: u32,
+    pub(crate) out_inc: u32,
+    pub(crate) in_inc: u32,
+    pub(crate) next_out: u64,
+    pub(crate) acked_out: u64,
+    pub(crate) consumed_in: u64,
+    pub(crate) peer_epoch: u64,
+}
+
+impl Record {
+    pub(crate) fn encode(&self) -> [u8; RECORD_LEN] {
+        let mut b = [0u8; RECORD_LEN];
+        put_u64(&mut b, 0, self.generation);
+        put_u32(&mut b, 8, self.peer);
+        put_u32(&mut b, 12, self.out_inc);
+        put_u32(&mut b, 16, self.in_inc);
+        put_u64(&mut b, 24, self.next_out);
+        put_u64(&mut b, 32, self.acked_out);
+        put_u64(&mut b, 40, self.consumed_in);
+        put_u64(&mut b, 48, self.peer_epoch);
+        let crc = crc32c::crc32c(&b[..60]);
+        put_u32(&mut b, 60, crc);
+        b
+    }
+
+    /// `None` if never written or damaged.
+    pub(crate) fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != RECORD_LEN || crc32c::crc32c(&b[..60]) != get_u32(b, 60) {
+            return None;
+        }
+        let r = Self {
+            generation: get_u64(b, 0),
+            peer: get_u32(b, 8),
+            out_inc: get_u32(b, 12),
+            in_inc: get_u32(b, 16),
+            next_out: get_u64(b, 24),
+            acked_out: get_u64(b, 32),
+            consumed_in: get_u64(b, 40),
+            peer_epoch: get_u64(b, 48),
+        };
+        (r.generation != 0 && get_u32(b, 20) == 0).then_some(r)
+    }
+}
+
+/// Segment header contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegHeader {
+    pub(crate) index: u32,
+    pub(crate) class: u32,
+    pub(crate) slot_size: u32,
+    pub(crate) slots: u32,
+    pub(crate) epoch: u64,
+}
+
+impl SegHeader {
+    pub(crate) fn encode(&self) -> [u8; SEG_HDR] {
+        let mut b = [0u8; SEG_HDR];
+        b[0..8].copy_from_slice(&SEG_MAGIC);
+        put_u32(&mut b, 8, FORMAT_VERSION);
+        put_u32(&mut b, 12, self.index);
+        put_u32(&mut b, 16, self.class);
+        put_u32(&mut b, 20, self.slot_size);
+        put_u32(&mut b, 24, self.slots);
+        put_u64(&mut b, 32, self.epoch);
+        let crc = crc32c::crc32c(&b[..60]);
+        put_u32(&mut b, 60, crc);
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8; SEG_HDR]) -> Result<Self, &'static str> {
+        if b[0..8] != SEG_MAGIC {
+            return Err("bad segment magic");
+        }
+        if crc32c::crc32c(&b[..60]) != get_u32(b, 60) {
+            return Err("segment header checksum mismatch");
+        }
+        if get_u32(b, 8) != FORMAT_VERSION {
+            return Err("unsupported segment version");
+        }
+        let h = Self {
+            index: get_u32(b, 12),
+            class: get_u32(b, 16),
+            slot_size: get_u32(b, 20),
+            slots: get_u32(b, 24),
+            epoch: get_u64(b, 32),
+        };
+        if h.class as usize >= NUM_CLASSES
+            || h.slot_size as usize != class_size(h.class as usize)
+            || h.slots == 0
+        {
+            return Err("segment geometry out of range");
+        }
+        Ok(h)
+    }
+
+    /// Total file length implied by the header.
+    pub(crate) fn file_len(&self) -> u64 {
+        SEG_HDR as u64 + u64::from(self.slot_size) * u64::from(self.slots)
+    }
+}
+
+/// Slot header contents (without the state word).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotHeader {
+    pub(crate) generation: u64,
+    pub(crate) seq: u64,
+    pub(crate) peer: u32,
+    pub(crate) len: u32,
+    pub(crate) crc: u32,
+    pub(crate) inc: u32,
+    pub(crate) kind: u8,
+}
+
+impl SlotHeader {
+    /// Encodes bytes 8..64 of the slot.
+    #[inline]
+    pub(crate) fn encode(&self) -> [u8; SLOT_HDR - 8] {
+        let mut b = [0u8; SLOT_HDR - 8];
+        put_u64(&mut b, 0, self.generation);
+        put_u64(&mut b, 8, self.seq);
+        put_u32(&mut b, 16, self.peer);
+        put_u32(&mut b, 20, self.len);
+        put_u32(&mut b, 24, self.crc);
+        put_u32(&mut b, 28, self.inc);
+        b[32] = self.kind;
+        let crc = crc32c::crc32c(&b[..52]);
+        put_u32(&mut b, 52, crc);
+        b
+    }
+
+    /// Decodes bytes 8..64 of a slot; `None` if the checksum or a field is bad.
+    #[inline]
+    pub(crate) fn decode(b: &[u8; SLOT_HDR - 8]) -> Option<Self> {
+        if crc32c::crc32c(&b[..52]) != get_u32(b, 52) {
+            return None;
+        }
+        let h = Self {
+            generation: get_u64(b, 0),
+            seq: get_u64(b, 8),
+            peer: get_u32(b, 16),
+            len: get_u32(b, 20),
+            crc: get_u32(b, 24),
+            inc: get_u32(b, 28),
+            kind: b[32],
+        };
+        (h.generation != 0 && h.seq != 0 && (h.kind == KIND_OUT || h.kind == KIND_IN)).then_some(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// class_for returns the smallest class that fits, for every boundary.
+    #[test]
+    fn classes_are_tight() {
+        for c in 0..NUM_CLASSES {
+            let s = class_size(c);
+            assert_eq!(class_for(s), c, "size {s}");
+            if c > 0 {
+                assert_eq!(class_for(class_size(c - 1) + 1), c);
+            }
+        }
+        assert!(class_size(NUM_CLASSES - 1) >= crate::MAX_MESSAGE_LEN + SLOT_HDR);
+        assert!(class_size(NUM_CLASSES - 2) < crate::MAX_MESSAGE_LEN + SLOT_HDR);
+        assert_eq!(class_for(1), 0);
+    }
+
+    /// Encodings round-trip and any single bit flip is detected.
+    #[test]
+    fn checksums_detect_flips() {
+        let h = SlotHeader {
+            generation: 7,
+            seq: 9,
+            peer: 3,
+            len: 100,
+            crc: 5,
+            inc: 1,
+            kind: KIND_OUT,
+        };
+        let b = h.encode();
+        assert_eq!(SlotHeader::decode(&b), Some(h));
+        for bit in 0..(b.len() * 8) {
+            let mut c = b;
+            c[bit / 8] ^= 1 << (bit % 8);
+            assert_ne!(SlotHeader::decode(&c), Some(h));
+        }
+        let r = Record {
+            generation: 1,
+            peer: 2,
+            next_out: 3,
+            ..Default::default()
+        };
+        assert_eq!(Record::decode(&r.encode()), Some(r));
+        let s = Superblock {
+            node_id: 1,
+            epoch: 2,
+            max_peers: 3,
+        };
+        assert_eq!(Superblock::decode(&s.encode()), Ok(s));
+    }
+}

@@ -1,0 +1,80 @@
+//! # hrpc-store: a crash-safe, memory-mapped message store
+//!
+//! The store behind hrpc's promise: a message that `send` accepted, or that the receiver
+//! acknowledged, survives the process being killed at any instruction — and, in
+//! [`Durability::Sync`] mode, an OS crash or power loss after the next [`Store::sync`].
+//!
+//! It keeps, per peer node id: outbound messages from commit until the peer acknowledges them,
+//! inbound messages from the moment they are completely persisted until the application consumes
+//! them, and small cursors (next outbound seq, acked seq, consumed seq, the peer's session epoch)
+//! in checksummed, multi-buffered records. A superblock holds this node's id and random epoch.
+//!
+//! Messages live in fixed-size slots (size classes 128 B … 24 MiB, 64-byte header) in segment
+//! files mapped with memmap2. The store starts at ~200 KiB and grows by adding segment files —
+//! a live mapping is never remapped. Space is reserved with `fallocate`, so a full disk is
+//! [`StoreError::NoSpace`], never SIGBUS. Freed slots are reused.
+//!
+//! ```
+//! use hrpc_store::{Store, StoreConfig};
+//! # fn main() -> Result<(), hrpc_store::StoreError> {
+//! let dir = tempfile::tempdir()?;
+//! let mut store = Store::open(dir.path(), &StoreConfig::new(7))?;
+//!
+//! // Zero-copy: reserve, fill in place, commit (any thread, via a producer handle).
+//! let producer = store.producer();
+//! let mut r = producer.reserve(42, 5)?;
+//! r.payload_mut().copy_from_slice(b"hello");
+//! let seq = r.commit()?;
+//! assert_eq!(store.outbound_message(42, seq).unwrap().payload(), b"hello");
+//!
+//! // Peer 42 acknowledged everything through `seq`: free it.
+//! assert_eq!(store.release_outbound_through(42, seq)?, 1);
+//!
+//! // Inbound: persist (possibly fragment by fragment), then consume in order.
+//! store.put_inbound(42, 1, b"hi back")?;
+//! assert_eq!(store.inbound_message(42, 1).unwrap().payload(), b"hi back");
+//! store.consume_inbound(42, 1)?;
+//! assert_eq!(store.inbound_consumed(42), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Safety and what users must not do
+//!
+//! `unsafe` code is confined to the private `map` module; its soundness argument (invariants
+//! M1–M5) is written there and in `docs/design.md`. [`Store::open`] is a **safe** function: it
+//! takes an exclusive `flock` on `LOCK` before mapping anything, so no other cooperating process
+//! or second `Store` can map the files. Users must not truncate, write or replace the store's
+//! files while it is open (from this or another process, bypassing the lock); that is outside the
+//! contract. Damage found while the store is closed is handled by recovery: every byte read from
+//! disk is validated before use.
+//!
+//! ## Threads
+//!
+//! [`Store`] is owned by the poll thread. [`OutboundProducer`] (Clone + Send + Sync) lets other
+//! threads reserve, fill and commit outbound messages concurrently. Sequence numbers are assigned
+//! at commit under the store lock, so publish order equals seq order.
+
+mod error;
+#[doc(hidden)]
+pub mod failpoint;
+mod layout;
+mod map;
+mod store;
+mod sync;
+
+pub use error::StoreError;
+pub use store::{
+    Durability, FileReport, InboundSlot, MessageRef, OutboundOnReset, OutboundProducer,
+    OutboundReservation, PeerReport, ResetReport, Store, StoreConfig, StoreReport,
+};
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
+
+/// Largest message payload the store accepts (16 MiB, equal to `hrpc_wire::MAX_MESSAGE_LEN`).
+pub const MAX_MESSAGE_LEN: usize = 16 << 20;
+
+/// Largest `max_peers` accepted in [`StoreConfig`].
+pub const MAX_PEERS: u32 = 1 << 16;

@@ -1,0 +1,166 @@
+//! Memory-mapped files: the only module of hrpc-store containing `unsafe`.
+//!
+//! # Soundness argument
+//!
+//! A [`MappedFile`] maps a whole file `MAP_SHARED` read+write with memmap2's `MmapRaw`, which
+//! never creates references on its own. This module turns raw pointers into references under
+//! these invariants, which the rest of the crate upholds (they are restated in `docs/design.md`):
+//!
+//! * **M1 (no outside writers).** No other process maps or writes the store's files while the
+//!   store is open. Enforced for cooperating processes by the exclusive `flock` on `LOCK` taken
+//!   before any file is mapped; *users must not truncate, edit or copy over the files of an open
+//!   store* (documented on [`crate::Store::open`]).
+//! * **M2 (length checked).** A file is mapped only after checking that it is at least as long as
+//!   the mapping, and files are never shortened by the store, so no access can fault (SIGBUS).
+//!   Space is reserved with `fallocate` before mapping, so writes never hit a full disk.
+//! * **M3 (mapping lifetime).** Mappings are never unmapped or remapped while the store is open:
+//!   growth adds new files. References handed out borrow the `MappedFile`.
+//! * **M4 (state words are atomic-only).** The first 8 bytes of every slot (its state word) are
+//!   accessed only through [`MappedFile::word`]; byte copies ([`MappedFile::read`],
+//!   [`MappedFile::write`], [`MappedFile::bytes`], [`MappedFile::bytes_mut`]) never cover them.
+//! * **M5 (slot ownership).** A slot's header and payload bytes are written only by the unique
+//!   owner of a claim (a slot index popped from a free list under the store mutex), and only
+//!   before it is published. A published slot is never written until it is freed, and freeing
+//!   needs `&mut Store`, so no `&[u8]` returned by [`MappedFile::bytes`] (which borrows `&Store`)
+//!   can be alive when a slot is freed and re-claimed. Metadata (superblock, peer records) is
+//!   written only under the store mutex and read only under it or during `open`.
+//!
+//! Bounds (M2) are checked here with `assert!`: offsets come from the crate's own arithmetic on
+//! validated headers, so a failure is a bug in hrpc-store, never a reaction to disk contents.
+
+use std::fs::File;
+use std::io;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::sync::AtomicU64;
+
+/// A whole file mapped shared, read+write.
+#[derive(Debug)]
+pub(crate) struct MappedFile {
+    map: MmapRaw,
+    len: usize,
+    /// Under loom, state words live in loom atomics (loom cannot model atomics it did not create).
+    /// One per 8 bytes; only used for segment files, which are tiny in loom tests.
+    #[cfg(loom)]
+    words: Box<[AtomicU64]>,
+}
+
+impl MappedFile {
+    /// Maps the first `len` bytes of `file` after checking (M2) that the file is that long.
+    pub(crate) fn map(file: &File, len: usize, populate: bool, atomics: bool) -> io::Result<Self> {
+        let file_len = file.metadata()?.len();
+        if len == 0 || file_len < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("file is {file_len} bytes, cannot map {len}"),
+            ));
+        }
+        let mut opts = MmapOptions::new();
+        opts.len(len);
+        if populate {
+            opts.populate();
+        }
+        let map = opts.map_raw(file)?;
+        let _ = atomics;
+        Ok(Self {
+            #[cfg(loom)]
+            words: (0..if atomics { len / 8 } else { 0 })
+                .map(|i| {
+                    let mut b = [0u8; 8];
+                    // SAFETY: i*8+8 <= len, the mapping is live and nothing else accesses it yet.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(map.as_ptr().add(i * 8), b.as_mut_ptr(), 8)
+                    };
+                    AtomicU64::new(u64::from_le_bytes(b))
+                })
+                .collect(),
+            map,
+            len,
+        })
+    }
+
+    fn check(&self, off: usize, len: usize) {
+        assert!(
+            off.checked_add(len).is_some_and(|end| end <= self.len),
+            "hrpc-store bug: access {off}+{len} outside mapping of {}",
+            self.len
+        );
+    }
+
+    /// The atomic state word at `off` (8-aligned). See M4.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
+        self.check(off, 8);
+        assert!(
+            off.is_multiple_of(8),
+            "hrpc-store bug: unaligned state word"
+        );
+        // SAFETY: in bounds (checked), 8-aligned (the mapping base is page-aligned and `off` is a
+        // multiple of 8), valid for the lifetime of `&self` (M3), and per M4 these 8 bytes are
+        // only ever accessed atomically in this process; M1 excludes other processes.
+        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(off).cast::<u64>()) }
+    }
+
+    /// The atomic state word at `off` (8-aligned). See M4. (loom: a side-table atomic.)
+    #[cfg(loom)]
+    #[inline]
+    pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
+        self.check(off, 8);
+        &self.words[off / 8]
+    }
+
+    /// Copies `buf.len()` bytes at `off` out of the mapping.
+    #[inline]
+    pub(crate) fn read(&self, off: usize, buf: &mut [u8]) {
+        self.check(off, buf.len());
+        // SAFETY: in bounds (checked) of a live mapping (M3); per M5 nobody writes these bytes
+        // concurrently; `buf` is a distinct Rust allocation, so the ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.as_ptr().add(off), buf.as_mut_ptr(), buf.len())
+        };
+    }
+
+    /// Copies `data` into the mapping at `off`.
+    #[inline]
+    pub(crate) fn write(&self, off: usize, data: &[u8]) {
+        self.check(off, data.len());
+        // SAFETY: in bounds (checked) of a live, writable mapping (M3); per M5 the caller owns
+        // these bytes exclusively (claimed slot or metadata under the mutex) and no reference to
+        // them exists; `data` cannot alias the mapping's writable range it is copied into because
+        // the only references into the mapping are to published, immutable slots (M5).
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(off), data.len())
+        };
+    }
+
+    /// Shared view of `len` bytes at `off` (a published payload, or anything during `open`).
+    #[inline]
+    pub(crate) fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        self.check(off, len);
+        // SAFETY: in bounds (checked), live for `&self` (M3); per M5 the bytes are not written
+        // while the returned borrow (tied to `&Store`) exists.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(off), len) }
+    }
+
+    /// Exclusive view of `len` bytes at `off` (the payload area of a slot the caller has claimed).
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) fn bytes_mut(&self, off: usize, len: usize) -> &mut [u8] {
+        self.check(off, len);
+        // SAFETY: in bounds (checked), live (M3); per M5 the caller is the unique owner of the
+        // claimed slot, the returned borrow is tied to that ownership (a `&mut` reservation), and
+        // no other reference to these bytes exists until the slot is published.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(off), len) }
+    }
+
+    /// `msync(MS_SYNC)` of the pages covering `off..off+len`.
+    pub(crate) fn flush(&self, off: usize, len: usize) -> io::Result<()> {
+        self.check(off, len);
+        if len == 0 {
+            return Ok(());
+        }
+        self.map.flush_range(off, len)
+    }
+}

@@ -1,0 +1,1892 @@
+//! The store: open/recovery, slot allocation, outbound/inbound messages, peer records, sync.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::error::StoreError;
+use crate::failpoint;
+use crate::layout::{
+    COPIES, ENTRY_LEN, KIND_IN, KIND_OUT, NUM_CLASSES, RECORD_LEN, Record, SEG_HDR, SLOT_HDR,
+    SUPER_LEN, SegHeader, SlotHeader, Superblock, class_for, class_size,
+};
+use crate::map::MappedFile;
+use crate::sync::{Arc, Mutex, Ordering, lock};
+use crate::{MAX_MESSAGE_LEN, MAX_PEERS};
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Maximum number of segment files.
+const MAX_SEGMENTS: usize = 1024;
+/// Target size of the first segment of a class; later ones double up to `SEG_MAX`.
+#[cfg(not(loom))]
+const SEG_BASE: usize = 64 << 10;
+#[cfg(loom)]
+const SEG_BASE: usize = 1 << 10;
+const SEG_MAX: usize = 64 << 20;
+const LOCK_FILE: &str = "LOCK";
+const META_FILE: &str = "meta";
+
+/// How much a committed message survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Survives the process being killed at any instruction (SIGKILL, abort, panic), not an OS
+    /// crash or power loss. No syscalls on the message path; [`Store::sync`] is a no-op.
+    #[default]
+    Process,
+    /// Additionally survives OS crash / power loss for everything committed before the last
+    /// successful [`Store::sync`] (a group commit: `msync` of what changed since the last one).
+    Sync,
+}
+
+/// Configuration for [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// This node's id. Stored in the superblock at creation; a mismatch on reopen is an error.
+    pub node_id: u32,
+    /// Crash model to honour.
+    pub durability: Durability,
+    /// Limit on slot bytes (64-byte header + payload, rounded up to the slot size class) in use;
+    /// [`StoreError::Full`] beyond. Default 1 GiB.
+    pub capacity_bytes: u64,
+    /// Peer table size, fixed when the store is created (ignored on reopen). Default 1024;
+    /// costs 192 bytes of disk per entry.
+    pub max_peers: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            durability: Durability::Process,
+            capacity_bytes: 1 << 30,
+            max_peers: 1024,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Default configuration for `node_id`.
+    pub fn new(node_id: u32) -> Self {
+        Self {
+            node_id,
+            ..Self::default()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+/// Multiplicative hasher for u32 peer ids (no allocation, ~1 ns).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = (u64::from(v) ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+
+fn random_nonzero_u64() -> u64 {
+    use std::hash::BuildHasher;
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        h.write_u128(now);
+        h.write_u32(std::process::id());
+        let v = h.finish();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+fn corrupt(file: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        file: file.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn fallocate(file: &File, len: u64) -> Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOSPC) => Err(StoreError::NoSpace),
+        Err(e) => Err(StoreError::Io(e.into())),
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Identifies a slot: segment file index and slot index in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlotId {
+    seg: u32,
+    idx: u32,
+}
+const TOMBSTONE: SlotId = SlotId {
+    seg: u32::MAX,
+    idx: u32::MAX,
+};
+
+#[derive(Debug, Clone, Copy)]
+struct OutEntry {
+    seq: u64,
+    slot: SlotId,
+    len: u32,
+    crc: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InEntry {
+    slot: SlotId,
+    len: u32,
+    crc: u32,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    file: File,
+    map: MappedFile,
+    class: usize,
+    slot_size: usize,
+    slots: u32,
+}
+
+impl Segment {
+    #[inline]
+    fn off(&self, idx: u32) -> usize {
+        SEG_HDR + idx as usize * self.slot_size
+    }
+}
+
+/// In-memory state of one peer (index into `Inner::states`; never removed while open).
+#[derive(Debug)]
+struct PeerState {
+    peer: u32,
+    /// Peer table entry.
+    entry: u32,
+    /// Last written record value.
+    rec: Record,
+    /// Copy index holding `rec`.
+    latest: u8,
+    /// Copy index known durable (Sync mode: flushed by the last sync; Process mode: == latest).
+    durable: u8,
+    /// Sync mode: in `Inner::dirty_entries`.
+    dirty: bool,
+    /// Next outbound seq to assign.
+    next_out: u64,
+    /// Pending outbound messages in seq order; `TOMBSTONE` slots are selectively released ones.
+    out: VecDeque<OutEntry>,
+    out_live: usize,
+    out_bytes: u64,
+}
+
+impl PeerState {
+    fn find_out(&self, seq: u64) -> Option<usize> {
+        let front = self.out.front()?.seq;
+        let i = usize::try_from(seq.checked_sub(front)?).ok()?;
+        let i = match self.out.get(i) {
+            Some(e) if e.seq == seq => i,
+            _ => self.out.binary_search_by_key(&seq, |e| e.seq).ok()?,
+        };
+        (self.out[i].slot != TOMBSTONE).then_some(i)
+    }
+}
+
+#[derive(Debug, Default)]
+struct ClassState {
+    free: Vec<SlotId>,
+    segs: u32,
+}
+
+/// Test hook called after each successful flush: `(file, offset, len)`.
+type FlushHook = Box<dyn FnMut(&Path, u64, u64) + Send>;
+struct HookSlot(Option<FlushHook>);
+impl fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(hook)"
+        } else {
+            "None"
+        })
+    }
+}
+
+/// Everything behind the store mutex.
+#[derive(Debug)]
+struct Inner {
+    classes: Vec<ClassState>,
+    nsegs: u32,
+    used: u64,
+    generation: u64,
+    peers: IdMap<u32>,
+    states: Vec<PeerState>,
+    free_entries: Vec<u32>,
+    meta: MappedFile,
+    meta_file: File,
+    /// Sync mode: dirty byte range per segment (`lo >= hi` = clean) and the list of dirty ones.
+    seg_dirty: Vec<(usize, usize)>,
+    dirty_segs: Vec<u32>,
+    /// Sync mode: peer entries written since the last sync.
+    dirty_entries: Vec<u32>,
+    hook: HookSlot,
+}
+
+/// State shared between the poll thread ([`Store`]) and producers ([`OutboundProducer`]).
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    durability: Durability,
+    node_id: u32,
+    epoch: u64,
+    capacity: u64,
+    max_peers: u32,
+    instance: u64,
+    /// Append-only table of mapped segments (never unmapped while open: invariant M3).
+    segments: Box<[OnceLock<Segment>]>,
+    inner: Mutex<Inner>,
+    stopped: OnceLock<std::sync::Arc<io::Error>>,
+}
+
+impl Shared {
+    #[inline]
+    fn check_stopped(&self) -> Result<()> {
+        match self.stopped.get() {
+            Some(e) => Err(StoreError::Stopped(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    #[inline]
+    fn seg(&self, i: u32) -> Option<&Segment> {
+        self.segments.get(i as usize)?.get()
+    }
+
+    fn payload(&self, slot: SlotId, len: u32) -> Option<&[u8]> {
+        let seg = self.seg(slot.seg)?;
+        Some(seg.map.bytes(seg.off(slot.idx) + SLOT_HDR, len as usize))
+    }
+}
+
+impl Inner {
+    fn mark_dirty(&mut self, seg: u32, lo: usize, hi: usize) {
+        let Some(d) = self.seg_dirty.get_mut(seg as usize) else {
+            return;
+        };
+        if d.0 >= d.1 {
+            *d = (lo, hi);
+            self.dirty_segs.push(seg);
+        } else {
+            *d = (d.0.min(lo), d.1.max(hi));
+        }
+    }
+
+    /// Claims a free slot of `class` (growing the store by one segment if needed).
+    fn claim(&mut self, sh: &Shared, class: usize) -> Result<SlotId> {
+        let size = class_size(class) as u64;
+        if self.used + size > sh.capacity {
+            return Err(StoreError::Full {
+                used: self.used,
+                requested: size,
+                capacity: sh.capacity,
+            });
+        }
+        if self.classes[class].free.is_empty() {
+            self.add_segment(sh, class)?;
+        }
+        let Some(slot) = self.classes[class].free.pop() else {
+            return Err(StoreError::Full {
+                used: self.used,
+                requested: size,
+                capacity: sh.capacity,
+            });
+        };
+        self.used += size;
+        Ok(slot)
+    }
+
+    /// Returns a claimed, never-published slot (its state word is still 0).
+    fn unclaim(&mut self, class: usize, slot: SlotId) {
+        self.classes[class].free.push(slot);
+        self.used -= class_size(class) as u64;
+    }
+
+    /// Frees a published slot: one Release store of 0 into its state word.
+    fn free_slot(&mut self, sh: &Shared, slot: SlotId) {
+        let Some(seg) = sh.seg(slot.seg) else { return };
+        let off = seg.off(slot.idx);
+        seg.map.word(off).store(0, Ordering::Release);
+        let class = seg.class;
+        if sh.durability == Durability::Sync {
+            self.mark_dirty(slot.seg, off, off + 8);
+        }
+        self.classes[class].free.push(slot);
+        self.used -= class_size(class) as u64;
+    }
+
+    fn add_segment(&mut self, sh: &Shared, class: usize) -> Result<()> {
+        let index = self.nsegs;
+        if index as usize >= MAX_SEGMENTS {
+            return Err(StoreError::Full {
+                used: self.used,
+                requested: 0,
+                capacity: sh.capacity,
+            });
+        }
+        let slot_size = class_size(class);
+        let k = self.classes[class].segs.min(10);
+        let target = (SEG_BASE << k).min(SEG_MAX);
+        let slots = ((target.saturating_sub(SEG_HDR)) / slot_size).max(1);
+        let hdr = SegHeader {
+            index,
+            class: class as u32,
+            slot_size: slot_size as u32,
+            slots: slots as u32,
+            epoch: sh.epoch,
+        };
+        let len = hdr.file_len();
+        let path = sh.dir.join(format!("seg-{index:06}"));
+        let tmp = sh.dir.join(format!("seg-{index:06}.tmp"));
+        let file = create_file(&tmp, len, &hdr.encode(), sh.durability == Durability::Sync)?;
+        failpoint::hit("segment.before_rename");
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        if sh.durability == Durability::Sync {
+            fsync_dir(&sh.dir)?;
+            if let Some(h) = self.hook.0.as_mut() {
+                h(&path, 0, len);
+            }
+        }
+        let map = MappedFile::map(&file, len as usize, false, true)?;
+        let seg = Segment {
+            path,
+            file,
+            map,
+            class,
+            slot_size,
+            slots: slots as u32,
+        };
+        if sh.segments[index as usize].set(seg).is_err() {
+            return Err(io::Error::other("segment index reused").into());
+        }
+        self.nsegs += 1;
+        self.seg_dirty.push((0, 0));
+        let cs = &mut self.classes[class];
+        cs.segs += 1;
+        cs.free.extend(
+            (0..slots as u32)
+                .rev()
+                .map(|idx| SlotId { seg: index, idx }),
+        );
+        tracing::debug!(index, class, slot_size, slots, "added segment");
+        Ok(())
+    }
+
+    /// Index of `peer`'s state, creating a peer table entry if needed.
+    fn peer_idx(&mut self, sh: &Shared, peer: u32) -> Result<usize> {
+        if let Some(&i) = self.peers.get(&peer) {
+            return Ok(i as usize);
+        }
+        let Some(entry) = self.free_entries.pop() else {
+            return Err(StoreError::TooManyPeers { max: sh.max_peers });
+        };
+        let i = self.states.len();
+        self.states.push(PeerState {
+            peer,
+            entry,
+            rec: Record {
+                peer,
+                next_out: 1,
+                ..Record::default()
+            },
+            latest: 0,
+            durable: 0,
+            dirty: false,
+            next_out: 1,
+            out: VecDeque::new(),
+            out_live: 0,
+            out_bytes: 0,
+        });
+        self.peers.insert(peer, i as u32);
+        self.write_record(sh, i);
+        Ok(i)
+    }
+
+    /// Writes `states[i].rec` to a copy that is neither the latest nor the durable one, so a torn
+    /// write (process death) falls back to the latest value and a power loss to the synced one.
+    fn write_record(&mut self, sh: &Shared, i: usize) {
+        let st = &mut self.states[i];
+        let target = (0..COPIES as u8)
+            .find(|&c| c != st.latest && c != st.durable)
+            .unwrap_or((st.latest + 1) % COPIES as u8);
+        st.rec.generation += 1;
+        let bytes = st.rec.encode();
+        let off = SUPER_LEN + st.entry as usize * ENTRY_LEN + target as usize * RECORD_LEN;
+        if failpoint::fires("record.torn") {
+            self.meta.write(off, &bytes[..RECORD_LEN / 2]);
+            failpoint::die("record.torn");
+        }
+        self.meta.write(off, &bytes);
+        st.latest = target;
+        if sh.durability == Durability::Process {
+            st.durable = target;
+        } else if !st.dirty {
+            st.dirty = true;
+            self.dirty_entries.push(i as u32);
+        }
+    }
+
+    /// Publishes a filled slot under the lock: header, then one Release store of the state word.
+    fn publish(&mut self, sh: &Shared, slot: SlotId, mut hdr: SlotHeader) {
+        let Some(seg) = sh.seg(slot.seg) else { return };
+        hdr.generation = self.generation;
+        self.generation += 1;
+        let off = seg.off(slot.idx);
+        seg.map.write(off + 8, &hdr.encode());
+        failpoint::hit(if hdr.kind == KIND_OUT {
+            "commit.before_publish"
+        } else {
+            "inbound.before_publish"
+        });
+        seg.map.word(off).store(hdr.generation, Ordering::Release);
+        if sh.durability == Durability::Sync {
+            self.mark_dirty(slot.seg, off, off + SLOT_HDR + hdr.len as usize);
+        }
+    }
+}
+
+fn create_file(path: &Path, len: u64, header: &[u8], sync: bool) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let res = (|| -> Result<()> {
+        fallocate(&file, len)?;
+        file.write_all_at(header, 0)?;
+        if sync {
+            file.sync_all()?;
+        }
+        Ok(())
+    })();
+    match res {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            drop(file);
+            let _ = fs::remove_file(path);
+            Err(e)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public types
+
+/// A committed message borrowed from the store (zero-copy view into the mapping).
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRef<'a> {
+    seq: u64,
+    crc: u32,
+    payload: &'a [u8],
+}
+
+impl<'a> MessageRef<'a> {
+    /// Sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// The payload bytes, in the mapped file.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+    /// crc32c of the payload (verified at commit and at recovery).
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+}
+
+/// What to do with a peer's unacknowledged outbound messages in [`Store::reset_peer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundOnReset {
+    /// Keep them and their sequence numbers.
+    Keep,
+    /// Free them and restart outbound numbering at 1. Enumerate them first with
+    /// [`Store::outbound_seqs`] / [`Store::outbound_message`] to re-send their payloads.
+    Drop,
+}
+
+/// Result of [`Store::reset_peer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResetReport {
+    /// Inbound messages (persisted, not consumed) freed.
+    pub inbound_dropped: usize,
+    /// Outbound messages freed (only with [`OutboundOnReset::Drop`]).
+    pub outbound_dropped: usize,
+    /// Outbound messages kept (only with [`OutboundOnReset::Keep`]).
+    pub outbound_kept: usize,
+}
+
+/// Per-peer part of a [`StoreReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerReport {
+    /// Peer node id.
+    pub peer: u32,
+    /// The peer's session epoch, if recorded.
+    pub epoch: Option<u64>,
+    /// Next outbound seq to be assigned.
+    pub next_outbound_seq: u64,
+    /// Highest cumulatively acknowledged outbound seq.
+    pub acked_outbound_seq: u64,
+    /// Highest consumed inbound seq.
+    pub consumed_inbound_seq: u64,
+    /// Pending outbound messages.
+    pub outbound_count: usize,
+    /// Payload bytes of pending outbound messages.
+    pub outbound_bytes: u64,
+    /// Lowest pending outbound seq.
+    pub oldest_outbound: Option<u64>,
+    /// Persisted, unconsumed inbound messages.
+    pub inbound_count: usize,
+    /// Payload bytes of those.
+    pub inbound_bytes: u64,
+    /// Lowest of those.
+    pub oldest_inbound: Option<u64>,
+}
+
+/// One file of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReport {
+    /// Path.
+    pub path: PathBuf,
+    /// Length in bytes.
+    pub bytes: u64,
+}
+
+/// Read-only inspection of a store ([`Store::inspect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreReport {
+    /// Node id.
+    pub node_id: u32,
+    /// Node epoch.
+    pub epoch: u64,
+    /// Peers, sorted by id.
+    pub peers: Vec<PeerReport>,
+    /// Files (lock, meta, segments).
+    pub files: Vec<FileReport>,
+    /// Sum of file lengths.
+    pub disk_bytes: u64,
+    /// Slot bytes in use.
+    pub used_bytes: u64,
+    /// Configured capacity.
+    pub capacity_bytes: u64,
+}
+
+/// A persistent message store. Owned by the poll thread; `Send`, not `Sync`-shared.
+///
+/// Dropping a `Store` does no work beyond unmapping and unlocking: to the files it is the same
+/// as the process dying, which is why tests use drop + reopen as a process-death crash.
+#[derive(Debug)]
+pub struct Store {
+    shared: Arc<Shared>,
+    producer: OutboundProducer,
+    inbound: IdMap<BTreeMap<u64, InEntry>>,
+    /// Sync mode: slots released since the last sync; freed after the cursor records that make
+    /// freeing them safe are durable.
+    deferred: Vec<SlotId>,
+    _lock: File,
+}
+
+/// Clone + Send + Sync handle for committing outbound messages from any thread.
+#[derive(Debug, Clone)]
+pub struct OutboundProducer {
+    shared: Arc<Shared>,
+}
+
+/// A reserved outbound slot being filled in place. Dropping it releases the slot.
+#[derive(Debug)]
+pub struct OutboundReservation<'a> {
+    producer: &'a OutboundProducer,
+    slot: SlotId,
+    class: usize,
+    pidx: usize,
+    peer: u32,
+    len: u32,
+}
+
+/// An inbound message being assembled in a reserved, unpublished slot. Owned (no lifetime) so
+/// it can be kept across poll iterations; finish it with [`Store::commit_inbound`] or
+/// [`Store::abort_inbound`] (if simply dropped, the slot stays reserved until the next open).
+#[derive(Debug)]
+pub struct InboundSlot {
+    instance: u64,
+    slot: SlotId,
+    class: usize,
+    pidx: usize,
+    peer: u32,
+    seq: u64,
+    len: u32,
+    crc: u32,
+    inc: u32,
+}
+
+impl InboundSlot {
+    /// Peer node id.
+    pub fn peer(&self) -> u32 {
+        self.peer
+    }
+    /// Sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// Declared message length.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+    /// True for a zero-length message.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Producer side
+
+impl OutboundProducer {
+    /// Reserves a slot for an outbound message of `len` bytes to `peer`. Fill it with
+    /// [`OutboundReservation::payload_mut`], then [`OutboundReservation::commit`].
+    ///
+    /// Errors: [`StoreError::TooLarge`], [`StoreError::Full`], [`StoreError::NoSpace`],
+    /// [`StoreError::TooManyPeers`], [`StoreError::Stopped`]. On error nothing changed.
+    pub fn reserve(&self, peer: u32, len: usize) -> Result<OutboundReservation<'_>> {
+        if len > MAX_MESSAGE_LEN {
+            return Err(StoreError::TooLarge {
+                len,
+                max: MAX_MESSAGE_LEN,
+            });
+        }
+        let sh = &*self.shared;
+        sh.check_stopped()?;
+        let class = class_for(len + SLOT_HDR);
+        let mut inner = lock(&sh.inner);
+        let slot = inner.claim(sh, class)?;
+        let pidx = match inner.peer_idx(sh, peer) {
+            Ok(i) => i,
+            Err(e) => {
+                inner.unclaim(class, slot);
+                return Err(e);
+            }
+        };
+        drop(inner);
+        failpoint::hit("reserve.after_claim");
+        Ok(OutboundReservation {
+            producer: self,
+            slot,
+            class,
+            pidx,
+            peer,
+            len: len as u32,
+        })
+    }
+
+    /// Convenience: reserve, copy `payload`, commit. Returns the assigned seq.
+    pub fn send(&self, peer: u32, payload: &[u8]) -> Result<u64> {
+        let mut r = self.reserve(peer, payload.len())?;
+        r.payload_mut().copy_from_slice(payload);
+        r.commit()
+    }
+}
+
+impl OutboundReservation<'_> {
+    /// The payload area (exactly the reserved length), in the mapped file.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let sh = &*self.producer.shared;
+        match sh.seg(self.slot.seg) {
+            Some(seg) => seg
+                .map
+                .bytes_mut(seg.off(self.slot.idx) + SLOT_HDR, self.len as usize),
+            None => &mut [],
+        }
+    }
+
+    /// Peer this message goes to.
+    pub fn peer(&self) -> u32 {
+        self.peer
+    }
+
+    /// Commits: checksums the payload, then (under the store lock, so publish order == seq
+    /// order) assigns the next seq for the peer, writes the header and publishes. Returns seq.
+    pub fn commit(self) -> Result<u64> {
+        let sh = &*self.producer.shared;
+        let crc = crc32c::crc32c(self.payload_ref());
+        failpoint::hit("commit.before_lock");
+        let mut inner = lock(&sh.inner);
+        if let Err(e) = sh.check_stopped() {
+            drop(inner);
+            return Err(e); // Drop releases the slot.
+        }
+        let st = &mut inner.states[self.pidx];
+        let seq = st.next_out;
+        st.next_out += 1;
+        let inc = st.rec.out_inc;
+        let hdr = SlotHeader {
+            generation: 0,
+            seq,
+            peer: self.peer,
+            len: self.len,
+            crc,
+            inc,
+            kind: KIND_OUT,
+        };
+        inner.publish(sh, self.slot, hdr);
+        let st = &mut inner.states[self.pidx];
+        st.out.push_back(OutEntry {
+            seq,
+            slot: self.slot,
+            len: self.len,
+            crc,
+        });
+        st.out_live += 1;
+        st.out_bytes += u64::from(self.len);
+        drop(inner);
+        std::mem::forget(self);
+        failpoint::hit("commit.after_publish");
+        Ok(seq)
+    }
+
+    fn payload_ref(&self) -> &[u8] {
+        match self.producer.shared.seg(self.slot.seg) {
+            Some(seg) => seg
+                .map
+                .bytes(seg.off(self.slot.idx) + SLOT_HDR, self.len as usize),
+            None => &[],
+        }
+    }
+}
+
+impl Drop for OutboundReservation<'_> {
+    fn drop(&mut self) {
+        lock(&self.producer.shared.inner).unclaim(self.class, self.slot);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open & recovery
+
+struct Candidate {
+    peer: u32,
+    kind: u8,
+    seq: u64,
+    generation: u64,
+    inc: u32,
+    len: u32,
+    crc: u32,
+    slot: SlotId,
+}
+
+impl Store {
+    /// Opens (creating if missing) the store in directory `dir`, recovering its state.
+    ///
+    /// `open` is a safe function. Its soundness rests on the exclusive lock it takes on
+    /// `dir/LOCK` before mapping anything (a second `open`, in this or another process, gets
+    /// [`StoreError::Locked`]) and on this **user obligation: do not truncate, write, replace or
+    /// otherwise modify the store's files while a `Store` has them open** (reading/copying them
+    /// is fine). Doing so is outside the store's contract and may crash the process. Damaged or
+    /// truncated files found at open time are handled: torn records are dropped, unrecoverable
+    /// damage yields [`StoreError::Corrupt`].
+    ///
+    /// Recovery: validates every slot (header checksum before any length is used, bounds, payload
+    /// checksum, generation), frees torn or unpublished slots and slots already acknowledged or
+    /// consumed according to the peer records, dedupes on (peer, seq), and rebuilds the indexes.
+    /// Recovery is idempotent.
+    pub fn open(dir: &Path, cfg: &StoreConfig) -> Result<Store> {
+        failpoint::init();
+        if cfg.max_peers == 0 || cfg.max_peers > MAX_PEERS {
+            return Err(StoreError::Config("max_peers must be in 1..=MAX_PEERS"));
+        }
+        fs::create_dir_all(dir)?;
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let sync = cfg.durability == Durability::Sync;
+
+        // Directory scan: drop leftovers of interrupted file creation, collect segments.
+        let mut seg_files = Vec::new();
+        for ent in fs::read_dir(dir)? {
+            let ent = ent?;
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".tmp") {
+                tracing::info!(file = name, "removing leftover temporary file");
+                fs::remove_file(ent.path())?;
+            } else if let Some(n) = name.strip_prefix("seg-")
+                && n.len() == 6
+                && let Ok(i) = n.parse::<u32>()
+            {
+                seg_files.push((i, ent.path()));
+            }
+        }
+        seg_files.sort_unstable_by_key(|s| s.0);
+
+        // Superblock.
+        let meta_path = dir.join(META_FILE);
+        if !meta_path.exists() {
+            if !seg_files.is_empty() {
+                return Err(corrupt(&meta_path, "missing, but segment files exist"));
+            }
+            let sb = Superblock {
+                node_id: cfg.node_id,
+                epoch: new_epoch(),
+                max_peers: cfg.max_peers,
+            };
+            let len = (SUPER_LEN + cfg.max_peers as usize * ENTRY_LEN) as u64;
+            let tmp = dir.join("meta.tmp");
+            drop(create_file(&tmp, len, &sb.encode(), true)?);
+            fs::rename(&tmp, &meta_path)?;
+            fsync_dir(dir)?;
+            tracing::info!(dir = %dir.display(), node_id = cfg.node_id, epoch = sb.epoch, "created store");
+        }
+        let meta_file = OpenOptions::new().read(true).write(true).open(&meta_path)?;
+        let meta_len = meta_file.metadata()?.len();
+        if meta_len < 64 {
+            return Err(corrupt(
+                &meta_path,
+                format!("truncated to {meta_len} bytes"),
+            ));
+        }
+        let mut sbb = [0u8; 64];
+        meta_file.read_exact_at(&mut sbb, 0)?;
+        let sb = Superblock::decode(&sbb).map_err(|r| corrupt(&meta_path, r))?;
+        if sb.node_id != cfg.node_id {
+            return Err(StoreError::NodeIdMismatch {
+                stored: sb.node_id,
+                requested: cfg.node_id,
+            });
+        }
+        let table_end = SUPER_LEN + sb.max_peers as usize * ENTRY_LEN;
+        if meta_len < table_end as u64 {
+            return Err(corrupt(
+                &meta_path,
+                format!("truncated to {meta_len} of {table_end} bytes"),
+            ));
+        }
+        let meta = MappedFile::map(&meta_file, table_end, false, false)?;
+
+        // Peer records: per entry, the valid copy with the highest generation.
+        let mut states: Vec<PeerState> = Vec::new();
+        let mut peers: IdMap<u32> = IdMap::default();
+        let mut free_entries = Vec::new();
+        let mut buf = [0u8; RECORD_LEN];
+        for e in (0..sb.max_peers).rev() {
+            let mut best: Option<(Record, u8)> = None;
+            for c in 0..COPIES {
+                meta.read(
+                    SUPER_LEN + e as usize * ENTRY_LEN + c * RECORD_LEN,
+                    &mut buf,
+                );
+                if let Some(r) = Record::decode(&buf)
+                    && best.is_none_or(|(b, _)| r.generation > b.generation)
+                {
+                    best = Some((r, c as u8));
+                }
+            }
+            let Some((rec, c)) = best else {
+                free_entries.push(e);
+                continue;
+            };
+            if let Some(&other) = peers.get(&rec.peer) {
+                // Duplicate entry for one peer (only possible through outside damage): keep
+                // the newer one.
+                tracing::warn!(peer = rec.peer, entry = e, "duplicate peer entry");
+                let o = &mut states[other as usize];
+                if o.rec.generation >= rec.generation {
+                    continue;
+                }
+                *o = new_state(rec, e, c);
+                continue;
+            }
+            peers.insert(rec.peer, states.len() as u32);
+            states.push(new_state(rec, e, c));
+        }
+        // Entries shadowed by duplicates are neither free nor used; zero them so they become free.
+        let used_entries: std::collections::HashSet<u32> = states.iter().map(|s| s.entry).collect();
+        for e in 0..sb.max_peers {
+            if !used_entries.contains(&e) && !free_entries.contains(&e) {
+                meta.write(SUPER_LEN + e as usize * ENTRY_LEN, &[0u8; ENTRY_LEN]);
+                free_entries.push(e);
+            }
+        }
+        free_entries.sort_unstable_by(|a, b| b.cmp(a));
+
+        let segments: Box<[OnceLock<Segment>]> =
+            (0..MAX_SEGMENTS).map(|_| OnceLock::new()).collect();
+        let mut classes: Vec<ClassState> =
+            (0..NUM_CLASSES).map(|_| ClassState::default()).collect();
+        let mut nsegs = 0u32;
+        let mut cands: Vec<Candidate> = Vec::new();
+        let mut max_gen = 0u64;
+        let mut torn = 0usize;
+        let mut hdr = [0u8; SLOT_HDR - 8];
+        for (i, path) in &seg_files {
+            if *i as usize >= MAX_SEGMENTS {
+                return Err(corrupt(path, "segment index out of range"));
+            }
+            let file = OpenOptions::new().read(true).write(true).open(path)?;
+            let flen = file.metadata()?.len();
+            if flen < SEG_HDR as u64 {
+                return Err(corrupt(path, format!("truncated to {flen} bytes")));
+            }
+            let mut hb = [0u8; SEG_HDR];
+            file.read_exact_at(&mut hb, 0)?;
+            let h = SegHeader::decode(&hb).map_err(|r| corrupt(path, r))?;
+            if h.index != *i || h.epoch != sb.epoch {
+                return Err(corrupt(path, "segment belongs to another store or index"));
+            }
+            let len = h.file_len();
+            if len > (SEG_MAX + class_size(h.class as usize) + SEG_HDR) as u64 {
+                return Err(corrupt(path, "segment larger than any the store creates"));
+            }
+            if flen < len {
+                tracing::warn!(file = %path.display(), flen, len, "segment truncated: re-extending (lost slots are freed)");
+                fallocate(&file, len)?;
+            }
+            let map = MappedFile::map(&file, len as usize, true, true)?;
+            let seg = Segment {
+                path: path.clone(),
+                file,
+                map,
+                class: h.class as usize,
+                slot_size: h.slot_size as usize,
+                slots: h.slots,
+            };
+            let cap = seg.slot_size - SLOT_HDR;
+            let cs = &mut classes[seg.class];
+            cs.segs += 1;
+            for idx in (0..seg.slots).rev() {
+                let off = seg.off(idx);
+                let w = seg.map.word(off);
+                let state = w.load(Ordering::Acquire);
+                let slot = SlotId { seg: *i, idx };
+                if state == 0 {
+                    cs.free.push(slot);
+                    continue;
+                }
+                seg.map.read(off + 8, &mut hdr);
+                let valid = SlotHeader::decode(&hdr).filter(|h| {
+                    h.generation == state
+                        && (h.len as usize) <= cap
+                        && crc32c::crc32c(seg.map.bytes(off + SLOT_HDR, h.len as usize)) == h.crc
+                });
+                match valid {
+                    Some(h) => {
+                        max_gen = max_gen.max(h.generation);
+                        cands.push(Candidate {
+                            peer: h.peer,
+                            kind: h.kind,
+                            seq: h.seq,
+                            generation: h.generation,
+                            inc: h.inc,
+                            len: h.len,
+                            crc: h.crc,
+                            slot,
+                        });
+                    }
+                    None => {
+                        torn += 1;
+                        w.store(0, Ordering::Release);
+                        cs.free.push(slot);
+                    }
+                }
+            }
+            if sh_segments_set(&segments, *i, seg).is_err() {
+                return Err(corrupt(path, "duplicate segment index"));
+            }
+            nsegs = nsegs.max(*i + 1);
+        }
+
+        let instance = random_nonzero_u64();
+        let inner = Inner {
+            classes,
+            nsegs,
+            used: 0,
+            generation: 0,
+            peers,
+            states,
+            free_entries,
+            meta,
+            meta_file,
+            seg_dirty: vec![(0, 0); nsegs as usize],
+            dirty_segs: Vec::new(),
+            dirty_entries: Vec::new(),
+            hook: HookSlot(None),
+        };
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            durability: cfg.durability,
+            node_id: sb.node_id,
+            epoch: sb.epoch,
+            capacity: cfg.capacity_bytes,
+            max_peers: sb.max_peers,
+            instance,
+            segments,
+            inner: Mutex::new(inner),
+            stopped: OnceLock::new(),
+        });
+        let sh = &*shared;
+        let mut inner = lock(&sh.inner);
+
+        // Group candidates: by (peer, kind, seq), highest generation first.
+        cands.sort_unstable_by(|a, b| {
+            (a.peer, a.kind, a.seq, std::cmp::Reverse(a.generation)).cmp(&(
+                b.peer,
+                b.kind,
+                b.seq,
+                std::cmp::Reverse(b.generation),
+            ))
+        });
+        let mut inbound: IdMap<BTreeMap<u64, InEntry>> = IdMap::default();
+        let (mut dup, mut stale, mut live) = (0usize, 0usize, 0usize);
+        let mut prev: Option<(u32, u8, u64)> = None;
+        let mut cur_peer: Option<(u32, usize)> = None;
+        for c in &cands {
+            let key = (c.peer, c.kind, c.seq);
+            if prev == Some(key) {
+                dup += 1;
+                inner.used += class_size(seg_class(sh, c.slot)) as u64;
+                inner.free_slot(sh, c.slot);
+                continue;
+            }
+            prev = Some(key);
+            let pidx = match cur_peer {
+                Some((p, i)) if p == c.peer => Some(i),
+                _ => {
+                    let r = inner.peer_idx(sh, c.peer).ok();
+                    if let Some(i) = r {
+                        cur_peer = Some((c.peer, i));
+                    }
+                    r
+                }
+            };
+            inner.used += class_size(seg_class(sh, c.slot)) as u64;
+            let Some(pidx) = pidx else {
+                stale += 1;
+                inner.free_slot(sh, c.slot);
+                continue;
+            };
+            let st = &mut inner.states[pidx];
+            let keep = if c.kind == KIND_OUT {
+                c.inc == st.rec.out_inc && c.seq > st.rec.acked_out
+            } else {
+                c.inc == st.rec.in_inc && c.seq > st.rec.consumed_in
+            };
+            if !keep {
+                stale += 1;
+                inner.free_slot(sh, c.slot);
+                continue;
+            }
+            live += 1;
+            if c.kind == KIND_OUT {
+                st.out.push_back(OutEntry {
+                    seq: c.seq,
+                    slot: c.slot,
+                    len: c.len,
+                    crc: c.crc,
+                });
+                st.out_live += 1;
+                st.out_bytes += u64::from(c.len);
+            } else {
+                inbound.entry(c.peer).or_default().insert(
+                    c.seq,
+                    InEntry {
+                        slot: c.slot,
+                        len: c.len,
+                        crc: c.crc,
+                    },
+                );
+            }
+        }
+        for st in &mut inner.states {
+            let last = st.out.back().map_or(0, |e| e.seq);
+            st.next_out = st
+                .rec
+                .next_out
+                .max(st.rec.acked_out + 1)
+                .max(last + 1)
+                .max(1);
+        }
+        inner.generation = max_gen + 1;
+        if torn + dup + stale > 0 {
+            tracing::warn!(torn, dup, stale, "recovery freed slots");
+        }
+        tracing::info!(dir = %dir.display(), segments = nsegs, live, peers = inner.states.len(), "store opened");
+        if sync {
+            // What recovery found may still be only in the page cache (the previous owner died
+            // before syncing): make it durable before treating it as the durable state.
+            inner.meta_file.sync_data()?;
+            for i in 0..inner.nsegs {
+                if let Some(seg) = sh.seg(i) {
+                    seg.file.sync_data()?;
+                }
+            }
+        }
+        drop(inner);
+        Ok(Store {
+            producer: OutboundProducer {
+                shared: shared.clone(),
+            },
+            shared,
+            inbound,
+            deferred: Vec::new(),
+            _lock: lock_file,
+        })
+    }
+}
+
+fn sh_segments_set(segs: &[OnceLock<Segment>], i: u32, seg: Segment) -> Result<(), Segment> {
+    match segs.get(i as usize) {
+        Some(cell) => cell.set(seg),
+        None => Err(seg),
+    }
+}
+
+fn seg_class(sh: &Shared, slot: SlotId) -> usize {
+    sh.seg(slot.seg).map_or(0, |s| s.class)
+}
+
+fn new_state(rec: Record, entry: u32, copy: u8) -> PeerState {
+    PeerState {
+        peer: rec.peer,
+        entry,
+        rec,
+        latest: copy,
+        durable: copy,
+        dirty: false,
+        next_out: 1,
+        out: VecDeque::new(),
+        out_live: 0,
+        out_bytes: 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Poll-thread API
+
+/// Frees a released slot now (Process mode) or after the next sync made the cursor that
+/// justifies it durable (Sync mode).
+#[inline]
+fn free_or_defer(deferred: &mut Vec<SlotId>, sh: &Shared, inner: &mut Inner, slot: SlotId) {
+    if sh.durability == Durability::Sync {
+        deferred.push(slot);
+    } else {
+        inner.free_slot(sh, slot);
+    }
+}
+
+impl Store {
+    /// This node's id (from the superblock).
+    pub fn node_id(&self) -> u32 {
+        self.shared.node_id
+    }
+
+    /// This store's random, nonzero epoch, chosen at creation.
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch
+    }
+
+    /// The durability mode this store was opened with.
+    pub fn durability(&self) -> Durability {
+        self.shared.durability
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// A handle for committing outbound messages from any thread.
+    pub fn producer(&self) -> OutboundProducer {
+        self.producer.clone()
+    }
+
+    /// Reserves an outbound slot (same as `self.producer().reserve(..)`).
+    pub fn reserve(&self, peer: u32, len: usize) -> Result<OutboundReservation<'_>> {
+        self.producer.reserve(peer, len)
+    }
+
+    /// Peers that have a record (any message or cursor ever stored), sorted.
+    pub fn peers(&self) -> Vec<u32> {
+        let inner = lock(&self.shared.inner);
+        let mut v: Vec<u32> = inner.states.iter().map(|s| s.peer).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// `(lowest pending seq, next seq to be assigned)` for `peer`; `None` if the peer is
+    /// unknown. With nothing pending, lowest == next. Some seqs in between may have been
+    /// released selectively.
+    pub fn outbound_pending(&self, peer: u32) -> Option<(u64, u64)> {
+        let inner = lock(&self.shared.inner);
+        let st = &inner.states[*inner.peers.get(&peer)? as usize];
+        let low = st
+            .out
+            .iter()
+            .find(|e| e.slot != TOMBSTONE)
+            .map_or(st.next_out, |e| e.seq);
+        Some((low, st.next_out))
+    }
+
+    /// Seqs of all pending (committed, unreleased) outbound messages to `peer`, ascending.
+    pub fn outbound_seqs(&self, peer: u32) -> Vec<u64> {
+        let inner = lock(&self.shared.inner);
+        match inner.peers.get(&peer) {
+            Some(&i) => inner.states[i as usize]
+                .out
+                .iter()
+                .filter(|e| e.slot != TOMBSTONE)
+                .map(|e| e.seq)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The pending outbound message `seq` to `peer`; `None` if released, acked or never sent.
+    pub fn outbound_message(&self, peer: u32, seq: u64) -> Option<MessageRef<'_>> {
+        let inner = lock(&self.shared.inner);
+        let st = &inner.states[*inner.peers.get(&peer)? as usize];
+        let e = st.out[st.find_out(seq)?];
+        drop(inner);
+        // Sound (M5): the slot is published and only `&mut self` methods free it.
+        let payload = self.shared.payload(e.slot, e.len)?;
+        Some(MessageRef {
+            seq,
+            crc: e.crc,
+            payload,
+        })
+    }
+
+    /// Selective acknowledgement: the peer persisted `seq`; free it. Returns whether it was
+    /// pending. Persists the next-seq floor first so numbering never goes backwards.
+    pub fn release_outbound(&mut self, peer: u32, seq: u64) -> Result<bool> {
+        let sh = &*self.shared;
+        sh.check_stopped()?;
+        let mut inner = lock(&sh.inner);
+        let Some(&pidx) = inner.peers.get(&peer) else {
+            return Ok(false);
+        };
+        let pidx = pidx as usize;
+        let Some(i) = inner.states[pidx].find_out(seq) else {
+            return Ok(false);
+        };
+        let st = &mut inner.states[pidx];
+        if st.rec.next_out < st.next_out {
+            st.rec.next_out = st.next_out;
+            inner.write_record(sh, pidx);
+            failpoint::hit("release.after_record");
+        }
+        let st = &mut inner.states[pidx];
+        let e = std::mem::replace(&mut st.out[i].slot, TOMBSTONE);
+        let len = st.out[i].len;
+        st.out_live -= 1;
+        st.out_bytes -= u64::from(len);
+        while st.out.front().is_some_and(|e| e.slot == TOMBSTONE) {
+            st.out.pop_front();
+        }
+        if st.out.len() > 64 && st.out_live * 2 < st.out.len() {
+            st.out.retain(|e| e.slot != TOMBSTONE);
+        }
+        free_or_defer(&mut self.deferred, sh, &mut inner, e);
+        Ok(true)
+    }
+
+    /// Cumulative acknowledgement: frees every pending message to `peer` with seq ≤ `seq` and
+    /// persists the acked cursor (first). Returns how many were freed.
+    /// [`StoreError::BadSeq`] if `seq` was never assigned.
+    pub fn release_outbound_through(&mut self, peer: u32, seq: u64) -> Result<usize> {
+        let sh = &*self.shared;
+        sh.check_stopped()?;
+        let mut inner = lock(&sh.inner);
+        let Some(&pidx) = inner.peers.get(&peer) else {
+            return if seq == 0 {
+                Ok(0)
+            } else {
+                Err(StoreError::BadSeq {
+                    peer,
+                    seq,
+                    reason: "no message was ever sent to this peer",
+                })
+            };
+        };
+        let pidx = pidx as usize;
+        let st = &mut inner.states[pidx];
+        if seq >= st.next_out {
+            return Err(StoreError::BadSeq {
+                peer,
+                seq,
+                reason: "acknowledges an unassigned seq",
+            });
+        }
+        if seq <= st.rec.acked_out {
+            return Ok(0);
+        }
+        st.rec.acked_out = seq;
+        st.rec.next_out = st.next_out;
+        inner.write_record(sh, pidx);
+        failpoint::hit("release.after_record");
+        let mut n = 0;
+        loop {
+            let st = &mut inner.states[pidx];
+            let Some(e) = st.out.front().copied() else {
+                break;
+            };
+            if e.seq > seq {
+                break;
+            }
+            st.out.pop_front();
+            if e.slot != TOMBSTONE {
+                st.out_live -= 1;
+                st.out_bytes -= u64::from(e.len);
+                free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
+                n += 1;
+                if n == 1 {
+                    failpoint::hit("release.mid_free");
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Highest inbound seq from `peer` the application consumed (0 = none).
+    pub fn inbound_consumed(&self, peer: u32) -> u64 {
+        let inner = lock(&self.shared.inner);
+        inner
+            .peers
+            .get(&peer)
+            .map_or(0, |&i| inner.states[i as usize].rec.consumed_in)
+    }
+
+    /// True if inbound message `seq` from `peer` is persisted and not consumed.
+    pub fn has_inbound(&self, peer: u32, seq: u64) -> bool {
+        self.inbound
+            .get(&peer)
+            .is_some_and(|m| m.contains_key(&seq))
+    }
+
+    /// Seqs of persisted, unconsumed inbound messages from `peer`, ascending.
+    pub fn inbound_seqs(&self, peer: u32) -> Vec<u64> {
+        self.inbound
+            .get(&peer)
+            .map_or_else(Vec::new, |m| m.keys().copied().collect())
+    }
+
+    /// Starts persisting inbound message `seq` from `peer` of `len` bytes whose crc32c is
+    /// declared to be `crc`: reserves an unpublished slot to assemble fragments in.
+    pub fn begin_inbound(
+        &mut self,
+        peer: u32,
+        seq: u64,
+        len: u32,
+        crc: u32,
+    ) -> Result<InboundSlot> {
+        if len as usize > MAX_MESSAGE_LEN {
+            return Err(StoreError::TooLarge {
+                len: len as usize,
+                max: MAX_MESSAGE_LEN,
+            });
+        }
+        let sh = &*self.shared;
+        sh.check_stopped()?;
+        if self.has_inbound(peer, seq) {
+            return Err(StoreError::BadSeq {
+                peer,
+                seq,
+                reason: "already persisted",
+            });
+        }
+        let mut inner = lock(&sh.inner);
+        let consumed = inner
+            .peers
+            .get(&peer)
+            .map_or(0, |&i| inner.states[i as usize].rec.consumed_in);
+        if seq == 0 || seq <= consumed {
+            return Err(StoreError::BadSeq {
+                peer,
+                seq,
+                reason: "already consumed",
+            });
+        }
+        let class = class_for(len as usize + SLOT_HDR);
+        let slot = inner.claim(sh, class)?;
+        let pidx = match inner.peer_idx(sh, peer) {
+            Ok(i) => i,
+            Err(e) => {
+                inner.unclaim(class, slot);
+                return Err(e);
+            }
+        };
+        let rec = inner.states[pidx].rec;
+        Ok(InboundSlot {
+            instance: sh.instance,
+            slot,
+            class,
+            pidx,
+            peer,
+            seq,
+            len,
+            crc,
+            inc: rec.in_inc,
+        })
+    }
+
+    /// Writes a fragment at `offset` of an inbound message being assembled (bounds-checked).
+    pub fn write_inbound(&mut self, slot: &InboundSlot, offset: u32, bytes: &[u8]) -> Result<()> {
+        if slot.instance != self.shared.instance {
+            return Err(StoreError::WrongStore);
+        }
+        let end = offset as usize + bytes.len();
+        if end > slot.len as usize {
+            return Err(StoreError::OutOfBounds {
+                offset,
+                len: bytes.len(),
+                msg_len: slot.len,
+            });
+        }
+        if let Some(seg) = self.shared.seg(slot.slot.seg) {
+            seg.map
+                .write(seg.off(slot.slot.idx) + SLOT_HDR + offset as usize, bytes);
+        }
+        Ok(())
+    }
+
+    /// Verifies the assembled payload against the declared crc32c and publishes it. On any
+    /// error the slot is freed.
+    pub fn commit_inbound(&mut self, slot: InboundSlot) -> Result<()> {
+        if slot.instance != self.shared.instance {
+            return Err(StoreError::WrongStore);
+        }
+        let sh = &*self.shared;
+        let actual = sh.payload(slot.slot, slot.len).map_or(0, crc32c::crc32c);
+        let mut inner = lock(&sh.inner);
+        let fail = |inner: &mut Inner, e: StoreError| {
+            inner.unclaim(slot.class, slot.slot);
+            Err(e)
+        };
+        if let Err(e) = sh.check_stopped() {
+            return fail(&mut inner, e);
+        }
+        if actual != slot.crc {
+            let e = StoreError::ChecksumMismatch {
+                peer: slot.peer,
+                seq: slot.seq,
+                declared: slot.crc,
+                actual,
+            };
+            return fail(&mut inner, e);
+        }
+        let rec = inner.states[slot.pidx].rec;
+        if rec.in_inc != slot.inc
+            || slot.seq <= rec.consumed_in
+            || self.has_inbound(slot.peer, slot.seq)
+        {
+            let e = StoreError::BadSeq {
+                peer: slot.peer,
+                seq: slot.seq,
+                reason: "peer was reset, or message already stored/consumed",
+            };
+            return fail(&mut inner, e);
+        }
+        let hdr = SlotHeader {
+            generation: 0,
+            seq: slot.seq,
+            peer: slot.peer,
+            len: slot.len,
+            crc: slot.crc,
+            inc: slot.inc,
+            kind: KIND_IN,
+        };
+        inner.publish(sh, slot.slot, hdr);
+        drop(inner);
+        self.inbound.entry(slot.peer).or_default().insert(
+            slot.seq,
+            InEntry {
+                slot: slot.slot,
+                len: slot.len,
+                crc: slot.crc,
+            },
+        );
+        Ok(())
+    }
+
+    /// Abandons an inbound message being assembled; frees its slot.
+    pub fn abort_inbound(&mut self, slot: InboundSlot) {
+        if slot.instance == self.shared.instance {
+            lock(&self.shared.inner).unclaim(slot.class, slot.slot);
+        }
+    }
+
+    /// Convenience: persist a complete inbound message in one call.
+    pub fn put_inbound(&mut self, peer: u32, seq: u64, payload: &[u8]) -> Result<()> {
+        let len = u32::try_from(payload.len()).map_err(|_| StoreError::TooLarge {
+            len: payload.len(),
+            max: MAX_MESSAGE_LEN,
+        })?;
+        let slot = self.begin_inbound(peer, seq, len, crc32c::crc32c(payload))?;
+        if let Err(e) = self.write_inbound(&slot, 0, payload) {
+            self.abort_inbound(slot);
+            return Err(e);
+        }
+        self.commit_inbound(slot)
+    }
+
+    /// The persisted, unconsumed inbound message `seq` from `peer`.
+    pub fn inbound_message(&self, peer: u32, seq: u64) -> Option<MessageRef<'_>> {
+        let e = *self.inbound.get(&peer)?.get(&seq)?;
+        // Sound (M5): published; freed only through `&mut self`.
+        let payload = self.shared.payload(e.slot, e.len)?;
+        Some(MessageRef {
+            seq,
+            crc: e.crc,
+            payload,
+        })
+    }
+
+    /// The application consumed inbound `seq` from `peer` (must be `inbound_consumed + 1` and
+    /// persisted): persists the consumed cursor (first), then frees the slot.
+    pub fn consume_inbound(&mut self, peer: u32, seq: u64) -> Result<()> {
+        let sh = &*self.shared;
+        sh.check_stopped()?;
+        let Some(e) = self.inbound.get(&peer).and_then(|m| m.get(&seq)).copied() else {
+            return Err(StoreError::BadSeq {
+                peer,
+                seq,
+                reason: "not persisted",
+            });
+        };
+        let mut inner = lock(&sh.inner);
+        let Some(&pidx) = inner.peers.get(&peer) else {
+            return Err(StoreError::BadSeq {
+                peer,
+                seq,
+                reason: "unknown peer",
+            });
+        };
+        let pidx = pidx as usize;
+        if seq != inner.states[pidx].rec.consumed_in + 1 {
+            return Err(StoreError::BadSeq {
+                peer,
+                seq,
+                reason: "not the next seq to consume",
+            });
+        }
+        inner.states[pidx].rec.consumed_in = seq;
+        inner.write_record(sh, pidx);
+        failpoint::hit("consume.after_record");
+        free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
+        drop(inner);
+        if let Some(m) = self.inbound.get_mut(&peer) {
+            m.remove(&seq);
+        }
+        Ok(())
+    }
+
+    /// The peer's recorded session epoch (`None` if never set or reset to 0).
+    pub fn peer_epoch(&self, peer: u32) -> Option<u64> {
+        let inner = lock(&self.shared.inner);
+        let e = inner.states[*inner.peers.get(&peer)? as usize]
+            .rec
+            .peer_epoch;
+        (e != 0).then_some(e)
+    }
+
+    /// Records the peer's session epoch.
+    pub fn set_peer_epoch(&mut self, peer: u32, epoch: u64) -> Result<()> {
+        let sh = &*self.shared;
+        sh.check_stopped()?;
+        let mut inner = lock(&sh.inner);
+        let pidx = inner.peer_idx(sh, peer)?;
+        if inner.states[pidx].rec.peer_epoch != epoch {
+            inner.states[pidx].rec.peer_epoch = epoch;
+            inner.write_record(sh, pidx);
+        }
+        Ok(())
+    }
+
+    /// The peer came back with a new session epoch (it lost its store): drops all inbound state
+    /// for it (consumed cursor back to 0), records `new_epoch`, and keeps or drops unacknowledged
+    /// outbound messages as chosen. Atomic with respect to crashes (one record write).
+    pub fn reset_peer(
+        &mut self,
+        peer: u32,
+        new_epoch: u64,
+        outbound: OutboundOnReset,
+    ) -> Result<ResetReport> {
+        let sh = &*self.shared;
+        sh.check_stopped()?;
+        let mut inner = lock(&sh.inner);
+        let pidx = inner.peer_idx(sh, peer)?;
+        let st = &mut inner.states[pidx];
+        st.rec.in_inc = st.rec.in_inc.wrapping_add(1);
+        st.rec.consumed_in = 0;
+        st.rec.peer_epoch = new_epoch;
+        let mut report = ResetReport::default();
+        let mut drop_out = Vec::new();
+        if outbound == OutboundOnReset::Drop {
+            st.rec.out_inc = st.rec.out_inc.wrapping_add(1);
+            st.rec.acked_out = 0;
+            st.rec.next_out = 1;
+            st.next_out = 1;
+            drop_out.extend(
+                st.out
+                    .drain(..)
+                    .filter(|e| e.slot != TOMBSTONE)
+                    .map(|e| e.slot),
+            );
+            st.out_live = 0;
+            st.out_bytes = 0;
+            report.outbound_dropped = drop_out.len();
+        } else {
+            report.outbound_kept = st.out_live;
+        }
+        inner.write_record(sh, pidx);
+        failpoint::hit("reset.after_record");
+        for s in drop_out {
+            free_or_defer(&mut self.deferred, sh, &mut inner, s);
+        }
+        if let Some(m) = self.inbound.remove(&peer) {
+            report.inbound_dropped = m.len();
+            for e in m.into_values() {
+                free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Group commit. [`Durability::Sync`]: makes everything committed or released so far
+    /// durable (`msync` of the changed ranges of each segment, then of the changed peer records),
+    /// then frees the slots released since the last sync. No-op in [`Durability::Process`].
+    /// The first failure is sticky: this and every later call return [`StoreError::Stopped`].
+    pub fn sync(&mut self) -> Result<()> {
+        let shared = self.shared.clone();
+        let sh = &*shared;
+        sh.check_stopped()?;
+        if sh.durability == Durability::Process {
+            return Ok(());
+        }
+        let res = self.sync_inner(sh);
+        if let Err(e) = res {
+            tracing::error!(error = %e, "sync failed: store stopped until reopened");
+            let _ = sh.stopped.set(std::sync::Arc::new(e));
+            return sh.check_stopped();
+        }
+        Ok(())
+    }
+
+    fn sync_inner(&mut self, sh: &Shared) -> io::Result<()> {
+        let mut inner = lock(&sh.inner);
+        let segs = std::mem::take(&mut inner.dirty_segs);
+        let mut ranges = Vec::with_capacity(segs.len());
+        for s in segs {
+            let r = std::mem::take(&mut inner.seg_dirty[s as usize]);
+            ranges.push((s, r));
+        }
+        let entries = std::mem::take(&mut inner.dirty_entries);
+        let mut hook = inner.hook.0.take();
+        drop(inner);
+        for (s, (lo, hi)) in ranges {
+            if let Some(seg) = sh.seg(s) {
+                seg.map.flush(lo, hi - lo)?;
+                if let Some(h) = hook.as_mut() {
+                    h(&seg.path, lo as u64, (hi - lo) as u64);
+                }
+            }
+        }
+        let mut inner = lock(&sh.inner);
+        if let (Some(lo), Some(hi)) = (
+            entries
+                .iter()
+                .map(|&i| inner.states[i as usize].entry)
+                .min(),
+            entries
+                .iter()
+                .map(|&i| inner.states[i as usize].entry)
+                .max(),
+        ) {
+            let lo = SUPER_LEN + lo as usize * ENTRY_LEN;
+            let hi = SUPER_LEN + (hi as usize + 1) * ENTRY_LEN;
+            inner.meta.flush(lo, hi - lo)?;
+            if let Some(h) = hook.as_mut() {
+                h(&sh.dir.join(META_FILE), lo as u64, (hi - lo) as u64);
+            }
+            for i in entries {
+                let st = &mut inner.states[i as usize];
+                st.durable = st.latest;
+                st.dirty = false;
+            }
+        }
+        inner.hook.0 = hook;
+        for s in self.deferred.drain(..) {
+            inner.free_slot(sh, s);
+        }
+        Ok(())
+    }
+
+    /// `(slot bytes in use, capacity)`.
+    pub fn usage(&self) -> (u64, u64) {
+        (lock(&self.shared.inner).used, self.shared.capacity)
+    }
+
+    /// Read-only snapshot of the store's state: per-peer counts, bytes and cursors, file sizes.
+    pub fn inspect(&self) -> StoreReport {
+        let sh = &*self.shared;
+        let inner = lock(&sh.inner);
+        let mut peers: Vec<PeerReport> = inner
+            .states
+            .iter()
+            .map(|st| {
+                let inb = self.inbound.get(&st.peer);
+                PeerReport {
+                    peer: st.peer,
+                    epoch: (st.rec.peer_epoch != 0).then_some(st.rec.peer_epoch),
+                    next_outbound_seq: st.next_out,
+                    acked_outbound_seq: st.rec.acked_out,
+                    consumed_inbound_seq: st.rec.consumed_in,
+                    outbound_count: st.out_live,
+                    outbound_bytes: st.out_bytes,
+                    oldest_outbound: st.out.iter().find(|e| e.slot != TOMBSTONE).map(|e| e.seq),
+                    inbound_count: inb.map_or(0, |m| m.len()),
+                    inbound_bytes: inb.map_or(0, |m| m.values().map(|e| u64::from(e.len)).sum()),
+                    oldest_inbound: inb.and_then(|m| m.keys().next().copied()),
+                }
+            })
+            .collect();
+        peers.sort_unstable_by_key(|p| p.peer);
+        let mut files = Vec::new();
+        let len_of = |f: &File| f.metadata().map_or(0, |m| m.len());
+        files.push(FileReport {
+            path: sh.dir.join(LOCK_FILE),
+            bytes: len_of(&self._lock),
+        });
+        files.push(FileReport {
+            path: sh.dir.join(META_FILE),
+            bytes: len_of(&inner.meta_file),
+        });
+        for i in 0..inner.nsegs {
+            if let Some(seg) = sh.seg(i) {
+                files.push(FileReport {
+                    path: seg.path.clone(),
+                    bytes: len_of(&seg.file),
+                });
+            }
+        }
+        StoreReport {
+            node_id: sh.node_id,
+            epoch: sh.epoch,
+            peers,
+            disk_bytes: files.iter().map(|f| f.bytes).sum(),
+            files,
+            used_bytes: inner.used,
+            capacity_bytes: sh.capacity,
+        }
+    }
+
+    /// Test hook (power-loss simulation): `hook(file, offset, len)` is called after every
+    /// successful flush of a byte range (segment creation reports the whole file).
+    #[doc(hidden)]
+    #[allow(clippy::type_complexity)]
+    pub fn __set_flush_hook(&mut self, hook: Box<dyn FnMut(&Path, u64, u64) + Send>) {
+        lock(&self.shared.inner).hook.0 = Some(hook);
+    }
+
+    /// Test hook: simulate a sync failure (makes the store stopped, as a failed msync would).
+    #[doc(hidden)]
+    pub fn __inject_sync_error(&mut self) {
+        let _ = self
+            .shared
+            .stopped
+            .set(std::sync::Arc::new(io::Error::other("injected")));
+    }
+}
+
+impl Store {
+    /// Number of peers with a record (cheap; no allocation).
+    pub fn peer_count(&self) -> usize {
+        lock(&self.shared.inner).states.len()
+    }
+
+    /// The sender no longer holds any message `<= through` (its heartbeat said
+    /// so): moves the consumed cursor forward to `through` (never back) and
+    /// frees any persisted inbound message at or below it. One record write.
+    pub fn skip_inbound_through(&mut self, peer: u32, through: u64) -> Result<()> {
+        let sh = &*self.shared;
+        sh.check_stopped()?;
+        let mut inner = lock(&sh.inner);
+        let pidx = inner.peer_idx(sh, peer)?;
+        if inner.states[pidx].rec.consumed_in >= through {
+            return Ok(());
+        }
+        inner.states[pidx].rec.consumed_in = through;
+        inner.write_record(sh, pidx);
+        let freed: Vec<SlotId> = match self.inbound.get_mut(&peer) {
+            Some(m) => {
+                let keep = match through.checked_add(1) {
+                    Some(next) => m.split_off(&next),
+                    None => BTreeMap::new(),
+                };
+                std::mem::replace(m, keep)
+                    .into_values()
+                    .map(|e| e.slot)
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        for slot in freed {
+            free_or_defer(&mut self.deferred, sh, &mut inner, slot);
+        }
+        Ok(())
+    }
+}
+
+/// A new store epoch: creation time in microseconds since 1970 in the high
+/// 52 bits, 12 random low bits. Epochs of later stores compare greater
+/// (barring a clock set back), which is how a node tells a peer's new session
+/// from a stale datagram of an old one.
+fn new_epoch() -> u64 {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    (micros << 12) | (random_nonzero_u64() & 0xfff) | 1
+}
