@@ -112,6 +112,9 @@ struct Peer {
     hb_interval: Duration,
     /// Newest timestamp the peer sent, echoed back in heartbeats.
     peer_timestamp: u64,
+    /// When to probe a peer whose flow window is closed (its window update
+    /// may have been lost), like TCP's persist timer.
+    probe_at: Option<Instant>,
     send: SendState,
     recv: RecvState,
 }
@@ -344,6 +347,7 @@ impl Core {
                 hb_at: now,
                 hb_interval: self.cfg.heartbeat_interval,
                 peer_timestamp: 0,
+                probe_at: None,
                 send: SendState::new(base, self.cfg.initial_window_msgs, rtt, cc),
                 recv,
             };
@@ -852,6 +856,9 @@ impl Core {
             if let Some(t) = p.send.rto_at {
                 at(t);
             }
+            if let Some(t) = p.probe_at {
+                at(t);
+            }
             if p.recv.ack_pending || p.hb_pending || !p.send.retransmit.is_empty() {
                 at(self.start);
             }
@@ -870,6 +877,7 @@ impl Core {
         for i in 0..self.order.len() {
             let peer = self.order[i];
             let committed = self.committed_next(peer);
+            let send_limit = self.send_limit(peer);
             let cfg = &self.cfg;
             let Some(p) = self.peers.get_mut(&peer) else {
                 continue;
@@ -878,6 +886,23 @@ impl Core {
                 p.send.on_timeout(now);
                 self.stats.timeouts += 1;
                 tracing::debug!(peer, backoff = p.send.backoff, "retransmission timeout");
+            }
+            // Flow window closed with nothing in flight: the ack that would
+            // reopen it may be lost, so ask for one at the RTO.
+            let blocked = p.epoch != 0
+                && p.send.in_flight_bytes == 0
+                && p.send.retransmit.is_empty()
+                && p.send.next_new() < send_limit
+                && p.send.next_new() > p.send.peer_limit;
+            match (blocked, p.probe_at) {
+                (false, _) => p.probe_at = None,
+                (true, None) => p.probe_at = Some(now + p.send.rtt.rto()),
+                (true, Some(t)) if t <= now => {
+                    p.hb_pending = true;
+                    p.hb_reply_requested = true;
+                    p.probe_at = Some(now + p.send.rtt.rto_backoff(p.send.backoff));
+                }
+                (true, Some(_)) => {}
             }
             if p.hb_at <= now {
                 if p.engaged(now, cfg, committed) {
@@ -1117,7 +1142,7 @@ impl Core {
         if p.hb_pending {
             let hb = HeartbeatFrame {
                 reply_requested: p.hb_reply_requested || p.epoch == 0,
-                next_seq: p.send.next_new().max(p.send.base),
+                next_seq: send_limit.max(p.send.base),
                 first_pending: p.send.base,
                 expected: p.recv.cum + 1,
                 timestamp_us: ts,
