@@ -1,5 +1,29 @@
-//! hrpc-node: the protocol state machine and the UDP driver around it.
+//! hrpc-node: persistent, connectionless messaging between nodes over UDP.
+//!
+//! A node is a small integer id with a store directory. `send(peer, bytes)`
+//! needs no connect: the message is committed to the node's memory-mapped
+//! store ([`hrpc_store`]) before `send` returns, then sent, retransmitted
+//! until the peer has persisted it, and delivered to the peer's handler in
+//! order, once. Killing either process loses nothing: on restart, sending
+//! and delivery resume where they stopped.
+//!
+//! Two layers:
+//!
+//! - [`proto`]: the protocol as a state machine with no sockets, no clock
+//!   and no randomness ([`proto::Core`]): acks, retransmission, flow and
+//!   congestion control, fragmentation, session epochs, liveness. The
+//!   deterministic simulation tests drive it in virtual time.
+//! - [`driver`]: the [`Node`] users run on real UDP sockets: one thread
+//!   polls, any thread sends through a [`Sender`]. Its docs state the
+//!   delivery contract.
+//!
+//! The design (wire format, store layout, crash model, protocol state
+//! machine) is in `docs/design.md`.
 #![forbid(unsafe_code)]
 
 pub mod driver;
 pub mod proto;
+
+pub use driver::{Node, NodeConfig, NodeError, NodeStats, PollReport, SendError, Sender};
+pub use hrpc_store::Durability;
+pub use proto::{Delivery, Event, PeerState};

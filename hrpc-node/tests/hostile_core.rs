@@ -39,16 +39,16 @@ mod targeted {
         AckFrame, DataFrame, DatagramWriter, HeaderFields, HeartbeatFrame, SackRange, SackRanges,
     };
 
-    pub(super) struct Pair {
-        pub a: Core,
-        pub b: Core,
-        pub now: Instant,
+    struct Pair {
+        a: Core,
+        b: Core,
+        now: Instant,
         a_addr: SocketAddr,
         b_addr: SocketAddr,
-        pub dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
     }
 
-    pub(super) fn open(dir: &std::path::Path, id: u32, now: Instant) -> Core {
+    fn open(dir: &std::path::Path, id: u32, now: Instant) -> Core {
         let a_addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b_addr: SocketAddr = "127.0.0.2:2".parse().unwrap();
         let resolver = StaticResolver([(1, a_addr), (2, b_addr)].into_iter().collect());
@@ -57,7 +57,7 @@ mod targeted {
     }
 
     impl Pair {
-        pub fn new() -> Pair {
+        fn new() -> Pair {
             let dir = tempfile::tempdir().unwrap();
             let now = Instant::now();
             Pair {
@@ -71,7 +71,7 @@ mod targeted {
         }
 
         /// Runs both loops until quiet (bounded); returns b's deliveries.
-        pub fn drive(&mut self) -> Vec<(u32, u64, Vec<u8>)> {
+        fn drive(&mut self) -> Vec<(u32, u64, Vec<u8>)> {
             let mut got = Vec::new();
             let mut buf = vec![0u8; 1472];
             for _ in 0..200 {
@@ -96,7 +96,7 @@ mod targeted {
                         got.push((d.peer, d.seq, d.payload.to_vec()))
                     })
                     .unwrap();
-                if !moved && got.len() > 0 {
+                if !moved && !got.is_empty() {
                     break;
                 }
             }
@@ -104,7 +104,7 @@ mod targeted {
         }
 
         /// A datagram "from b" to a, with whatever header fields the test forges.
-        pub fn forge_to_a(
+        fn forge_to_a(
             &mut self,
             header: HeaderFields,
             build: impl FnOnce(&mut DatagramWriter<'_>),

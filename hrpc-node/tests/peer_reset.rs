@@ -18,12 +18,11 @@ fn addr(id: u32) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, id as u8], id as u16))
 }
 
+/// What a core delivered: (peer, seq, payload).
+type Got = Vec<(u32, u64, Vec<u8>)>;
+
 /// Runs both cores until quiet; returns what each delivered as (peer, seq, payload).
-fn drive(
-    a: &mut Core,
-    b: &mut Core,
-    now: &mut Instant,
-) -> (Vec<(u32, u64, Vec<u8>)>, Vec<(u32, u64, Vec<u8>)>) {
+fn drive(a: &mut Core, b: &mut Core, now: &mut Instant) -> (Got, Got) {
     let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
     let mut buf = vec![0u8; 1472];
     for _ in 0..400 {

@@ -1159,12 +1159,16 @@ impl Core {
             if let Some(fc) = p.send.frag {
                 match store.outbound_message(peer, fc.seq) {
                     Some(m) => match write_message(&mut w, &m, fc.next_offset) {
-                        Written::Done => p.send.frag = None,
+                        Written::Done => {
+                            p.send.frag = None;
+                            p.send.fragment_sent(fc.seq, now, rto);
+                        }
                         Written::Partial(off) => {
                             p.send.frag = Some(FragCursor {
                                 seq: fc.seq,
                                 next_offset: off,
                             });
+                            p.send.fragment_sent(fc.seq, now, rto);
                             full = true;
                         }
                         Written::NoRoom => full = true,

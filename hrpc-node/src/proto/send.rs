@@ -244,6 +244,16 @@ impl SendState {
         self.rto_at = None;
     }
 
+    /// Another fragment of `seq` went out: its clock (and the timer) start
+    /// from the newest fragment, so a long message is not declared lost
+    /// while it is still being written.
+    pub(crate) fn fragment_sent(&mut self, seq: u64, now: Instant, rto: Duration) {
+        if let Some(e) = self.entry_mut(seq) {
+            e.sent_at = now;
+        }
+        self.rto_at = Some(self.rto_at.map_or(now + rto, |t| t.max(now + rto)));
+    }
+
     /// Re-arms the retransmission timer after progress (or clears it when
     /// nothing is in flight).
     pub(crate) fn rearm(&mut self, now: Instant) {

@@ -1,0 +1,334 @@
+//! [`NodeConfig`]: the builder users open a [`Node`](super::Node) with, and [`NodeError`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use hrpc_store::{Durability, StoreError};
+
+use super::udp::UdpConfig;
+use crate::proto::{CoreConfig, Resolver};
+
+/// Why [`NodeConfig::open`] or a [`Node`](super::Node) operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The configuration is inconsistent (what is wrong is in the message).
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// Another process (or another node in this process) has the store open.
+    #[error("store {path} is locked by another process")]
+    StoreLocked {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// The bind address is taken.
+    #[error("address {addr} is already in use")]
+    AddrInUse {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The socket could not be set up.
+    #[error("cannot bind UDP socket at {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The store failed (corruption, I/O, a sticky sync failure, ...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An I/O error on the socket or the wake-up fd that the node cannot ride out.
+    #[error("node I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The protocol core failed (a persisted message failed its checksum before delivery).
+    #[error("protocol core: {0}")]
+    Core(#[source] crate::proto::CoreError),
+    /// The node was closed.
+    #[error("node is closed")]
+    Closed,
+}
+
+/// Why a send was refused. Nothing was committed when this is returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Backpressure: the store is at its capacity or the disk is full. Retry after the node
+    /// has polled (acknowledgements free space).
+    #[error("store full: {0}")]
+    StoreFull(#[source] StoreError),
+    /// Backpressure: this many messages to the peer are already unacknowledged
+    /// ([`NodeConfig::max_unacked_per_peer`]). Retry after the node has polled.
+    #[error("peer {peer} has {unacked} unacknowledged messages (limit reached)")]
+    WindowFull {
+        /// The peer.
+        peer: u32,
+        /// Messages committed and not yet acknowledged.
+        unacked: u64,
+    },
+    /// The message is larger than [`hrpc_wire::MAX_MESSAGE_LEN`].
+    #[error("message of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Requested length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// Node id 0 or this node's own id.
+    #[error("invalid destination node id {0}")]
+    InvalidPeer(u32),
+    /// The node was closed.
+    #[error("node is closed")]
+    Closed,
+    /// Any other store failure (a sticky sync failure, too many peers, ...).
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl SendError {
+    /// True for the backpressure kinds ([`SendError::StoreFull`], [`SendError::WindowFull`]):
+    /// retry after polling.
+    pub fn is_backpressure(&self) -> bool {
+        matches!(self, SendError::StoreFull(_) | SendError::WindowFull { .. })
+    }
+}
+
+impl From<StoreError> for SendError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Full { .. } | StoreError::NoSpace => SendError::StoreFull(e),
+            StoreError::TooLarge { len, max } => SendError::TooLarge { len, max },
+            e => SendError::Store(e),
+        }
+    }
+}
+
+/// How to find peers: a static table, a callback, or both (table first).
+pub(crate) struct PeerTable {
+    pub(crate) fixed: HashMap<u32, SocketAddr>,
+    pub(crate) callback: Option<Box<dyn Resolver>>,
+}
+
+impl Resolver for PeerTable {
+    fn resolve(&mut self, peer: u32) -> Option<SocketAddr> {
+        match self.fixed.get(&peer) {
+            Some(a) => Some(*a),
+            None => self.callback.as_mut().and_then(|c| c.resolve(peer)),
+        }
+    }
+}
+
+/// Everything [`Node::open`](super::Node::open) needs. Build with [`NodeConfig::new`] and the
+/// chained setters, then call [`NodeConfig::open`].
+///
+/// ```no_run
+/// use hrpc_node::driver::NodeConfig;
+/// # fn main() -> Result<(), hrpc_node::driver::NodeError> {
+/// let node = NodeConfig::new("./store.server", 1)
+///     .bind("127.0.0.1:5670".parse().unwrap())
+///     .peer(2, "127.0.0.1:5671".parse().unwrap())
+///     .open()?;
+/// # drop(node); Ok(()) }
+/// ```
+pub struct NodeConfig {
+    pub(crate) store_dir: PathBuf,
+    pub(crate) node_id: u32,
+    pub(crate) bind: Option<SocketAddr>,
+    pub(crate) peers: PeerTable,
+    pub(crate) durability: Durability,
+    pub(crate) store_capacity: u64,
+    pub(crate) store_max_peers: u32,
+    pub(crate) core: CoreConfig,
+    pub(crate) udp: UdpConfig,
+    pub(crate) max_unacked_per_peer: u64,
+    pub(crate) deliveries_per_poll: usize,
+    pub(crate) recv_batches_per_poll: usize,
+    pub(crate) transmits_per_poll: usize,
+}
+
+impl fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("store_dir", &self.store_dir)
+            .field("node_id", &self.node_id)
+            .field("bind", &self.bind)
+            .field("peers", &self.peers.fixed)
+            .field("resolver_callback", &self.peers.callback.is_some())
+            .field("durability", &self.durability)
+            .field("store_capacity", &self.store_capacity)
+            .field("core", &self.core)
+            .field("udp", &self.udp)
+            .field("max_unacked_per_peer", &self.max_unacked_per_peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeConfig {
+    /// A node with id `node_id` (nonzero) keeping its store in `store_dir` (created if
+    /// missing). Defaults: no fixed port (an ephemeral one on 0.0.0.0, like the seed's client),
+    /// no peers known in advance, MTU 1472, [`Durability::Process`], 1 GiB store, GSO/GRO on.
+    pub fn new(store_dir: impl Into<PathBuf>, node_id: u32) -> Self {
+        NodeConfig {
+            store_dir: store_dir.into(),
+            node_id,
+            bind: None,
+            peers: PeerTable {
+                fixed: HashMap::new(),
+                callback: None,
+            },
+            durability: Durability::Process,
+            store_capacity: 1 << 30,
+            store_max_peers: 1024,
+            core: CoreConfig::default(),
+            udp: UdpConfig::default(),
+            max_unacked_per_peer: 1 << 16,
+            deliveries_per_poll: 1 << 16,
+            recv_batches_per_poll: 64,
+            transmits_per_poll: 256,
+        }
+    }
+
+    /// Binds the socket to `addr` (a fixed port peers can resolve). Without it the node uses an
+    /// ephemeral port and peers learn its address from its datagrams.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = Some(addr);
+        self
+    }
+
+    /// Adds `peer` at `addr` to the static address table.
+    pub fn peer(mut self, peer: u32, addr: SocketAddr) -> Self {
+        self.peers.fixed.insert(peer, addr);
+        self
+    }
+
+    /// Adds all of `peers` to the static address table.
+    pub fn peers(mut self, peers: impl IntoIterator<Item = (u32, SocketAddr)>) -> Self {
+        self.peers.fixed.extend(peers);
+        self
+    }
+
+    /// A resolver consulted for peers not in the static table (the seed's `get_addr`): any
+    /// `FnMut(u32) -> Option<SocketAddr> + Send`, or a [`Resolver`]. Called again when a peer
+    /// became unreachable, in case it moved.
+    pub fn resolver(mut self, resolver: impl Resolver + 'static) -> Self {
+        self.peers.callback = Some(Box::new(resolver));
+        self
+    }
+
+    /// Largest datagram to send (UDP payload bytes). 1472 suits Ethernet; loopback-only nodes
+    /// may use up to 65 507.
+    pub fn mtu(mut self, mtu: usize) -> Self {
+        self.core.mtu = mtu;
+        self.udp.mtu = mtu;
+        self
+    }
+
+    /// [`Durability::Sync`] adds power-loss durability with one group commit per poll.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Limit on store bytes in use; sends beyond it get [`SendError::StoreFull`].
+    pub fn store_capacity(mut self, bytes: u64) -> Self {
+        self.store_capacity = bytes;
+        self
+    }
+
+    /// Peer table size of the store, fixed when the store is created.
+    pub fn store_max_peers(mut self, peers: u32) -> Self {
+        self.store_max_peers = peers;
+        self
+    }
+
+    /// Unacknowledged messages per peer beyond which sends get [`SendError::WindowFull`].
+    pub fn max_unacked_per_peer(mut self, msgs: u64) -> Self {
+        self.max_unacked_per_peer = msgs;
+        self
+    }
+
+    /// Messages per peer this node accepts ahead of what the application consumed.
+    pub fn recv_window(mut self, msgs: u32) -> Self {
+        self.core.recv_window_msgs = msgs;
+        self
+    }
+
+    /// Most deliveries one [`Node::poll`](super::Node::poll) makes (the rest wait for the next).
+    pub fn deliveries_per_poll(mut self, n: usize) -> Self {
+        self.deliveries_per_poll = n;
+        self
+    }
+
+    /// Use UDP GSO when the kernel has it (default on). Off forces the `sendmmsg` path.
+    pub fn gso(mut self, on: bool) -> Self {
+        self.udp.gso = on;
+        self
+    }
+
+    /// Use UDP GRO when the kernel has it (default on).
+    pub fn gro(mut self, on: bool) -> Self {
+        self.udp.gro = on;
+        self
+    }
+
+    /// Requested `SO_RCVBUF` / `SO_SNDBUF` sizes in bytes.
+    pub fn socket_buffers(mut self, recv: usize, send: usize) -> Self {
+        self.udp.recv_buffer = recv;
+        self.udp.send_buffer = send;
+        self
+    }
+
+    /// Replaces the protocol tunables (timers, windows, limits). Its `mtu` is overridden by
+    /// [`NodeConfig::mtu`] if that is called afterwards, and its `max_segments` is capped by
+    /// what the socket supports.
+    pub fn core_config(mut self, core: CoreConfig) -> Self {
+        self.udp.mtu = core.mtu;
+        self.core = core;
+        self
+    }
+
+    /// Opens the store, binds the socket and returns the node. See
+    /// [`Node::open`](super::Node::open).
+    pub fn open(self) -> Result<super::Node, NodeError> {
+        super::Node::open(self)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), NodeError> {
+        let bad = |m: &str| Err(NodeError::Config(m.to_owned()));
+        if self.node_id == 0 {
+            return bad("node id must be nonzero");
+        }
+        if self.store_dir.as_os_str().is_empty() {
+            return bad("store directory must be given");
+        }
+        if self.peers.fixed.contains_key(&self.node_id) {
+            // Harmless but almost certainly a mistake in a peer table.
+            tracing::debug!(node = self.node_id, "own id in the peer table; ignored");
+        }
+        if self.peers.fixed.contains_key(&0) {
+            return bad("peer id 0 is reserved");
+        }
+        if self.max_unacked_per_peer == 0 {
+            return bad("max_unacked_per_peer must be at least 1");
+        }
+        if self.deliveries_per_poll == 0
+            || self.recv_batches_per_poll == 0
+            || self.transmits_per_poll == 0
+        {
+            return bad("per-poll budgets must be at least 1");
+        }
+        if self.store_capacity == 0 {
+            return bad("store capacity must be nonzero");
+        }
+        if self.udp.recv_buffer == 0 || self.udp.send_buffer == 0 {
+            return bad("socket buffer sizes must be nonzero");
+        }
+        self.core
+            .validate()
+            .map_err(|m| NodeError::Config(m.to_owned()))
+    }
+}

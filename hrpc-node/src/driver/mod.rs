@@ -1,0 +1,69 @@
+//! The UDP driver: the [`Node`] users run, around the sans-IO [protocol core](crate::proto).
+//!
+//! One thread owns the [`Node`] and drives it: [`Node::poll`] does all ready work without
+//! blocking and [`Node::wait`] sleeps until there is more. Any thread may send through a
+//! cloneable [`Sender`], which commits to the store and wakes the poll thread.
+//!
+//! ```no_run
+//! use hrpc_node::driver::NodeConfig;
+//! use std::time::Duration;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut node = NodeConfig::new("./store.client", 2)
+//!     .peer(1, "127.0.0.1:5670".parse()?)
+//!     .open()?;
+//! node.send(1, b"hello")?;                       // committed to the store when this returns
+//! let sender = node.sender();                    // Clone + Send + Sync
+//! std::thread::spawn(move || sender.send(1, b"from another thread"));
+//! for _ in 0..100 {
+//!     node.poll(&mut |reply, d| {
+//!         println!("{} #{}: {} bytes", d.peer, d.seq, d.payload.len());
+//!         let _ = reply.send(d.peer, b"thanks");  // handlers may send
+//!     })?;
+//!     node.wait(Some(Duration::from_millis(10)))?;
+//! }
+//! node.close(Duration::from_millis(100))?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Delivery contract
+//!
+//! - A message is **committed** when [`Sender::send`] (or [`Node::send`], or the zero-copy
+//!   [`Sender::send_with`]) returns `Ok(seq)`: it is in the store and survives this process
+//!   being killed (in [`Durability::Sync`](hrpc_store::Durability::Sync) mode, also an OS crash
+//!   once the node's next poll has group-committed). It is retransmitted until the peer has
+//!   persisted it, across restarts of either side. A full store or a peer with too many
+//!   unacknowledged messages gives a backpressure error ([`SendError::is_backpressure`]);
+//!   nothing is ever dropped silently.
+//! - Each message is delivered to the receiver's handler **exactly once, in order per peer**,
+//!   with `(peer, seq)`; seqs count 1, 2, 3, … per peer (a new numbering starts only if the
+//!   sender lost its store: see [`Event::PeerReset`](crate::proto::Event::PeerReset)).
+//! - A message counts as consumed when the handler **returns**. If the receiving process dies
+//!   inside the handler, that one message is delivered again after restart (at most one
+//!   redelivery per crash, always the message that was being handled). Handlers that must not
+//!   repeat an effect can record the last `(peer, seq)` they completed.
+//! - In Sync mode, one group commit per poll iteration happens after receiving and before
+//!   anything is acknowledged, delivered or transmitted.
+//!
+//! # Fast I/O
+//!
+//! [`udp::UdpIo`] receives with `recvmmsg(2)` into a ring allocated once, with UDP GRO where
+//! the kernel has it, and sends each transmit of up to
+//! [`UdpCaps::max_transmit_segments`] datagrams with one GSO `sendmsg(2)` (or `sendmmsg(2)`
+//! batches without GSO). Socket buffers are raised (the force variants when root). Sends from
+//! other threads cost one atomic swap each and at most one `eventfd` write per poll iteration
+//! ([`waker`]). Nothing allocates per message on the hot path.
+//!
+//! Debug-level `tracing` events report opens, peer events, dropped transmits and closes.
+
+mod config;
+mod node;
+mod sync;
+pub mod udp;
+pub mod wait;
+pub mod waker;
+
+pub use config::{NodeConfig, NodeError, SendError};
+pub use node::{Node, NodeStats, PollReport, Sender};
+pub use udp::{UdpCaps, UdpConfig, UdpIo, UdpStats};
+pub use wait::{Readiness, wait_fds};
+pub use waker::{WakeFlag, Waker};

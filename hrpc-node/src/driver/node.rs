@@ -1,0 +1,679 @@
+//! [`Node`]: the poll loop around the protocol core, and [`Sender`], the thread-safe send
+//! handle.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hrpc_store::{Store, StoreConfig, StoreError};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+
+use super::config::{NodeConfig, NodeError, SendError};
+use super::udp::{UdpCaps, UdpIo, UdpStats};
+use super::wait::wait_fds;
+use super::waker::Waker;
+use crate::proto::{Core, CoreError, Delivery, Event, PeerInfo, PeerState, Stats};
+
+/// Most events kept for [`Node::next_event`]; older ones are dropped (and counted) beyond it.
+const MAX_QUEUED_EVENTS: usize = 4096;
+
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+
+/// Per-peer outbound counters shared by senders and the poll thread (backpressure).
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    /// Highest seq committed.
+    committed: u64,
+    /// Highest seq below which everything is acknowledged.
+    acked: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    producer: hrpc_store::OutboundProducer,
+    waker: Waker,
+    closed: AtomicBool,
+    node_id: u32,
+    max_unacked: u64,
+    windows: Mutex<IdMap<Window>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A cloneable, `Send + Sync` handle that commits messages to the node's store from any
+/// thread and wakes the poll loop. Also what a [`Node::poll`] handler sends replies with.
+///
+/// A send returns once the message is committed to the store (it survives this process being
+/// killed from then on; in [`Durability::Sync`](hrpc_store::Durability::Sync) mode, an OS
+/// crash after the node's next poll). It never waits for the network.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+    /// Whether sends must wake the poll thread (false for the handle the poll thread itself
+    /// hands to handlers: it transmits right after delivering).
+    wake: bool,
+}
+
+impl Sender {
+    /// Commits a copy of `payload` for `peer`; returns its sequence number.
+    pub fn send(&self, peer: u32, payload: &[u8]) -> Result<u64, SendError> {
+        self.send_with(peer, payload.len(), |buf| buf.copy_from_slice(payload))
+    }
+
+    /// Zero-copy send: reserves `len` bytes in the store, lets `fill` write the message in
+    /// place, then commits it. If `fill` panics nothing is committed (the slot is released).
+    pub fn send_with(
+        &self,
+        peer: u32,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<u64, SendError> {
+        let sh = &*self.shared;
+        if sh.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        if peer == 0 || peer == sh.node_id {
+            return Err(SendError::InvalidPeer(peer));
+        }
+        if len > hrpc_wire::MAX_MESSAGE_LEN {
+            return Err(SendError::TooLarge {
+                len,
+                max: hrpc_wire::MAX_MESSAGE_LEN,
+            });
+        }
+        {
+            let windows = lock(&sh.windows);
+            if let Some(w) = windows.get(&peer) {
+                let unacked = w.committed.saturating_sub(w.acked);
+                if unacked >= sh.max_unacked {
+                    return Err(SendError::WindowFull { peer, unacked });
+                }
+            }
+        }
+        let mut r = sh.producer.reserve(peer, len)?;
+        fill(r.payload_mut());
+        let seq = r.commit()?;
+        {
+            let mut windows = lock(&sh.windows);
+            let w = windows.entry(peer).or_default();
+            w.committed = w.committed.max(seq);
+        }
+        if self.wake
+            && let Err(e) = sh.waker.wake()
+        {
+            // The message is committed; the poll loop will still find it on its next timeout.
+            tracing::debug!(error = %e, "wake-up write failed");
+        }
+        Ok(seq)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u32 {
+        self.shared.node_id
+    }
+}
+
+/// A transmit the socket refused (buffer full); its bytes stay in the node's transmit buffer.
+#[derive(Debug, Clone, Copy)]
+struct PendingTx {
+    dst: SocketAddr,
+    start: usize,
+    end: usize,
+    segment_size: Option<usize>,
+}
+
+/// Driver-level counters, with the core's and the socket's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// The protocol core's counters (messages, retransmissions, drops by reason).
+    pub core: Stats,
+    /// The socket's counters (syscalls, datagrams, bytes, send errors).
+    pub udp: UdpStats,
+    /// Calls to [`Node::poll`].
+    pub polls: u64,
+    /// Messages delivered to handlers.
+    pub delivered: u64,
+    /// Wake-ups from other threads' sends that the poll loop took.
+    pub wakeups: u64,
+    /// Events dropped because nobody called [`Node::next_event`].
+    pub events_dropped: u64,
+}
+
+/// What one [`Node::poll`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PollReport {
+    /// Datagrams received.
+    pub received: usize,
+    /// Messages delivered to the handler.
+    pub delivered: usize,
+    /// Transmits handed to the socket.
+    pub transmits: usize,
+    /// Work is left (a budget ran out or the socket is full): poll again without waiting.
+    pub more: bool,
+}
+
+/// A node: the store, the socket and the protocol core, driven by one thread.
+///
+/// See the [module docs](super) for the loop and the delivery contract.
+#[derive(Debug)]
+pub struct Node {
+    core: Core,
+    io: UdpIo,
+    waker: Waker,
+    epoll: Epoll,
+    shared: Arc<Shared>,
+    local_sender: Sender,
+    tx_buf: Vec<u8>,
+    pending_tx: Option<PendingTx>,
+    epoll_wants_write: bool,
+    /// Sends from the poll thread (or leftover budgets) since the last poll: do not block.
+    dirty: bool,
+    fd_drained: bool,
+    events: VecDeque<Event>,
+    deliveries_per_poll: usize,
+    recv_batches_per_poll: usize,
+    transmits_per_poll: usize,
+    polls: u64,
+    delivered: u64,
+    wakeups: u64,
+    events_dropped: u64,
+    closed: bool,
+}
+
+impl Node {
+    /// Opens the store (creating or recovering it), binds the socket, detects GSO/GRO and
+    /// prepares the loop. Typed errors: [`NodeError::Config`], [`NodeError::StoreLocked`],
+    /// [`NodeError::AddrInUse`], [`NodeError::Bind`], [`NodeError::Store`], [`NodeError::Io`].
+    pub fn open(mut cfg: NodeConfig) -> Result<Node, NodeError> {
+        cfg.validate()?;
+        let now = Instant::now();
+        let bind = cfg
+            .bind
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let io = UdpIo::bind(bind, &cfg.udp).map_err(|e| match e.kind() {
+            io::ErrorKind::AddrInUse => NodeError::AddrInUse { addr: bind },
+            io::ErrorKind::InvalidInput => NodeError::Config(e.to_string()),
+            _ => NodeError::Bind {
+                addr: bind,
+                source: e,
+            },
+        })?;
+        let caps = io.caps();
+        cfg.core.max_segments = cfg.core.max_segments.max(1).min(caps.max_transmit_segments);
+        if caps.gso_segments > 1 && cfg.core.max_segments == 1 {
+            cfg.core.max_segments = caps.max_transmit_segments;
+        }
+        cfg.core.mtu = cfg.udp.mtu;
+
+        if let Err(e) = std::fs::create_dir_all(&cfg.store_dir) {
+            return Err(NodeError::Store(StoreError::Io(e)));
+        }
+        let mut store_cfg = StoreConfig::new(cfg.node_id);
+        store_cfg.durability = cfg.durability;
+        store_cfg.capacity_bytes = cfg.store_capacity;
+        store_cfg.max_peers = cfg.store_max_peers;
+        let store = Store::open(&cfg.store_dir, &store_cfg).map_err(|e| match e {
+            StoreError::Locked { path } => NodeError::StoreLocked { path },
+            e => NodeError::Store(e),
+        })?;
+
+        let waker = Waker::new()?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
+        epoll
+            .add(io.fd(), EpollEvent::new(EpollFlags::EPOLLIN, 0))
+            .map_err(io::Error::from)?;
+        epoll
+            .add(waker.fd(), EpollEvent::new(EpollFlags::EPOLLIN, 1))
+            .map_err(io::Error::from)?;
+
+        // Seed the backpressure table with what the store already holds.
+        let mut windows = IdMap::default();
+        for peer in store.peers() {
+            if let Some((lowest, next)) = store.outbound_pending(peer) {
+                windows.insert(
+                    peer,
+                    Window {
+                        committed: next.saturating_sub(1),
+                        acked: lowest.saturating_sub(1),
+                    },
+                );
+            }
+        }
+        let shared = Arc::new(Shared {
+            producer: store.producer(),
+            waker: waker.clone(),
+            closed: AtomicBool::new(false),
+            node_id: cfg.node_id,
+            max_unacked: cfg.max_unacked_per_peer,
+            windows: Mutex::new(windows),
+        });
+        let tx_len = cfg.core.mtu * cfg.core.max_segments;
+        let resolver = Box::new(cfg.peers);
+        let core = Core::new(store, cfg.core, resolver, now).map_err(core_error)?;
+        tracing::debug!(
+            node = cfg.node_id,
+            local = %io.local_addr(),
+            ?caps,
+            "node open"
+        );
+        Ok(Node {
+            core,
+            io,
+            waker,
+            epoll,
+            local_sender: Sender {
+                shared: shared.clone(),
+                wake: false,
+            },
+            shared,
+            tx_buf: vec![0; tx_len],
+            pending_tx: None,
+            epoll_wants_write: false,
+            dirty: true,
+            fd_drained: false,
+            events: VecDeque::new(),
+            deliveries_per_poll: cfg.deliveries_per_poll,
+            recv_batches_per_poll: cfg.recv_batches_per_poll,
+            transmits_per_poll: cfg.transmits_per_poll,
+            polls: 0,
+            delivered: 0,
+            wakeups: 0,
+            events_dropped: 0,
+            closed: false,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u32 {
+        self.shared.node_id
+    }
+
+    /// The socket's bound address (the ephemeral port filled in).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.io.local_addr()
+    }
+
+    /// What the socket supports (GSO/GRO segments, buffer sizes).
+    pub fn udp_caps(&self) -> UdpCaps {
+        self.io.caps()
+    }
+
+    /// A thread-safe send handle; sends through it wake this node's poll loop.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            shared: self.shared.clone(),
+            wake: true,
+        }
+    }
+
+    /// Commits a copy of `payload` for `peer` (see [`Sender::send`]). It is transmitted by the
+    /// next [`Node::poll`].
+    pub fn send(&mut self, peer: u32, payload: &[u8]) -> Result<u64, SendError> {
+        self.dirty = true;
+        self.local_sender.send(peer, payload)
+    }
+
+    /// Zero-copy send from the poll thread (see [`Sender::send_with`]).
+    pub fn send_with(
+        &mut self,
+        peer: u32,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<u64, SendError> {
+        self.dirty = true;
+        self.local_sender.send_with(peer, len, fill)
+    }
+
+    /// Does all ready work without blocking: receives what the socket holds, persists it
+    /// (one group commit), calls `handler` for each ready message in order per peer, runs due
+    /// timers and transmits. `handler` gets a [`Sender`] it may reply with.
+    ///
+    /// Errors are fatal store or socket failures; the node should then be closed.
+    pub fn poll<H>(&mut self, handler: &mut H) -> Result<PollReport, NodeError>
+    where
+        H: FnMut(&Sender, Delivery<'_>),
+    {
+        if self.closed {
+            return Err(NodeError::Closed);
+        }
+        self.polls += 1;
+        let mut report = PollReport::default();
+        let woken = self.waker.take();
+        if woken {
+            self.wakeups += 1;
+            if !self.fd_drained {
+                self.waker.drain()?;
+            }
+        }
+        self.fd_drained = false;
+        self.dirty = false;
+        let mut now = Instant::now();
+
+        // 1. Receive.
+        for _ in 0..self.recv_batches_per_poll {
+            let core = &mut self.core;
+            match self
+                .io
+                .recv_batch(|from, d| core.handle_datagram(now, from, d))
+            {
+                Ok(0) => break,
+                Ok(n) => report.received += n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "recv failed");
+                    break;
+                }
+            }
+            if self.io_budget_exhausted(report.received) {
+                report.more = true;
+                break;
+            }
+        }
+        if report.received > 0 {
+            now = Instant::now();
+        }
+
+        // 2. Group commit before anything is acknowledged or transmitted.
+        self.core.sync().map_err(core_error)?;
+
+        // 3. Deliver.
+        let sender = &self.local_sender;
+        let delivered = self
+            .core
+            .deliver(self.deliveries_per_poll, &mut |d| handler(sender, d))
+            .map_err(core_error)?;
+        report.delivered = delivered;
+        self.delivered += delivered as u64;
+        if delivered >= self.deliveries_per_poll {
+            report.more = true;
+        }
+
+        // 4. Timers.
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+
+        // 5. Transmit.
+        let (sent, more_tx) = self.transmit(now)?;
+        report.transmits = sent;
+        report.more |= more_tx;
+
+        // 6. Events, backpressure bookkeeping.
+        while let Some(ev) = self.core.poll_event() {
+            tracing::debug!(node = self.shared.node_id, event = ?ev, "peer event");
+            if self.events.len() >= MAX_QUEUED_EVENTS {
+                self.events.pop_front();
+                self.events_dropped += 1;
+            }
+            self.events.push_back(ev);
+        }
+        self.refresh_windows();
+
+        if !woken && report == PollReport::default() && !self.fd_drained {
+            // A spurious readiness (a wake whose flag was taken before its write landed):
+            // clear the fd so external epoll loops do not spin.
+            self.waker.drain()?;
+        }
+        self.dirty |= report.more;
+        Ok(report)
+    }
+
+    fn io_budget_exhausted(&self, received: usize) -> bool {
+        // Bound one poll's receive work so delivery and transmission keep pace.
+        received >= self.recv_batches_per_poll * super::udp::RECV_BATCH * 8
+    }
+
+    /// Flushes a refused transmit, then drains the core's transmits into the socket.
+    /// Returns (transmits sent, whether work is left).
+    fn transmit(&mut self, now: Instant) -> Result<(usize, bool), NodeError> {
+        let mut sent = 0;
+        if let Some(p) = self.pending_tx.take() {
+            if !self.flush_pending(p) {
+                return Ok((0, false));
+            }
+            sent += 1;
+        }
+        for _ in 0..self.transmits_per_poll {
+            let Some(t) = self.core.poll_transmit(now, &mut self.tx_buf) else {
+                self.set_want_write(false)?;
+                return Ok((sent, false));
+            };
+            let p = PendingTx {
+                dst: t.dst,
+                start: 0,
+                end: t.len.min(self.tx_buf.len()),
+                segment_size: t.segment_size,
+            };
+            if !self.flush_pending(p) {
+                self.set_want_write(true)?;
+                return Ok((sent, false));
+            }
+            sent += 1;
+        }
+        Ok((sent, true))
+    }
+
+    /// Sends what is left of `p`; keeps it pending and returns false when the socket is full.
+    fn flush_pending(&mut self, mut p: PendingTx) -> bool {
+        while p.start < p.end {
+            let bytes = self.tx_buf.get(p.start..p.end).unwrap_or_default();
+            match self.io.send(p.dst, bytes, p.segment_size) {
+                Ok(n) if n > 0 => p.start += n,
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.pending_tx = Some(p);
+                    return false;
+                }
+                Err(e) => {
+                    // Dropped like a lost datagram; the protocol retransmits.
+                    tracing::debug!(dst = %p.dst, error = %e, "transmit dropped");
+                    break;
+                }
+            }
+        }
+        true
+    }
+
+    fn set_want_write(&mut self, want: bool) -> Result<(), NodeError> {
+        if want != self.epoll_wants_write {
+            let flags = if want {
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
+            } else {
+                EpollFlags::EPOLLIN
+            };
+            let mut ev = EpollEvent::new(flags, 0);
+            self.epoll
+                .modify(self.io.fd(), &mut ev)
+                .map_err(io::Error::from)?;
+            self.epoll_wants_write = want;
+        }
+        Ok(())
+    }
+
+    fn refresh_windows(&mut self) {
+        let store = self.core.store();
+        let mut windows = lock(&self.shared.windows);
+        for (peer, w) in windows.iter_mut() {
+            match store.outbound_pending(*peer) {
+                Some((lowest, next)) => {
+                    w.acked = lowest.saturating_sub(1);
+                    w.committed = w.committed.max(next.saturating_sub(1));
+                }
+                None => w.acked = w.committed,
+            }
+        }
+    }
+
+    /// When the node next needs [`Node::poll`] even if nothing arrives: `Some(now)` if work is
+    /// left, the core's next timer otherwise (`None` = only on socket or wake-up activity).
+    /// Like the seed's `hrpc_once_timeout`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.dirty {
+            return Some(Instant::now());
+        }
+        self.core.poll_timeout()
+    }
+
+    /// Blocks until a datagram arrives, another thread's [`Sender`] wakes the node, the socket
+    /// can take a refused transmit, the next timer is due, or `timeout` passes (`None` = no
+    /// limit but the node's own timers). Returns at once when work is left. Does not spin.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<(), NodeError> {
+        if self.closed {
+            return Err(NodeError::Closed);
+        }
+        let now = Instant::now();
+        let limit = match (self.poll_timeout(), timeout) {
+            (Some(d), Some(t)) => Some(d.saturating_duration_since(now).min(t)),
+            (Some(d), None) => Some(d.saturating_duration_since(now)),
+            (None, t) => t,
+        };
+        if limit.is_some_and(|l| l.is_zero()) {
+            return Ok(());
+        }
+        let r = wait_fds(
+            self.io.fd(),
+            self.pending_tx.is_some(),
+            Some(self.waker.fd()),
+            limit,
+        )?;
+        if r.woken {
+            self.waker.drain()?;
+            self.fd_drained = true;
+        }
+        Ok(())
+    }
+
+    /// Marks `peer` as one to contact: resolves its address and starts heartbeats (the seed's
+    /// `hrpc_touch_connect`).
+    pub fn touch(&mut self, peer: u32) {
+        self.dirty = true;
+        self.core.touch(peer, Instant::now());
+    }
+
+    /// Liveness of `peer` (the seed's `hrpc_is_connected` is `== PeerState::Active`).
+    pub fn peer_state(&self, peer: u32) -> PeerState {
+        self.core.peer_state(peer)
+    }
+
+    /// Per-peer figures (address, epoch, RTT, window, queued messages), if the peer is known.
+    pub fn peer_info(&self, peer: u32) -> Option<PeerInfo> {
+        self.core.peer_info(peer)
+    }
+
+    /// The next peer event (state changes, resets), oldest first.
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            core: self.core.stats().clone(),
+            udp: self.io.stats(),
+            polls: self.polls,
+            delivered: self.delivered,
+            wakeups: self.wakeups,
+            events_dropped: self.events_dropped,
+        }
+    }
+
+    /// The next outbound seq the store will assign for `peer` (1 for a peer never sent to);
+    /// lets a restarted sender resume a numbered stream.
+    pub fn next_outbound_seq(&self, peer: u32) -> u64 {
+        let store = self.core.store();
+        match store.outbound_pending(peer) {
+            Some((_, next)) => next,
+            None => {
+                let w = lock(&self.shared.windows).get(&peer).copied();
+                w.map_or(1, |w| w.committed + 1)
+            }
+        }
+    }
+
+    /// The store (inspection: usage, per-peer report).
+    pub fn store(&self) -> &Store {
+        self.core.store()
+    }
+
+    /// Graceful close: refuses further sends, transmits what the socket takes within `linger`
+    /// (acknowledgements owed to peers, queued messages), makes the store durable and releases
+    /// it. Unacknowledged messages stay in the store for the next open.
+    pub fn close(mut self, linger: Duration) -> Result<(), NodeError> {
+        self.shared.closed.store(true, Ordering::Release);
+        let deadline = Instant::now() + linger;
+        // Finish transmitting without delivering anything new (so nothing is consumed).
+        while Instant::now() < deadline {
+            self.core.sync().map_err(core_error)?;
+            let (_, more) = self.transmit(Instant::now())?;
+            if !more && self.pending_tx.is_none() {
+                break;
+            }
+            let _ = wait_fds(
+                self.io.fd(),
+                true,
+                None,
+                Some(deadline.saturating_duration_since(Instant::now())),
+            )?;
+        }
+        self.core.sync().map_err(core_error)?;
+        self.closed = true;
+        tracing::debug!(node = self.shared.node_id, "node closed");
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
+impl AsRawFd for Node {
+    /// An epoll fd that is readable when the node has socket input or a wake-up (and, while a
+    /// transmit waits for buffer space, when the socket is writable). For users who run their
+    /// own epoll/mio loop: call [`Node::poll`] when it is readable or [`Node::poll_timeout`]
+    /// has passed.
+    fn as_raw_fd(&self) -> RawFd {
+        self.epoll.0.as_raw_fd()
+    }
+}
+
+impl AsFd for Node {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+}
+
+fn core_error(e: CoreError) -> NodeError {
+    match e {
+        CoreError::Store(StoreError::Locked { path }) => NodeError::StoreLocked { path },
+        CoreError::Store(s) => NodeError::Store(s),
+        CoreError::Config(m) => NodeError::Config(m.to_owned()),
+        e => NodeError::Core(e),
+    }
+}
