@@ -222,7 +222,6 @@ fn two_nodes_every_size_both_directions() {
 
 /// The largest message (`hrpc_wire::MAX_MESSAGE_LEN`, 16 MiB) crosses intact.
 #[test]
-#[ignore = "protocol core: a 16 MiB message never completes reassembly (8 MiB does); re-enable when fixed"]
 fn max_size_message() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, mut b) = pair(dir.path());

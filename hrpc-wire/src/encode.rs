@@ -6,8 +6,8 @@ use zerocopy::byteorder::network_endian::U32;
 use crate::frame::encode_frame;
 use crate::header::{AUTH_TAG_LEN, CHECKSUM_OFFSET, DatagramHeader, HEADER_LEN, datagram_checksum};
 use crate::{
-    AckFrame, DATA_OVERHEAD, DataFrame, EncodeError, Frame, HeaderFields, HeartbeatFrame,
-    MAX_DATAGRAM_LEN, ResetFrame, WireError,
+    AckFrame, DATA_OVERHEAD, DataFrame, EncodeError, FragAckFrame, Frame, HeaderFields,
+    HeartbeatFrame, MAX_DATAGRAM_LEN, ResetFrame, WireError,
 };
 
 /// Builds one datagram in a caller-owned buffer, frame by frame.
@@ -99,6 +99,11 @@ impl<'a> DatagramWriter<'a> {
     /// Appends a RESET frame.
     pub fn push_reset(&mut self, frame: &ResetFrame) -> Result<(), EncodeError> {
         self.push(&Frame::Reset(*frame))
+    }
+
+    /// Appends a FRAG_ACK frame.
+    pub fn push_frag_ack(&mut self, frame: &FragAckFrame) -> Result<(), EncodeError> {
+        self.push(&Frame::FragAck(*frame))
     }
 
     /// Seals the datagram and returns its length.

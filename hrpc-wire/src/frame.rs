@@ -18,6 +18,9 @@
 //!
 //! RESET (0x04), 24 bytes
 //!   0 type   1 reason u8   2 reserved[6](0)   8 epoch u64   16 seen_epoch u64
+//!
+//! FRAG_ACK (0x05), 16 bytes
+//!   0 type   1 reserved[3](0)   4 received u32   8 seq u64
 //! ```
 
 use core::fmt;
@@ -35,6 +38,8 @@ pub const FRAME_ACK: u8 = 0x02;
 pub const FRAME_HEARTBEAT: u8 = 0x03;
 /// Frame type byte of [`ResetFrame`].
 pub const FRAME_RESET: u8 = 0x04;
+/// Frame type byte of [`FragAckFrame`].
+pub const FRAME_FRAG_ACK: u8 = 0x05;
 
 /// Bytes a DATA frame adds in front of its payload.
 pub const DATA_OVERHEAD: usize = size_of::<RawData>();
@@ -46,6 +51,8 @@ pub const SACK_RANGE_LEN: usize = size_of::<RawSack>();
 pub const HEARTBEAT_LEN: usize = size_of::<RawHeartbeat>();
 /// Bytes of a RESET frame.
 pub const RESET_LEN: usize = size_of::<RawReset>();
+/// Bytes of a FRAG_ACK frame.
+pub const FRAG_ACK_LEN: usize = size_of::<RawFragAck>();
 
 const HEARTBEAT_REPLY: u8 = 0x01;
 
@@ -104,7 +111,17 @@ pub(crate) struct RawReset {
     seen_epoch: U64,
 }
 
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawFragAck {
+    ty: u8,
+    reserved: [u8; 3],
+    received: U32,
+    seq: U64,
+}
+
 const _: () = assert!(DATA_OVERHEAD == 24);
+const _: () = assert!(FRAG_ACK_LEN == 16);
 const _: () = assert!(ACK_BASE_LEN == 24);
 const _: () = assert!(SACK_RANGE_LEN == 16);
 const _: () = assert!(HEARTBEAT_LEN == 48);
@@ -121,6 +138,8 @@ pub enum Frame<'a> {
     Heartbeat(HeartbeatFrame),
     /// An epoch notice: the sender does not know the epoch it was addressed with.
     Reset(ResetFrame),
+    /// Progress of a fragmented message being assembled.
+    FragAck(FragAckFrame),
 }
 
 /// A whole message, or the fragment `offset..offset + payload.len()` of one.
@@ -292,6 +311,17 @@ pub struct HeartbeatFrame {
     pub echo_us: u64,
 }
 
+/// How much of a fragmented message the receiver has persisted: every byte
+/// below `received`. Lets the sender pace a long message and resume a
+/// retransmission where the receiver's copy stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FragAckFrame {
+    /// The message.
+    pub seq: u64,
+    /// Every byte of it below this offset is written at the receiver.
+    pub received: u32,
+}
+
 /// Why a RESET was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -331,6 +361,7 @@ impl Frame<'_> {
             Frame::Ack(a) => ACK_BASE_LEN + SACK_RANGE_LEN * a.sacks.len(),
             Frame::Heartbeat(_) => HEARTBEAT_LEN,
             Frame::Reset(_) => RESET_LEN,
+            Frame::FragAck(_) => FRAG_ACK_LEN,
         }
     }
 
@@ -339,7 +370,8 @@ impl Frame<'_> {
         match self {
             Frame::Data(d) => d.validate(),
             Frame::Ack(a) => a.sacks.validate(a.cumulative),
-            Frame::Heartbeat(_) | Frame::Reset(_) => Ok(()),
+            Frame::FragAck(f) if f.seq == 0 => Err(WireError::ZeroSeq),
+            Frame::Heartbeat(_) | Frame::Reset(_) | Frame::FragAck(_) => Ok(()),
         }
     }
 }
@@ -422,6 +454,17 @@ pub(crate) fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), WireError
             };
             (Frame::Reset(r), rest)
         }
+        FRAME_FRAG_ACK => {
+            let (h, rest) = split::<RawFragAck>(bytes)?;
+            if h.reserved != [0; 3] {
+                return Err(WireError::ReservedBits("frag ack frame"));
+            }
+            let f = FragAckFrame {
+                seq: h.seq.get(),
+                received: h.received.get(),
+            };
+            (Frame::FragAck(f), rest)
+        }
         other => return Err(WireError::UnknownFrame(other)),
     };
     frame.validate()?;
@@ -495,6 +538,15 @@ pub(crate) fn encode_frame(frame: &Frame<'_>, out: &mut [u8]) {
                 seen_epoch: U64::new(r.seen_epoch),
             };
             out[..RESET_LEN].copy_from_slice(h.as_bytes());
+        }
+        Frame::FragAck(f) => {
+            let h = RawFragAck {
+                ty: FRAME_FRAG_ACK,
+                reserved: [0; 3],
+                received: U32::new(f.received),
+                seq: U64::new(f.seq),
+            };
+            out[..FRAG_ACK_LEN].copy_from_slice(h.as_bytes());
         }
     }
 }

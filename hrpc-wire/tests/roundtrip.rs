@@ -2,9 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hrpc_wire::{
-    AckFrame, DataFrame, Datagram, DatagramWriter, EncodeError, Frame, HEADER_LEN, HeaderFields,
-    HeartbeatFrame, MAX_DATAGRAM_LEN, MAX_SACK_RANGES, ResetFrame, ResetReason, SackRange,
-    SackRanges, decode_frames,
+    AckFrame, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame, Frame, HEADER_LEN,
+    HeaderFields, HeartbeatFrame, MAX_DATAGRAM_LEN, MAX_SACK_RANGES, ResetFrame, ResetReason,
+    SackRange, SackRanges, decode_frames,
 };
 use proptest::prelude::*;
 
@@ -27,6 +27,7 @@ enum OwnedFrame {
     },
     Heartbeat(HeartbeatFrame),
     Reset(ResetFrame),
+    FragAck(FragAckFrame),
 }
 
 impl OwnedFrame {
@@ -60,6 +61,7 @@ impl OwnedFrame {
             }),
             OwnedFrame::Heartbeat(h) => Frame::Heartbeat(*h),
             OwnedFrame::Reset(r) => Frame::Reset(*r),
+            OwnedFrame::FragAck(f) => Frame::FragAck(*f),
         }
     }
 }
@@ -142,6 +144,8 @@ fn frame() -> impl Strategy<Value = OwnedFrame> {
                     })
                 }
             ),
+        (1..=u64::MAX, any::<u32>())
+            .prop_map(|(seq, received)| { OwnedFrame::FragAck(FragAckFrame { seq, received }) }),
         (any::<bool>(), any::<u64>(), any::<u64>()).prop_map(|(lost, epoch, seen_epoch)| {
             OwnedFrame::Reset(ResetFrame {
                 reason: if lost {

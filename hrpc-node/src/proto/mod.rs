@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use hrpc_store::{Durability, MessageRef, OutboundOnReset, OutboundProducer, Store, StoreError};
 use hrpc_wire::{
-    AckFrame, DATA_OVERHEAD, DataFrame, Datagram, DatagramWriter, EncodeError, Frame, HEADER_LEN,
-    HeaderFields, HeartbeatFrame, MAX_SACK_RANGES, ResetFrame, ResetReason, SackRange, SackRanges,
-    WireError,
+    AckFrame, DATA_OVERHEAD, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame, Frame,
+    HEADER_LEN, HeaderFields, HeartbeatFrame, MAX_SACK_RANGES, ResetFrame, ResetReason, SackRange,
+    SackRanges, WireError,
 };
 
 pub use config::CoreConfig;
@@ -86,6 +86,9 @@ pub struct Delivery<'a> {
     pub payload: &'a [u8],
 }
 
+/// Smallest window for the fragment stream of one long message, whatever
+/// the congestion window (which a timeout can shrink to two datagrams).
+const FRAGMENT_WINDOW_FLOOR: usize = 256 << 10;
 /// Smallest fragment worth starting in a datagram that already holds frames.
 const MIN_FRAGMENT: usize = 256;
 /// Most unsolicited answers queued at once.
@@ -430,6 +433,7 @@ impl Core {
                 Frame::Data(f) => self.on_data(now, h.src, &f),
                 Frame::Ack(a) => self.on_ack(now, h.src, &a),
                 Frame::Heartbeat(hb) => self.on_heartbeat(now, h.src, &hb),
+                Frame::FragAck(f) => self.on_frag_ack(now, h.src, f.seq, f.received),
                 Frame::Reset(r) => {
                     tracing::debug!(peer = h.src, ?r, "reset notice");
                     if let Some(p) = self.peers.get_mut(&h.src) {
@@ -617,6 +621,8 @@ impl Core {
                 return self.stats.drop(DropReason::Duplicate);
             }
             if !asm.is_complete() {
+                // Report progress so the sender can pace and resume.
+                r.ack_pending = true;
                 return;
             }
             let Some(asm) = r.reassembly.remove(&f.seq) else {
@@ -703,6 +709,18 @@ impl Core {
             s.rearm(now);
         }
         self.stats.messages_acked += acked_msgs;
+    }
+
+    fn on_frag_ack(&mut self, now: Instant, peer: u32, seq: u64, received: u32) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let delta = p.send.fragment_progress(seq, received);
+        if delta > 0 {
+            p.send.cc.on_ack(delta as usize);
+            p.send.backoff = 0;
+            p.send.rearm(now);
+        }
     }
 
     fn on_heartbeat(&mut self, now: Instant, peer: u32, hb: &HeartbeatFrame) {
@@ -1138,6 +1156,12 @@ impl Core {
                 p.recv.unacked_since = None;
                 p.recv.advertised_window = window;
             }
+            for (&seq, asm) in p.recv.reassembly.iter_mut() {
+                let received = asm.contiguous();
+                if asm.report_due && w.push_frag_ack(&FragAckFrame { seq, received }).is_ok() {
+                    asm.report_due = false;
+                }
+            }
         }
         if p.hb_pending {
             let hb = HeartbeatFrame {
@@ -1156,7 +1180,11 @@ impl Core {
         if streams_open {
             let rto = p.send.rtt.rto_backoff(p.send.backoff);
             // 1. A fragmented message in progress.
-            if let Some(fc) = p.send.frag {
+            let frag_window = p.send.cc.window().max(FRAGMENT_WINDOW_FLOOR);
+            if let Some(fc) = p.send.frag
+                && p.send
+                    .fragment_window_open(fc.seq, fc.next_offset, frag_window)
+            {
                 match store.outbound_message(peer, fc.seq) {
                     Some(m) => match write_message(&mut w, &m, fc.next_offset) {
                         Written::Done => {
@@ -1181,20 +1209,19 @@ impl Core {
                 let Some(&seq) = p.send.retransmit.front() else {
                     break;
                 };
-                let still_lost = p
-                    .send
-                    .entry_mut(seq)
-                    .is_some_and(|e| e.state == SentState::Lost);
-                let msg = if still_lost {
-                    store.outbound_message(peer, seq)
-                } else {
-                    None
+                // Resume where the peer's partial copy stops (from the start
+                // if it claims all of it: its copy failed the checksum).
+                let resume_at = match p.send.entry_mut(seq) {
+                    Some(e) if e.state == SentState::Lost && e.peer_has < e.len => Some(e.peer_has),
+                    Some(e) if e.state == SentState::Lost => Some(0),
+                    _ => None,
                 };
-                let Some(m) = msg else {
+                let msg = resume_at.and_then(|_| store.outbound_message(peer, seq));
+                let (Some(m), Some(start)) = (msg, resume_at) else {
                     p.send.retransmit.pop_front();
                     continue;
                 };
-                match write_message(&mut w, &m, 0) {
+                match write_message(&mut w, &m, start) {
                     Written::NoRoom => full = true,
                     written => {
                         p.send.retransmit.pop_front();

@@ -102,6 +102,8 @@ pub(crate) struct Reassembly {
     pub(crate) slot: InboundSlot,
     pub(crate) msg_len: u32,
     pub(crate) crc: u32,
+    /// Bytes arrived since the sender was last told `contiguous()`.
+    pub(crate) report_due: bool,
     /// Byte ranges written so far: sorted, disjoint, non-adjacent.
     covered: Vec<(u32, u32)>,
     covered_bytes: u64,
@@ -114,6 +116,7 @@ impl Reassembly {
             slot,
             msg_len,
             crc,
+            report_due: false,
             covered: Vec::new(),
             covered_bytes: 0,
             last_progress: now,
@@ -141,8 +144,17 @@ impl Reassembly {
         self.covered_bytes += added;
         if added > 0 {
             self.last_progress = now;
+            self.report_due = true;
         }
         added > 0
+    }
+
+    /// Every byte below this has arrived.
+    pub(crate) fn contiguous(&self) -> u32 {
+        match self.covered.first() {
+            Some(&(0, end)) => end,
+            _ => 0,
+        }
     }
 
     /// Whether every byte has arrived.

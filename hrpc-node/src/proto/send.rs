@@ -22,6 +22,10 @@ pub(crate) enum SentState {
 pub(crate) struct Sent {
     pub(crate) sent_at: Instant,
     pub(crate) len: u32,
+    /// Fragmented messages: every byte below this is written at the peer.
+    pub(crate) peer_has: u32,
+    /// FRAG_ACKs in a row that reported no progress.
+    pub(crate) frag_dups: u8,
     pub(crate) transmissions: u32,
     pub(crate) state: SentState,
 }
@@ -108,6 +112,8 @@ impl SendState {
         self.sent.push_back(Sent {
             sent_at: now,
             len,
+            peer_has: 0,
+            frag_dups: 0,
             transmissions: 1,
             state: SentState::InFlight,
         });
@@ -120,6 +126,8 @@ impl SendState {
         self.sent.push_back(Sent {
             sent_at: now,
             len: 0,
+            peer_has: 0,
+            frag_dups: 0,
             transmissions: 0,
             state: SentState::Acked,
         });
@@ -252,6 +260,60 @@ impl SendState {
             e.sent_at = now;
         }
         self.rto_at = Some(self.rto_at.map_or(now + rto, |t| t.max(now + rto)));
+    }
+
+    /// The peer reports every byte of `seq` below `received` written.
+    /// Returns the bytes newly acknowledged. A lower value than before is
+    /// believed too (the peer restarted and lost the partial copy): the next
+    /// retransmission resumes there. The third report in a row without
+    /// progress means a fragment was lost: the message is sent again from
+    /// `received` (go-back-N within the message).
+    pub(crate) fn fragment_progress(&mut self, seq: u64, received: u32) -> u32 {
+        let Some(e) = self.entry_mut(seq) else {
+            return 0;
+        };
+        if e.state == SentState::Acked || received > e.len {
+            return 0;
+        }
+        let delta = received.saturating_sub(e.peer_has);
+        if received == e.peer_has {
+            e.frag_dups = e.frag_dups.saturating_add(1);
+        } else {
+            e.frag_dups = 0;
+        }
+        e.peer_has = received;
+        if e.frag_dups < REORDER_THRESHOLD as u8 {
+            return delta;
+        }
+        e.frag_dups = 0;
+        let len = e.len as usize;
+        let in_flight = e.state == SentState::InFlight;
+        match self.frag.as_mut() {
+            Some(fc) if fc.seq == seq => fc.next_offset = fc.next_offset.min(received),
+            _ if in_flight => {
+                if let Some(e) = self.entry_mut(seq) {
+                    e.state = SentState::Lost;
+                }
+                self.in_flight_bytes -= len;
+                self.retransmit.push_back(seq);
+            }
+            _ => return delta,
+        }
+        let next = self.next_new();
+        self.cc.on_loss(seq, next);
+        delta
+    }
+
+    /// Whether the fragment stream of `seq` may write more past `next_offset`:
+    /// at most `window` bytes beyond what the peer reported written.
+    pub(crate) fn fragment_window_open(
+        &mut self,
+        seq: u64,
+        next_offset: u32,
+        window: usize,
+    ) -> bool {
+        self.entry_mut(seq)
+            .is_none_or(|e| (next_offset.saturating_sub(e.peer_has) as usize) < window)
     }
 
     /// Re-arms the retransmission timer after progress (or clears it when
