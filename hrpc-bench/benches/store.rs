@@ -21,7 +21,9 @@ fn commit_free(c: &mut Criterion) {
             let mut r = p.reserve(2, PAYLOAD.len()).expect("reserve");
             r.payload_mut().copy_from_slice(&PAYLOAD);
             let seq = r.commit().expect("commit");
-            store.release_outbound_through(2, black_box(seq)).expect("release");
+            store
+                .release_outbound_through(2, black_box(seq))
+                .expect("release");
         })
     });
     g.finish();
@@ -29,7 +31,10 @@ fn commit_free(c: &mut Criterion) {
 
 fn sync_group(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = StoreConfig { durability: Durability::Sync, ..StoreConfig::new(1) };
+    let cfg = StoreConfig {
+        durability: Durability::Sync,
+        ..StoreConfig::new(1)
+    };
     let mut store = Store::open(dir.path(), &cfg).expect("open");
     let p = store.producer();
     let mut g = c.benchmark_group("store");
@@ -73,7 +78,14 @@ fn recovery(c: &mut Criterion) {
     g.bench_function("open_recover_1M_pending", |b| {
         b.iter(|| {
             let s = Store::open(dir.path(), &StoreConfig::new(1)).expect("open");
-            assert_eq!(s.inspect().peers.iter().map(|p| p.outbound_count as u64).sum::<u64>(), N);
+            assert_eq!(
+                s.inspect()
+                    .peers
+                    .iter()
+                    .map(|p| p.outbound_count as u64)
+                    .sum::<u64>(),
+                N
+            );
             s
         })
     });
@@ -83,7 +95,10 @@ fn recovery(c: &mut Criterion) {
 fn footprint(_c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = Store::open(dir.path(), &StoreConfig::new(1)).expect("open");
-    println!("footprint: empty store = {} bytes", store.inspect().disk_bytes);
+    println!(
+        "footprint: empty store = {} bytes",
+        store.inspect().disk_bytes
+    );
     let p = store.producer();
     let t = Instant::now();
     for _ in 0..1_000_000 {

@@ -21,6 +21,10 @@
 //! machine) is in `docs/design.md`.
 #![forbid(unsafe_code)]
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod driver;
 pub mod proto;
 
