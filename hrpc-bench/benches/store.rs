@@ -26,6 +26,21 @@ fn commit_free(c: &mut Criterion) {
                 .expect("release");
         })
     });
+    // How the node frees: one cumulative ack releases a batch (here 64).
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("commit_64_free_cumulative_100B_process", |b| {
+        b.iter(|| {
+            let mut last = 0;
+            for _ in 0..64 {
+                let mut r = p.reserve(2, PAYLOAD.len()).expect("reserve");
+                r.payload_mut().copy_from_slice(&PAYLOAD);
+                last = r.commit().expect("commit");
+            }
+            store
+                .release_outbound_through(2, black_box(last))
+                .expect("release");
+        })
+    });
     g.finish();
 }
 
