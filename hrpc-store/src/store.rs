@@ -270,6 +270,18 @@ struct Shared {
 }
 
 impl Shared {
+    /// See [`Store::outbound_pending`].
+    fn outbound_pending(&self, peer: u32) -> Option<(u64, u64)> {
+        let inner = lock(&self.inner);
+        let st = &inner.states[*inner.peers.get(&peer)? as usize];
+        let low = st
+            .out
+            .iter()
+            .find(|e| e.slot != TOMBSTONE)
+            .map_or(st.next_out, |e| e.seq);
+        Some((low, st.next_out))
+    }
+
     #[inline]
     fn check_stopped(&self) -> Result<()> {
         match self.stopped.get() {
@@ -676,6 +688,13 @@ impl InboundSlot {
 // Producer side
 
 impl OutboundProducer {
+    /// Like [`Store::outbound_pending`], from any thread: `(lowest pending
+    /// seq, next seq to assign)` for `peer`, so `next - lowest` messages are
+    /// committed and not yet acknowledged.
+    pub fn outbound_pending(&self, peer: u32) -> Option<(u64, u64)> {
+        self.shared.outbound_pending(peer)
+    }
+
     /// Reserves a slot for an outbound message of `len` bytes to `peer`. Fill it with
     /// [`OutboundReservation::payload_mut`], then [`OutboundReservation::commit`].
     ///
@@ -1260,14 +1279,7 @@ impl Store {
     /// unknown. With nothing pending, lowest == next. Some seqs in between may have been
     /// released selectively.
     pub fn outbound_pending(&self, peer: u32) -> Option<(u64, u64)> {
-        let inner = lock(&self.shared.inner);
-        let st = &inner.states[*inner.peers.get(&peer)? as usize];
-        let low = st
-            .out
-            .iter()
-            .find(|e| e.slot != TOMBSTONE)
-            .map_or(st.next_out, |e| e.seq);
-        Some((low, st.next_out))
+        self.shared.outbound_pending(peer)
     }
 
     /// Seqs of all pending (committed, unreleased) outbound messages to `peer`, ascending.

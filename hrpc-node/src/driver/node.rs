@@ -1,13 +1,12 @@
 //! [`Node`]: the poll loop around the protocol core, and [`Sender`], the thread-safe send
 //! handle.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hrpc_store::{Store, StoreConfig, StoreError};
@@ -22,32 +21,6 @@ use crate::proto::{Core, CoreError, Delivery, Event, PeerInfo, PeerState, Stats}
 /// Most events kept for [`Node::next_event`]; older ones are dropped (and counted) beyond it.
 const MAX_QUEUED_EVENTS: usize = 4096;
 
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
-
-/// Per-peer outbound counters shared by senders and the poll thread (backpressure).
-#[derive(Debug, Clone, Copy, Default)]
-struct Window {
-    /// Highest seq committed.
-    committed: u64,
-    /// Highest seq below which everything is acknowledged.
-    acked: u64,
-}
-
 #[derive(Debug)]
 struct Shared {
     producer: hrpc_store::OutboundProducer,
@@ -55,14 +28,6 @@ struct Shared {
     closed: AtomicBool,
     node_id: u32,
     max_unacked: u64,
-    windows: Mutex<IdMap<Window>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 /// A cloneable, `Send + Sync` handle that commits messages to the node's store from any
@@ -106,23 +71,15 @@ impl Sender {
                 max: hrpc_wire::MAX_MESSAGE_LEN,
             });
         }
-        {
-            let windows = lock(&sh.windows);
-            if let Some(w) = windows.get(&peer) {
-                let unacked = w.committed.saturating_sub(w.acked);
-                if unacked >= sh.max_unacked {
-                    return Err(SendError::WindowFull { peer, unacked });
-                }
+        if let Some((lowest, next)) = sh.producer.outbound_pending(peer) {
+            let unacked = next.saturating_sub(lowest);
+            if unacked >= sh.max_unacked {
+                return Err(SendError::WindowFull { peer, unacked });
             }
         }
         let mut r = sh.producer.reserve(peer, len)?;
         fill(r.payload_mut());
         let seq = r.commit()?;
-        {
-            let mut windows = lock(&sh.windows);
-            let w = windows.entry(peer).or_default();
-            w.committed = w.committed.max(seq);
-        }
         if self.wake
             && let Err(e) = sh.waker.wake()
         {
@@ -252,26 +209,12 @@ impl Node {
             .add(waker.fd(), EpollEvent::new(EpollFlags::EPOLLIN, 1))
             .map_err(io::Error::from)?;
 
-        // Seed the backpressure table with what the store already holds.
-        let mut windows = IdMap::default();
-        for peer in store.peers() {
-            if let Some((lowest, next)) = store.outbound_pending(peer) {
-                windows.insert(
-                    peer,
-                    Window {
-                        committed: next.saturating_sub(1),
-                        acked: lowest.saturating_sub(1),
-                    },
-                );
-            }
-        }
         let shared = Arc::new(Shared {
             producer: store.producer(),
             waker: waker.clone(),
             closed: AtomicBool::new(false),
             node_id: cfg.node_id,
             max_unacked: cfg.max_unacked_per_peer,
-            windows: Mutex::new(windows),
         });
         let tx_len = cfg.core.mtu * cfg.core.max_segments;
         let resolver = Box::new(cfg.peers);
@@ -432,7 +375,6 @@ impl Node {
             }
             self.events.push_back(ev);
         }
-        self.refresh_windows();
 
         if !woken && report == PollReport::default() && !self.fd_drained {
             // A spurious readiness (a wake whose flag was taken before its write landed):
@@ -515,20 +457,6 @@ impl Node {
         Ok(())
     }
 
-    fn refresh_windows(&mut self) {
-        let store = self.core.store();
-        let mut windows = lock(&self.shared.windows);
-        for (peer, w) in windows.iter_mut() {
-            match store.outbound_pending(*peer) {
-                Some((lowest, next)) => {
-                    w.acked = lowest.saturating_sub(1);
-                    w.committed = w.committed.max(next.saturating_sub(1));
-                }
-                None => w.acked = w.committed,
-            }
-        }
-    }
-
     /// When the node next needs [`Node::poll`] even if nothing arrives: `Some(now)` if work is
     /// left, the core's next timer otherwise (`None` = only on socket or wake-up activity).
     /// Like the seed's `hrpc_once_timeout`.
@@ -605,14 +533,10 @@ impl Node {
     /// The next outbound seq the store will assign for `peer` (1 for a peer never sent to);
     /// lets a restarted sender resume a numbered stream.
     pub fn next_outbound_seq(&self, peer: u32) -> u64 {
-        let store = self.core.store();
-        match store.outbound_pending(peer) {
-            Some((_, next)) => next,
-            None => {
-                let w = lock(&self.shared.windows).get(&peer).copied();
-                w.map_or(1, |w| w.committed + 1)
-            }
-        }
+        self.core
+            .store()
+            .outbound_pending(peer)
+            .map_or(1, |(_, next)| next)
     }
 
     /// The store (inspection: usage, per-peer report).
