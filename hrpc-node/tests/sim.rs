@@ -16,13 +16,12 @@
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hrpc_node::proto::{Core, CoreConfig, Delivery, StaticResolver};
-use hrpc_store::{Durability, Store, StoreConfig, StoreError};
+use hrpc_store::{Durability, Store, StoreConfig, StoreError, power_loss};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -84,64 +83,7 @@ struct SimNode {
     /// Sync mode: what each store file holds on "disk" (updated by the
     /// store's flush hook); a power loss keeps only this plus random parts
     /// of what was written since.
-    durable: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-}
-
-/// The files of a store directory, by name.
-fn snapshot(dir: &Path) -> HashMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().into_string().unwrap(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Power loss: every 4 KiB page written since it was last flushed is kept,
-/// lost, torn (512-byte sectors at random) or garbled.
-fn power_loss(
-    dir: &Path,
-    durable: &HashMap<String, Vec<u8>>,
-    rng: &mut StdRng,
-) -> HashMap<String, Vec<u8>> {
-    let mut after = HashMap::new();
-    for (name, live) in snapshot(dir) {
-        let old = durable.get(&name).cloned().unwrap_or_default();
-        let mut img = old.clone();
-        img.resize(live.len(), 0);
-        for page in (0..live.len()).step_by(4096) {
-            let end = (page + 4096).min(live.len());
-            if old.get(page..end) == Some(&live[page..end]) {
-                continue;
-            }
-            match rng.random_range(0..4) {
-                0 => img[page..end].copy_from_slice(&live[page..end]),
-                1 => {}
-                2 => {
-                    for s in (page..end).step_by(512) {
-                        let e = (s + 512).min(end);
-                        if rng.random_bool(0.5) {
-                            img[s..e].copy_from_slice(&live[s..e]);
-                        }
-                    }
-                }
-                _ => {
-                    for (i, b) in img.iter_mut().enumerate().take(end).skip(page) {
-                        if live[i] != old.get(i).copied().unwrap_or(0) {
-                            *b = rng.random();
-                        }
-                    }
-                }
-            }
-        }
-        std::fs::write(dir.join(&name), &img).unwrap();
-        after.insert(name, img);
-    }
-    after
+    durable: power_loss::Images,
 }
 
 #[derive(PartialEq, Eq)]
@@ -273,23 +215,9 @@ impl Sim {
         });
         if self.durability == Durability::Sync {
             if fresh {
-                *node.durable.lock().unwrap() = snapshot(&node.dir);
+                *node.durable.lock().unwrap() = power_loss::snapshot(&node.dir).unwrap();
             }
-            let images = node.durable.clone();
-            let dir = node.dir.clone();
-            store.__set_flush_hook(Box::new(move |path: &Path, off: u64, len: u64| {
-                let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-                let mut buf = vec![0u8; len as usize];
-                let file = std::fs::File::open(dir.join(&name)).unwrap();
-                file.read_exact_at(&mut buf, off).unwrap();
-                let mut images = images.lock().unwrap();
-                let img = images.entry(name).or_default();
-                let end = (off + len) as usize;
-                if img.len() < end {
-                    img.resize(end, 0);
-                }
-                img[off as usize..end].copy_from_slice(&buf);
-            }));
+            power_loss::track(&mut store, node.durable.clone());
         }
         let resolver = StaticResolver(self.resolver.clone());
         let core = Core::new(store, self.cfg.clone(), Box::new(resolver), self.instant()).unwrap();
@@ -303,7 +231,10 @@ impl Sim {
             // Power loss: the store keeps what its last syncs made durable.
             let node = &self.nodes[i];
             let durable = node.durable.lock().unwrap().clone();
-            let after = power_loss(&node.dir, &durable, &mut self.rng);
+            let rng = &mut self.rng;
+            let after =
+                power_loss::crash_image(&node.dir, &durable, &node.dir, &mut || rng.random())
+                    .unwrap();
             *node.durable.lock().unwrap() = after;
             self.open(i);
             // Commits after the last sync may be gone; the store says what survived.

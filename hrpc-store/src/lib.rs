@@ -59,6 +59,8 @@ mod error;
 pub mod failpoint;
 mod layout;
 mod map;
+#[doc(hidden)]
+pub mod power_loss;
 mod store;
 mod sync;
 

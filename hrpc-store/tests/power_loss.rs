@@ -6,16 +6,13 @@
 //! The store is reopened on the crash image.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use hrpc_store::power_loss::{Images, crash_image, snapshot, track};
 use hrpc_store::{Durability, Store, StoreConfig};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-
-type Images = Arc<Mutex<HashMap<String, Vec<u8>>>>;
 
 fn cfg() -> StoreConfig {
     StoreConfig {
@@ -29,58 +26,6 @@ fn payload(tag: u64, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (tag.wrapping_mul(17).wrapping_add(i as u64 * 5) % 249) as u8)
         .collect()
-}
-
-fn snapshot_all(dir: &Path) -> HashMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().into_string().unwrap(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn crash_image(live_dir: &Path, durable: &HashMap<String, Vec<u8>>, out: &Path, rng: &mut StdRng) {
-    for (name, live) in snapshot_all(live_dir) {
-        let old = durable.get(&name).cloned().unwrap_or_default();
-        let mut img = old.clone();
-        img.resize(live.len(), 0);
-        let mut page = 0;
-        while page < live.len() {
-            let end = (page + 4096).min(live.len());
-            let differs = old.get(page..end) != Some(&live[page..end]);
-            if differs {
-                let oldp = |i: usize| old.get(i).copied().unwrap_or(0);
-                match rng.random_range(0..4) {
-                    0 => img[page..end].copy_from_slice(&live[page..end]),
-                    1 => {}
-                    2 => {
-                        let mut s = page;
-                        while s < end {
-                            let e = (s + 512).min(end);
-                            if rng.random_bool(0.5) {
-                                img[s..e].copy_from_slice(&live[s..e]);
-                            }
-                            s = e;
-                        }
-                    }
-                    _ => {
-                        for i in page..end {
-                            if live[i] != oldp(i) {
-                                img[i] = rng.random();
-                            }
-                        }
-                    }
-                }
-            }
-            page = end;
-        }
-        std::fs::write(out.join(&name), img).unwrap();
-    }
 }
 
 #[derive(Default, Clone, Debug)]
@@ -100,24 +45,8 @@ fn run(seed: u64, nops: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path(), &cfg()).unwrap();
-    let images: Images = Arc::new(Mutex::new(snapshot_all(dir.path())));
-    let hook_images = images.clone();
-    let live_dir = dir.path().to_path_buf();
-    store.__set_flush_hook(Box::new(move |path: &Path, off: u64, len: u64| {
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        let mut buf = vec![0u8; len as usize];
-        std::fs::File::open(live_dir.join(&name))
-            .unwrap()
-            .read_exact_at(&mut buf, off)
-            .unwrap();
-        let mut imgs = hook_images.lock().unwrap();
-        let img = imgs.entry(name).or_default();
-        let end = (off + len) as usize;
-        if img.len() < end {
-            img.resize(end, 0);
-        }
-        img[off as usize..end].copy_from_slice(&buf);
-    }));
+    let images: Images = Arc::new(Mutex::new(snapshot(dir.path()).unwrap()));
+    track(&mut store, images.clone());
     let p = store.producer();
     let mut m = Model::default();
     let mut synced = m.clone();
@@ -186,7 +115,7 @@ fn run(seed: u64, nops: usize) {
     // Power loss now.
     let durable = images.lock().unwrap().clone();
     let crash = tempfile::tempdir().unwrap();
-    crash_image(dir.path(), &durable, crash.path(), &mut rng);
+    crash_image(dir.path(), &durable, crash.path(), &mut || rng.random()).unwrap();
     drop(store);
     let store = Store::open(crash.path(), &cfg()).unwrap();
 
