@@ -513,13 +513,13 @@ fn run_seeds(name: &str, default: u64, nodes: usize, per_pair: u64, durability: 
 /// Two nodes, both directions, random faults and crashes: exactly-once in-order delivery.
 #[test]
 fn pair() {
-    run_seeds("pair", 300, 2, 60, Durability::Process);
+    run_seeds("pair", 1000, 2, 60, Durability::Process);
 }
 
 /// Three nodes all-to-all: exactly-once in-order delivery per (sender, receiver).
 #[test]
 fn three_nodes() {
-    run_seeds("three_nodes", 60, 3, 40, Durability::Process);
+    run_seeds("three_nodes", 150, 3, 40, Durability::Process);
 }
 
 /// Sync (group commit) mode with simulated power loss at every crash: the
@@ -527,5 +527,5 @@ fn three_nodes() {
 /// documented redelivery of what was consumed after the last sync.
 #[test]
 fn pair_sync_mode_power_loss() {
-    run_seeds("pair_sync_mode_power_loss", 40, 2, 40, Durability::Sync);
+    run_seeds("pair_sync_mode_power_loss", 150, 2, 40, Durability::Sync);
 }
