@@ -312,4 +312,56 @@ mod targeted {
         b.deliver(usize::MAX, &mut |d| again.push(d.seq)).unwrap();
         assert_eq!(again, vec![2, 3]);
     }
+
+    /// Invariant: half-assembled messages are bounded per peer; a sender
+    /// that starts messages and never finishes them blocks new ones only
+    /// until the stalled ones have been idle long enough to be evicted.
+    #[test]
+    fn stalled_reassemblies_are_bounded_then_evicted() {
+        let mut p = Pair::new();
+        p.b.touch(1, p.now);
+        p.drive();
+        let header = HeaderFields {
+            src: 2,
+            dst: 1,
+            src_epoch: p.b.epoch(),
+            dst_epoch: p.a.epoch(),
+            auth: false,
+        };
+        let max = CoreConfig::default().max_reassemblies_per_peer as u64;
+        let part = [7u8; 100];
+        for seq in 1..=max + 1 {
+            p.forge_to_a(header, |w| {
+                w.push_data(&DataFrame {
+                    seq,
+                    msg_len: 10_000,
+                    offset: 0,
+                    msg_crc: 0,
+                    payload: &part,
+                })
+                .unwrap()
+            });
+        }
+        assert_eq!(
+            p.a.stats().dropped(DropReason::NoSpace),
+            1,
+            "one over the bound"
+        );
+        p.now += Duration::from_secs(6);
+        p.forge_to_a(header, |w| {
+            w.push_data(&DataFrame {
+                seq: max + 2,
+                msg_len: 10_000,
+                offset: 0,
+                msg_crc: 0,
+                payload: &part,
+            })
+            .unwrap()
+        });
+        assert_eq!(
+            p.a.stats().dropped(DropReason::NoSpace),
+            1,
+            "idle assemblies were evicted to make room"
+        );
+    }
 }

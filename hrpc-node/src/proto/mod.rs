@@ -89,6 +89,9 @@ pub struct Delivery<'a> {
 /// Smallest window for the fragment stream of one long message, whatever
 /// the congestion window (which a timeout can shrink to two datagrams).
 const FRAGMENT_WINDOW_FLOOR: usize = 256 << 10;
+/// A half-assembled message with no new bytes for this long may be evicted
+/// when another needs the room.
+const REASSEMBLY_IDLE: Duration = Duration::from_secs(5);
 /// Smallest fragment worth starting in a datagram that already holds frames.
 const MIN_FRAGMENT: usize = 256;
 /// Most unsolicited answers queued at once.
@@ -104,7 +107,6 @@ struct Peer {
     /// A newer epoch seen, applied once the old session's messages are delivered.
     pending_epoch: Option<u64>,
     addr: Option<SocketAddr>,
-    addr_learned: bool,
     state: PeerState,
     last_heard: Option<Instant>,
     /// The application asked for liveness (`touch`).
@@ -341,7 +343,6 @@ impl Core {
                 epoch: self.store.peer_epoch(peer).unwrap_or(0),
                 pending_epoch: None,
                 addr: None,
-                addr_learned: false,
                 state: PeerState::Unknown,
                 last_heard: None,
                 touched: false,
@@ -418,7 +419,6 @@ impl Core {
             tracing::debug!(peer = h.src, %from, "peer address learned");
         }
         p.addr = Some(from);
-        p.addr_learned = true;
         p.last_heard = Some(now);
         p.hb_interval = self.cfg.heartbeat_interval;
         if p.state != PeerState::Active {
@@ -569,8 +569,6 @@ impl Core {
 
     fn on_data(&mut self, now: Instant, peer: u32, f: &DataFrame<'_>) {
         let window = u64::from(self.cfg.recv_window_msgs);
-        let max_per_peer = self.cfg.max_reassemblies_per_peer;
-        let max_bytes = self.cfg.max_reassembly_bytes;
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -589,56 +587,115 @@ impl Core {
             if f.msg_crc != crc32c::crc32c(f.payload) {
                 return self.stats.drop(DropReason::CorruptMessage);
             }
-            match put_whole(&mut self.store, peer, f) {
-                Ok(()) => {}
-                Err(e) => return self.stats.drop(store_drop_reason(&e)),
-            }
-        } else {
-            if !r.reassembly.contains_key(&f.seq) {
-                if r.reassembly.len() >= max_per_peer
-                    || self.reassembly_bytes + f.msg_len as usize > max_bytes
-                {
-                    return self.stats.drop(DropReason::NoSpace);
-                }
-                let slot = match self.store.begin_inbound(peer, f.seq, f.msg_len, f.msg_crc) {
-                    Ok(s) => s,
-                    Err(e) => return self.stats.drop(store_drop_reason(&e)),
-                };
-                self.reassembly_bytes += f.msg_len as usize;
-                r.reassembly
-                    .insert(f.seq, Reassembly::new(slot, f.msg_len, f.msg_crc, now));
-            }
-            let Some(asm) = r.reassembly.get_mut(&f.seq) else {
-                return;
-            };
-            if asm.msg_len != f.msg_len || asm.crc != f.msg_crc {
-                return self.stats.drop(DropReason::CorruptMessage);
-            }
-            if let Err(e) = self.store.write_inbound(&asm.slot, f.offset, f.payload) {
+            if let Err(e) = put_whole(&mut self.store, peer, f) {
                 return self.stats.drop(store_drop_reason(&e));
             }
-            if !asm.add(f.offset, f.payload.len() as u32, now) {
-                return self.stats.drop(DropReason::Duplicate);
-            }
-            if !asm.is_complete() {
-                // Report progress so the sender can pace and resume.
-                r.ack_pending = true;
-                return;
-            }
-            let Some(asm) = r.reassembly.remove(&f.seq) else {
-                return;
-            };
-            self.reassembly_bytes = self.reassembly_bytes.saturating_sub(asm.msg_len as usize);
-            if let Err(e) = self.store.commit_inbound(asm.slot) {
-                return self.stats.drop(store_drop_reason(&e));
-            }
+        } else if !self.on_fragment(now, peer, f) {
+            return;
         }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let r = &mut p.recv;
         r.insert(f.seq);
         r.ack_pending = true;
         r.unacked_since.get_or_insert(now);
         self.stats.messages_received += 1;
         if self.durable {
             self.unsynced = true;
+        }
+    }
+
+    /// Writes one fragment into its message's slot; returns whether the
+    /// message is now complete and persisted.
+    fn on_fragment(&mut self, now: Instant, peer: u32, f: &DataFrame<'_>) -> bool {
+        let starting = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| !p.recv.reassembly.contains_key(&f.seq));
+        if starting {
+            if !self.reassembly_room(peer, f.msg_len) {
+                // Make room from assemblies that stopped progressing (a
+                // sender that went away, or a hostile one), then try again.
+                self.evict_idle_reassemblies(now);
+                if !self.reassembly_room(peer, f.msg_len) {
+                    self.stats.drop(DropReason::NoSpace);
+                    return false;
+                }
+            }
+            let slot = match self.store.begin_inbound(peer, f.seq, f.msg_len, f.msg_crc) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.stats.drop(store_drop_reason(&e));
+                    return false;
+                }
+            };
+            self.reassembly_bytes += f.msg_len as usize;
+            if let Some(p) = self.peers.get_mut(&peer) {
+                let asm = Reassembly::new(slot, f.msg_len, f.msg_crc, now);
+                p.recv.reassembly.insert(f.seq, asm);
+            }
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        let r = &mut p.recv;
+        let Some(asm) = r.reassembly.get_mut(&f.seq) else {
+            return false;
+        };
+        if asm.msg_len != f.msg_len || asm.crc != f.msg_crc {
+            self.stats.drop(DropReason::CorruptMessage);
+            return false;
+        }
+        if let Err(e) = self.store.write_inbound(&asm.slot, f.offset, f.payload) {
+            self.stats.drop(store_drop_reason(&e));
+            return false;
+        }
+        if !asm.add(f.offset, f.payload.len() as u32, now) {
+            self.stats.drop(DropReason::Duplicate);
+            return false;
+        }
+        // Report progress (or the gap) so the sender can pace and resume.
+        r.ack_pending = true;
+        if !asm.is_complete() {
+            return false;
+        }
+        let Some(asm) = r.reassembly.remove(&f.seq) else {
+            return false;
+        };
+        self.reassembly_bytes = self.reassembly_bytes.saturating_sub(asm.msg_len as usize);
+        if let Err(e) = self.store.commit_inbound(asm.slot) {
+            self.stats.drop(store_drop_reason(&e));
+            return false;
+        }
+        true
+    }
+
+    /// Whether a new message of `len` bytes from `peer` may start assembling.
+    fn reassembly_room(&self, peer: u32, len: u32) -> bool {
+        let per_peer = self.peers.get(&peer).map_or(0, |p| p.recv.reassembly.len());
+        per_peer < self.cfg.max_reassemblies_per_peer
+            && self.reassembly_bytes + len as usize <= self.cfg.max_reassembly_bytes
+    }
+
+    /// Aborts every half-assembled message with no new bytes for
+    /// [`REASSEMBLY_IDLE`]; the sender, if still there, starts it again.
+    fn evict_idle_reassemblies(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            let idle: Vec<u64> = p
+                .recv
+                .reassembly
+                .iter()
+                .filter(|(_, a)| now.saturating_duration_since(a.last_progress) >= REASSEMBLY_IDLE)
+                .map(|(&seq, _)| seq)
+                .collect();
+            for seq in idle {
+                if let Some(a) = p.recv.reassembly.remove(&seq) {
+                    self.reassembly_bytes =
+                        self.reassembly_bytes.saturating_sub(a.msg_len as usize);
+                    self.store.abort_inbound(a.slot);
+                }
+            }
         }
     }
 
@@ -945,7 +1002,6 @@ impl Core {
             if silent && waiting && grace_over && p.state != PeerState::Unreachable {
                 p.state = PeerState::Unreachable;
                 // It may have moved: ask the resolver again.
-                p.addr_learned = false;
                 p.addr = None;
                 p.hb_interval = (p.hb_interval * 2).min(cfg.heartbeat_interval * 8);
                 tracing::debug!(peer, "peer unreachable");
