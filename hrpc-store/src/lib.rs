@@ -53,6 +53,7 @@
 //! [`Store`] is owned by the poll thread. [`OutboundProducer`] (Clone + Send + Sync) lets other
 //! threads reserve, fill and commit outbound messages concurrently. Sequence numbers are assigned
 //! at commit under the store lock, so publish order equals seq order.
+#![deny(unsafe_code)] // allowed only in `map`, the mapping module
 
 mod error;
 #[doc(hidden)]

@@ -27,6 +27,7 @@
 //!
 //! Bounds (M2) are checked here with `assert!`: offsets come from the crate's own arithmetic on
 //! validated headers, so a failure is a bug in hrpc-store, never a reaction to disk contents.
+#![allow(unsafe_code)] // the one module that maps files
 
 use std::fs::File;
 use std::io;

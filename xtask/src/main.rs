@@ -9,6 +9,8 @@
 //! `ci` is the single definition of what continuous integration checks: `.ci/run` only installs
 //! the tools a fresh machine lacks and then calls `cargo xtask ci`.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
