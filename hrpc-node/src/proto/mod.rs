@@ -986,6 +986,10 @@ impl Core {
                         p.hb_reply_requested = true;
                     }
                 }
+                // An unreachable peer is probed ever more slowly (up to 8x).
+                if p.state == PeerState::Unreachable {
+                    p.hb_interval = (p.hb_interval * 2).min(cfg.heartbeat_interval * 8);
+                }
                 // Until the peer's epoch is known, probe at the RTO rather than the heartbeat pace.
                 let interval = if p.epoch == 0 {
                     p.hb_interval.min(p.send.rtt.rto())
@@ -1003,7 +1007,6 @@ impl Core {
                 p.state = PeerState::Unreachable;
                 // It may have moved: ask the resolver again.
                 p.addr = None;
-                p.hb_interval = (p.hb_interval * 2).min(cfg.heartbeat_interval * 8);
                 tracing::debug!(peer, "peer unreachable");
                 if self.events.len() >= MAX_EVENTS {
                     self.events.pop_front();
