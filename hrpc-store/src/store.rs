@@ -1570,18 +1570,90 @@ impl Store {
         }
     }
 
-    /// Convenience: persist a complete inbound message in one call.
+    /// Persists a complete inbound message in one call (its crc32c is computed here).
     pub fn put_inbound(&mut self, peer: u32, seq: u64, payload: &[u8]) -> Result<()> {
-        let len = u32::try_from(payload.len()).map_err(|_| StoreError::TooLarge {
-            len: payload.len(),
-            max: MAX_MESSAGE_LEN,
-        })?;
-        let slot = self.begin_inbound(peer, seq, len, crc32c::crc32c(payload))?;
-        if let Err(e) = self.write_inbound(&slot, 0, payload) {
-            self.abort_inbound(slot);
-            return Err(e);
+        self.put_inbound_checked(peer, seq, payload, crc32c::crc32c(payload))
+    }
+
+    /// Persists a complete inbound message whose sender declared `crc`: the
+    /// payload is checked against it first ([`StoreError::ChecksumMismatch`],
+    /// nothing claimed), then copied into a slot and published, under one
+    /// lock. The one-frame fast path of the receiver.
+    pub fn put_inbound_checked(
+        &mut self,
+        peer: u32,
+        seq: u64,
+        payload: &[u8],
+        crc: u32,
+    ) -> Result<()> {
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|&l| l as usize <= MAX_MESSAGE_LEN)
+            .ok_or(StoreError::TooLarge {
+                len: payload.len(),
+                max: MAX_MESSAGE_LEN,
+            })?;
+        let actual = crc32c::crc32c(payload);
+        if actual != crc {
+            return Err(StoreError::ChecksumMismatch {
+                peer,
+                seq,
+                declared: crc,
+                actual,
+            });
         }
-        self.commit_inbound(slot)
+        let shared = self.shared.clone();
+        let sh = &*shared;
+        sh.check_stopped()?;
+        if self.has_inbound(peer, seq) {
+            return Err(StoreError::BadSeq {
+                peer,
+                seq,
+                reason: "already persisted",
+            });
+        }
+        let mut inner = lock(&sh.inner);
+        let consumed = inner
+            .peers
+            .get(&peer)
+            .map_or(0, |&i| inner.states[i as usize].rec.consumed_in);
+        if seq == 0 || seq <= consumed {
+            return Err(StoreError::BadSeq {
+                peer,
+                seq,
+                reason: "already consumed",
+            });
+        }
+        let class = class_for(len as usize + SLOT_HDR);
+        let slot = inner.claim(sh, class)?;
+        let pidx = match inner.peer_idx(sh, peer) {
+            Ok(i) => i,
+            Err(e) => {
+                inner.unclaim(class, slot);
+                return Err(e);
+            }
+        };
+        let Some(seg) = sh.seg(slot.seg) else {
+            inner.unclaim(class, slot);
+            return Err(StoreError::WrongStore);
+        };
+        seg.map.write(seg.off(slot.idx) + SLOT_HDR, payload);
+        let hdr = SlotHeader {
+            generation: 0,
+            seq,
+            peer,
+            len,
+            crc,
+            inc: inner.states[pidx].rec.in_inc,
+            kind: KIND_IN,
+        };
+        inner.publish(sh, slot, hdr);
+        drop(inner);
+        self.inbound
+            .entry(peer)
+            .or_default()
+            .insert(seq, InEntry { slot, len, crc });
+        Ok(())
     }
 
     /// The persisted, unconsumed inbound message `seq` from `peer`.

@@ -582,12 +582,12 @@ impl Core {
             return self.stats.drop(DropReason::BeyondWindow);
         }
         if f.is_whole() {
-            // Checked here too (the store checks again before publishing) so
-            // a corrupt message never even takes a slot.
-            if f.msg_crc != crc32c::crc32c(f.payload) {
-                return self.stats.drop(DropReason::CorruptMessage);
-            }
-            if let Err(e) = put_whole(&mut self.store, peer, f) {
+            // The store checks the payload against its checksum before it
+            // takes a slot, so a corrupt message changes nothing.
+            let stored = self
+                .store
+                .put_inbound_checked(peer, f.seq, f.payload, f.msg_crc);
+            if let Err(e) = stored {
                 return self.stats.drop(store_drop_reason(&e));
             }
         } else if !self.on_fragment(now, peer, f) {
@@ -1331,16 +1331,6 @@ impl Core {
         }
         (w.finish(), full)
     }
-}
-
-/// Persists a whole (unfragmented) inbound message.
-fn put_whole(store: &mut Store, peer: u32, f: &DataFrame<'_>) -> Result<(), StoreError> {
-    let slot = store.begin_inbound(peer, f.seq, f.msg_len, f.msg_crc)?;
-    if let Err(e) = store.write_inbound(&slot, 0, f.payload) {
-        store.abort_inbound(slot);
-        return Err(e);
-    }
-    store.commit_inbound(slot)
 }
 
 fn store_drop_reason(e: &StoreError) -> DropReason {
