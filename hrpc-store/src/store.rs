@@ -1,9 +1,9 @@
 //! The store: open/recovery, slot allocation, outbound/inbound messages, peer records, sync.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -83,23 +83,8 @@ impl StoreConfig {
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-/// Multiplicative hasher for u32 peer ids (no allocation, ~1 ns).
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.0 = (u64::from(v) ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+/// Maps keyed by peer id (a fast, non-cryptographic hash; peer tables are bounded).
+type IdMap<V> = rustc_hash::FxHashMap<u32, V>;
 
 fn random_nonzero_u64() -> u64 {
     use std::hash::BuildHasher;

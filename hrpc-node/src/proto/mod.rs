@@ -21,7 +21,9 @@ mod stats;
 #[doc(hidden)]
 pub mod testing;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -161,9 +163,9 @@ pub struct Core {
     /// nothing may be acknowledged, sent or delivered until [`Core::sync`].
     unsynced: bool,
     /// Sync mode: per peer, seqs below this were committed before the last sync.
-    synced_next: HashMap<u32, u64>,
+    synced_next: FxHashMap<u32, u64>,
     resolver: Box<dyn Resolver>,
-    peers: HashMap<u32, Peer>,
+    peers: FxHashMap<u32, Peer>,
     /// Peer ids in a stable order for round-robin transmission.
     order: Vec<u32>,
     rr: usize,
@@ -202,10 +204,10 @@ impl Core {
             epoch: store.epoch(),
             durable: store.durability() == Durability::Sync,
             unsynced: false,
-            synced_next: HashMap::new(),
+            synced_next: FxHashMap::default(),
             store,
             resolver,
-            peers: HashMap::new(),
+            peers: FxHashMap::default(),
             order: Vec::new(),
             rr: 0,
             replies: VecDeque::new(),

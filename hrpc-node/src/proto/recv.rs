@@ -1,7 +1,9 @@
 //! Receive side of one peer's stream: what is persisted, what to acknowledge,
 //! and messages being assembled from fragments.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 use std::time::Instant;
 
 use hrpc_store::InboundSlot;
@@ -17,7 +19,7 @@ pub(crate) struct RecvState {
     /// The application consumed every seq `<= consumed`.
     pub(crate) consumed: u64,
     /// Messages being assembled, by seq.
-    pub(crate) reassembly: HashMap<u64, Reassembly>,
+    pub(crate) reassembly: FxHashMap<u64, Reassembly>,
     /// An acknowledgement should go out.
     pub(crate) ack_pending: bool,
     /// When the newest not-yet-acknowledged message was persisted.
@@ -32,7 +34,7 @@ impl RecvState {
             cum: consumed,
             above: BTreeSet::new(),
             consumed,
-            reassembly: HashMap::new(),
+            reassembly: FxHashMap::default(),
             ack_pending: false,
             unacked_since: None,
             advertised_window: 0,
