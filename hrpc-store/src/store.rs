@@ -1587,8 +1587,7 @@ impl Store {
                 actual,
             });
         }
-        let shared = self.shared.clone();
-        let sh = &*shared;
+        let sh: &Shared = &self.shared;
         sh.check_stopped()?;
         if self.has_inbound(peer, seq) {
             return Err(StoreError::BadSeq {
