@@ -24,12 +24,15 @@ fn get_addr(nid: u32) -> Option<SocketAddr> {
     (nid == 1).then(|| SocketAddr::from(([127, 0, 0, 1], 5670)))
 }
 
-/// `hrpc_send(1, 100)` + `strcpy(text, "123321")`; backpressure is skipped like a NULL return.
-fn send_one(s: &Sender) -> Result<(), SendError> {
-    match s.send_with(1, TEST_SIZE, |b| {
-        b.fill(0);
-        b[..6].copy_from_slice(b"123321");
-    }) {
+/// What the C example writes into each `hrpc_send(1, 100)` buffer: `strcpy(text, "123321")`.
+fn fill(b: &mut [u8]) {
+    b.fill(0);
+    b[..6].copy_from_slice(b"123321");
+}
+
+/// Backpressure is skipped, like a NULL return of `hrpc_send`.
+fn skip_backpressure(sent: Result<u64, SendError>) -> Result<(), SendError> {
+    match sent {
         Ok(_) => Ok(()),
         Err(e) if e.is_backpressure() => Ok(()),
         Err(e) => Err(e),
@@ -71,15 +74,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| format!("client init failed: {e}"))?
     } else {
         NodeConfig::new("./fmap.bin.server", 1)
-            .bind(SocketAddr::from(([0, 0, 0, 0], 5670)))
+            .bind(SocketAddr::from(([127, 0, 0, 1], 5670)))
             .resolver(get_addr)
             .open()
             .map_err(|e| format!("server init failed: {e}"))?
     };
-    let sender = node.sender();
     if is_client {
         for _ in 0..200 {
-            send_one(&sender)?;
+            skip_backpressure(node.send_with(1, TEST_SIZE, fill))?;
         }
     }
 
@@ -91,15 +93,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let report = node.poll(&mut |s: &Sender, d: Delivery<'_>| {
             if is_client {
                 // on_client_data replies to node 1.
-                let _ = send_one(s);
+                let _ = s.send_with(1, TEST_SIZE, fill);
             }
             count_size += d.payload.len() as u64;
             count += 1;
         })?;
         let now = Instant::now();
         if is_client {
+            // The poll thread's own sends: no wake-up needed.
             for _ in 0..10 {
-                send_one(&sender)?;
+                skip_backpressure(node.send_with(1, TEST_SIZE, fill))?;
             }
         } else if !report.more && report.received == 0 {
             let tick = (count_time + Duration::from_secs(1)).saturating_duration_since(now);
