@@ -168,7 +168,10 @@ pub struct Core {
     peers: FxHashMap<u32, Peer>,
     /// Peer ids in a stable order for round-robin transmission.
     order: Vec<u32>,
+    /// Round-robin position for transmission.
     rr: usize,
+    /// Round-robin position for delivery.
+    deliver_rr: usize,
     replies: VecDeque<Reply>,
     reply_tokens: u32,
     reply_refill_at: Instant,
@@ -210,6 +213,7 @@ impl Core {
             peers: FxHashMap::default(),
             order: Vec::new(),
             rr: 0,
+            deliver_rr: 0,
             replies: VecDeque::new(),
             reply_tokens: cfg.max_unsolicited_per_sec,
             reply_refill_at: now,
@@ -867,8 +871,11 @@ impl Core {
         }
         let mut delivered = 0;
         let n = self.order.len();
+        // Start one peer further each call, so a small `max` serves every
+        // peer in turn rather than the first ones only.
+        self.deliver_rr = if n == 0 { 0 } else { (self.deliver_rr + 1) % n };
         for i in 0..n {
-            let peer = self.order[i];
+            let peer = self.order[(self.deliver_rr + i) % n];
             while let Some(p) = self.peers.get(&peer) {
                 if p.recv.consumed >= p.recv.cum || delivered >= max {
                     break;
