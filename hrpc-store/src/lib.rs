@@ -7,7 +7,7 @@
 //! It keeps, per peer node id: outbound messages from commit until the peer acknowledges them,
 //! inbound messages from the moment they are completely persisted until the application consumes
 //! them, and small cursors (next outbound seq, acked seq, consumed seq, the peer's session epoch)
-//! in checksummed, multi-buffered records. A superblock holds this node's id and random epoch.
+//! in checksummed, multi-buffered records. A superblock holds this node's id and epoch (creation time plus random bits).
 //!
 //! Messages live in fixed-size slots (size classes 128 B … 24 MiB, 64-byte header) in segment
 //! files mapped with memmap2. The store starts at ~200 KiB and grows by adding segment files —

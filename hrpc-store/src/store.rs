@@ -1227,7 +1227,8 @@ impl Store {
         self.shared.node_id
     }
 
-    /// This store's random, nonzero epoch, chosen at creation.
+    /// This store's epoch, chosen at creation: creation time in µs above 12 random bits, so a
+    /// later store of the same node compares greater.
     pub fn epoch(&self) -> u64 {
         self.shared.epoch
     }
