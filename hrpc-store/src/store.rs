@@ -16,7 +16,7 @@ use crate::layout::{
     SUPER_LEN, SegHeader, SlotHeader, Superblock, class_for, class_size,
 };
 use crate::map::MappedFile;
-use crate::sync::{Arc, Mutex, Ordering, lock};
+use crate::sync::{Arc, Mutex, MutexGuard, Ordering, lock};
 use crate::{MAX_MESSAGE_LEN, MAX_PEERS};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -1411,15 +1411,15 @@ impl Store {
             .map_or_else(Vec::new, |m| m.keys().copied().collect())
     }
 
-    /// Starts persisting inbound message `seq` from `peer` of `len` bytes whose crc32c is
-    /// declared to be `crc`: reserves an unpublished slot to assemble fragments in.
-    pub fn begin_inbound(
-        &mut self,
+    /// Checks that inbound `seq` from `peer` is neither persisted nor consumed,
+    /// then claims a slot for `len` payload bytes. Returns the held lock, the
+    /// slot, its class and the peer's index.
+    fn claim_inbound(
+        &self,
         peer: u32,
         seq: u64,
         len: u32,
-        crc: u32,
-    ) -> Result<InboundSlot> {
+    ) -> Result<(MutexGuard<'_, Inner>, SlotId, usize, usize)> {
         if len as usize > MAX_MESSAGE_LEN {
             return Err(StoreError::TooLarge {
                 len: len as usize,
@@ -1449,13 +1449,26 @@ impl Store {
         }
         let class = class_for(len as usize + SLOT_HDR);
         let slot = inner.claim(sh, class)?;
-        let pidx = match inner.peer_idx(sh, peer) {
-            Ok(i) => i,
+        match inner.peer_idx(sh, peer) {
+            Ok(pidx) => Ok((inner, slot, class, pidx)),
             Err(e) => {
                 inner.unclaim(class, slot);
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Starts persisting inbound message `seq` from `peer` of `len` bytes whose crc32c is
+    /// declared to be `crc`: reserves an unpublished slot to assemble fragments in.
+    pub fn begin_inbound(
+        &mut self,
+        peer: u32,
+        seq: u64,
+        len: u32,
+        crc: u32,
+    ) -> Result<InboundSlot> {
+        let sh = &*self.shared;
+        let (inner, slot, class, pidx) = self.claim_inbound(peer, seq, len)?;
         let rec = inner.states[pidx].rec;
         Ok(InboundSlot {
             instance: sh.instance,
@@ -1589,35 +1602,7 @@ impl Store {
             });
         }
         let sh: &Shared = &self.shared;
-        sh.check_stopped()?;
-        if self.has_inbound(peer, seq) {
-            return Err(StoreError::BadSeq {
-                peer,
-                seq,
-                reason: "already persisted",
-            });
-        }
-        let mut inner = lock(&sh.inner);
-        let consumed = inner
-            .peers
-            .get(&peer)
-            .map_or(0, |&i| inner.states[i as usize].rec.consumed_in);
-        if seq == 0 || seq <= consumed {
-            return Err(StoreError::BadSeq {
-                peer,
-                seq,
-                reason: "already consumed",
-            });
-        }
-        let class = class_for(len as usize + SLOT_HDR);
-        let slot = inner.claim(sh, class)?;
-        let pidx = match inner.peer_idx(sh, peer) {
-            Ok(i) => i,
-            Err(e) => {
-                inner.unclaim(class, slot);
-                return Err(e);
-            }
-        };
+        let (mut inner, slot, class, pidx) = self.claim_inbound(peer, seq, len)?;
         let Some(seg) = sh.seg(slot.seg) else {
             inner.unclaim(class, slot);
             return Err(StoreError::WrongStore);
