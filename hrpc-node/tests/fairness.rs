@@ -1,15 +1,13 @@
 //! Delivery is shared fairly between peers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod common;
+
+use common::{addr, open};
+
 use std::time::{Duration, Instant};
 
-use hrpc_node::proto::{Core, CoreConfig, StaticResolver};
-use hrpc_store::{Store, StoreConfig};
-
-fn addr(id: u32) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, id as u8], id as u16))
-}
+use hrpc_node::proto::Core;
 
 /// Invariant: with messages waiting from two peers, delivering one at a
 /// time alternates between them (each peer's own order kept), so a busy
@@ -18,20 +16,7 @@ fn addr(id: u32) -> SocketAddr {
 fn small_delivery_budgets_alternate_between_peers() {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let resolver = StaticResolver((1..=3).map(|i| (i, addr(i))).collect());
-    let mut cores: Vec<Core> = (1..=3)
-        .map(|id| {
-            let store =
-                Store::open(&dir.path().join(id.to_string()), &StoreConfig::new(id)).unwrap();
-            Core::new(
-                store,
-                CoreConfig::default(),
-                Box::new(resolver.clone()),
-                now,
-            )
-            .unwrap()
-        })
-        .collect();
+    let mut cores: Vec<Core> = (1..=3).map(|id| open(dir.path(), id, now)).collect();
     for sender in &cores[1..] {
         for i in 0..10u8 {
             sender.producer().send(1, &[i]).unwrap();

@@ -1,21 +1,11 @@
 //! Messages larger than a datagram, up to the maximum size, through two cores.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod common;
+
+use common::{addr, open};
+
 use std::time::{Duration, Instant};
-
-use hrpc_node::proto::{Core, CoreConfig, StaticResolver};
-use hrpc_store::{Store, StoreConfig};
-
-fn addr(id: u32) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, id as u8], id as u16))
-}
-
-fn open(dir: &std::path::Path, id: u32, now: Instant) -> Core {
-    let resolver = StaticResolver([(1, addr(1)), (2, addr(2))].into_iter().collect());
-    let store = Store::open(&dir.join(id.to_string()), &StoreConfig::new(id)).unwrap();
-    Core::new(store, CoreConfig::default(), Box::new(resolver), now).unwrap()
-}
 
 /// Invariant: a message of `MAX_MESSAGE_LEN` bytes crosses intact, in one
 /// transmission when nothing is lost (no timeout fires while its fragments

@@ -1,22 +1,13 @@
 //! A peer that loses its store comes back with a new epoch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::path::Path;
+mod common;
+
+use common::{addr, open};
+
 use std::time::{Duration, Instant};
 
-use hrpc_node::proto::{Core, CoreConfig, Event, StaticResolver};
-use hrpc_store::{Store, StoreConfig};
-
-fn open(dir: &Path, id: u32, now: Instant) -> Core {
-    let resolver = StaticResolver([(1, addr(1)), (2, addr(2))].into_iter().collect());
-    let store = Store::open(&dir.join(id.to_string()), &StoreConfig::new(id)).unwrap();
-    Core::new(store, CoreConfig::default(), Box::new(resolver), now).unwrap()
-}
-
-fn addr(id: u32) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, id as u8], id as u16))
-}
+use hrpc_node::proto::{Core, Event};
 
 /// What a core delivered: (peer, seq, payload).
 type Got = Vec<(u32, u64, Vec<u8>)>;
