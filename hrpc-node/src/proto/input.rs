@@ -1,0 +1,472 @@
+//! Input: datagrams in, validated, and applied to the peer's streams.
+
+use super::*;
+
+impl Core {
+    /// Processes one received datagram. Never fails: malformed, misdirected,
+    /// stale or duplicate input is dropped and counted in [`Stats`], and
+    /// changes no persisted state.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += bytes.len() as u64;
+        let d = match Datagram::parse(bytes) {
+            Ok(d) => d,
+            Err(WireError::BadChecksum) => return self.stats.drop(DropReason::BadChecksum),
+            Err(_) => return self.stats.drop(DropReason::Malformed),
+        };
+        let h = d.header();
+        if h.auth {
+            return self.stats.drop(DropReason::Unauthenticated);
+        }
+        if h.dst != self.id || h.src == self.id {
+            return self.stats.drop(DropReason::WrongDestination);
+        }
+        if h.dst_epoch != self.epoch {
+            // The sender does not know this session: tell it, but act on nothing.
+            if h.dst_epoch == 0 {
+                self.stats.drop(DropReason::UnknownEpoch);
+                self.queue_hello_reply(now, from, &h);
+            } else {
+                self.stats.drop(DropReason::WrongEpoch);
+                self.queue_reply(
+                    now,
+                    Reply {
+                        to: from,
+                        header: self.reply_header(&h),
+                        frame: ReplyFrame::Reset(ResetFrame {
+                            reason: ResetReason::EpochMismatch,
+                            epoch: self.epoch,
+                            seen_epoch: h.dst_epoch,
+                        }),
+                    },
+                );
+            }
+            return;
+        }
+        // The sender knows this session's epoch: it has heard from this node.
+        if self.peer_entry(h.src, now).is_none() {
+            return self.stats.drop(DropReason::TooManyPeers);
+        }
+        if !self.check_peer_epoch(h.src, h.src_epoch) {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&h.src) else {
+            return;
+        };
+        if p.addr != Some(from) {
+            tracing::debug!(peer = h.src, %from, "peer address learned");
+        }
+        p.addr = Some(from);
+        p.last_heard = Some(now);
+        p.hb_interval = self.cfg.heartbeat_interval;
+        if p.state != PeerState::Active {
+            p.state = PeerState::Active;
+            self.push_event(Event::PeerState {
+                peer: h.src,
+                state: PeerState::Active,
+            });
+        }
+        for frame in d.frames() {
+            match frame {
+                Frame::Data(f) => self.on_data(now, h.src, &f),
+                Frame::Ack(a) => self.on_ack(now, h.src, &a),
+                Frame::Heartbeat(hb) => self.on_heartbeat(now, h.src, &hb),
+                Frame::FragAck(f) => self.on_frag_ack(now, h.src, f.seq, f.received),
+                Frame::Reset(r) => {
+                    tracing::debug!(peer = h.src, ?r, "reset notice");
+                    if let Some(p) = self.peers.get_mut(&h.src) {
+                        p.hb_pending = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn reply_header(&self, h: &HeaderFields) -> HeaderFields {
+        HeaderFields {
+            src: self.id,
+            dst: h.src,
+            src_epoch: self.epoch,
+            dst_epoch: h.src_epoch,
+            auth: false,
+        }
+    }
+
+    fn queue_hello_reply(&mut self, now: Instant, from: SocketAddr, h: &HeaderFields) {
+        let (next_seq, first_pending, expected) = match self.peers.get(&h.src) {
+            Some(p) => (p.send.next_new(), p.send.base, p.recv.cum + 1),
+            None => (1, 1, 1),
+        };
+        let hb = HeartbeatFrame {
+            reply_requested: false,
+            next_seq,
+            first_pending,
+            expected,
+            timestamp_us: self.timestamp(now),
+            echo_us: 0,
+        };
+        let reply = Reply {
+            to: from,
+            header: self.reply_header(h),
+            frame: ReplyFrame::Heartbeat(hb),
+        };
+        self.queue_reply(now, reply);
+    }
+
+    fn queue_reply(&mut self, now: Instant, reply: Reply) {
+        if now >= self.reply_refill_at {
+            self.reply_tokens = self.cfg.max_unsolicited_per_sec;
+            self.reply_refill_at = now + Duration::from_secs(1);
+        }
+        if self.reply_tokens == 0 || self.replies.len() >= MAX_QUEUED_REPLIES {
+            return;
+        }
+        self.reply_tokens -= 1;
+        self.replies.push_back(reply);
+    }
+
+    /// Applies the epoch rules; returns whether the datagram's frames may be
+    /// processed. See "Session epochs" in `docs/design.md`.
+    fn check_peer_epoch(&mut self, peer: u32, src_epoch: u64) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        if src_epoch == p.epoch && p.pending_epoch.is_none() {
+            return true;
+        }
+        if src_epoch == 0 {
+            self.stats.drop(DropReason::Malformed);
+            return false;
+        }
+        if p.epoch == 0 {
+            // First contact: remember the epoch before accepting anything.
+            if let Err(e) = self.store.set_peer_epoch(peer, src_epoch) {
+                tracing::warn!(peer, error = %e, "cannot record peer epoch");
+                self.stats.drop(DropReason::NoSpace);
+                return false;
+            }
+            p.epoch = src_epoch;
+            tracing::debug!(peer, epoch = src_epoch, "peer epoch learned");
+            return true;
+        }
+        if src_epoch < p.epoch || p.pending_epoch.is_some_and(|e| src_epoch < e) {
+            self.stats.drop(DropReason::StaleEpoch);
+            return false;
+        }
+        if src_epoch == p.epoch {
+            // A newer epoch is pending; datagrams of the old session still count.
+            return true;
+        }
+        // A newer session of the peer. Its old session's messages that this
+        // node persisted are delivered first; until then new-session
+        // datagrams are dropped (the peer retries).
+        p.pending_epoch = Some(src_epoch);
+        if p.recv.deliverable() == 0 {
+            if let Err(e) = self.apply_reset(peer) {
+                tracing::warn!(peer, error = %e, "peer reset failed");
+                return false;
+            }
+            return true;
+        }
+        self.stats.drop(DropReason::ResetPending);
+        false
+    }
+
+    /// The peer lost its store: restart both streams with its new session.
+    pub(super) fn apply_reset(&mut self, peer: u32) -> Result<(), CoreError> {
+        let committed = self.committed_next(peer);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return Ok(());
+        };
+        let Some(new_epoch) = p.pending_epoch else {
+            return Ok(());
+        };
+        self.store
+            .reset_peer(peer, new_epoch, OutboundOnReset::Keep)?;
+        let old_epoch = p.epoch;
+        p.epoch = new_epoch;
+        p.pending_epoch = None;
+        for (_, r) in p.recv.reassembly.drain() {
+            self.reassembly_bytes = self.reassembly_bytes.saturating_sub(r.msg_len as usize);
+            self.store.abort_inbound(r.slot);
+        }
+        p.recv = RecvState::new(0);
+        p.send.restart();
+        p.hb_pending = true;
+        let resent = p.send.base..committed;
+        self.stats.peer_resets += 1;
+        tracing::info!(peer, old_epoch, new_epoch, ?resent, "peer reset");
+        self.push_event(Event::PeerReset {
+            peer,
+            old_epoch,
+            new_epoch,
+            resent,
+        });
+        Ok(())
+    }
+
+    fn on_data(&mut self, now: Instant, peer: u32, f: &DataFrame<'_>) {
+        let window = u64::from(self.cfg.recv_window_msgs);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let r = &mut p.recv;
+        if r.has(f.seq) {
+            // Already persisted: the ack was lost or is late. Ack again.
+            r.ack_pending = true;
+            return self.stats.drop(DropReason::Duplicate);
+        }
+        if f.seq > r.consumed + window {
+            return self.stats.drop(DropReason::BeyondWindow);
+        }
+        if f.is_whole() {
+            // The store checks the payload against its checksum before it
+            // takes a slot, so a corrupt message changes nothing.
+            let stored = self
+                .store
+                .put_inbound_checked(peer, f.seq, f.payload, f.msg_crc);
+            if let Err(e) = stored {
+                return self.stats.drop(store_drop_reason(&e));
+            }
+        } else if !self.on_fragment(now, peer, f) {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let r = &mut p.recv;
+        r.insert(f.seq);
+        r.ack_pending = true;
+        r.unacked_since.get_or_insert(now);
+        self.stats.messages_received += 1;
+        if self.durable {
+            self.unsynced = true;
+        }
+    }
+
+    /// Writes one fragment into its message's slot; returns whether the
+    /// message is now complete and persisted.
+    fn on_fragment(&mut self, now: Instant, peer: u32, f: &DataFrame<'_>) -> bool {
+        let starting = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| !p.recv.reassembly.contains_key(&f.seq));
+        if starting {
+            if !self.reassembly_room(peer, f.msg_len) {
+                // Make room from assemblies that stopped progressing (a
+                // sender that went away, or a hostile one), then try again.
+                self.evict_idle_reassemblies(now);
+                if !self.reassembly_room(peer, f.msg_len) {
+                    self.stats.drop(DropReason::NoSpace);
+                    return false;
+                }
+            }
+            let slot = match self.store.begin_inbound(peer, f.seq, f.msg_len, f.msg_crc) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.stats.drop(store_drop_reason(&e));
+                    return false;
+                }
+            };
+            self.reassembly_bytes += f.msg_len as usize;
+            if let Some(p) = self.peers.get_mut(&peer) {
+                let asm = Reassembly::new(slot, f.msg_len, f.msg_crc, now);
+                p.recv.reassembly.insert(f.seq, asm);
+            }
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        let r = &mut p.recv;
+        let Some(asm) = r.reassembly.get_mut(&f.seq) else {
+            return false;
+        };
+        if asm.msg_len != f.msg_len || asm.crc != f.msg_crc {
+            self.stats.drop(DropReason::CorruptMessage);
+            return false;
+        }
+        if let Err(e) = self.store.write_inbound(&asm.slot, f.offset, f.payload) {
+            self.stats.drop(store_drop_reason(&e));
+            return false;
+        }
+        if !asm.add(f.offset, f.payload.len() as u32, now) {
+            self.stats.drop(DropReason::Duplicate);
+            return false;
+        }
+        // Report progress (or the gap) so the sender can pace and resume.
+        r.ack_pending = true;
+        if !asm.is_complete() {
+            return false;
+        }
+        let Some(asm) = r.reassembly.remove(&f.seq) else {
+            return false;
+        };
+        self.reassembly_bytes = self.reassembly_bytes.saturating_sub(asm.msg_len as usize);
+        if let Err(e) = self.store.commit_inbound(asm.slot) {
+            self.stats.drop(store_drop_reason(&e));
+            return false;
+        }
+        true
+    }
+
+    /// Whether a new message of `len` bytes from `peer` may start assembling.
+    fn reassembly_room(&self, peer: u32, len: u32) -> bool {
+        let per_peer = self.peers.get(&peer).map_or(0, |p| p.recv.reassembly.len());
+        per_peer < self.cfg.max_reassemblies_per_peer
+            && self.reassembly_bytes + len as usize <= self.cfg.max_reassembly_bytes
+    }
+
+    /// Aborts every half-assembled message with no new bytes for
+    /// [`REASSEMBLY_IDLE`]; the sender, if still there, starts it again.
+    fn evict_idle_reassemblies(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            let idle: Vec<u64> = p
+                .recv
+                .reassembly
+                .iter()
+                .filter(|(_, a)| now.saturating_duration_since(a.last_progress) >= REASSEMBLY_IDLE)
+                .map(|(&seq, _)| seq)
+                .collect();
+            for seq in idle {
+                if let Some(a) = p.recv.reassembly.remove(&seq) {
+                    self.reassembly_bytes =
+                        self.reassembly_bytes.saturating_sub(a.msg_len as usize);
+                    self.store.abort_inbound(a.slot);
+                }
+            }
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, peer: u32, a: &AckFrame<'_>) {
+        let committed = self.committed_next(peer);
+        // An ack may name only seqs this node committed.
+        let bogus = a.cumulative >= committed || a.sacks.iter().any(|r| r.last >= committed);
+        if bogus {
+            return self.stats.drop(DropReason::BogusAck);
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let s = &mut p.send;
+        let mut acked_msgs = 0u64;
+        let mut acked_bytes = 0usize;
+        let mut newest_sample: Option<Instant> = None;
+        let mut progressed = false;
+        if a.cumulative >= s.base {
+            let (m, b, sample) = s.ack_through(a.cumulative);
+            acked_msgs += m;
+            acked_bytes += b;
+            newest_sample = newest_sample.max(sample);
+            progressed = true;
+            if let Err(e) = self.store.release_outbound_through(peer, a.cumulative) {
+                tracing::warn!(peer, error = %e, "release failed");
+            }
+        }
+        for r in a.sacks.iter() {
+            let mut seq = r.first.max(s.base);
+            while seq <= r.last {
+                if let Some((len, sample)) = s.ack_one(seq) {
+                    acked_msgs += 1;
+                    acked_bytes += len;
+                    newest_sample = newest_sample.max(sample);
+                    progressed = true;
+                    if let Err(e) = self.store.release_outbound(peer, seq) {
+                        tracing::warn!(peer, error = %e, "release failed");
+                    }
+                } else if seq >= s.next_new() {
+                    // Sent before a restart: the peer has it, free it now.
+                    let _ = self.store.release_outbound(peer, seq);
+                }
+                seq += 1;
+            }
+        }
+        // Flow control: the window only ever moves forward.
+        s.peer_limit = s
+            .peer_limit
+            .max(a.cumulative.saturating_add(u64::from(a.window_msgs)));
+        s.peer_window_bytes = a.window_bytes as usize;
+        if let Some(sent_at) = newest_sample {
+            let rtt = now.saturating_duration_since(sent_at);
+            let delay = Duration::from_micros(u64::from(a.ack_delay_us));
+            s.rtt.sample(if rtt > delay { rtt - delay } else { rtt });
+        }
+        if acked_bytes > 0 {
+            s.cc.on_ack(acked_bytes);
+        }
+        if progressed {
+            s.backoff = 0;
+        }
+        if let Some(first_lost) = s.detect_losses(now) {
+            let next = s.next_new();
+            s.cc.on_loss(first_lost, next);
+        }
+        if progressed {
+            s.rearm(now);
+        }
+        self.stats.messages_acked += acked_msgs;
+    }
+
+    fn on_frag_ack(&mut self, now: Instant, peer: u32, seq: u64, received: u32) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let delta = p.send.fragment_progress(seq, received);
+        if delta > 0 {
+            p.send.cc.on_ack(delta as usize);
+            p.send.backoff = 0;
+            p.send.rearm(now);
+        }
+    }
+
+    fn on_heartbeat(&mut self, now: Instant, peer: u32, hb: &HeartbeatFrame) {
+        let committed = self.committed_next(peer);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.peer_timestamp = p.peer_timestamp.max(hb.timestamp_us);
+        if hb.reply_requested {
+            p.hb_pending = true;
+        }
+        if hb.echo_us != 0 && !p.send.rtt.has_sample() {
+            let sent = self.start + Duration::from_micros(hb.echo_us - 1);
+            p.send.rtt.sample(now.saturating_duration_since(sent));
+        }
+        // The sender freed everything below first_pending: stop waiting for it.
+        let through = hb.first_pending.saturating_sub(1);
+        if through > p.recv.cum && through <= p.recv.consumed + u64::from(self.cfg.recv_window_msgs)
+        {
+            if let Err(e) = self.store.skip_inbound_through(peer, through) {
+                tracing::warn!(peer, error = %e, "cannot skip inbound");
+            } else {
+                p.recv.skip_through(through);
+                p.recv.ack_pending = true;
+            }
+        }
+        // It has something this node lacks: ack now so it learns our state.
+        if hb.next_seq > p.recv.cum + 1 {
+            p.recv.ack_pending = true;
+        }
+        // `expected` is a cumulative ack in disguise.
+        let cum = hb.expected.saturating_sub(1);
+        if cum >= p.send.base && cum < committed {
+            let ack = AckFrame {
+                cumulative: cum,
+                ack_delay_us: 0,
+                window_msgs: 0,
+                window_bytes: u32::try_from(p.send.peer_window_bytes).unwrap_or(u32::MAX),
+                sacks: SackRanges::Native(&[]),
+            };
+            self.on_ack(now, peer, &ack);
+        }
+    }
+}
+
+fn store_drop_reason(e: &StoreError) -> DropReason {
+    match e {
+        StoreError::Full { .. } | StoreError::NoSpace | StoreError::TooManyPeers { .. } => {
+            DropReason::NoSpace
+        }
+        StoreError::BadSeq { .. } => DropReason::Duplicate,
+        _ => DropReason::CorruptMessage,
+    }
+}

@@ -1,0 +1,372 @@
+//! Output: datagrams written for the socket, round-robin over peers.
+
+use super::*;
+
+impl Core {
+    /// Writes the next datagram(s) to send into `buf` (at least `mtu` bytes;
+    /// room for `max_segments` datagrams to let several go out at once).
+    /// Call until it returns `None` after handling input, after
+    /// [`Core::sync`] and [`Core::deliver`], and after timeouts.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if self.unsynced || buf.len() < self.cfg.mtu {
+            return None;
+        }
+        if let Some(r) = self.replies.pop_front() {
+            return self.write_reply(&r, buf);
+        }
+        self.discover_peers(now);
+        let n = self.order.len();
+        for i in 0..n {
+            let idx = (self.rr + i) % n;
+            let peer = self.order[idx];
+            if !self.wants_to_send(peer) {
+                continue;
+            }
+            let Some(dst) = self.address(peer) else {
+                continue;
+            };
+            if let Some(t) = self.write_peer(now, peer, dst, buf) {
+                // Stay with this peer while it has more; the next call moves on
+                // once it is drained.
+                self.rr = idx;
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Creates state for peers that have outbound messages but no state yet.
+    fn discover_peers(&mut self, now: Instant) {
+        if self.store.peer_count() == self.peers.len() {
+            return;
+        }
+        for peer in self.store.peers() {
+            if !self.peers.contains_key(&peer) {
+                self.peer_entry(peer, now);
+            }
+        }
+    }
+
+    fn address(&mut self, peer: u32) -> Option<SocketAddr> {
+        let p = self.peers.get_mut(&peer)?;
+        if p.addr.is_none() {
+            p.addr = self.resolver.resolve(peer);
+        }
+        p.addr
+    }
+
+    fn wants_to_send(&self, peer: u32) -> bool {
+        let Some(p) = self.peers.get(&peer) else {
+            return false;
+        };
+        if p.hb_pending {
+            return true;
+        }
+        if p.epoch == 0 || p.pending_epoch.is_some() {
+            return false;
+        }
+        if p.recv.ack_pending || !p.send.retransmit.is_empty() || p.send.frag.is_some() {
+            return true;
+        }
+        let limit = self.send_limit(peer);
+        p.send.next_new() < limit && p.send.window_allows(0)
+    }
+
+    /// Seqs below this exist (and, in Sync mode, are durable).
+    pub(super) fn send_limit(&self, peer: u32) -> u64 {
+        if self.durable {
+            self.synced_next.get(&peer).copied().unwrap_or(1)
+        } else {
+            self.committed_next(peer)
+        }
+    }
+
+    fn write_reply(&mut self, r: &Reply, buf: &mut [u8]) -> Option<Transmit> {
+        let mtu = self.cfg.mtu;
+        let mut w = DatagramWriter::new(&mut buf[..mtu], &r.header).ok()?;
+        let pushed = match &r.frame {
+            ReplyFrame::Heartbeat(hb) => w.push_heartbeat(hb),
+            ReplyFrame::Reset(rs) => w.push_reset(rs),
+        };
+        pushed.ok()?;
+        let len = w.finish();
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += len as u64;
+        Some(Transmit {
+            dst: r.to,
+            len,
+            segment_size: None,
+        })
+    }
+
+    /// Writes up to `max_segments` datagrams for `peer`.
+    fn write_peer(
+        &mut self,
+        now: Instant,
+        peer: u32,
+        dst: SocketAddr,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let mtu = self.cfg.mtu;
+        let mut total = 0;
+        let mut seg = 0;
+        let mut segments = 0;
+        while segments < self.cfg.max_segments {
+            let limit = if segments == 0 { mtu } else { seg };
+            if total + limit > buf.len() {
+                break;
+            }
+            let (len, full) = self.write_datagram(now, peer, &mut buf[total..total + limit]);
+            if len == 0 {
+                break;
+            }
+            segments += 1;
+            total += len;
+            if segments == 1 {
+                seg = len;
+            }
+            // Only full datagrams of equal size can be followed by more.
+            if !full || len < seg {
+                break;
+            }
+        }
+        if segments == 0 {
+            return None;
+        }
+        self.stats.datagrams_sent += segments as u64;
+        self.stats.bytes_sent += total as u64;
+        Some(Transmit {
+            dst,
+            len: total,
+            segment_size: (segments > 1).then_some(seg),
+        })
+    }
+
+    /// Writes one datagram for `peer`; returns its length (0: nothing to
+    /// send) and whether it stopped because it was full.
+    fn write_datagram(&mut self, now: Instant, peer: u32, buf: &mut [u8]) -> (usize, bool) {
+        let ts = self.timestamp(now);
+        let send_limit = self.send_limit(peer);
+        let window_msgs = self.cfg.recv_window_msgs;
+        let (used, cap) = self.store.usage();
+        let free_bytes = u32::try_from(cap.saturating_sub(used)).unwrap_or(u32::MAX);
+        let Core {
+            peers,
+            store,
+            stats,
+            id,
+            epoch,
+            ..
+        } = self;
+        let Some(p) = peers.get_mut(&peer) else {
+            return (0, false);
+        };
+        let header = HeaderFields {
+            src: *id,
+            dst: peer,
+            src_epoch: *epoch,
+            dst_epoch: p.epoch,
+            auth: false,
+        };
+        let Ok(mut w) = DatagramWriter::new(buf, &header) else {
+            return (0, false);
+        };
+        let mut full = false;
+        let streams_open = p.epoch != 0 && p.pending_epoch.is_none();
+        if streams_open && p.recv.ack_pending {
+            let mut ranges = [SackRange { first: 0, last: 0 }; MAX_SACK_RANGES];
+            let n = p.recv.sack_ranges(&mut ranges);
+            let in_window = p.recv.cum - p.recv.consumed;
+            let window = (u64::from(window_msgs)).saturating_sub(in_window) as u32;
+            let delay = p
+                .recv
+                .unacked_since
+                .map_or(0, |t| now.saturating_duration_since(t).as_micros() as u32);
+            let ack = AckFrame {
+                cumulative: p.recv.cum,
+                ack_delay_us: delay,
+                window_msgs: window,
+                window_bytes: free_bytes,
+                sacks: SackRanges::Native(&ranges[..n]),
+            };
+            if w.push_ack(&ack).is_ok() {
+                p.recv.ack_pending = false;
+                p.recv.unacked_since = None;
+                p.recv.advertised_window = window;
+            }
+            for (&seq, asm) in p.recv.reassembly.iter_mut() {
+                let received = asm.contiguous();
+                if asm.report_due && w.push_frag_ack(&FragAckFrame { seq, received }).is_ok() {
+                    asm.report_due = false;
+                }
+            }
+        }
+        if p.hb_pending {
+            let hb = HeartbeatFrame {
+                reply_requested: p.hb_reply_requested || p.epoch == 0,
+                next_seq: send_limit.max(p.send.base),
+                first_pending: p.send.base,
+                expected: p.recv.cum + 1,
+                timestamp_us: ts,
+                echo_us: p.peer_timestamp,
+            };
+            if w.push_heartbeat(&hb).is_ok() {
+                p.hb_pending = false;
+                p.hb_reply_requested = false;
+            }
+        }
+        if streams_open {
+            let rto = p.send.rtt.rto_backoff(p.send.backoff);
+            // 1. A fragmented message in progress.
+            let frag_window = p.send.cc.window().max(FRAGMENT_WINDOW_FLOOR);
+            if let Some(fc) = p.send.frag
+                && p.send
+                    .fragment_window_open(fc.seq, fc.next_offset, frag_window)
+            {
+                match store.outbound_message(peer, fc.seq) {
+                    Some(m) => match write_message(&mut w, &m, fc.next_offset) {
+                        Written::Done => {
+                            p.send.frag = None;
+                            p.send.fragment_sent(fc.seq, now, rto);
+                        }
+                        Written::Partial(off) => {
+                            p.send.frag = Some(FragCursor {
+                                seq: fc.seq,
+                                next_offset: off,
+                            });
+                            p.send.fragment_sent(fc.seq, now, rto);
+                            full = true;
+                        }
+                        Written::NoRoom => full = true,
+                    },
+                    None => p.send.frag = None,
+                }
+            }
+            // 2. Retransmissions.
+            while !full && p.send.frag.is_none() {
+                let Some(&seq) = p.send.retransmit.front() else {
+                    break;
+                };
+                // Resume where the peer's partial copy stops (from the start
+                // if it claims all of it: its copy failed the checksum).
+                let resume_at = match p.send.entry_mut(seq) {
+                    Some(e) if e.state == SentState::Lost && e.peer_has < e.len => Some(e.peer_has),
+                    Some(e) if e.state == SentState::Lost => Some(0),
+                    _ => None,
+                };
+                let msg = resume_at.and_then(|_| store.outbound_message(peer, seq));
+                let (Some(m), Some(start)) = (msg, resume_at) else {
+                    p.send.retransmit.pop_front();
+                    continue;
+                };
+                match write_message(&mut w, &m, start) {
+                    Written::NoRoom => full = true,
+                    written => {
+                        p.send.retransmit.pop_front();
+                        p.send.resent(seq, now, rto);
+                        stats.messages_retransmitted += 1;
+                        if let Written::Partial(off) = written {
+                            p.send.frag = Some(FragCursor {
+                                seq,
+                                next_offset: off,
+                            });
+                            full = true;
+                        }
+                    }
+                }
+            }
+            // 3. New messages, as far as the windows allow.
+            while !full && p.send.frag.is_none() {
+                let seq = p.send.next_new();
+                if seq >= send_limit {
+                    break;
+                }
+                let Some(m) = store.outbound_message(peer, seq) else {
+                    // Released already (acknowledged before a restart).
+                    p.send.push_done(now);
+                    continue;
+                };
+                if !p.send.window_allows(m.payload().len()) {
+                    break;
+                }
+                match write_message(&mut w, &m, 0) {
+                    Written::NoRoom => full = true,
+                    written => {
+                        p.send.push_sent(now, m.payload().len() as u32, rto);
+                        stats.messages_sent += 1;
+                        if let Written::Partial(off) = written {
+                            p.send.frag = Some(FragCursor {
+                                seq,
+                                next_offset: off,
+                            });
+                            full = true;
+                        }
+                    }
+                }
+            }
+        }
+        if w.is_empty() {
+            return (0, false);
+        }
+        (w.finish(), full)
+    }
+}
+
+enum Written {
+    /// The message (or its last fragment) is in the datagram.
+    Done,
+    /// A fragment went in; the message continues at this offset.
+    Partial(u32),
+    /// Nothing went in: the datagram is too full.
+    NoRoom,
+}
+
+/// Writes message `m` from `offset` into `w`: whole if it fits, else as
+/// many fragments as this datagram takes.
+fn write_message(w: &mut DatagramWriter<'_>, m: &MessageRef<'_>, offset: u32) -> Written {
+    let payload = m.payload();
+    let len = payload.len();
+    let cap = w.data_capacity();
+    let start = offset as usize;
+    if start == 0 && len <= cap {
+        let frame = DataFrame {
+            seq: m.seq(),
+            msg_len: len as u32,
+            offset: 0,
+            msg_crc: m.crc(),
+            payload,
+        };
+        return match w.push_data(&frame) {
+            Ok(()) => Written::Done,
+            Err(_) => Written::NoRoom,
+        };
+    }
+    // A message that would fit an empty datagram waits for the next one
+    // rather than being split; so does a tiny tail of space.
+    if !w.is_empty() && (cap < MIN_FRAGMENT || (start == 0 && fits_alone(w, len))) {
+        return Written::NoRoom;
+    }
+    if cap == 0 {
+        return Written::NoRoom;
+    }
+    let end = (start + cap).min(len);
+    let frame = DataFrame {
+        seq: m.seq(),
+        msg_len: len as u32,
+        offset,
+        msg_crc: m.crc(),
+        payload: &payload[start..end],
+    };
+    match w.push_data(&frame) {
+        Ok(()) if end == len => Written::Done,
+        Ok(()) => Written::Partial(end as u32),
+        Err(EncodeError::Full) => Written::NoRoom,
+        Err(EncodeError::Invalid(_)) => Written::NoRoom,
+    }
+}
+
+/// Whether a message of `len` bytes fits an otherwise empty datagram of this writer's size.
+fn fits_alone(w: &DatagramWriter<'_>, len: usize) -> bool {
+    len + DATA_OVERHEAD + HEADER_LEN <= w.limit()
+}
