@@ -329,9 +329,10 @@ mod targeted {
             auth: false,
         };
         let max = CoreConfig::default().max_reassemblies_per_peer as u64;
-        let part = [7u8; 100];
-        for seq in 1..=max + 1 {
+        // The first fragment of a 10 000-byte message `seq`, never followed.
+        let start = |p: &mut Pair, seq: u64| {
             p.forge_to_a(header, |w| {
+                let part = [7u8; 100];
                 w.push_data(&DataFrame {
                     seq,
                     msg_len: 10_000,
@@ -340,7 +341,10 @@ mod targeted {
                     payload: &part,
                 })
                 .unwrap()
-            });
+            })
+        };
+        for seq in 1..=max + 1 {
+            start(&mut p, seq);
         }
         assert_eq!(
             p.a.stats().dropped(DropReason::NoSpace),
@@ -348,16 +352,7 @@ mod targeted {
             "one over the bound"
         );
         p.now += Duration::from_secs(6);
-        p.forge_to_a(header, |w| {
-            w.push_data(&DataFrame {
-                seq: max + 2,
-                msg_len: 10_000,
-                offset: 0,
-                msg_crc: 0,
-                payload: &part,
-            })
-            .unwrap()
-        });
+        start(&mut p, max + 2);
         assert_eq!(
             p.a.stats().dropped(DropReason::NoSpace),
             1,
