@@ -4,8 +4,9 @@
 //! built once and closed. Each input is decoded into mutations of copies of its files — bit
 //! flips, zeroed pages, garbage pages, truncations, 5 bytes each — and the copy is opened. The
 //! open must never panic, index out of bounds or fault (SIGBUS); it returns a typed error or a
-//! store whose every message is one that was committed, byte for byte. The same harness runs as
-//! an ordinary proptest in `hrpc-store/tests/corrupt.rs`.
+//! store whose every message is one that was committed, byte for byte. `hrpc-store/tests/corrupt.rs`
+//! applies the same kinds of mutations as an ordinary proptest, so CI covers this without the
+//! fuzzer.
 #![no_main]
 
 use std::collections::BTreeMap;
