@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(d) = Datagram::parse(data) else {
         return;
     };
-    let mut buf = vec![0u8; data.len().max(hrpc_wire::HEADER_LEN + hrpc_wire::AUTH_TAG_LEN)];
+    let mut buf = vec![
+        0u8;
+        data.len()
+            .max(hrpc_wire::HEADER_LEN + hrpc_wire::AUTH_TAG_LEN)
+    ];
     let mut w = DatagramWriter::new(&mut buf, &d.header()).expect("a parsed header fits");
     for f in d.frames() {
         w.push(&f).expect("a decoded frame re-encodes");

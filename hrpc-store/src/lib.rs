@@ -55,6 +55,8 @@
 //! at commit under the store lock, so publish order equals seq order.
 #![deny(unsafe_code)] // allowed only in `map`, the mapping module
 
+#[doc(hidden)]
+pub mod corruption;
 mod error;
 #[doc(hidden)]
 pub mod failpoint;

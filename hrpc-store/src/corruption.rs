@@ -1,0 +1,169 @@
+//! Damaged-store harness shared by the `store_open` fuzz target and
+//! `tests/corrupt.rs`. Not part of the API.
+//!
+//! A valid store (outbound and inbound messages of several size classes,
+//! cursors, a peer epoch) is built once and closed; its files are copied,
+//! mutated (bit flips, zeroed pages, garbage pages, truncation) and opened.
+//! [`check_open`] asserts the invariant: opening never panics or faults, and
+//! either returns a typed error or a store whose every message is one that was
+//! committed, byte for byte, and that stays usable.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::{Store, StoreConfig, StoreError};
+
+/// The configuration every template and damaged copy is opened with.
+pub fn config() -> StoreConfig {
+    StoreConfig {
+        max_peers: 8,
+        ..StoreConfig::new(11)
+    }
+}
+
+fn payload(peer: u32, seq: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (u64::from(peer) * 7 + seq * 3 + i as u64) as u8)
+        .collect()
+}
+
+/// A closed valid store: its files and what it holds.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// File name and contents, sorted by name.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Pending outbound messages by (peer, seq).
+    pub outbound: BTreeMap<(u32, u64), Vec<u8>>,
+    /// Persisted, unconsumed inbound messages by (peer, seq).
+    pub inbound: BTreeMap<(u32, u64), Vec<u8>>,
+}
+
+impl Template {
+    /// Builds the template store in the empty directory `dir` and reads its files.
+    pub fn build(dir: &Path) -> Result<Template, StoreError> {
+        let mut outbound = BTreeMap::new();
+        let mut inbound = BTreeMap::new();
+        {
+            let mut s = Store::open(dir, &config())?;
+            for i in 0..60u64 {
+                let peer = (i % 3) as u32 + 1;
+                let len = [10usize, 100, 300, 1000, 5000][(i % 5) as usize];
+                let seq = s.producer().send(peer, &payload(peer, i, len))?;
+                outbound.insert((peer, seq), payload(peer, i, len));
+            }
+            s.release_outbound_through(1, 5)?;
+            outbound.retain(|k, _| !(k.0 == 1 && k.1 <= 5));
+            for seq in 1..=10u64 {
+                let p = payload(9, seq, 200 * seq as usize);
+                s.put_inbound(9, seq, &p)?;
+                inbound.insert((9, seq), p);
+            }
+            s.consume_inbound(9, 1)?;
+            inbound.remove(&(9, 1));
+            s.set_peer_epoch(2, 1234)?;
+        }
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            files.push((name, std::fs::read(entry.path())?));
+        }
+        files.sort();
+        Ok(Template {
+            files,
+            outbound,
+            inbound,
+        })
+    }
+
+    /// Writes the template's files, damaged by `mutations` (see [`mutate`]), into `dir`.
+    pub fn write_damaged(&self, dir: &Path, mutations: &[u8]) -> std::io::Result<()> {
+        let mut files = self.files.clone();
+        mutate(&mut files, mutations);
+        for (name, bytes) in &files {
+            std::fs::write(dir.join(name), bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies the mutations encoded in `bytes`, five bytes each: `[kind, file,
+/// pos lo, pos hi, extra]` — kinds 0–4 flip a bit, 5 zeroes a 4 KiB page, 6
+/// fills one with garbage, 7 truncates the file.
+pub fn mutate(files: &mut [(String, Vec<u8>)], bytes: &[u8]) {
+    let n = files.len();
+    if n == 0 {
+        return;
+    }
+    for m in bytes.chunks_exact(5) {
+        let f = &mut files[m[1] as usize % n].1;
+        let at = usize::from(u16::from_le_bytes([m[2], m[3]])) * 8 + usize::from(m[4] & 7);
+        match m[0] % 8 {
+            0..=4 if !f.is_empty() => {
+                let o = at % f.len();
+                f[o] ^= 1 << (m[4] >> 5);
+            }
+            5 | 6 if !f.is_empty() => {
+                let pages = f.len().div_ceil(4096);
+                let s = (at % pages) * 4096;
+                let e = (s + 4096).min(f.len());
+                if m[0] % 8 == 5 {
+                    f[s..e].fill(0);
+                } else {
+                    let seed = m[4] | 1;
+                    for (i, b) in f[s..e].iter_mut().enumerate() {
+                        *b = (i as u8).wrapping_mul(seed).wrapping_add(seed);
+                    }
+                }
+            }
+            7 => {
+                let l = at % (f.len() + 1);
+                f.truncate(l);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Opens the (possibly damaged) store in `dir` and asserts the invariant in
+/// the module docs against what `template` committed.
+pub fn check_open(dir: &Path, template: &Template) {
+    match Store::open(dir, &config()) {
+        Ok(s) => {
+            for peer in s.peers() {
+                for seq in s.outbound_seqs(peer) {
+                    let got = s.outbound_message(peer, seq).map(|m| m.payload());
+                    assert!(
+                        got.is_some()
+                            && template.outbound.get(&(peer, seq)).map(Vec::as_slice) == got,
+                        "recovered outbound {peer}/{seq} was never committed as is"
+                    );
+                }
+                for seq in s.inbound_seqs(peer) {
+                    let got = s.inbound_message(peer, seq).map(|m| m.payload());
+                    assert!(
+                        got.is_some()
+                            && template.inbound.get(&(peer, seq)).map(Vec::as_slice) == got,
+                        "recovered inbound {peer}/{seq} was never persisted as is"
+                    );
+                }
+            }
+            // Still usable, and recovery left a store that opens again.
+            match s.producer().send(1, b"after") {
+                Ok(_) | Err(StoreError::TooManyPeers { .. }) => {}
+                Err(e) => panic!("send after recovery: {e}"),
+            }
+            drop(s);
+            if let Err(e) = Store::open(dir, &config()) {
+                panic!("second open after a successful recovery: {e}");
+            }
+        }
+        Err(
+            StoreError::Corrupt { .. }
+            | StoreError::NodeIdMismatch { .. }
+            | StoreError::NoSpace
+            | StoreError::Io(_),
+        ) => {}
+        Err(e) => panic!("unexpected error kind: {e:?}"),
+    }
+}
