@@ -103,6 +103,17 @@ mod targeted {
             got
         }
 
+        /// The header of a genuine datagram from b to a (both epochs right).
+        fn b_to_a(&self) -> HeaderFields {
+            HeaderFields {
+                src: 2,
+                dst: 1,
+                src_epoch: self.b.epoch(),
+                dst_epoch: self.a.epoch(),
+                auth: false,
+            }
+        }
+
         /// A datagram "from b" to a, with whatever header fields the test forges.
         fn forge_to_a(
             &mut self,
@@ -128,13 +139,7 @@ mod targeted {
             p.a.producer().send(2, &[i; 10]).unwrap();
         }
         let before = p.a.store().inspect();
-        let header = HeaderFields {
-            src: 2,
-            dst: 1,
-            src_epoch: p.b.epoch(),
-            dst_epoch: p.a.epoch(),
-            auth: false,
-        };
+        let header = p.b_to_a();
         let sacks = [SackRange {
             first: 5,
             last: 100,
@@ -232,13 +237,7 @@ mod targeted {
         p.b.touch(1, p.now);
         p.drive();
         let before = p.a.store().inspect();
-        let good = HeaderFields {
-            src: 2,
-            dst: 1,
-            src_epoch: p.b.epoch(),
-            dst_epoch: p.a.epoch(),
-            auth: false,
-        };
+        let good = p.b_to_a();
         let far = DataFrame {
             seq: 1 << 40,
             msg_len: 1,
@@ -321,13 +320,7 @@ mod targeted {
         let mut p = Pair::new();
         p.b.touch(1, p.now);
         p.drive();
-        let header = HeaderFields {
-            src: 2,
-            dst: 1,
-            src_epoch: p.b.epoch(),
-            dst_epoch: p.a.epoch(),
-            auth: false,
-        };
+        let header = p.b_to_a();
         let max = CoreConfig::default().max_reassemblies_per_peer as u64;
         // The first fragment of a 10 000-byte message `seq`, never followed.
         let start = |p: &mut Pair, seq: u64| {
@@ -358,5 +351,41 @@ mod targeted {
             1,
             "idle assemblies were evicted to make room"
         );
+    }
+
+    /// Invariant: a heartbeat's `expected` acknowledges (frees) what it
+    /// covers but takes no RTT sample: when a heartbeat goes out says nothing
+    /// about how long a message's round trip took.
+    #[test]
+    fn heartbeat_acknowledgement_takes_no_rtt_sample() {
+        let mut p = Pair::new();
+        p.a.producer().send(2, b"measured").unwrap();
+        p.drive();
+        let srtt =
+            p.a.peer_info(2)
+                .unwrap()
+                .srtt
+                .expect("sampled from a real ack");
+        // A second message goes out; b's ack for it is lost. A second later
+        // b's heartbeat says it has everything.
+        p.a.producer().send(2, b"late").unwrap();
+        let mut buf = vec![0u8; 1472];
+        while p.a.poll_transmit(p.now, &mut buf).is_some() {}
+        p.now += Duration::from_secs(1);
+        let header = p.b_to_a();
+        p.forge_to_a(header, |w| {
+            w.push_heartbeat(&HeartbeatFrame {
+                reply_requested: false,
+                next_seq: 1,
+                first_pending: 1,
+                expected: 3,
+                timestamp_us: 1,
+                echo_us: 0,
+            })
+            .unwrap()
+        });
+        let info = p.a.peer_info(2).unwrap();
+        assert_eq!(info.unacked_messages, 0, "the heartbeat acknowledged seq 2");
+        assert_eq!(info.srtt, Some(srtt), "and took no RTT sample");
     }
 }

@@ -338,6 +338,22 @@ impl Core {
     }
 
     fn on_ack(&mut self, now: Instant, peer: u32, a: &AckFrame<'_>) {
+        let ack = Acknowledgement {
+            cumulative: a.cumulative,
+            sacks: a.sacks,
+            frame: Some(AckFrameParts {
+                window_msgs: a.window_msgs,
+                window_bytes: a.window_bytes,
+                delay: Duration::from_micros(u64::from(a.ack_delay_us)),
+            }),
+        };
+        self.acknowledge(now, peer, &ack);
+    }
+
+    /// Applies an acknowledgement: frees what it covers, feeds the congestion
+    /// controller and loss detection; an ACK frame also updates the flow
+    /// window and yields an RTT sample.
+    fn acknowledge(&mut self, now: Instant, peer: u32, a: &Acknowledgement<'_>) {
         let committed = self.committed_next(peer);
         // An ack may name only seqs this node committed.
         let bogus = a.cumulative >= committed || a.sacks.iter().any(|r| r.last >= committed);
@@ -380,15 +396,16 @@ impl Core {
                 seq += 1;
             }
         }
-        // Flow control: the window only ever moves forward.
-        s.peer_limit = s
-            .peer_limit
-            .max(a.cumulative.saturating_add(u64::from(a.window_msgs)));
-        s.peer_window_bytes = a.window_bytes as usize;
-        if let Some(sent_at) = newest_sample {
-            let rtt = now.saturating_duration_since(sent_at);
-            let delay = Duration::from_micros(u64::from(a.ack_delay_us));
-            s.rtt.sample(if rtt > delay { rtt - delay } else { rtt });
+        if let Some(f) = &a.frame {
+            // Flow control: the window only ever moves forward.
+            s.peer_limit = s
+                .peer_limit
+                .max(a.cumulative.saturating_add(u64::from(f.window_msgs)));
+            s.peer_window_bytes = f.window_bytes as usize;
+            if let Some(sent_at) = newest_sample {
+                let rtt = now.saturating_duration_since(sent_at);
+                s.rtt.sample(rtt.checked_sub(f.delay).unwrap_or(rtt));
+            }
         }
         if acked_bytes > 0 {
             s.cc.on_ack(acked_bytes);
@@ -449,16 +466,31 @@ impl Core {
         // `expected` is a cumulative ack in disguise.
         let cum = hb.expected.saturating_sub(1);
         if cum >= p.send.base && cum < committed {
-            let ack = AckFrame {
+            let ack = Acknowledgement {
                 cumulative: cum,
-                ack_delay_us: 0,
-                window_msgs: 0,
-                window_bytes: u32::try_from(p.send.peer_window_bytes).unwrap_or(u32::MAX),
                 sacks: SackRanges::Native(&[]),
+                frame: None,
             };
-            self.on_ack(now, peer, &ack);
+            self.acknowledge(now, peer, &ack);
         }
     }
+}
+
+/// What an acknowledgement says: from an ACK frame, or a heartbeat's
+/// `expected` (a cumulative ack in disguise).
+struct Acknowledgement<'a> {
+    cumulative: u64,
+    sacks: SackRanges<'a>,
+    /// Only an ACK frame carries windows, and only its timing measures a
+    /// round trip; a heartbeat's is set by the heartbeat clock.
+    frame: Option<AckFrameParts>,
+}
+
+/// The parts of an ACK frame a heartbeat lacks.
+struct AckFrameParts {
+    window_msgs: u32,
+    window_bytes: u32,
+    delay: Duration,
 }
 
 fn store_drop_reason(e: &StoreError) -> DropReason {
