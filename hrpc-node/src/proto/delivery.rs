@@ -52,26 +52,21 @@ impl Core {
                     break;
                 }
                 let seq = p.recv.consumed + 1;
-                match self.store.inbound_message(peer, seq) {
-                    Some(m) => {
-                        if crc32c::crc32c(m.payload()) != m.crc() {
-                            return Err(CoreError::CorruptDelivery { peer, seq });
-                        }
-                        f(Delivery {
-                            peer,
-                            seq,
-                            payload: m.payload(),
-                        });
-                    }
-                    None => {
-                        // Skipped (the sender no longer holds it): nothing to deliver.
-                        tracing::warn!(peer, seq, "persisted message missing");
-                    }
+                // `cum` only ever covers seqs the store holds, so a missing
+                // message is a broken invariant, never something to skip.
+                let m = self
+                    .store
+                    .inbound_message(peer, seq)
+                    .ok_or(CoreError::MissingDelivery { peer, seq })?;
+                if crc32c::crc32c(m.payload()) != m.crc() {
+                    return Err(CoreError::CorruptDelivery { peer, seq });
                 }
-                self.store.consume_inbound(peer, seq).or_else(|e| match e {
-                    StoreError::BadSeq { .. } => self.store.skip_inbound_through(peer, seq),
-                    other => Err(other),
-                })?;
+                f(Delivery {
+                    peer,
+                    seq,
+                    payload: m.payload(),
+                });
+                self.store.consume_inbound(peer, seq)?;
                 let window = self.cfg.recv_window_msgs;
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.recv.consumed = seq;

@@ -64,6 +64,15 @@ pub enum CoreError {
         /// Message seq.
         seq: u64,
     },
+    /// The next message to deliver is not in the store although it was
+    /// recorded as persisted (an internal inconsistency; nothing is skipped).
+    #[error("inbound message {seq} from peer {peer} is missing from the store")]
+    MissingDelivery {
+        /// Peer node id.
+        peer: u32,
+        /// Message seq.
+        seq: u64,
+    },
     /// The configuration is inconsistent.
     #[error("bad configuration: {0}")]
     Config(&'static str),
