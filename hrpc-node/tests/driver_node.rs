@@ -117,6 +117,20 @@ fn pump_until(
     }
 }
 
+/// Pumps both nodes until `a` has delivered `total` messages (counting
+/// earlier ones); returns the payloads delivered meanwhile.
+fn collect_at_a(a: &mut Node, b: &mut Node, total: u64) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    pump_until(
+        a,
+        &mut |_, d| got.push(d.payload.to_vec()),
+        b,
+        &mut |_, _| {},
+        |a, _| a.stats().delivered >= total,
+    );
+    got
+}
+
 fn pair(dir: &std::path::Path) -> (Node, Node) {
     let a = NodeConfig::new(dir.join("a"), 1)
         .bind(local())
@@ -227,14 +241,7 @@ fn max_size_message() {
     let (mut a, mut b) = pair(dir.path());
     let msg = make_msg(1, 0, hrpc_wire::MAX_MESSAGE_LEN);
     b.send(1, &msg).unwrap();
-    let mut got = Vec::new();
-    pump_until(
-        &mut a,
-        &mut |_, d| got.push(d.payload.to_vec()),
-        &mut b,
-        &mut |_, _| {},
-        |a, _| a.stats().delivered >= 1,
-    );
+    let got = collect_at_a(&mut a, &mut b, 1);
     assert_eq!(got, vec![msg]);
 }
 
@@ -469,14 +476,7 @@ fn wait_sleeps_and_wakes() {
     assert!(waited < Duration::from_secs(2), "wake-up took {waited:?}");
     b.poll(&mut |_, _| {}).unwrap();
     assert!(b.stats().wakeups >= 1);
-    let mut got = Vec::new();
-    pump_until(
-        &mut a,
-        &mut |_, d| got.push(d.payload.to_vec()),
-        &mut b,
-        &mut |_, _| {},
-        |a, _| a.stats().delivered >= 2,
-    );
+    let got = collect_at_a(&mut a, &mut b, 2);
     assert_eq!(got, vec![b"wake".to_vec()]);
 }
 

@@ -22,11 +22,14 @@ proptest! {
 #[test]
 fn replay_node_datagrams_regressions() {
     let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/node_datagrams");
+    let mut replayed = 0;
     for entry in std::fs::read_dir(kept).unwrap() {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         hrpc_node::proto::testing::run(dir.path(), &data);
+        replayed += 1;
     }
+    assert!(replayed >= 4, "expected the kept inputs, found {replayed}");
 }
 
 mod targeted {

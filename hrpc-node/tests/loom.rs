@@ -22,6 +22,16 @@ struct Shared {
     signals: AtomicUsize,
 }
 
+impl Shared {
+    fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            flag: WakeFlag::new(),
+            published: AtomicU64::new(0),
+            signals: AtomicUsize::new(0),
+        })
+    }
+}
+
 fn send(s: &Shared) {
     s.published.fetch_add(1, Ordering::Relaxed);
     if s.flag.notify() {
@@ -35,11 +45,7 @@ fn send(s: &Shared) {
 #[test]
 fn no_lost_wakeup() {
     loom::model(|| {
-        let s = Arc::new(Shared {
-            flag: WakeFlag::new(),
-            published: AtomicU64::new(0),
-            signals: AtomicUsize::new(0),
-        });
+        let s = Shared::new();
         let senders: Vec<_> = (0..2)
             .map(|_| {
                 let s = s.clone();
@@ -64,11 +70,7 @@ fn no_lost_wakeup() {
 #[test]
 fn sends_coalesce_into_one_signal() {
     loom::model(|| {
-        let s = Arc::new(Shared {
-            flag: WakeFlag::new(),
-            published: AtomicU64::new(0),
-            signals: AtomicUsize::new(0),
-        });
+        let s = Shared::new();
         let senders: Vec<_> = (0..2)
             .map(|_| {
                 let s = s.clone();
@@ -92,11 +94,7 @@ fn sends_coalesce_into_one_signal() {
 #[test]
 fn rearms_after_take() {
     loom::model(|| {
-        let s = Arc::new(Shared {
-            flag: WakeFlag::new(),
-            published: AtomicU64::new(0),
-            signals: AtomicUsize::new(0),
-        });
+        let s = Shared::new();
         send(&s);
         let s2 = s.clone();
         let t = thread::spawn(move || send(&s2));
