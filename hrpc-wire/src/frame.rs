@@ -222,26 +222,24 @@ impl<'a> SackRanges<'a> {
 
     /// Range `i`, if there is one.
     pub fn get(&self, i: usize) -> Option<SackRange> {
-        match self {
-            SackRanges::Wire(r) => r.get(i).map(|s| SackRange {
-                first: s.first.get(),
-                last: s.last.get(),
-            }),
-            SackRanges::Native(r) => r.get(i).copied(),
-        }
+        (i < self.len()).then(|| self.at(i))
     }
 
     /// The ranges in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = SackRange> + 'a {
         let this = *self;
-        // `i` stays below `len()`, so indexing cannot go out of bounds.
-        (0..this.len()).map(move |i| match this {
+        (0..this.len()).map(move |i| this.at(i))
+    }
+
+    /// Range `i`; the caller keeps `i < len()`.
+    fn at(&self, i: usize) -> SackRange {
+        match self {
             SackRanges::Wire(r) => SackRange {
                 first: r[i].first.get(),
                 last: r[i].last.get(),
             },
             SackRanges::Native(r) => r[i],
-        })
+        }
     }
 
     fn validate(&self, cumulative: u64) -> Result<(), WireError> {
