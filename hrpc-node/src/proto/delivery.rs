@@ -22,7 +22,9 @@ impl Core {
         if !self.durable {
             return;
         }
-        for peer in self.store.peers() {
+        // Known peers only (no allocation per sync): a peer first sent to
+        // since is added by `poll_transmit` and covered by the next sync.
+        for &peer in &self.order {
             if let Some((_, next)) = self.store.outbound_pending(peer) {
                 self.synced_next.insert(peer, next);
             }
