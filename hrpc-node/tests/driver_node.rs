@@ -576,3 +576,37 @@ fn external_poll_on_raw_fd_wakes_for_traffic() {
     }
     assert_eq!(got, vec![b"ping".to_vec()]);
 }
+
+/// Without GSO the node still batches: a burst goes out in `sendmmsg(2)`
+/// batches (several datagrams per send call), and every message arrives.
+#[test]
+fn without_gso_sends_are_batched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = NodeConfig::new(dir.path().join("a"), 1)
+        .bind(local())
+        .gro(false)
+        .open()
+        .unwrap();
+    let mut b = NodeConfig::new(dir.path().join("b"), 2)
+        .peer(1, a.local_addr())
+        .gso(false)
+        .open()
+        .unwrap();
+    assert_eq!(b.udp_caps().gso_segments, 1, "GSO is off");
+    let total = 3000u32;
+    for i in 0..total {
+        b.send(1, &make_msg(4, i, 100)).unwrap();
+    }
+    let got = collect_at_a(&mut a, &mut b, u64::from(total));
+    assert_eq!(got.len(), total as usize);
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(*m, make_msg(4, i as u32, 100));
+    }
+    let udp = b.stats().udp;
+    assert!(
+        udp.datagrams_sent >= 2 * udp.send_calls,
+        "{} datagrams in {} send calls",
+        udp.datagrams_sent,
+        udp.send_calls
+    );
+}

@@ -182,8 +182,10 @@ impl Node {
             },
         })?;
         let caps = io.caps();
+        // Several datagrams per transmit: one GSO send, or one sendmmsg(2)
+        // batch without GSO. Either way the syscall is per batch.
         cfg.core.max_segments = cfg.core.max_segments.max(1).min(caps.max_transmit_segments);
-        if caps.gso_segments > 1 && cfg.core.max_segments == 1 {
+        if cfg.core.max_segments == 1 {
             cfg.core.max_segments = caps.max_transmit_segments;
         }
         cfg.core.mtu = cfg.udp.mtu;
