@@ -1,7 +1,6 @@
 //! [`Node`]: the poll loop around the protocol core, and [`Sender`], the thread-safe send
 //! handle.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -17,9 +16,6 @@ use super::udp::{UdpCaps, UdpIo, UdpStats};
 use super::wait::wait_fds;
 use super::waker::Waker;
 use crate::proto::{Core, CoreError, Delivery, Event, PeerInfo, PeerState, Stats};
-
-/// Most events kept for [`Node::next_event`]; older ones are dropped (and counted) beyond it.
-const MAX_QUEUED_EVENTS: usize = 4096;
 
 #[derive(Debug)]
 struct Shared {
@@ -114,11 +110,12 @@ pub struct NodeStats {
     pub udp: UdpStats,
     /// Calls to [`Node::poll`].
     pub polls: u64,
-    /// Messages delivered to handlers.
+    /// Messages delivered to handlers (the core's `messages_delivered`).
     pub delivered: u64,
     /// Wake-ups from other threads' sends that the poll loop took.
     pub wakeups: u64,
-    /// Events dropped because nobody called [`Node::next_event`].
+    /// Events dropped because nobody called [`Node::next_event`] (the core's
+    /// `events_dropped`).
     pub events_dropped: u64,
 }
 
@@ -152,14 +149,11 @@ pub struct Node {
     /// Sends from the poll thread (or leftover budgets) since the last poll: do not block.
     dirty: bool,
     fd_drained: bool,
-    events: VecDeque<Event>,
     deliveries_per_poll: usize,
     recv_batches_per_poll: usize,
     transmits_per_poll: usize,
     polls: u64,
-    delivered: u64,
     wakeups: u64,
-    events_dropped: u64,
     closed: bool,
 }
 
@@ -242,14 +236,11 @@ impl Node {
             epoll_wants_write: false,
             dirty: true,
             fd_drained: false,
-            events: VecDeque::new(),
             deliveries_per_poll: cfg.deliveries_per_poll,
             recv_batches_per_poll: cfg.recv_batches_per_poll,
             transmits_per_poll: cfg.transmits_per_poll,
             polls: 0,
-            delivered: 0,
             wakeups: 0,
-            events_dropped: 0,
             closed: false,
         })
     }
@@ -353,7 +344,6 @@ impl Node {
             .deliver(self.deliveries_per_poll, &mut |d| handler(sender, d))
             .map_err(core_error)?;
         report.delivered = delivered;
-        self.delivered += delivered as u64;
         if delivered >= self.deliveries_per_poll {
             report.more = true;
         }
@@ -367,16 +357,6 @@ impl Node {
         let (sent, more_tx) = self.transmit(now)?;
         report.transmits = sent;
         report.more |= more_tx;
-
-        // 6. Events, backpressure bookkeeping.
-        while let Some(ev) = self.core.poll_event() {
-            tracing::debug!(node = self.shared.node_id, event = ?ev, "peer event");
-            if self.events.len() >= MAX_QUEUED_EVENTS {
-                self.events.pop_front();
-                self.events_dropped += 1;
-            }
-            self.events.push_back(ev);
-        }
 
         if !woken && report == PollReport::default() && !self.fd_drained {
             // A spurious readiness (a wake whose flag was taken before its write landed):
@@ -517,7 +497,7 @@ impl Node {
 
     /// The next peer event (state changes, resets), oldest first.
     pub fn next_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.core.poll_event()
     }
 
     /// Counters.
@@ -526,9 +506,9 @@ impl Node {
             core: self.core.stats().clone(),
             udp: self.io.stats(),
             polls: self.polls,
-            delivered: self.delivered,
+            delivered: self.core.stats().messages_delivered,
             wakeups: self.wakeups,
-            events_dropped: self.events_dropped,
+            events_dropped: self.core.stats().events_dropped,
         }
     }
 

@@ -114,6 +114,17 @@ const MAX_QUEUED_REPLIES: usize = 64;
 /// Most events queued before the oldest are dropped.
 const MAX_EVENTS: usize = 4096;
 
+/// Queues an event for [`Core::poll_event`], dropping (and counting) the
+/// oldest beyond [`MAX_EVENTS`].
+fn queue_event(events: &mut VecDeque<Event>, stats: &mut Stats, e: Event) {
+    tracing::debug!(event = ?e, "peer event");
+    if events.len() >= MAX_EVENTS {
+        events.pop_front();
+        stats.events_dropped += 1;
+    }
+    events.push_back(e);
+}
+
 #[derive(Debug)]
 struct Peer {
     id: u32,
@@ -335,10 +346,7 @@ impl Core {
     }
 
     fn push_event(&mut self, e: Event) {
-        if self.events.len() >= MAX_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(e);
+        queue_event(&mut self.events, &mut self.stats, e);
     }
 
     /// The state for `peer`, created from the store if needed (bounded by

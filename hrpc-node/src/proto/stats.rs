@@ -62,6 +62,8 @@ pub struct Stats {
     pub timeouts: u64,
     /// Peer resets (a peer came back with a new epoch).
     pub peer_resets: u64,
+    /// Events dropped, oldest first, because nobody took them with `poll_event`.
+    pub events_dropped: u64,
     /// Dropped input, by reason (indexed by [`DropReason`] via [`Stats::dropped`]).
     pub dropped_by_reason: [u64; DROP_REASONS],
 }

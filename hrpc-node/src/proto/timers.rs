@@ -92,14 +92,11 @@ impl Core {
                 p.state = PeerState::Unreachable;
                 // It may have moved: ask the resolver again.
                 p.addr = None;
-                tracing::debug!(peer, "peer unreachable");
-                if self.events.len() >= MAX_EVENTS {
-                    self.events.pop_front();
-                }
-                self.events.push_back(Event::PeerState {
+                let e = Event::PeerState {
                     peer,
                     state: PeerState::Unreachable,
-                });
+                };
+                queue_event(&mut self.events, &mut self.stats, e);
             }
         }
     }
