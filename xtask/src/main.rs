@@ -27,8 +27,7 @@ const FUZZ_SECS_DEFAULT: u64 = 30;
 /// loom preemption bound: the short run (`ci`, `cargo xtask loom`) and `--long`.
 const LOOM_PREEMPTIONS_SHORT: u32 = 2;
 const LOOM_PREEMPTIONS_LONG: u32 = 3;
-/// Crates whose `tests/loom.rs` the loom step runs; a crate without that file is skipped (and
-/// listed as skipped in the summary).
+/// Crates whose `tests/loom.rs` the loom step runs.
 const LOOM_CRATES: &[&str] = &["hrpc-store", "hrpc-node"];
 
 #[derive(Debug, Parser)]
@@ -92,13 +91,10 @@ fn main() -> ExitCode {
     for note in &plan.notes {
         println!("xtask: {note}");
     }
-    for skip in &plan.skipped {
-        println!("xtask: skipping {skip}");
-    }
     for step in &plan.steps {
         runner.run(step);
     }
-    let ok = runner.summary(&plan.skipped, &plan.epilogue);
+    let ok = runner.summary(&plan.epilogue);
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -114,12 +110,11 @@ fn workspace_root() -> PathBuf {
         .map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
 }
 
-/// What a subcommand will do: notes printed first, the steps, what was skipped (repeated in the
-/// summary), and lines printed after the summary.
+/// What a subcommand will do: notes printed first, the steps, and lines printed after the
+/// summary.
 #[derive(Debug, Default)]
 struct Plan {
     notes: Vec<String>,
-    skipped: Vec<String>,
     steps: Vec<Step>,
     epilogue: Vec<String>,
 }
@@ -228,31 +223,22 @@ fn build_plan(task: &Task, root: &Path) -> Result<Plan, String> {
                 ..Plan::default()
             })
         }
-        Task::Loom { long } => {
-            let mut skipped = Vec::new();
-            let steps = loom_steps(root, *long, &mut skipped);
+        Task::Loom { long } => Ok(Plan {
+            steps: loom_steps(*long),
+            ..Plan::default()
+        }),
+        Task::Sim { seeds } => {
+            let mut step = Step::cargo(
+                "sim",
+                &["test", "--release", "-p", "hrpc-node", "--test", "sim"],
+            );
+            if let Some(n) = seeds {
+                step = step.env("HRPC_SIM_SEEDS", n.to_string());
+            }
             Ok(Plan {
-                skipped,
-                steps,
+                steps: vec![step],
                 ..Plan::default()
             })
-        }
-        Task::Sim { seeds } => {
-            let mut plan = Plan::default();
-            if root.join("hrpc-node/tests/sim.rs").is_file() {
-                let mut step = Step::cargo(
-                    "sim",
-                    &["test", "--release", "-p", "hrpc-node", "--test", "sim"],
-                );
-                if let Some(n) = seeds {
-                    step = step.env("HRPC_SIM_SEEDS", n.to_string());
-                }
-                plan.steps.push(step);
-            } else {
-                plan.skipped
-                    .push("sim: hrpc-node/tests/sim.rs does not exist yet".to_owned());
-            }
-            Ok(plan)
         }
     }
 }
@@ -260,75 +246,57 @@ fn build_plan(task: &Task, root: &Path) -> Result<Plan, String> {
 // ---------------------------------------------------------------------------------------------
 // bench
 
-/// `cargo xtask bench`: the matrix driven by the `hrpc-bench` binary, or the criterion benches
-/// with `--micro` (and, for now, also when the matrix has no steps yet).
+/// `cargo xtask bench`: the criterion benches in `hrpc-bench/benches/` (with `--micro`, only
+/// those, once the whole-node command-line benchmark joins them).
 fn bench_plan(root: &Path, micro: bool, full: bool) -> Result<Plan, String> {
     let mut plan = Plan::default();
-    let matrix = matrix_steps(full);
-    let run_micro = micro || matrix.is_empty();
     if !micro {
-        if matrix.is_empty() {
-            plan.notes.push(
-                "the hrpc-bench command-line benchmark (pair / raw-udp / latency matrix) is not \
-                 built yet; running the criterion micro-benchmarks instead"
-                    .to_owned(),
-            );
-        }
-        plan.steps.extend(matrix);
+        plan.notes.push(
+            "the whole-node command-line benchmark is not built yet; running the criterion \
+             benchmarks"
+                .to_owned(),
+        );
     }
-    if run_micro {
-        let benches = criterion_benches(root)?;
-        if benches.is_empty() {
-            return Err("no benchmarks found in hrpc-bench/benches/".to_owned());
-        }
-        for bench in &benches {
-            let mut step = Step::cargo(
-                format!("criterion {bench}"),
-                &["bench", "-p", "hrpc-bench", "--bench", bench],
-            );
-            if !full {
-                step = step.arg("--").args(CRITERION_QUICK);
-            }
-            plan.steps.push(step);
-        }
-        let criterion_dir = target_dir(root).join("criterion");
-        let shown = criterion_dir
-            .strip_prefix(root)
-            .unwrap_or(&criterion_dir)
-            .display()
-            .to_string();
-        plan.epilogue.push(format!(
-            "criterion reports: {shown}/<group>/<bench>/ (estimates as JSON)"
-        ));
-        let html = criterion_dir.join("report/index.html");
-        plan.epilogue.push(format!(
-            "criterion HTML report: {shown}/report/index.html (written only when criterion's \
-             `html_reports` feature is on{})",
-            if html.is_file() {
-                "; present"
-            } else {
-                "; not present"
-            }
-        ));
+    let benches = criterion_benches(root)?;
+    if benches.is_empty() {
+        return Err("no benchmarks found in hrpc-bench/benches/".to_owned());
+    }
+    for bench in &benches {
+        let mut step = Step::cargo(
+            format!("criterion {bench}"),
+            &["bench", "-p", "hrpc-bench", "--bench", bench],
+        );
         if !full {
-            plan.epilogue.push(format!(
-                "quick criterion settings ({}); use --full for criterion's defaults",
-                CRITERION_QUICK.join(" ")
-            ));
+            step = step.arg("--").args(CRITERION_QUICK);
         }
+        plan.steps.push(step);
+    }
+    let criterion_dir = target_dir(root).join("criterion");
+    let shown = criterion_dir
+        .strip_prefix(root)
+        .unwrap_or(&criterion_dir)
+        .display()
+        .to_string();
+    plan.epilogue.push(format!(
+        "criterion reports: {shown}/<group>/<bench>/ (estimates as JSON)"
+    ));
+    let html = criterion_dir.join("report/index.html");
+    plan.epilogue.push(format!(
+        "criterion HTML report: {shown}/report/index.html (written only when criterion's \
+             `html_reports` feature is on{})",
+        if html.is_file() {
+            "; present"
+        } else {
+            "; not present"
+        }
+    ));
+    if !full {
+        plan.epilogue.push(format!(
+            "quick criterion settings ({}); use --full for criterion's defaults",
+            CRITERION_QUICK.join(" ")
+        ));
     }
     Ok(plan)
-}
-
-/// The end-to-end matrix run through the `hrpc-bench` binary (pair / raw-udp / latency / peer
-/// over sizes, MTUs, durability and loss), one step per configuration, e.g.
-/// `cargo run --release -p hrpc-bench -- pair --size 100 --secs 5 --json`.
-///
-/// Empty until that binary exists; while it is empty, `cargo xtask bench` runs the criterion
-/// benches. Add the configurations here (scaled by `full`) when the binary lands.
-fn matrix_steps(full: bool) -> Vec<Step> {
-    let _ = full;
-    Vec::new()
 }
 
 /// Bench targets discovered from `hrpc-bench/benches/`: `NAME.rs` and `NAME/main.rs`, sorted.
@@ -397,8 +365,7 @@ fn ci_plan(root: &Path) -> Result<Plan, String> {
         "doctests",
         &["test", "--workspace", "--release", "--doc"],
     ));
-    plan.steps
-        .extend(loom_steps(root, false, &mut plan.skipped));
+    plan.steps.extend(loom_steps(false));
     check_fuzz_tools()?;
     let targets = fuzz_targets(root)?;
     plan.steps
@@ -411,30 +378,24 @@ fn ci_plan(root: &Path) -> Result<Plan, String> {
 // ---------------------------------------------------------------------------------------------
 // loom
 
-fn loom_steps(root: &Path, long: bool, skipped: &mut Vec<String>) -> Vec<Step> {
+fn loom_steps(long: bool) -> Vec<Step> {
     let preemptions = if long {
         LOOM_PREEMPTIONS_LONG
     } else {
         LOOM_PREEMPTIONS_SHORT
     };
-    let mut steps = Vec::new();
-    for &krate in LOOM_CRATES {
-        let file = format!("{krate}/tests/loom.rs");
-        if !root.join(&file).is_file() {
-            skipped.push(format!("loom {krate}: {file} does not exist"));
-            continue;
-        }
-        steps.push(
+    LOOM_CRATES
+        .iter()
+        .map(|&krate| {
             Step::cargo(
                 format!("loom {krate}"),
                 &["test", "--release", "-p", krate, "--test", "loom"],
             )
             .env("RUSTFLAGS", "--cfg loom")
             .env("LOOM_MAX_PREEMPTIONS", preemptions.to_string())
-            .env("CARGO_TARGET_DIR", "target/loom"),
-        );
-    }
-    steps
+            .env("CARGO_TARGET_DIR", "target/loom")
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -616,7 +577,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Prints the summary; returns whether every step succeeded.
-    fn summary(&self, skipped: &[String], epilogue: &[String]) -> bool {
+    fn summary(&self, epilogue: &[String]) -> bool {
         if self.outcomes.is_empty() {
             println!("xtask: nothing to run");
             return true;
@@ -629,9 +590,6 @@ impl<'a> Runner<'a> {
                 fmt_duration(o.took),
                 o.name
             );
-        }
-        for skip in skipped {
-            println!("  {:<7} {:>8}  {skip}", "skipped", "-");
         }
         let failed = self.outcomes.iter().filter(|o| !o.ok).count();
         for line in epilogue {
@@ -702,7 +660,7 @@ path = "fuzz_targets/store_open.rs"
         assert_eq!(runner.kept_lines, ["kept-marker 2"]);
         assert!(runner.outcomes[0].ok);
         assert!(!runner.outcomes[1].ok);
-        assert!(!runner.summary(&[], &[]));
+        assert!(!runner.summary(&[]));
     }
 
     #[test]
