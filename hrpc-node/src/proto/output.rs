@@ -266,13 +266,7 @@ impl Core {
                         p.send.retransmit.pop_front();
                         p.send.resent(seq, now, rto);
                         stats.messages_retransmitted += 1;
-                        if let Written::Partial(off) = written {
-                            p.send.frag = Some(FragCursor {
-                                seq,
-                                next_offset: off,
-                            });
-                            full = true;
-                        }
+                        full = continues(&mut p.send.frag, seq, &written);
                     }
                 }
             }
@@ -295,13 +289,7 @@ impl Core {
                     written => {
                         p.send.push_sent(now, m.payload().len() as u32, rto);
                         stats.messages_sent += 1;
-                        if let Written::Partial(off) = written {
-                            p.send.frag = Some(FragCursor {
-                                seq,
-                                next_offset: off,
-                            });
-                            full = true;
-                        }
+                        full = continues(&mut p.send.frag, seq, &written);
                     }
                 }
             }
@@ -320,6 +308,19 @@ enum Written {
     Partial(u32),
     /// Nothing went in: the datagram is too full.
     NoRoom,
+}
+
+/// After a message (or fragment) went into a datagram: a partial write
+/// leaves a fragment stream to continue in the next one and means this
+/// datagram is full. Returns whether it is.
+fn continues(frag: &mut Option<FragCursor>, seq: u64, written: &Written) -> bool {
+    match *written {
+        Written::Partial(next_offset) => {
+            *frag = Some(FragCursor { seq, next_offset });
+            true
+        }
+        Written::Done | Written::NoRoom => false,
+    }
 }
 
 /// Writes message `m` from `offset` into `w`: whole if it fits, else as
