@@ -179,6 +179,11 @@ struct PeerState {
     durable: u8,
     /// Sync mode: in `Inner::dirty_entries`.
     dirty: bool,
+    /// In `Inner::committed` (commits since the last sync).
+    listed: bool,
+    /// Seqs below this may be transmitted: their next-seq floor is recorded
+    /// and, in Sync mode, they were made durable by a completed sync.
+    sendable: u64,
     /// Next outbound seq to assign.
     next_out: u64,
     /// Pending outbound messages in seq order; `TOMBSTONE` slots are selectively released ones.
@@ -235,7 +240,8 @@ struct Inner {
     dirty_segs: Vec<u32>,
     /// Sync mode: peer entries written since the last sync.
     dirty_entries: Vec<u32>,
-    hook: HookSlot,
+    /// Peers (indexes into `states`) with commits since the last sync.
+    committed: Vec<u32>,
 }
 
 /// State shared between the poll thread ([`Store`]) and producers ([`OutboundProducer`]).
@@ -252,6 +258,10 @@ struct Shared {
     segments: Box<[OnceLock<Segment>]>,
     inner: Mutex<Inner>,
     stopped: OnceLock<std::sync::Arc<io::Error>>,
+    /// Test hook (power-loss simulation). Outside `inner` so that a segment
+    /// created by a producer while `sync` flushes still reaches it; lock
+    /// order is `inner` before `hook`.
+    hook: std::sync::Mutex<HookSlot>,
 }
 
 impl Shared {
@@ -272,6 +282,14 @@ impl Shared {
         match self.stopped.get() {
             Some(e) => Err(StoreError::Stopped(e.clone())),
             None => Ok(()),
+        }
+    }
+
+    /// Calls the flush hook, if one is set.
+    fn flushed(&self, path: &Path, off: u64, len: u64) {
+        let mut hook = self.hook.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = hook.0.as_mut() {
+            h(path, off, len);
         }
     }
 
@@ -373,9 +391,7 @@ impl Inner {
         }
         if sh.durability == Durability::Sync {
             fsync_dir(&sh.dir)?;
-            if let Some(h) = self.hook.0.as_mut() {
-                h(&path, 0, len);
-            }
+            sh.flushed(&path, 0, len);
         }
         let map = MappedFile::map(&file, len as usize, false, true)?;
         let seg = Segment {
@@ -422,6 +438,8 @@ impl Inner {
             latest: 0,
             durable: 0,
             dirty: false,
+            listed: false,
+            sendable: 1,
             next_out: 1,
             out: VecDeque::new(),
             out_live: 0,
@@ -614,6 +632,8 @@ pub struct Store {
     /// Sync mode: slots released since the last sync; freed after the cursor records that make
     /// freeing them safe are durable.
     deferred: Vec<SlotId>,
+    /// Scratch for [`Store::sync`]: `(peer index, next seq)` captured under the lock.
+    captured: Vec<(u32, u64)>,
     _lock: File,
 }
 
@@ -775,6 +795,10 @@ impl OutboundReservation<'_> {
         });
         st.out_live += 1;
         st.out_bytes += u64::from(self.len);
+        if !st.listed {
+            st.listed = true;
+            inner.committed.push(self.pidx as u32);
+        }
         drop(inner);
         std::mem::forget(self);
         failpoint::hit("commit.after_publish");
@@ -1057,7 +1081,7 @@ impl Store {
             seg_dirty: vec![(0, 0); nsegs as usize],
             dirty_segs: Vec::new(),
             dirty_entries: Vec::new(),
-            hook: HookSlot(None),
+            committed: Vec::new(),
         };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -1070,6 +1094,7 @@ impl Store {
             segments,
             inner: Mutex::new(inner),
             stopped: OnceLock::new(),
+            hook: std::sync::Mutex::new(HookSlot(None)),
         });
         let sh = &*shared;
         let mut inner = lock(&sh.inner);
@@ -1144,7 +1169,8 @@ impl Store {
                 );
             }
         }
-        for st in &mut inner.states {
+        for i in 0..inner.states.len() {
+            let st = &mut inner.states[i];
             let last = st.out.back().map_or(0, |e| e.seq);
             st.next_out = st
                 .rec
@@ -1152,6 +1178,13 @@ impl Store {
                 .max(st.rec.acked_out + 1)
                 .max(last + 1)
                 .max(1);
+            // Everything recovered may be transmitted: record the floor
+            // (made durable below in Sync mode) before anything is sent.
+            st.sendable = st.next_out;
+            if st.rec.next_out < st.next_out {
+                st.rec.next_out = st.next_out;
+                inner.write_record(sh, i);
+            }
         }
         inner.generation = max_gen + 1;
         if torn + dup + stale > 0 {
@@ -1167,6 +1200,11 @@ impl Store {
                     seg.file.sync_data()?;
                 }
             }
+            for i in std::mem::take(&mut inner.dirty_entries) {
+                let st = &mut inner.states[i as usize];
+                st.durable = st.latest;
+                st.dirty = false;
+            }
         }
         drop(inner);
         Ok(Store {
@@ -1176,6 +1214,7 @@ impl Store {
             shared,
             inbound,
             deferred: Vec::new(),
+            captured: Vec::new(),
             _lock: lock_file,
         })
     }
@@ -1200,6 +1239,8 @@ fn new_state(rec: Record, entry: u32, copy: u8) -> PeerState {
         latest: copy,
         durable: copy,
         dirty: false,
+        listed: false,
+        sendable: 1,
         next_out: 1,
         out: VecDeque::new(),
         out_live: 0,
@@ -1749,17 +1790,25 @@ impl Store {
         Ok(report)
     }
 
-    /// Group commit. [`Durability::Sync`]: makes everything committed or released so far
-    /// durable (`msync` of the changed ranges of each segment, then of the changed peer records),
-    /// then frees the slots released since the last sync. No-op in [`Durability::Process`].
-    /// The first failure is sticky: this and every later call return [`StoreError::Stopped`].
+    /// Group commit, called by the poll thread once per loop iteration.
+    ///
+    /// For every peer with commits since the last call it records the
+    /// next-seq floor (so numbering never goes back, even if a segment is
+    /// lost) and captures that peer's next seq, together with the set of
+    /// changed byte ranges, under one lock. [`Durability::Sync`]: it then
+    /// flushes those ranges (`msync`), then the changed peer records, and only
+    /// then publishes the captured seqs as [`Store::sendable_next`] and frees
+    /// the slots released since the last sync. A message a producer commits
+    /// while the flush runs is covered by the next sync, not this one.
+    /// [`Durability::Process`]: no flush; the floors are written and the
+    /// watermark published at once.
+    ///
+    /// The first failure is sticky: this and every later call return
+    /// [`StoreError::Stopped`].
     pub fn sync(&mut self) -> Result<()> {
         let shared = self.shared.clone();
         let sh = &*shared;
         sh.check_stopped()?;
-        if sh.durability == Durability::Process {
-            return Ok(());
-        }
         let res = self.sync_inner(sh);
         if let Err(e) = res {
             tracing::error!(error = %e, "sync failed: store stopped until reopened");
@@ -1769,8 +1818,34 @@ impl Store {
         Ok(())
     }
 
+    /// Records the floor of every peer committed to since the last sync and
+    /// returns the captured `(peer index, next seq)` pairs in `self.captured`.
+    fn capture_watermarks(&mut self, sh: &Shared, inner: &mut Inner) {
+        self.captured.clear();
+        let listed = std::mem::take(&mut inner.committed);
+        for &i in &listed {
+            let st = &mut inner.states[i as usize];
+            st.listed = false;
+            let next = st.next_out;
+            self.captured.push((i, next));
+            if st.rec.next_out < next {
+                st.rec.next_out = next;
+                inner.write_record(sh, i as usize);
+            }
+        }
+        inner.committed = listed;
+        inner.committed.clear();
+    }
+
     fn sync_inner(&mut self, sh: &Shared) -> io::Result<()> {
         let mut inner = lock(&sh.inner);
+        self.capture_watermarks(sh, &mut inner);
+        if sh.durability == Durability::Process {
+            for &(i, next) in &self.captured {
+                inner.states[i as usize].sendable = next;
+            }
+            return Ok(());
+        }
         let segs = std::mem::take(&mut inner.dirty_segs);
         let mut ranges = Vec::with_capacity(segs.len());
         for s in segs {
@@ -1778,14 +1853,11 @@ impl Store {
             ranges.push((s, r));
         }
         let entries = std::mem::take(&mut inner.dirty_entries);
-        let mut hook = inner.hook.0.take();
         drop(inner);
         for (s, (lo, hi)) in ranges {
             if let Some(seg) = sh.seg(s) {
                 seg.map.flush(lo, hi - lo)?;
-                if let Some(h) = hook.as_mut() {
-                    h(&seg.path, lo as u64, (hi - lo) as u64);
-                }
+                sh.flushed(&seg.path, lo as u64, (hi - lo) as u64);
             }
         }
         let mut inner = lock(&sh.inner);
@@ -1802,22 +1874,48 @@ impl Store {
             let lo = SUPER_LEN + lo as usize * ENTRY_LEN;
             let hi = SUPER_LEN + (hi as usize + 1) * ENTRY_LEN;
             inner.meta.flush(lo, hi - lo)?;
-            if let Some(h) = hook.as_mut() {
-                h(&sh.dir.join(META_FILE), lo as u64, (hi - lo) as u64);
-            }
+            sh.flushed(&sh.dir.join(META_FILE), lo as u64, (hi - lo) as u64);
             for i in entries {
                 let st = &mut inner.states[i as usize];
                 st.durable = st.latest;
                 st.dirty = false;
             }
         }
-        inner.hook.0 = hook;
+        for &(i, next) in &self.captured {
+            inner.states[i as usize].sendable = next;
+        }
         for s in self.deferred.drain(..) {
             inner.free_slot(sh, s);
         }
         Ok(())
     }
 
+    /// Outbound seqs to `peer` below this may be transmitted: their next-seq
+    /// floor is recorded and, in [`Durability::Sync`] mode, they were made
+    /// durable by a completed [`Store::sync`] (so a power loss cannot take
+    /// back a message the peer has seen). 1 for an unknown peer.
+    pub fn sendable_next(&self, peer: u32) -> u64 {
+        self.shared.sendable_next(peer)
+    }
+
+    /// Whether a producer committed since the last [`Store::sync`] (a sync
+    /// would make more messages sendable).
+    pub fn commits_since_sync(&self) -> bool {
+        !lock(&self.shared.inner).committed.is_empty()
+    }
+}
+
+impl Shared {
+    fn sendable_next(&self, peer: u32) -> u64 {
+        let inner = lock(&self.inner);
+        inner
+            .peers
+            .get(&peer)
+            .map_or(1, |&i| inner.states[i as usize].sendable)
+    }
+}
+
+impl Store {
     /// `(slot bytes in use, capacity)`.
     pub fn usage(&self) -> (u64, u64) {
         (lock(&self.shared.inner).used, self.shared.capacity)
@@ -1882,7 +1980,7 @@ impl Store {
     #[doc(hidden)]
     #[allow(clippy::type_complexity)]
     pub fn __set_flush_hook(&mut self, hook: Box<dyn FnMut(&Path, u64, u64) + Send>) {
-        lock(&self.shared.inner).hook.0 = Some(hook);
+        self.shared.hook.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(hook);
     }
 
     /// Test hook: simulate a sync failure (makes the store stopped, as a failed msync would).

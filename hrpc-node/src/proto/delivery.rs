@@ -3,32 +3,32 @@
 use super::*;
 
 impl Core {
-    /// Group commit: in [`Durability::Sync`] mode makes everything persisted
-    /// so far durable (one sync for the whole batch). Call once per loop
-    /// iteration after handling received datagrams; until it succeeds, the
-    /// core acknowledges, sends and delivers nothing new. No-op in
-    /// [`Durability::Process`] mode.
+    /// Group commit ([`Store::sync`]): in [`Durability::Sync`] mode makes
+    /// everything persisted so far durable (one sync for the whole batch), and
+    /// in both modes records the next-seq floors and the watermark below which
+    /// outbound messages may be transmitted. Call once per loop iteration
+    /// after handling received datagrams; until it succeeds, the core
+    /// acknowledges, sends and delivers nothing new.
     pub fn sync(&mut self) -> Result<(), CoreError> {
-        if !self.durable {
-            return Ok(());
-        }
+        self.take_fatal()?;
         self.store.sync()?;
         self.unsynced = false;
-        self.note_synced();
         Ok(())
     }
 
-    pub(super) fn note_synced(&mut self) {
-        if !self.durable {
-            return;
+    /// Returns (once) a store failure recorded where it could not be
+    /// returned.
+    pub(super) fn take_fatal(&mut self) -> Result<(), CoreError> {
+        match self.fatal.take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
         }
-        // Known peers only (no allocation per sync): a peer first sent to
-        // since is added by `poll_transmit` and covered by the next sync.
-        for &peer in &self.order {
-            if let Some((_, next)) = self.store.outbound_pending(peer) {
-                self.synced_next.insert(peer, next);
-            }
-        }
+    }
+
+    /// Records a store failure to return from the next call that can.
+    pub(super) fn record_fatal(&mut self, e: StoreError) {
+        tracing::error!(error = %e, "store failure");
+        self.fatal.get_or_insert(e);
     }
 
     /// Hands up to `max` persisted messages to `f`, in order per peer, and
@@ -39,6 +39,7 @@ impl Core {
         max: usize,
         f: &mut dyn FnMut(Delivery<'_>),
     ) -> Result<usize, CoreError> {
+        self.take_fatal()?;
         if self.unsynced {
             return Ok(0);
         }

@@ -186,8 +186,10 @@ pub struct Core {
     /// Sync mode: something was persisted since the last group commit, so
     /// nothing may be acknowledged, sent or delivered until [`Core::sync`].
     unsynced: bool,
-    /// Sync mode: per peer, seqs below this were committed before the last sync.
-    synced_next: FxHashMap<u32, u64>,
+    /// A store failure met where it could not be returned (acknowledgement
+    /// processing, transmission); returned by the next [`Core::sync`] or
+    /// [`Core::deliver`], so the application sees it.
+    fatal: Option<StoreError>,
     resolver: Box<dyn Resolver>,
     peers: FxHashMap<u32, Peer>,
     /// Peer ids in a stable order for round-robin transmission.
@@ -231,7 +233,7 @@ impl Core {
             epoch: store.epoch(),
             durable: store.durability() == Durability::Sync,
             unsynced: false,
-            synced_next: FxHashMap::default(),
+            fatal: None,
             store,
             resolver,
             peers: FxHashMap::default(),
@@ -250,7 +252,6 @@ impl Core {
         for peer in core.store.peers() {
             core.peer_entry(peer, now);
         }
-        core.note_synced();
         Ok(core)
     }
 

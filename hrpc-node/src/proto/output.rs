@@ -12,6 +12,15 @@ impl Core {
         if self.unsynced || buf.len() < self.cfg.mtu {
             return None;
         }
+        if !self.durable {
+            // Process mode: messages committed since the last sync (by a
+            // handler, or another thread) become sendable once their floor is
+            // recorded; no flush is involved, so this is cheap.
+            if let Err(e) = self.store.sync() {
+                self.record_fatal(e);
+                return None;
+            }
+        }
         if let Some(r) = self.replies.pop_front() {
             return self.write_reply(&r, buf);
         }
@@ -75,11 +84,7 @@ impl Core {
 
     /// Seqs below this exist (and, in Sync mode, are durable).
     pub(super) fn send_limit(&self, peer: u32) -> u64 {
-        if self.durable {
-            self.synced_next.get(&peer).copied().unwrap_or(1)
-        } else {
-            self.committed_next(peer)
-        }
+        self.store.sendable_next(peer)
     }
 
     fn write_reply(&mut self, r: &Reply, buf: &mut [u8]) -> Option<Transmit> {
