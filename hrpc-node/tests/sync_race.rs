@@ -65,13 +65,13 @@ fn sync_watermark_covers_only_durable_commits() {
         let deadline = Instant::now() + Duration::from_secs(2);
         while !stop2.load(Ordering::Relaxed) && Instant::now() < deadline && n < 400_000 {
             // Mixed sizes so new segments are created while syncs run.
-            let len = if n % 97 == 0 { 3000 } else { 100 };
+            let len = if n.is_multiple_of(97) { 3000 } else { 100 };
             if producer.send(B, &vec![n as u8; len]).is_ok() {
                 n += 1;
             }
             // Paced so that the sender keeps up and transmits what was just
             // committed: the race is between a commit and the sync after it.
-            if n % 16 == 0 {
+            if n.is_multiple_of(16) {
                 std::thread::sleep(Duration::from_micros(50));
             }
         }
