@@ -252,7 +252,11 @@ fn watermark_is_durable_with_a_concurrent_producer() {
         let store = Store::open(crash.path(), &cfg()).unwrap();
         for seq in 1..watermark {
             let m = store.outbound_message(1, seq);
-            let len = if (seq - 1).is_multiple_of(50) { 5000 } else { 100 };
+            let len = if (seq - 1).is_multiple_of(50) {
+                5000
+            } else {
+                100
+            };
             assert_eq!(
                 m.map(|m| m.payload().to_vec()),
                 Some(payload(seq - 1, len)),

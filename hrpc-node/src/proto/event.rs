@@ -11,6 +11,11 @@ pub enum PeerState {
     Active,
     /// Silent for longer than the configured limit while there was reason to hear from it.
     Unreachable,
+    /// Something is queued for it, but its address is unknown: it has not
+    /// spoken and the resolver does not know it. The resolver is asked again
+    /// on a backoff (first after ≤ 100 ms, then at most every 5 s); queued
+    /// messages wait in the store meanwhile.
+    Unresolved,
 }
 
 /// Something the application may want to know about.

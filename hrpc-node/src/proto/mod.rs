@@ -111,6 +111,10 @@ const REASSEMBLY_IDLE: Duration = Duration::from_secs(5);
 const MIN_FRAGMENT: usize = 256;
 /// Most unsolicited answers queued at once.
 const MAX_QUEUED_REPLIES: usize = 64;
+/// First wait before asking the resolver again about a peer it did not know.
+const RESOLVE_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest wait between two resolver attempts.
+const RESOLVE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Most events queued before the oldest are dropped.
 const MAX_EVENTS: usize = 4096;
 
@@ -143,6 +147,10 @@ struct Peer {
     hb_interval: Duration,
     /// Newest timestamp the peer sent, echoed back in heartbeats.
     peer_timestamp: u64,
+    /// No address: when to ask the resolver again.
+    resolve_at: Option<Instant>,
+    /// The current step of the resolver backoff (zero until a failure).
+    resolve_backoff: Duration,
     /// When to probe a peer whose flow window is closed (its window update
     /// may have been lost), like TCP's persist timer.
     probe_at: Option<Instant>,
@@ -380,6 +388,8 @@ impl Core {
                 hb_interval: self.cfg.heartbeat_interval,
                 peer_timestamp: 0,
                 probe_at: None,
+                resolve_at: None,
+                resolve_backoff: Duration::ZERO,
                 send: SendState::new(base, self.cfg.initial_window_msgs, rtt, cc),
                 recv,
             };

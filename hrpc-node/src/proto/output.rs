@@ -32,7 +32,7 @@ impl Core {
             if !self.wants_to_send(peer) {
                 continue;
             }
-            let Some(dst) = self.address(peer) else {
+            let Some(dst) = self.address(now, peer) else {
                 continue;
             };
             if let Some(t) = self.write_peer(now, peer, dst, buf) {
@@ -57,12 +57,47 @@ impl Core {
         }
     }
 
-    fn address(&mut self, peer: u32) -> Option<SocketAddr> {
+    /// The peer's address: learned from its datagrams, or asked of the
+    /// resolver — at once the first time, then on a backoff while it has
+    /// none (so an unknown peer costs no CPU while its messages wait).
+    fn address(&mut self, now: Instant, peer: u32) -> Option<SocketAddr> {
         let p = self.peers.get_mut(&peer)?;
-        if p.addr.is_none() {
-            p.addr = self.resolver.resolve(peer);
+        if p.addr.is_some() {
+            return p.addr;
         }
-        p.addr
+        if p.resolve_at.is_some_and(|t| now < t) {
+            return None;
+        }
+        p.addr = self.resolver.resolve(peer);
+        if p.addr.is_some() {
+            p.resolve_at = None;
+            p.resolve_backoff = Duration::ZERO;
+            if p.state == PeerState::Unresolved {
+                p.state = PeerState::Unknown;
+                let e = Event::PeerState {
+                    peer,
+                    state: PeerState::Unknown,
+                };
+                queue_event(&mut self.events, &mut self.stats, e);
+            }
+            return p.addr;
+        }
+        p.resolve_backoff = (p.resolve_backoff * 2).clamp(RESOLVE_BACKOFF_MIN, RESOLVE_BACKOFF_MAX);
+        p.resolve_at = Some(now + p.resolve_backoff);
+        self.stats.resolve_failures += 1;
+        if p.state != PeerState::Unresolved {
+            p.state = PeerState::Unresolved;
+            tracing::info!(
+                peer,
+                "no address for peer; retrying the resolver on a backoff"
+            );
+            let e = Event::PeerState {
+                peer,
+                state: PeerState::Unresolved,
+            };
+            queue_event(&mut self.events, &mut self.stats, e);
+        }
+        None
     }
 
     fn wants_to_send(&self, peer: u32) -> bool {

@@ -62,6 +62,9 @@ pub struct Stats {
     pub timeouts: u64,
     /// Peer resets (a peer came back with a new epoch).
     pub peer_resets: u64,
+    /// Times the resolver had no address for a peer that had something to
+    /// send (see [`PeerState::Unresolved`](super::PeerState::Unresolved)).
+    pub resolve_failures: u64,
     /// Events dropped, oldest first, because nobody took them with `poll_event`.
     pub events_dropped: u64,
     /// Dropped input, by reason (indexed by [`DropReason`] via [`Stats::dropped`]).

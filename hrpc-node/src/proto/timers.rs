@@ -13,6 +13,14 @@ impl Core {
             at(self.start);
         }
         for p in self.peers.values() {
+            if p.addr.is_none() && p.resolve_at.is_some() {
+                // Nothing can go out before the resolver knows it: wake up
+                // for the next attempt, and not before.
+                if let Some(t) = p.resolve_at {
+                    at(t);
+                }
+                continue;
+            }
             if let Some(t) = p.send.rto_at {
                 at(t);
             }
@@ -88,7 +96,8 @@ impl Core {
                 .is_none_or(|t| now.saturating_duration_since(t) >= cfg.unreachable_after);
             let waiting = p.touched || p.send.base < committed;
             let grace_over = p.last_heard.is_some() || since_start >= cfg.unreachable_after;
-            if silent && waiting && grace_over && p.state != PeerState::Unreachable {
+            let addressed = p.state != PeerState::Unresolved;
+            if silent && waiting && grace_over && addressed && p.state != PeerState::Unreachable {
                 p.state = PeerState::Unreachable;
                 // It may have moved: ask the resolver again.
                 p.addr = None;
