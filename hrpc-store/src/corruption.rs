@@ -4,9 +4,10 @@
 //! A valid store (outbound and inbound messages of several size classes,
 //! cursors, a peer epoch) is built once and closed; its files are copied,
 //! mutated (bit flips, zeroed pages, garbage pages, truncation) and opened.
-//! [`check_open`] asserts the invariant: opening never panics or faults, and
-//! either returns a typed error or a store whose every message is one that was
-//! committed, byte for byte, and that stays usable.
+//! [`check_open`] asserts the invariant: opening never panics or faults; damage
+//! is never silent (a plain open that succeeds lost nothing, one that fails
+//! changed nothing); an open with `recover_damaged` accounts for every lost
+//! message; every message returned is one that was committed, byte for byte.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +37,8 @@ pub struct Template {
     pub outbound: BTreeMap<(u32, u64), Vec<u8>>,
     /// Persisted, unconsumed inbound messages by (peer, seq).
     pub inbound: BTreeMap<(u32, u64), Vec<u8>>,
+    /// Next outbound seq per peer.
+    pub next: BTreeMap<u32, u64>,
 }
 
 impl Template {
@@ -43,6 +46,7 @@ impl Template {
     pub fn build(dir: &Path) -> Result<Template, StoreError> {
         let mut outbound = BTreeMap::new();
         let mut inbound = BTreeMap::new();
+        let mut next = BTreeMap::new();
         {
             let mut s = Store::open(dir, &config())?;
             for i in 0..60u64 {
@@ -50,6 +54,7 @@ impl Template {
                 let len = [10usize, 100, 300, 1000, 5000][(i % 5) as usize];
                 let seq = s.producer().send(peer, &payload(peer, i, len))?;
                 outbound.insert((peer, seq), payload(peer, i, len));
+                next.insert(peer, seq + 1);
             }
             s.release_outbound_through(1, 5)?;
             outbound.retain(|k, _| !(k.0 == 1 && k.1 <= 5));
@@ -73,6 +78,7 @@ impl Template {
             files,
             outbound,
             inbound,
+            next,
         })
     }
 
@@ -125,37 +131,131 @@ pub fn mutate(files: &mut [(String, Vec<u8>)], bytes: &[u8]) {
     }
 }
 
-/// Opens the (possibly damaged) store in `dir` and asserts the invariant in
-/// the module docs against what `template` committed.
-pub fn check_open(dir: &Path, template: &Template) {
+/// The files of `dir` except the lock file, by name.
+fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name != "LOCK"
+                && let Ok(b) = std::fs::read(e.path())
+            {
+                files.insert(name, b);
+            }
+        }
+    }
+    files
+}
+
+/// Every message the store holds was committed (or persisted) as is; returns the outbound
+/// (peer, seq) keys it holds as messages and the ranges it holds as gap markers.
+fn check_contents(
+    s: &Store,
+    template: &Template,
+    strict: bool,
+) -> (Vec<(u32, u64)>, Vec<(u32, u64, u64)>) {
+    let mut held = Vec::new();
+    let mut markers = Vec::new();
+    for peer in s.peers() {
+        for seq in s.outbound_seqs(peer) {
+            let Some(m) = s.outbound_message(peer, seq) else {
+                panic!("listed outbound {peer}/{seq} unreadable");
+            };
+            if let Some(last) = m.lost_through() {
+                markers.push((peer, seq, last));
+                continue;
+            }
+            assert!(
+                template.outbound.get(&(peer, seq)).map(Vec::as_slice) == Some(m.payload()),
+                "recovered outbound {peer}/{seq} was never committed as is"
+            );
+            held.push((peer, seq));
+        }
+        for seq in s.inbound_seqs(peer) {
+            let got = s.inbound_message(peer, seq).map(|m| m.payload());
+            assert!(
+                got.is_some() && template.inbound.get(&(peer, seq)).map(Vec::as_slice) == got,
+                "recovered inbound {peer}/{seq} was never persisted as is"
+            );
+        }
+        if let Some(next) = template.next.get(&peer).filter(|_| strict) {
+            let now = s.outbound_pending(peer).map_or(1, |p| p.1);
+            assert!(now >= *next, "peer {peer}: next seq went back from {next} to {now}");
+        }
+    }
+    (held, markers)
+}
+
+/// Opens the (possibly damaged) store in `dir` and asserts the invariant:
+///
+/// - whatever the damage: no panic or fault; a refused open changes no file; every message
+///   returned was committed, byte for byte; a recovered store is usable and opens again;
+/// - `strict` (one damage, e.g. one flipped bit or one zeroed page — not several that could
+///   together erase the redundancy, such as a peer record's newest copy *and* a slot): a plain
+///   open either fails with a typed error, or succeeds with every pending outbound message
+///   intact (a loss is never silent); an open with `recover_damaged` accounts for every pending
+///   outbound message (held intact, or in a reported lost range that a gap marker now stands
+///   for); seq numbers never go back.
+pub fn check_open(dir: &Path, template: &Template, strict: bool) {
+    let before = contents(dir);
     match Store::open(dir, &config()) {
         Ok(s) => {
-            for peer in s.peers() {
-                for seq in s.outbound_seqs(peer) {
-                    let got = s.outbound_message(peer, seq).map(|m| m.payload());
-                    assert!(
-                        got.is_some()
-                            && template.outbound.get(&(peer, seq)).map(Vec::as_slice) == got,
-                        "recovered outbound {peer}/{seq} was never committed as is"
-                    );
-                }
-                for seq in s.inbound_seqs(peer) {
-                    let got = s.inbound_message(peer, seq).map(|m| m.payload());
-                    assert!(
-                        got.is_some()
-                            && template.inbound.get(&(peer, seq)).map(Vec::as_slice) == got,
-                        "recovered inbound {peer}/{seq} was never persisted as is"
-                    );
-                }
+            let (held, _) = check_contents(&s, template, strict);
+            for k in template.outbound.keys().filter(|_| strict) {
+                assert!(
+                    held.contains(k),
+                    "outbound {}/{} lost, and the open reported no damage",
+                    k.0,
+                    k.1
+                );
             }
-            // Still usable, and recovery left a store that opens again.
+            return;
+        }
+        Err(StoreError::Damaged { problems, .. }) => {
+            assert!(problems > 0);
+            assert_eq!(before, contents(dir), "a refused open changed the files");
+        }
+        Err(
+            StoreError::Corrupt { .. }
+            | StoreError::NodeIdMismatch { .. }
+            | StoreError::NoSpace
+            | StoreError::Io(_),
+        ) => {
+            assert_eq!(before, contents(dir), "a refused open changed the files");
+            return;
+        }
+        Err(e) => panic!("unexpected error kind: {e:?}"),
+    }
+    let recover = StoreConfig {
+        recover_damaged: true,
+        ..config()
+    };
+    match Store::open(dir, &recover) {
+        Ok(s) => {
+            let (held, markers) = check_contents(&s, template, strict);
+            let report = s.open_report().clone();
+            assert!(report.damage_count > 0, "damage refused before, none found now");
+            for &(peer, seq) in template.outbound.keys().filter(|_| strict) {
+                let reported = report
+                    .lost
+                    .iter()
+                    .any(|r| r.peer == peer && (r.first..=r.last).contains(&seq));
+                let marked = markers
+                    .iter()
+                    .any(|&(p, f, l)| p == peer && (f..=l).contains(&seq));
+                assert!(
+                    held.contains(&(peer, seq)) || (reported && marked),
+                    "outbound {peer}/{seq} neither held nor reported lost"
+                );
+            }
+            // Still usable, and recovery left a store that opens again, plainly.
             match s.producer().send(1, b"after") {
                 Ok(_) | Err(StoreError::TooManyPeers { .. }) => {}
                 Err(e) => panic!("send after recovery: {e}"),
             }
             drop(s);
             if let Err(e) = Store::open(dir, &config()) {
-                panic!("second open after a successful recovery: {e}");
+                panic!("plain open after a successful recovery: {e}");
             }
         }
         Err(
@@ -164,6 +264,6 @@ pub fn check_open(dir: &Path, template: &Template) {
             | StoreError::NoSpace
             | StoreError::Io(_),
         ) => {}
-        Err(e) => panic!("unexpected error kind: {e:?}"),
+        Err(e) => panic!("unexpected error kind with recover_damaged: {e:?}"),
     }
 }

@@ -96,6 +96,20 @@ pub enum StoreError {
     /// Invalid configuration.
     #[error("invalid store configuration: {0}")]
     Config(&'static str),
+    /// The store's files were damaged while it was closed (cut short, overwritten, a stale
+    /// copy): messages may be lost. Nothing was changed. Open with
+    /// `StoreConfig::recover_damaged` to open anyway and learn what was lost.
+    #[error("store file {file} is damaged at offset {offset}: {what} ({problems} problem(s) found)")]
+    Damaged {
+        /// The file of the first problem found.
+        file: PathBuf,
+        /// Byte offset of that problem in the file.
+        offset: u64,
+        /// What is wrong there.
+        what: String,
+        /// Problems found in all.
+        problems: usize,
+    },
     /// A previous `sync` failed; the store refuses all further work until it is reopened.
     #[error("store stopped after a sync failure: {0}")]
     Stopped(#[source] Arc<io::Error>),

@@ -20,7 +20,7 @@
 //!  28   4 SUPER_LEN (4096)          24   8 next outbound seq floor   28   4 payload len
 //!  32   4 RECORD_LEN (64)           32   8 acked outbound seq        32   4 payload crc32c
 //!  36  24 reserved (0)              40   8 consumed inbound seq      36   4 incarnation
-//!  60   4 crc32c(bytes 0..60)       48   8 peer session epoch        40   1 kind (1 out, 2 in)
+//!  60   4 crc32c(bytes 0..60)       48   8 peer session epoch        40   1 kind (1 out, 2 in, 3/4 lost)
 //!  64                               56   4 reserved (0)              41  19 reserved (0)
 //!                                   60   4 crc32c(bytes 0..60)       60   4 crc32c(bytes 8..60)
 //!                                   64                               64     payload (len bytes)
@@ -63,6 +63,18 @@ pub(crate) const NUM_CLASSES: usize = 36;
 pub(crate) const KIND_OUT: u8 = 1;
 /// Slot kind: inbound message.
 pub(crate) const KIND_IN: u8 = 2;
+/// Slot kind: outbound gap marker: seqs `seq..=last` (`last` is the 8-byte
+/// little-endian payload) are gone; the peer is to be told.
+pub(crate) const KIND_OUT_LOST: u8 = 3;
+/// Slot kind: inbound gap marker: the sender will never deliver `seq..=last`.
+pub(crate) const KIND_IN_LOST: u8 = 4;
+/// Payload length of a gap marker slot.
+pub(crate) const LOST_LEN: u32 = 8;
+
+/// Whether slots of `kind` belong to the outbound direction.
+pub(crate) const fn is_outbound(kind: u8) -> bool {
+    kind == KIND_OUT || kind == KIND_OUT_LOST
+}
 
 /// Size in bytes of slots of class `c`: 128, 192, 256, 384, 512, 768, ... 16 MiB, 24 MiB.
 pub(crate) const fn class_size(c: usize) -> usize {
@@ -307,7 +319,9 @@ impl SlotHeader {
             inc: get_u32(b, 28),
             kind: b[32],
         };
-        (h.generation != 0 && h.seq != 0 && (h.kind == KIND_OUT || h.kind == KIND_IN)).then_some(h)
+        let kind_ok = matches!(h.kind, KIND_OUT | KIND_IN | KIND_OUT_LOST | KIND_IN_LOST);
+        let marker_ok = !matches!(h.kind, KIND_OUT_LOST | KIND_IN_LOST) || h.len == LOST_LEN;
+        (h.generation != 0 && h.seq != 0 && kind_ok && marker_ok).then_some(h)
     }
 }
 

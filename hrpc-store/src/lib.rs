@@ -69,8 +69,9 @@ mod sync;
 
 pub use error::StoreError;
 pub use store::{
-    Durability, FileReport, InboundSlot, MessageRef, OutboundOnReset, OutboundProducer,
-    OutboundReservation, PeerReport, ResetReport, Store, StoreConfig, StoreReport,
+    Damage, Durability, FileReport, InboundSlot, LostRange, MessageRef, OpenReport,
+    OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, ResetReport, Store,
+    StoreConfig, StoreReport,
 };
 
 /// The README's example, compiled and run as a doctest.

@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use crate::error::StoreError;
 use crate::failpoint;
 use crate::layout::{
-    COPIES, ENTRY_LEN, KIND_IN, KIND_OUT, NUM_CLASSES, RECORD_LEN, Record, SEG_HDR, SLOT_HDR,
-    SUPER_LEN, SegHeader, SlotHeader, Superblock, class_for, class_size,
+    COPIES, ENTRY_LEN, KIND_IN, KIND_IN_LOST, KIND_OUT, KIND_OUT_LOST, LOST_LEN, NUM_CLASSES, RECORD_LEN, Record, SEG_HDR, SLOT_HDR,
+    SUPER_LEN, SegHeader, SlotHeader, Superblock, class_for, class_size, is_outbound,
 };
 use crate::map::MappedFile;
 use crate::sync::{Arc, Mutex, MutexGuard, Ordering, lock};
@@ -57,6 +57,12 @@ pub struct StoreConfig {
     /// Peer table size, fixed when the store is created (ignored on reopen). Default 1024;
     /// costs 192 bytes of disk per entry.
     pub max_peers: u32,
+    /// Open a store whose files were damaged while it was closed (cut short, overwritten,
+    /// replaced by a stale copy). Default `false`: [`Store::open`] fails with
+    /// [`StoreError::Damaged`] naming the file, the offset and what is wrong, and changes
+    /// nothing. `true`: it opens anyway, and [`Store::open_report`] says what was found and
+    /// which outbound seqs of which peers were lost (gap markers then tell the peers).
+    pub recover_damaged: bool,
 }
 
 impl Default for StoreConfig {
@@ -66,6 +72,7 @@ impl Default for StoreConfig {
             durability: Durability::Process,
             capacity_bytes: 1 << 30,
             max_peers: 1024,
+            recover_damaged: false,
         }
     }
 }
@@ -136,6 +143,11 @@ const TOMBSTONE: SlotId = SlotId {
 #[derive(Debug, Clone, Copy)]
 struct OutEntry {
     seq: u64,
+    /// Last seq this entry stands for: `seq` for a message, the end of the
+    /// range for a gap marker.
+    last: u64,
+    /// A gap marker (`seq..=last` are gone), not a message.
+    lost: bool,
     slot: SlotId,
     len: u32,
     crc: u32,
@@ -143,6 +155,9 @@ struct OutEntry {
 
 #[derive(Debug, Clone, Copy)]
 struct InEntry {
+    /// As in [`OutEntry`].
+    last: u64,
+    lost: bool,
     slot: SlotId,
     len: u32,
     crc: u32,
@@ -193,14 +208,20 @@ struct PeerState {
 }
 
 impl PeerState {
+    /// The pending entry that holds `seq`: the message `seq`, or a gap marker
+    /// whose range contains it.
     fn find_out(&self, seq: u64) -> Option<usize> {
         let front = self.out.front()?.seq;
         let i = usize::try_from(seq.checked_sub(front)?).ok()?;
         let i = match self.out.get(i) {
             Some(e) if e.seq == seq => i,
-            _ => self.out.binary_search_by_key(&seq, |e| e.seq).ok()?,
+            _ => self
+                .out
+                .partition_point(|e| e.seq <= seq)
+                .checked_sub(1)?,
         };
-        (self.out[i].slot != TOMBSTONE).then_some(i)
+        let e = &self.out[i];
+        (e.slot != TOMBSTONE && e.seq <= seq && seq <= e.last).then_some(i)
     }
 }
 
@@ -493,6 +514,72 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Writes the next-seq floor of every peer committed to since the last
+    /// call into its record, appending `(peer index, next seq)` to `out`.
+    fn record_floors(&mut self, sh: &Shared, out: &mut Vec<(u32, u64)>) {
+        let listed = std::mem::take(&mut self.committed);
+        for &i in &listed {
+            let st = &mut self.states[i as usize];
+            st.listed = false;
+            let next = st.next_out;
+            out.push((i, next));
+            if st.rec.next_out < next {
+                st.rec.next_out = next;
+                self.write_record(sh, i as usize);
+            }
+        }
+        self.committed = listed;
+        self.committed.clear();
+    }
+
+    /// Claims a slot, writes a gap marker for `first..=last` of `kind` for the peer at `pidx`
+    /// into it and publishes it. Returns its index entry.
+    fn publish_marker(
+        &mut self,
+        sh: &Shared,
+        pidx: usize,
+        peer: u32,
+        first: u64,
+        last: u64,
+        kind: u8,
+    ) -> Result<OutEntry> {
+        let class = class_for(LOST_LEN as usize + SLOT_HDR);
+        let slot = self.claim(sh, class)?;
+        let payload = last.to_le_bytes();
+        let Some(seg) = sh.seg(slot.seg) else {
+            self.unclaim(class, slot);
+            return Err(StoreError::WrongStore);
+        };
+        seg.map.write(seg.off(slot.idx) + SLOT_HDR, &payload);
+        let crc = crc32c::crc32c(&payload);
+        let rec = self.states[pidx].rec;
+        let inc = if kind == KIND_OUT_LOST {
+            rec.out_inc
+        } else {
+            rec.in_inc
+        };
+        let hdr = SlotHeader {
+            generation: 0,
+            seq: first,
+            peer,
+            len: LOST_LEN,
+            crc,
+            inc,
+            kind,
+        };
+        self.publish(sh, slot, hdr);
+        Ok(OutEntry {
+            seq: first,
+            last,
+            lost: true,
+            slot,
+            len: LOST_LEN,
+            crc,
+        })
+    }
+}
+
 fn create_file(path: &Path, len: u64, header: &[u8], sync: bool) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
@@ -521,12 +608,14 @@ fn create_file(path: &Path, len: u64, header: &[u8], sync: bool) -> Result<File>
 // ---------------------------------------------------------------------------------------------
 // Public types
 
-/// A committed message borrowed from the store (zero-copy view into the mapping).
+/// A committed message borrowed from the store (zero-copy view into the mapping), or a gap
+/// marker: a range of seqs that will never be delivered ([`MessageRef::lost_through`]).
 #[derive(Debug, Clone, Copy)]
 pub struct MessageRef<'a> {
     seq: u64,
     crc: u32,
     payload: &'a [u8],
+    lost_through: Option<u64>,
 }
 
 impl<'a> MessageRef<'a> {
@@ -541,6 +630,69 @@ impl<'a> MessageRef<'a> {
     /// crc32c of the payload (verified at commit and at recovery).
     pub fn crc(&self) -> u32 {
         self.crc
+    }
+    /// `Some(last)` if this is a gap marker: seqs `seq()..=last` are gone (discarded, or lost
+    /// with a damaged store) and will never be delivered; the payload is then empty.
+    pub fn lost_through(&self) -> Option<u64> {
+        self.lost_through
+    }
+}
+
+/// Something wrong found in a store's files by [`Store::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The damaged file.
+    pub file: PathBuf,
+    /// Byte offset in it where the damage was found.
+    pub offset: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// Outbound messages lost from a damaged store: seqs `first..=last` to `peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostRange {
+    /// Peer node id.
+    pub peer: u32,
+    /// First lost seq.
+    pub first: u64,
+    /// Last lost seq.
+    pub last: u64,
+}
+
+/// What [`Store::open`] found and did ([`Store::open_report`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Damage found (only with [`StoreConfig::recover_damaged`]; otherwise open fails). At
+    /// most [`OpenReport::MAX_DAMAGE`] entries; `damage_count` counts them all.
+    pub damage: Vec<Damage>,
+    /// Number of problems found, including those not listed in `damage`.
+    pub damage_count: usize,
+    /// Outbound seqs lost with the damage. A gap marker now stands for each range, so the peer
+    /// is told and its stream does not stall. A range may include seqs the peer had already
+    /// persisted; its own `Lost` report is exact.
+    pub lost: Vec<LostRange>,
+    /// Slots found half-written (torn by a power loss in [`Durability::Sync`] mode) and freed.
+    pub torn_slots: usize,
+    /// Slots already acknowledged or consumed, superseded, or of an older peer session, freed.
+    pub stale_slots: usize,
+    /// Messages and markers found intact and kept.
+    pub live_slots: usize,
+}
+
+impl OpenReport {
+    /// Most entries kept in [`OpenReport::damage`].
+    pub const MAX_DAMAGE: usize = 1000;
+
+    fn damage(&mut self, file: &Path, offset: u64, what: impl Into<String>) {
+        self.damage_count += 1;
+        if self.damage.len() < Self::MAX_DAMAGE {
+            self.damage.push(Damage {
+                file: file.to_path_buf(),
+                offset,
+                what: what.into(),
+            });
+        }
     }
 }
 
@@ -634,6 +786,8 @@ pub struct Store {
     deferred: Vec<SlotId>,
     /// Scratch for [`Store::sync`]: `(peer index, next seq)` captured under the lock.
     captured: Vec<(u32, u64)>,
+    /// What open found.
+    report: OpenReport,
     _lock: File,
 }
 
@@ -789,6 +943,8 @@ impl OutboundReservation<'_> {
         let st = &mut inner.states[self.pidx];
         st.out.push_back(OutEntry {
             seq,
+            last: seq,
+            lost: false,
             slot: self.slot,
             len: self.len,
             crc,
@@ -825,9 +981,13 @@ impl Drop for OutboundReservation<'_> {
 // Open & recovery
 
 struct Candidate {
+    /// Position in the candidate list (after sorting).
+    index: usize,
     peer: u32,
     kind: u8,
     seq: u64,
+    /// Last seq it stands for (`seq`, or a gap marker's end).
+    last: u64,
     generation: u64,
     inc: u32,
     len: u32,
@@ -935,6 +1095,12 @@ impl Store {
         }
         let meta = MappedFile::map(&meta_file, table_end, false, false)?;
 
+        // Phase 1, read-only: peer records and slots are read and checked, and every decision
+        // is made, before anything is written. A damaged store that is not to be recovered is
+        // refused with nothing changed.
+        let recover = cfg.recover_damaged;
+        let mut report = OpenReport::default();
+
         // Peer records: per entry, the valid copy with the highest generation.
         let mut states: Vec<PeerState> = Vec::new();
         let mut peers: IdMap<u32> = IdMap::default();
@@ -958,9 +1124,12 @@ impl Store {
                 continue;
             };
             if let Some(&other) = peers.get(&rec.peer) {
-                // Duplicate entry for one peer (only possible through outside damage): keep
-                // the newer one.
-                tracing::warn!(peer = rec.peer, entry = e, "duplicate peer entry");
+                // Two entries for one peer: only possible through outside damage. Keep the newer.
+                report.damage(
+                    &meta_path,
+                    (SUPER_LEN + e as usize * ENTRY_LEN) as u64,
+                    format!("a second record for peer {}", rec.peer),
+                );
                 let o = &mut states[other as usize];
                 if o.rec.generation >= rec.generation {
                     continue;
@@ -971,14 +1140,13 @@ impl Store {
             peers.insert(rec.peer, states.len() as u32);
             states.push(new_state(rec, e, c));
         }
-        // Entries shadowed by duplicates are neither free nor used; zero them so they become free.
+        // Entries shadowed by duplicates are neither free nor used; zeroed below so they
+        // become free.
         let used_entries: std::collections::HashSet<u32> = states.iter().map(|s| s.entry).collect();
-        for e in 0..sb.max_peers {
-            if !used_entries.contains(&e) && !free_entries.contains(&e) {
-                meta.write(SUPER_LEN + e as usize * ENTRY_LEN, &[0u8; ENTRY_LEN]);
-                free_entries.push(e);
-            }
-        }
+        let shadowed: Vec<u32> = (0..sb.max_peers)
+            .filter(|e| !used_entries.contains(e) && !free_entries.contains(e))
+            .collect();
+        free_entries.extend(&shadowed);
         free_entries.sort_unstable_by(|a, b| b.cmp(a));
 
         let segments: Box<[OnceLock<Segment>]> =
@@ -988,7 +1156,7 @@ impl Store {
         let mut nsegs = 0u32;
         let mut cands: Vec<Candidate> = Vec::new();
         let mut max_gen = 0u64;
-        let mut torn = 0usize;
+        let mut torn: Vec<SlotId> = Vec::new();
         let mut hdr = [0u8; SLOT_HDR - 8];
         for (i, path) in &seg_files {
             if *i as usize >= MAX_SEGMENTS {
@@ -1010,7 +1178,12 @@ impl Store {
                 return Err(corrupt(path, "segment larger than any the store creates"));
             }
             if flen < len {
-                tracing::warn!(file = %path.display(), flen, len, "segment truncated: re-extending (lost slots are freed)");
+                // Files are created at full length (fallocate before rename): a shorter one was
+                // cut while the store was closed, and the slots past the cut are gone.
+                report.damage(path, flen, format!("cut short: {flen} of {len} bytes"));
+                if !recover {
+                    continue;
+                }
                 fallocate(&file, len)?;
             }
             let map = MappedFile::map(&file, len as usize, true, true)?;
@@ -1040,13 +1213,23 @@ impl Store {
                         && (h.len as usize) <= cap
                         && crc32c::crc32c(seg.map.bytes(off + SLOT_HDR, h.len as usize)) == h.crc
                 });
-                match valid {
-                    Some(h) => {
+                let lost_through = |h: &SlotHeader| -> Option<u64> {
+                    if h.kind != KIND_OUT_LOST && h.kind != KIND_IN_LOST {
+                        return Some(h.seq);
+                    }
+                    let mut b = [0u8; 8];
+                    seg.map.read(off + SLOT_HDR, &mut b);
+                    Some(u64::from_le_bytes(b)).filter(|&last| last >= h.seq)
+                };
+                match valid.and_then(|h| Some((h, lost_through(&h)?))) {
+                    Some((h, last)) => {
                         max_gen = max_gen.max(h.generation);
                         cands.push(Candidate {
+                            index: 0,
                             peer: h.peer,
                             kind: h.kind,
                             seq: h.seq,
+                            last,
                             generation: h.generation,
                             inc: h.inc,
                             len: h.len,
@@ -1055,8 +1238,19 @@ impl Store {
                         });
                     }
                     None => {
-                        torn += 1;
-                        w.store(0, Ordering::Release);
+                        // A published slot is complete and checksummed (I1). Only a power loss
+                        // can tear one (Sync mode: what it held was never durable); otherwise
+                        // it was damaged while the store was closed.
+                        if !sync {
+                            report.damage(
+                                path,
+                                off as u64,
+                                format!(
+                                    "slot {idx}: published, but its header or payload fails its checksum"
+                                ),
+                            );
+                        }
+                        torn.push(slot);
                         cs.free.push(slot);
                     }
                 }
@@ -1067,6 +1261,67 @@ impl Store {
             nsegs = nsegs.max(*i + 1);
         }
 
+        // Streams: by (peer, direction, seq), highest generation first.
+        cands.sort_unstable_by(|a, b| {
+            (a.peer, is_outbound(a.kind), a.seq, std::cmp::Reverse(a.generation)).cmp(&(
+                b.peer,
+                is_outbound(b.kind),
+                b.seq,
+                std::cmp::Reverse(b.generation),
+            ))
+        });
+        for (i, c) in cands.iter_mut().enumerate() {
+            c.index = i;
+        }
+        let mut plan = RecoveryPlan::default();
+        let mut at = 0;
+        while at < cands.len() {
+            let (peer, out) = (cands[at].peer, is_outbound(cands[at].kind));
+            let n = cands[at..].partition_point(|c| c.peer == peer && is_outbound(c.kind) == out);
+            let group = &cands[at..at + n];
+            at += n;
+            let rec = match peers.get(&peer) {
+                Some(&k) => states[k as usize].rec,
+                None => {
+                    // Every slot's peer record is written before the slot is published; only
+                    // a power loss between the two flushes explains a slot without one.
+                    if !sync {
+                        report.damage(
+                            &meta_path,
+                            SUPER_LEN as u64,
+                            format!("slots for peer {peer}, which has no record"),
+                        );
+                    }
+                    Record {
+                        peer,
+                        next_out: 1,
+                        ..Record::default()
+                    }
+                }
+            };
+            if out {
+                plan.outbound(group, &rec, sync, &meta_path, &mut report);
+            } else {
+                plan.inbound(group, &rec);
+            }
+        }
+        if !recover && report.damage_count > 0 {
+            let first = &report.damage[0];
+            return Err(StoreError::Damaged {
+                file: first.file.clone(),
+                offset: first.offset,
+                what: first.what.clone(),
+                problems: report.damage_count,
+            });
+        }
+        for d in &report.damage {
+            tracing::warn!(file = %d.file.display(), offset = d.offset, what = %d.what, "store damage: recovering");
+        }
+
+        // Phase 2: apply the plan.
+        for &e in &shadowed {
+            meta.write(SUPER_LEN + e as usize * ENTRY_LEN, &[0u8; ENTRY_LEN]);
+        }
         let instance = random_nonzero_u64();
         let inner = Inner {
             classes,
@@ -1098,60 +1353,39 @@ impl Store {
         });
         let sh = &*shared;
         let mut inner = lock(&sh.inner);
-
-        // Group candidates: by (peer, kind, seq), highest generation first.
-        cands.sort_unstable_by(|a, b| {
-            (a.peer, a.kind, a.seq, std::cmp::Reverse(a.generation)).cmp(&(
-                b.peer,
-                b.kind,
-                b.seq,
-                std::cmp::Reverse(b.generation),
-            ))
-        });
-        let mut inbound: IdMap<BTreeMap<u64, InEntry>> = IdMap::default();
-        let (mut dup, mut stale, mut live) = (0usize, 0usize, 0usize);
-        let mut prev: Option<(u32, u8, u64)> = None;
-        let mut cur_peer: Option<(u32, usize)> = None;
-        for c in &cands {
-            let key = (c.peer, c.kind, c.seq);
-            if prev == Some(key) {
-                dup += 1;
-                inner.used += class_size(seg_class(sh, c.slot)) as u64;
-                inner.free_slot(sh, c.slot);
-                continue;
+        for &slot in &torn {
+            if let Some(seg) = sh.seg(slot.seg) {
+                seg.map.word(seg.off(slot.idx)).store(0, Ordering::Release);
             }
-            prev = Some(key);
+        }
+        report.torn_slots = torn.len();
+        report.stale_slots = plan.free.len();
+        report.live_slots = plan.keep.len();
+        for &k in &plan.free {
+            let c = &cands[k];
+            inner.used += class_size(seg_class(sh, c.slot)) as u64;
+            inner.free_slot(sh, c.slot);
+        }
+        let mut inbound: IdMap<BTreeMap<u64, InEntry>> = IdMap::default();
+        let mut cur_peer: Option<(u32, usize)> = None;
+        for &k in &plan.keep {
+            let c = &cands[k];
+            inner.used += class_size(seg_class(sh, c.slot)) as u64;
             let pidx = match cur_peer {
-                Some((p, i)) if p == c.peer => Some(i),
+                Some((p, i)) if p == c.peer => i,
                 _ => {
-                    let r = inner.peer_idx(sh, c.peer).ok();
-                    if let Some(i) = r {
-                        cur_peer = Some((c.peer, i));
-                    }
-                    r
+                    let i = inner.peer_idx(sh, c.peer)?;
+                    cur_peer = Some((c.peer, i));
+                    i
                 }
             };
-            inner.used += class_size(seg_class(sh, c.slot)) as u64;
-            let Some(pidx) = pidx else {
-                stale += 1;
-                inner.free_slot(sh, c.slot);
-                continue;
-            };
-            let st = &mut inner.states[pidx];
-            let keep = if c.kind == KIND_OUT {
-                c.inc == st.rec.out_inc && c.seq > st.rec.acked_out
-            } else {
-                c.inc == st.rec.in_inc && c.seq > st.rec.consumed_in
-            };
-            if !keep {
-                stale += 1;
-                inner.free_slot(sh, c.slot);
-                continue;
-            }
-            live += 1;
-            if c.kind == KIND_OUT {
+            let lost = c.kind == KIND_OUT_LOST || c.kind == KIND_IN_LOST;
+            if is_outbound(c.kind) {
+                let st = &mut inner.states[pidx];
                 st.out.push_back(OutEntry {
                     seq: c.seq,
+                    last: c.last,
+                    lost,
                     slot: c.slot,
                     len: c.len,
                     crc: c.crc,
@@ -1162,6 +1396,8 @@ impl Store {
                 inbound.entry(c.peer).or_default().insert(
                     c.seq,
                     InEntry {
+                        last: c.last,
+                        lost,
                         slot: c.slot,
                         len: c.len,
                         crc: c.crc,
@@ -1169,9 +1405,21 @@ impl Store {
                 );
             }
         }
+        inner.generation = max_gen + 1;
+        // Gap markers for outbound seqs lost with the damage, so the peers are told.
+        for r in &plan.lost {
+            let pidx = inner.peer_idx(sh, r.peer)?;
+            let e = inner.publish_marker(sh, pidx, r.peer, r.first, r.last, KIND_OUT_LOST)?;
+            let st = &mut inner.states[pidx];
+            let at = st.out.partition_point(|x| x.seq < r.first);
+            st.out.insert(at, e);
+            st.out_live += 1;
+            st.out_bytes += u64::from(e.len);
+        }
+        report.lost = plan.lost;
         for i in 0..inner.states.len() {
             let st = &mut inner.states[i];
-            let last = st.out.back().map_or(0, |e| e.seq);
+            let last = st.out.back().map_or(0, |e| e.last);
             st.next_out = st
                 .rec
                 .next_out
@@ -1186,11 +1434,14 @@ impl Store {
                 inner.write_record(sh, i);
             }
         }
-        inner.generation = max_gen + 1;
-        if torn + dup + stale > 0 {
-            tracing::warn!(torn, dup, stale, "recovery freed slots");
+        if report.torn_slots + report.stale_slots > 0 {
+            tracing::info!(
+                torn = report.torn_slots,
+                stale = report.stale_slots,
+                "recovery freed slots"
+            );
         }
-        tracing::info!(dir = %dir.display(), segments = nsegs, live, peers = inner.states.len(), "store opened");
+        tracing::info!(dir = %dir.display(), segments = nsegs, live = report.live_slots, peers = inner.states.len(), "store opened");
         if sync {
             // What recovery found may still be only in the page cache (the previous owner died
             // before syncing): make it durable before treating it as the durable state.
@@ -1205,6 +1456,10 @@ impl Store {
                 st.durable = st.latest;
                 st.dirty = false;
             }
+            inner.dirty_segs.clear();
+            for d in &mut inner.seg_dirty {
+                *d = (0, 0);
+            }
         }
         drop(inner);
         Ok(Store {
@@ -1215,8 +1470,97 @@ impl Store {
             inbound,
             deferred: Vec::new(),
             captured: Vec::new(),
+            report,
             _lock: lock_file,
         })
+    }
+}
+
+/// Recovery's decisions about the slots found, made before anything is written.
+#[derive(Debug, Default)]
+struct RecoveryPlan {
+    /// Candidates (indexes) to keep, in (peer, direction, seq) order.
+    keep: Vec<usize>,
+    /// Candidates to free: superseded, acknowledged or consumed, of an older session, or
+    /// (Sync mode) committed after the last sync behind a hole.
+    free: Vec<usize>,
+    /// Outbound ranges lost with the damage (gap markers to create).
+    lost: Vec<LostRange>,
+}
+
+impl RecoveryPlan {
+    /// One peer's outbound slots, ascending by seq. An outbound stream is contiguous: the store
+    /// holds every seq from `acked + 1` to the last committed one (messages or gap markers), and
+    /// the recorded floor says how far it went at the last sync. A hole below the floor (or, in
+    /// Process mode, anywhere) is damage: it becomes a gap marker. In Sync mode a hole at or
+    /// above the floor is what a power loss leaves of commits made after the last sync (never
+    /// transmitted): the rest of the stream is dropped and its seqs reused.
+    fn outbound(
+        &mut self,
+        group: &[Candidate],
+        rec: &Record,
+        sync: bool,
+        meta_path: &Path,
+        report: &mut OpenReport,
+    ) {
+        let peer = rec.peer;
+        let mut expected = rec.acked_out + 1;
+        let floor = rec.next_out.max(expected);
+        let mut dropping = false;
+        let mut prev: Option<u64> = None;
+        let damaged = |report: &mut OpenReport, lost: &mut Vec<LostRange>, first, last| {
+            report.damage(
+                meta_path,
+                SUPER_LEN as u64,
+                format!("peer {peer}: outbound seqs {first}..={last} are missing"),
+            );
+            lost.push(LostRange { peer, first, last });
+        };
+        for c in group {
+            if prev == Some(c.seq) || c.inc != rec.out_inc || c.last < expected || dropping {
+                self.free.push(c.index);
+                continue;
+            }
+            prev = Some(c.seq);
+            if c.seq > expected {
+                let gap_end = c.seq - 1;
+                if sync {
+                    let damaged_end = gap_end.min(floor - 1);
+                    if expected <= damaged_end {
+                        damaged(report, &mut self.lost, expected, damaged_end);
+                    }
+                    if gap_end >= floor {
+                        dropping = true;
+                        self.free.push(c.index);
+                        continue;
+                    }
+                } else {
+                    damaged(report, &mut self.lost, expected, gap_end);
+                }
+            }
+            self.keep.push(c.index);
+            expected = expected.max(c.last + 1);
+        }
+        if expected < floor {
+            damaged(report, &mut self.lost, expected, floor - 1);
+        }
+    }
+
+    /// One peer's inbound slots: messages (and gap markers) past the consumed cursor are kept.
+    fn inbound(&mut self, group: &[Candidate], rec: &Record) {
+        let mut covered = rec.consumed_in;
+        let mut prev: Option<u64> = None;
+        for c in group {
+            if prev == Some(c.seq) || c.inc != rec.in_inc || c.seq <= covered {
+                self.free.push(c.index);
+                continue;
+            }
+            prev = Some(c.seq);
+            self.keep.push(c.index);
+            if c.kind == KIND_IN_LOST {
+                covered = covered.max(c.last);
+            }
+        }
     }
 }
 
@@ -1245,6 +1589,18 @@ fn new_state(rec: Record, entry: u32, copy: u8) -> PeerState {
         out: VecDeque::new(),
         out_live: 0,
         out_bytes: 0,
+    }
+}
+
+impl Drop for Store {
+    /// Records the next-seq floors (memory writes to the mapping, no syscall), so a store
+    /// closed without a final [`Store::sync`] still knows how far each stream went if a
+    /// segment is lost later. Otherwise dropping is the same as the process dying.
+    fn drop(&mut self) {
+        let sh = &*self.shared;
+        let mut inner = lock(&sh.inner);
+        let mut scratch = Vec::new();
+        inner.record_floors(sh, &mut scratch);
     }
 }
 
@@ -1329,51 +1685,32 @@ impl Store {
         let st = &inner.states[*inner.peers.get(&peer)? as usize];
         let e = st.out[st.find_out(seq)?];
         drop(inner);
+        if e.lost {
+            // A view of the marker from `seq` on.
+            return Some(MessageRef {
+                seq,
+                crc: 0,
+                payload: &[],
+                lost_through: Some(e.last),
+            });
+        }
         // Sound (M5): the slot is published and only `&mut self` methods free it.
         let payload = self.shared.payload(e.slot, e.len)?;
         Some(MessageRef {
             seq,
             crc: e.crc,
             payload,
+            lost_through: None,
         })
     }
 
-    /// Selective acknowledgement: the peer persisted `seq`; free it. Returns whether it was
-    /// pending. Persists the next-seq floor first so numbering never goes backwards.
-    pub fn release_outbound(&mut self, peer: u32, seq: u64) -> Result<bool> {
-        let sh = &*self.shared;
-        sh.check_stopped()?;
-        let mut inner = lock(&sh.inner);
-        let Some(&pidx) = inner.peers.get(&peer) else {
-            return Ok(false);
-        };
-        let pidx = pidx as usize;
-        let Some(i) = inner.states[pidx].find_out(seq) else {
-            return Ok(false);
-        };
-        let st = &mut inner.states[pidx];
-        if st.rec.next_out < st.next_out {
-            st.rec.next_out = st.next_out;
-            inner.write_record(sh, pidx);
-            failpoint::hit("release.after_record");
-        }
-        let st = &mut inner.states[pidx];
-        let e = std::mem::replace(&mut st.out[i].slot, TOMBSTONE);
-        let len = st.out[i].len;
-        st.out_live -= 1;
-        st.out_bytes -= u64::from(len);
-        while st.out.front().is_some_and(|e| e.slot == TOMBSTONE) {
-            st.out.pop_front();
-        }
-        if st.out.len() > 64 && st.out_live * 2 < st.out.len() {
-            st.out.retain(|e| e.slot != TOMBSTONE);
-        }
-        free_or_defer(&mut self.deferred, sh, &mut inner, e);
-        Ok(true)
-    }
-
     /// Cumulative acknowledgement: frees every pending message to `peer` with seq ≤ `seq` and
-    /// persists the acked cursor (first). Returns how many were freed.
+    /// persists the acked cursor (first). Returns how many were freed. A gap marker is freed
+    /// only once `seq` covers its whole range.
+    ///
+    /// There is no selective release: the store always holds the whole unacknowledged part of
+    /// a stream, `acked + 1 .. next`, which is what lets recovery tell a missing message from
+    /// one that was acknowledged.
     /// [`StoreError::BadSeq`] if `seq` was never assigned.
     pub fn release_outbound_through(&mut self, peer: u32, seq: u64) -> Result<usize> {
         let sh = &*self.shared;
@@ -1412,7 +1749,7 @@ impl Store {
             let Some(e) = st.out.front().copied() else {
                 break;
             };
-            if e.seq > seq {
+            if e.last > seq {
                 break;
             }
             st.out.pop_front();
@@ -1427,6 +1764,70 @@ impl Store {
             }
         }
         Ok(n)
+    }
+
+    /// Gives up on the pending outbound messages to `peer` with seq ≤ `through`: one gap
+    /// marker replaces them (published first, so a crash in between loses nothing), and the
+    /// messages are freed. The marker is sent like a message and tells the peer the range will
+    /// never be delivered. Returns the range the marker stands for (`None` if nothing was
+    /// pending at or below `through`). Errors leave everything unchanged.
+    pub fn discard_outbound(
+        &mut self,
+        peer: u32,
+        through: u64,
+    ) -> Result<Option<std::ops::RangeInclusive<u64>>> {
+        let sh = &*self.shared;
+        sh.check_stopped()?;
+        let mut inner = lock(&sh.inner);
+        let Some(&pidx) = inner.peers.get(&peer) else {
+            return Ok(None);
+        };
+        let pidx = pidx as usize;
+        let st = &inner.states[pidx];
+        let Some(front) = st.out.iter().find(|e| e.slot != TOMBSTONE).copied() else {
+            return Ok(None);
+        };
+        if front.seq > through {
+            return Ok(None);
+        }
+        let first = front.seq;
+        // Everything up to `through` goes, and a marker that reaches past it is swallowed whole.
+        let last = st
+            .out
+            .iter()
+            .take_while(|e| e.seq <= through)
+            .map(|e| e.last)
+            .max()
+            .unwrap_or(first)
+            .max(through.min(st.next_out - 1));
+        let marker = inner.publish_marker(sh, pidx, peer, first, last, KIND_OUT_LOST)?;
+        failpoint::hit("discard.after_marker");
+        loop {
+            let st = &mut inner.states[pidx];
+            let Some(e) = st.out.front().copied() else {
+                break;
+            };
+            if e.seq > last {
+                break;
+            }
+            st.out.pop_front();
+            if e.slot != TOMBSTONE {
+                st.out_live -= 1;
+                st.out_bytes -= u64::from(e.len);
+                free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
+            }
+        }
+        let st = &mut inner.states[pidx];
+        st.out.push_front(marker);
+        st.out_live += 1;
+        st.out_bytes += u64::from(marker.len);
+        Ok(Some(first..=last))
+    }
+
+    /// What [`Store::open`] found: damage (with [`StoreConfig::recover_damaged`]), lost
+    /// outbound ranges, and how many slots it freed.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
     }
 
     /// Highest inbound seq from `peer` the application consumed (0 = none).
@@ -1595,6 +1996,8 @@ impl Store {
         self.inbound.entry(slot.peer).or_default().insert(
             slot.seq,
             InEntry {
+                last: slot.seq,
+                lost: false,
                 slot: slot.slot,
                 len: slot.len,
                 crc: slot.crc,
@@ -1663,24 +2066,74 @@ impl Store {
         self.inbound
             .entry(peer)
             .or_default()
-            .insert(seq, InEntry { slot, len, crc });
+            .insert(
+                seq,
+                InEntry {
+                    last: seq,
+                    lost: false,
+                    slot,
+                    len,
+                    crc,
+                },
+            );
         Ok(())
     }
 
-    /// The persisted, unconsumed inbound message `seq` from `peer`.
+    /// The persisted, unconsumed inbound message `seq` from `peer` (or the gap marker that
+    /// starts at `seq`: [`MessageRef::lost_through`]).
     pub fn inbound_message(&self, peer: u32, seq: u64) -> Option<MessageRef<'_>> {
         let e = *self.inbound.get(&peer)?.get(&seq)?;
+        if e.lost {
+            return Some(MessageRef {
+                seq,
+                crc: 0,
+                payload: &[],
+                lost_through: Some(e.last),
+            });
+        }
         // Sound (M5): published; freed only through `&mut self`.
         let payload = self.shared.payload(e.slot, e.len)?;
         Some(MessageRef {
             seq,
             crc: e.crc,
             payload,
+            lost_through: None,
         })
     }
 
+    /// Persists an inbound gap marker: the sender will never deliver `first..=last` (it said so
+    /// in a LOST frame, or its heartbeat showed it no longer holds them). Consuming the marker
+    /// moves the consumed cursor to `last`. `first` must be past the consumed cursor and not
+    /// persisted; the caller persists markers only for seqs it does not hold.
+    pub fn put_inbound_lost(&mut self, peer: u32, first: u64, last: u64) -> Result<()> {
+        if last < first {
+            return Err(StoreError::BadSeq {
+                peer,
+                seq: first,
+                reason: "gap ends before it starts",
+            });
+        }
+        let sh: &Shared = &self.shared;
+        let (mut inner, slot, class, pidx) = self.claim_inbound(peer, first, LOST_LEN)?;
+        inner.unclaim(class, slot);
+        let e = inner.publish_marker(sh, pidx, peer, first, last, KIND_IN_LOST)?;
+        drop(inner);
+        self.inbound.entry(peer).or_default().insert(
+            first,
+            InEntry {
+                last,
+                lost: true,
+                slot: e.slot,
+                len: e.len,
+                crc: e.crc,
+            },
+        );
+        Ok(())
+    }
+
     /// The application consumed inbound `seq` from `peer` (must be `inbound_consumed + 1` and
-    /// persisted): persists the consumed cursor (first), then frees the slot.
+    /// persisted): persists the consumed cursor (first), then frees the slot. For a gap marker
+    /// the cursor moves to the marker's last seq.
     pub fn consume_inbound(&mut self, peer: u32, seq: u64) -> Result<()> {
         let sh = &*self.shared;
         sh.check_stopped()?;
@@ -1707,7 +2160,7 @@ impl Store {
                 reason: "not the next seq to consume",
             });
         }
-        inner.states[pidx].rec.consumed_in = seq;
+        inner.states[pidx].rec.consumed_in = e.last;
         inner.write_record(sh, pidx);
         failpoint::hit("consume.after_record");
         free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
@@ -1822,19 +2275,7 @@ impl Store {
     /// returns the captured `(peer index, next seq)` pairs in `self.captured`.
     fn capture_watermarks(&mut self, sh: &Shared, inner: &mut Inner) {
         self.captured.clear();
-        let listed = std::mem::take(&mut inner.committed);
-        for &i in &listed {
-            let st = &mut inner.states[i as usize];
-            st.listed = false;
-            let next = st.next_out;
-            self.captured.push((i, next));
-            if st.rec.next_out < next {
-                st.rec.next_out = next;
-                inner.write_record(sh, i as usize);
-            }
-        }
-        inner.committed = listed;
-        inner.committed.clear();
+        inner.record_floors(sh, &mut self.captured);
     }
 
     fn sync_inner(&mut self, sh: &Shared) -> io::Result<()> {

@@ -36,7 +36,7 @@ fn commit_read_reopen() {
 }
 
 /// Released messages are gone after reopen and seq numbering never restarts, even when the
-/// highest seq was released selectively.
+/// highest seq was discarded.
 #[test]
 fn release_persists_cursor() {
     let dir = tempfile::tempdir().unwrap();
@@ -47,19 +47,23 @@ fn release_persists_cursor() {
             p.send(9, &[i; 10]).unwrap();
         }
         assert_eq!(store.release_outbound_through(9, 2).unwrap(), 2);
-        assert!(store.release_outbound(9, 5).unwrap());
-        assert!(!store.release_outbound(9, 5).unwrap());
-        assert!(store.outbound_message(9, 5).is_none());
+        assert_eq!(store.discard_outbound(9, 5).unwrap(), Some(3..=5));
+        assert_eq!(store.discard_outbound(9, 2).unwrap(), None);
+        assert_eq!(store.outbound_message(9, 5).unwrap().lost_through(), Some(5));
+        assert_eq!(store.outbound_message(9, 4).unwrap().lost_through(), Some(5));
         assert!(matches!(
             store.release_outbound_through(9, 6),
             Err(StoreError::BadSeq { .. })
         ));
     }
     let mut store = Store::open(dir.path(), &cfg()).unwrap();
-    assert_eq!(store.outbound_seqs(9), vec![3, 4]);
+    assert_eq!(store.outbound_seqs(9), vec![3]);
+    assert_eq!(store.outbound_message(9, 3).unwrap().lost_through(), Some(5));
     assert_eq!(store.outbound_pending(9), Some((3, 6)));
     assert_eq!(store.producer().send(9, b"x").unwrap(), 6);
-    assert_eq!(store.release_outbound_through(9, 6).unwrap(), 3);
+    // An ack inside the marker's range keeps it; one past it frees it.
+    assert_eq!(store.release_outbound_through(9, 4).unwrap(), 0);
+    assert_eq!(store.release_outbound_through(9, 6).unwrap(), 2);
     drop(store);
     let store = Store::open(dir.path(), &cfg()).unwrap();
     assert_eq!(store.outbound_pending(9), Some((7, 7)));

@@ -1,13 +1,14 @@
 //! Damaged files: a closed, valid store is mutated (bit flips, zeroed pages, garbage pages,
-//! truncation) and opened. Opening never panics or faults; it either returns a typed error or a
-//! store whose every message is one that was committed, byte for byte. The harness
-//! (`hrpc_store::corruption`) is the one `fuzz/fuzz_targets/store_open.rs` drives.
+//! truncation, a stale copy) and opened. Opening never panics or faults, and damage is never
+//! silent: a plain open fails with a typed error naming the file and offset and changes nothing,
+//! or it lost nothing; with `recover_damaged` it opens and reports every lost outbound seq. The
+//! harness (`hrpc_store::corruption`) is the one `fuzz/fuzz_targets/store_open.rs` drives.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::OnceLock;
 
-use hrpc_store::Store;
 use hrpc_store::corruption::{Template, check_open, config};
+use hrpc_store::{LostRange, Store, StoreConfig, StoreError};
 use proptest::prelude::*;
 
 /// The template store, built once.
@@ -27,7 +28,7 @@ fn template_round_trips() {
     assert_eq!(n, t.outbound.len());
     assert_eq!(s.inbound_seqs(9).len(), t.inbound.len());
     drop(s);
-    check_open(dir.path(), t);
+    check_open(dir.path(), t, true);
 }
 
 /// Truncating the superblock file to nothing is a typed error, not a panic.
@@ -54,6 +55,142 @@ proptest! {
         let t = template();
         let dir = tempfile::tempdir().unwrap();
         t.write_damaged(dir.path(), &mutations).unwrap();
-        check_open(dir.path(), t);
+        check_open(dir.path(), t, mutations.len() < 10);
     }
+
+    /// One damage at a time, the strict invariant: never silent, every lost message reported.
+    #[test]
+    fn single_damage_is_never_silent(mutation in proptest::collection::vec(any::<u8>(), 5..=5)) {
+        let t = template();
+        let dir = tempfile::tempdir().unwrap();
+        t.write_damaged(dir.path(), &mutation).unwrap();
+        check_open(dir.path(), t, true);
+    }
+}
+
+fn recovering() -> StoreConfig {
+    StoreConfig {
+        recover_damaged: true,
+        ..config()
+    }
+}
+
+/// The first segment of a store holding 300 pending messages to one peer is cut from 64 KiB to
+/// 32 KiB while the store is closed. A plain open refuses with `Damaged`, naming the file and the
+/// offset of the cut, and leaves the files alone; a recovering open reports exactly the seqs that
+/// were in the lost half, keeps the others, and the next seq does not go back.
+#[test]
+fn segment_cut_in_half_is_refused_then_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), &config()).unwrap();
+        for i in 0..300u32 {
+            s.producer().send(4, &i.to_le_bytes().repeat(25)).unwrap();
+        }
+    }
+    let seg = dir.path().join("seg-000000");
+    let full = std::fs::metadata(&seg).unwrap().len();
+    assert_eq!(full, 64 << 10);
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(full / 2).unwrap();
+    drop(f);
+
+    let err = Store::open(dir.path(), &config()).unwrap_err();
+    match &err {
+        StoreError::Damaged { file, offset, .. } => {
+            assert_eq!(file, &seg);
+            assert_eq!(*offset, full / 2);
+        }
+        e => panic!("expected Damaged, got {e:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("seg-000000") && msg.contains("32768"), "{msg}");
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), full / 2, "refused open changed the file");
+
+    let s = Store::open(dir.path(), &recovering()).unwrap();
+    let held: Vec<u64> = s
+        .outbound_seqs(4)
+        .into_iter()
+        .filter(|&q| s.outbound_message(4, q).unwrap().lost_through().is_none())
+        .collect();
+    let lost = &s.open_report().lost.clone();
+    let mut accounted: Vec<u64> = held.clone();
+    for r in lost {
+        assert_eq!(r.peer, 4);
+        accounted.extend(r.first..=r.last);
+    }
+    accounted.sort_unstable();
+    assert_eq!(accounted, (1..=300).collect::<Vec<_>>(), "lost: {lost:?}");
+    assert!(!lost.is_empty() && held.len() < 300);
+    for q in held {
+        let m = s.outbound_message(4, q).unwrap();
+        assert_eq!(m.payload(), ((q - 1) as u32).to_le_bytes().repeat(25));
+    }
+    assert_eq!(s.outbound_pending(4).unwrap().1, 301, "seq numbering went back");
+    assert_eq!(s.producer().send(4, b"next").unwrap(), 301);
+    drop(s);
+    // Recovered: a plain open now succeeds and still holds the markers.
+    let s = Store::open(dir.path(), &config()).unwrap();
+    let markers: Vec<LostRange> = s
+        .outbound_seqs(4)
+        .into_iter()
+        .filter_map(|q| {
+            let m = s.outbound_message(4, q)?;
+            Some(LostRange {
+                peer: 4,
+                first: q,
+                last: m.lost_through()?,
+            })
+        })
+        .collect();
+    assert_eq!(&markers, lost);
+}
+
+/// A zeroed page in a segment frees its slots silently unless something notices: the store's
+/// outbound stream is contiguous, so the hole is found, refused, and reported on recovery.
+#[test]
+fn zeroed_page_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path(), &config()).unwrap();
+        for i in 0..100u32 {
+            s.producer().send(4, &i.to_le_bytes().repeat(25)).unwrap();
+        }
+    }
+    let seg = dir.path().join("seg-000000");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[8192..12288].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), &config()),
+        Err(StoreError::Damaged { .. })
+    ));
+    let s = Store::open(dir.path(), &recovering()).unwrap();
+    assert!(!s.open_report().lost.is_empty());
+    assert_eq!(s.outbound_pending(4).unwrap().1, 101);
+}
+
+/// A segment replaced by an older copy of itself (a backup restored over a live store) lacks
+/// the messages committed since: found and refused.
+#[test]
+fn stale_segment_copy_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("seg-000000");
+    let old;
+    {
+        let mut s = Store::open(dir.path(), &config()).unwrap();
+        for i in 0..50u32 {
+            s.producer().send(4, &[i as u8; 100]).unwrap();
+        }
+        old = std::fs::read(&seg).unwrap();
+        s.release_outbound_through(4, 50).unwrap();
+        for i in 0..50u32 {
+            s.producer().send(4, &[i as u8; 100]).unwrap();
+        }
+    }
+    std::fs::write(&seg, &old).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), &config()),
+        Err(StoreError::Damaged { .. })
+    ));
 }

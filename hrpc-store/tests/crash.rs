@@ -119,11 +119,30 @@ impl Op {
                 p.next = seq + 1;
             }
             Op::Release { peer, seq } => {
-                st.entry(peer).or_default().out.remove(&seq);
+                // A discard: one gap marker replaces everything up to `seq`.
+                let p = st.entry(peer).or_default();
+                let Some(&first) = p.out.keys().next() else {
+                    return;
+                };
+                let last = p
+                    .out
+                    .range(..=seq)
+                    .filter_map(|(_, v)| marker_last(v))
+                    .fold(seq, u64::max);
+                p.out = p.out.split_off(&(seq + 1));
+                p.out.insert(first, marker(last));
             }
             Op::Through { peer, seq } => {
                 let p = st.entry(peer).or_default();
-                p.out = p.out.split_off(&(seq + 1));
+                let mut keep = p.out.split_off(&(seq + 1));
+                // A gap marker goes only once the ack covers its whole range.
+                keep.extend(
+                    p.out
+                        .iter()
+                        .filter(|(_, v)| marker_last(v).is_some_and(|l| l > seq))
+                        .map(|(k, v)| (*k, v.clone())),
+                );
+                p.out = keep;
             }
             Op::Inbound {
                 peer,
@@ -191,6 +210,26 @@ fn next_op(rng: &mut StdRng, st: &State, tag: u64) -> Op {
     }
 }
 
+/// How the model holds a gap marker standing for seqs up to `last`.
+fn marker(last: u64) -> Vec<u8> {
+    let mut v = b"\xffLOST".to_vec();
+    v.extend_from_slice(&last.to_le_bytes());
+    v
+}
+
+fn marker_last(v: &[u8]) -> Option<u64> {
+    let rest = v.strip_prefix(b"\xffLOST")?;
+    Some(u64::from_le_bytes(rest.try_into().ok()?))
+}
+
+/// A message's bytes, or the model's form of a gap marker.
+fn repr(m: &hrpc_store::MessageRef<'_>) -> Vec<u8> {
+    match m.lost_through() {
+        Some(last) => marker(last),
+        None => m.payload().to_vec(),
+    }
+}
+
 fn observe(store: &Store) -> State {
     let mut st = State::new();
     for peer in store.peers() {
@@ -201,7 +240,7 @@ fn observe(store: &Store) -> State {
                 .map(|s| {
                     (
                         s,
-                        store.outbound_message(peer, s).unwrap().payload().to_vec(),
+                        repr(&store.outbound_message(peer, s).unwrap()),
                     )
                 })
                 .collect(),
@@ -213,7 +252,7 @@ fn observe(store: &Store) -> State {
                 .map(|s| {
                     (
                         s,
-                        store.inbound_message(peer, s).unwrap().payload().to_vec(),
+                        repr(&store.inbound_message(peer, s).unwrap()),
                     )
                 })
                 .collect(),
@@ -256,7 +295,9 @@ fn child_workload(dir: &Path, seed: u64) {
                 r.payload_mut().copy_from_slice(&payload(tag, len));
                 r.commit().unwrap();
             }
-            Op::Release { peer, seq } => assert!(store.release_outbound(peer, seq).unwrap()),
+            Op::Release { peer, seq } => {
+                store.discard_outbound(peer, seq).unwrap();
+            }
             Op::Through { peer, seq } => {
                 store.release_outbound_through(peer, seq).unwrap();
             }

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 enum Op {
     Send { peer: u32, len: usize },
     ReserveDrop { peer: u32, len: usize },
-    Release { peer: u32, pick: usize },
+    Discard { peer: u32, pick: usize },
     ReleaseThrough { peer: u32, pick: usize },
     PutInbound { peer: u32, ahead: u64, len: usize },
     PartialInbound { peer: u32, ahead: u64 },
@@ -29,7 +29,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         10 => (peer.clone(), len.clone()).prop_map(|(peer, len)| Op::Send { peer, len }),
         1 => (peer.clone(), len.clone()).prop_map(|(peer, len)| Op::ReserveDrop { peer, len }),
-        3 => (peer.clone(), any::<usize>()).prop_map(|(peer, pick)| Op::Release { peer, pick }),
+        3 => (peer.clone(), any::<usize>()).prop_map(|(peer, pick)| Op::Discard { peer, pick }),
         3 => (peer.clone(), any::<usize>()).prop_map(|(peer, pick)| Op::ReleaseThrough { peer, pick }),
         5 => (peer.clone(), 1u64..4, len).prop_map(|(peer, ahead, len)| Op::PutInbound { peer, ahead, len }),
         1 => (peer.clone(), 1u64..4).prop_map(|(peer, ahead)| Op::PartialInbound { peer, ahead }),
@@ -60,6 +60,26 @@ fn payload(tag: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// How the model holds a gap marker standing for seqs up to `last`.
+fn marker(last: u64) -> Vec<u8> {
+    let mut v = b"\xffLOST".to_vec();
+    v.extend_from_slice(&last.to_le_bytes());
+    v
+}
+
+fn marker_last(v: &[u8]) -> Option<u64> {
+    let rest = v.strip_prefix(b"\xffLOST")?;
+    Some(u64::from_le_bytes(rest.try_into().ok()?))
+}
+
+/// A message's bytes, or the model's form of a gap marker.
+fn repr(m: &hrpc_store::MessageRef<'_>) -> Vec<u8> {
+    match m.lost_through() {
+        Some(last) => marker(last),
+        None => m.payload().to_vec(),
+    }
+}
+
 fn check(store: &Store, model: &mut BTreeMap<u32, PeerModel>, after_reopen: bool) {
     for (&peer, m) in model.iter_mut() {
         let seqs = store.outbound_seqs(peer);
@@ -83,7 +103,7 @@ fn check(store: &Store, model: &mut BTreeMap<u32, PeerModel>, after_reopen: bool
             let msg = store
                 .outbound_message(peer, *seq)
                 .expect("pending message readable");
-            assert_eq!(msg.payload(), &p[..], "payload {peer}/{seq}");
+            assert_eq!(repr(&msg), &p[..], "payload {peer}/{seq}");
         }
         let next = store.outbound_pending(peer).map_or(1, |p| p.1);
         assert_eq!(next, m.next_out.max(1), "next seq of {peer}");
@@ -98,13 +118,7 @@ fn check(store: &Store, model: &mut BTreeMap<u32, PeerModel>, after_reopen: bool
             "inbound of {peer}"
         );
         for (seq, p) in &m.inbound {
-            assert_eq!(
-                store
-                    .inbound_message(peer, *seq)
-                    .expect("inbound")
-                    .payload(),
-                &p[..]
-            );
+            assert_eq!(repr(&store.inbound_message(peer, *seq).expect("inbound")), &p[..]);
         }
         assert_eq!(store.peer_epoch(peer), m.epoch);
     }
@@ -122,7 +136,6 @@ fn run(ops: Vec<Op>, durability: Durability) {
     let mut tag = 0u64;
     for op in ops {
         tag += 1;
-        let sync = durability == Durability::Sync;
         match op {
             Op::Send { peer, len } => {
                 let p = payload(tag, len);
@@ -145,18 +158,27 @@ fn run(ops: Vec<Op>, durability: Durability) {
                 Err(StoreError::Full { .. }) => {}
                 Err(e) => panic!("reserve: {e}"),
             },
-            Op::Release { peer, pick } => {
+            Op::Discard { peer, pick } => {
                 let Some(m) = model.get_mut(&peer) else {
                     continue;
                 };
                 let Some(&seq) = m.out.keys().nth(pick % m.out.len().max(1)) else {
                     continue;
                 };
-                assert!(store.release_outbound(peer, seq).unwrap());
-                let p = m.out.remove(&seq).unwrap();
-                if sync {
-                    m.maybe_out.insert(seq, p);
-                }
+                let range = match store.discard_outbound(peer, seq) {
+                    Ok(r) => r,
+                    Err(StoreError::Full { .. }) => continue,
+                    Err(e) => panic!("discard: {e}"),
+                };
+                let first = *m.out.keys().next().unwrap();
+                let last = m
+                    .out
+                    .range(..=seq)
+                    .filter_map(|(_, v)| marker_last(v))
+                    .fold(seq, u64::max);
+                assert_eq!(range, Some(first..=last));
+                m.out = m.out.split_off(&(seq + 1));
+                m.out.insert(first, marker(last));
             }
             Op::ReleaseThrough { peer, pick } => {
                 let Some(m) = model.get_mut(&peer) else {
@@ -168,8 +190,16 @@ fn run(ops: Vec<Op>, durability: Durability) {
                 let seq = 1 + (pick as u64 % (m.next_out - 1));
                 let n = store.release_outbound_through(peer, seq).unwrap();
                 if seq > m.acked {
-                    let keep = m.out.split_off(&(seq + 1));
-                    assert_eq!(n, m.out.len());
+                    let mut keep = m.out.split_off(&(seq + 1));
+                    // A gap marker goes only once the ack covers its whole range.
+                    let partly: Vec<(u64, Vec<u8>)> = m
+                        .out
+                        .iter()
+                        .filter(|(_, v)| marker_last(v).is_some_and(|l| l > seq))
+                        .map(|(k, v)| (*k, v.clone()))
+                        .collect();
+                    assert_eq!(n, m.out.len() - partly.len());
+                    keep.extend(partly);
                     m.out = keep;
                     m.maybe_out = m.maybe_out.split_off(&(seq + 1));
                     m.acked = seq;

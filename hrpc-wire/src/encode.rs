@@ -6,7 +6,7 @@ use zerocopy::byteorder::network_endian::U32;
 use crate::frame::encode_frame;
 use crate::header::{AUTH_TAG_LEN, CHECKSUM_OFFSET, DatagramHeader, HEADER_LEN, datagram_checksum};
 use crate::{
-    AckFrame, DATA_OVERHEAD, DataFrame, EncodeError, FragAckFrame, Frame, HeaderFields,
+    AckFrame, DATA_OVERHEAD, DataFrame, EncodeError, FragAckFrame, Frame, HeaderFields, LostFrame,
     HeartbeatFrame, MAX_DATAGRAM_LEN, ResetFrame, WireError,
 };
 
@@ -99,6 +99,11 @@ impl<'a> DatagramWriter<'a> {
     /// Appends a RESET frame.
     pub fn push_reset(&mut self, frame: &ResetFrame) -> Result<(), EncodeError> {
         self.push(&Frame::Reset(*frame))
+    }
+
+    /// Appends a LOST frame.
+    pub fn push_lost(&mut self, frame: &LostFrame) -> Result<(), EncodeError> {
+        self.push(&Frame::Lost(*frame))
     }
 
     /// Appends a FRAG_ACK frame.

@@ -60,6 +60,9 @@ pub enum WireError {
     /// A reset frame with a reason code this version does not define.
     #[error("unknown reset reason {0}")]
     UnknownResetReason(u8),
+    /// A LOST frame whose range ends before it starts.
+    #[error("lost range ends before it starts")]
+    BadLostRange,
     /// The buffer given to the encoder cannot hold even the header, or is larger
     /// than [`MAX_DATAGRAM_LEN`](crate::MAX_DATAGRAM_LEN).
     #[error("datagram buffer size {0} out of range")]

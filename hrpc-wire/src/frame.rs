@@ -21,6 +21,9 @@
 //!
 //! FRAG_ACK (0x05), 16 bytes
 //!   0 type   1 reserved[3](0)   4 received u32   8 seq u64
+//!
+//! LOST (0x06), 24 bytes
+//!   0 type   1 reserved[7](0)   8 first u64   16 last u64   (inclusive, 1 <= first <= last)
 //! ```
 
 use core::fmt;
@@ -40,6 +43,8 @@ pub const FRAME_HEARTBEAT: u8 = 0x03;
 pub const FRAME_RESET: u8 = 0x04;
 /// Frame type byte of [`FragAckFrame`].
 pub const FRAME_FRAG_ACK: u8 = 0x05;
+/// Frame type byte of [`LostFrame`].
+pub const FRAME_LOST: u8 = 0x06;
 
 /// Bytes a DATA frame adds in front of its payload.
 pub const DATA_OVERHEAD: usize = size_of::<RawData>();
@@ -53,6 +58,8 @@ pub const HEARTBEAT_LEN: usize = size_of::<RawHeartbeat>();
 pub const RESET_LEN: usize = size_of::<RawReset>();
 /// Bytes of a FRAG_ACK frame.
 pub const FRAG_ACK_LEN: usize = size_of::<RawFragAck>();
+/// Bytes of a LOST frame.
+pub const LOST_LEN: usize = size_of::<RawLost>();
 
 const HEARTBEAT_REPLY: u8 = 0x01;
 
@@ -120,7 +127,17 @@ pub(crate) struct RawFragAck {
     seq: U64,
 }
 
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawLost {
+    ty: u8,
+    reserved: [u8; 7],
+    first: U64,
+    last: U64,
+}
+
 const _: () = assert!(DATA_OVERHEAD == 24);
+const _: () = assert!(LOST_LEN == 24);
 const _: () = assert!(FRAG_ACK_LEN == 16);
 const _: () = assert!(ACK_BASE_LEN == 24);
 const _: () = assert!(SACK_RANGE_LEN == 16);
@@ -140,6 +157,20 @@ pub enum Frame<'a> {
     Reset(ResetFrame),
     /// Progress of a fragmented message being assembled.
     FragAck(FragAckFrame),
+    /// Seqs the sender will never deliver.
+    Lost(LostFrame),
+}
+
+/// The sender will never deliver seqs `first..=last`: they were discarded by
+/// its application or lost from its store. The receiver counts them as
+/// received (so its stream does not wait for them), and tells its
+/// application about those it does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LostFrame {
+    /// First seq of the gap (≥ 1).
+    pub first: u64,
+    /// Last seq of the gap (≥ `first`).
+    pub last: u64,
 }
 
 /// A whole message, or the fragment `offset..offset + payload.len()` of one.
@@ -360,6 +391,7 @@ impl Frame<'_> {
             Frame::Heartbeat(_) => HEARTBEAT_LEN,
             Frame::Reset(_) => RESET_LEN,
             Frame::FragAck(_) => FRAG_ACK_LEN,
+            Frame::Lost(_) => LOST_LEN,
         }
     }
 
@@ -369,7 +401,9 @@ impl Frame<'_> {
             Frame::Data(d) => d.validate(),
             Frame::Ack(a) => a.sacks.validate(a.cumulative),
             Frame::FragAck(f) if f.seq == 0 => Err(WireError::ZeroSeq),
-            Frame::Heartbeat(_) | Frame::Reset(_) | Frame::FragAck(_) => Ok(()),
+            Frame::Lost(l) if l.first == 0 => Err(WireError::ZeroSeq),
+            Frame::Lost(l) if l.first > l.last => Err(WireError::BadLostRange),
+            Frame::Heartbeat(_) | Frame::Reset(_) | Frame::FragAck(_) | Frame::Lost(_) => Ok(()),
         }
     }
 }
@@ -463,6 +497,17 @@ pub(crate) fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), WireError
             };
             (Frame::FragAck(f), rest)
         }
+        FRAME_LOST => {
+            let (h, rest) = split::<RawLost>(bytes)?;
+            if h.reserved != [0; 7] {
+                return Err(WireError::ReservedBits("lost frame"));
+            }
+            let l = LostFrame {
+                first: h.first.get(),
+                last: h.last.get(),
+            };
+            (Frame::Lost(l), rest)
+        }
         other => return Err(WireError::UnknownFrame(other)),
     };
     frame.validate()?;
@@ -545,6 +590,15 @@ pub(crate) fn encode_frame(frame: &Frame<'_>, out: &mut [u8]) {
                 seq: U64::new(f.seq),
             };
             out[..FRAG_ACK_LEN].copy_from_slice(h.as_bytes());
+        }
+        Frame::Lost(l) => {
+            let h = RawLost {
+                ty: FRAME_LOST,
+                reserved: [0; 7],
+                first: U64::new(l.first),
+                last: U64::new(l.last),
+            };
+            out[..LOST_LEN].copy_from_slice(h.as_bytes());
         }
     }
 }

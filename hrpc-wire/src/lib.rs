@@ -5,7 +5,7 @@
 //! [DATA](DataFrame) (a message or a fragment of one), [ACK](AckFrame)
 //! (cumulative and selective acknowledgement plus the receiver's window),
 //! [HEARTBEAT](HeartbeatFrame) (liveness and cursors) and [RESET](ResetFrame)
-//! (epoch notices) and [FRAG_ACK](FragAckFrame) (progress of a long
+//! (epoch notices), [LOST](LostFrame) (seqs the sender will never deliver) and [FRAG_ACK](FragAckFrame) (progress of a long
 //! message). Every datagram carries a crc32c over its bytes (or an
 //! authentication tag instead), and every DATA frame the crc32c of its whole
 //! message, so a message's checksum travels from the sender's store to the
@@ -57,8 +57,8 @@ pub use error::{EncodeError, WireError};
 pub use frame::{
     ACK_BASE_LEN, AckFrame, DATA_OVERHEAD, DataFrame, FRAG_ACK_LEN, FRAME_ACK, FRAME_DATA,
     FRAME_FRAG_ACK, FRAME_HEARTBEAT, FRAME_RESET, FragAckFrame, Frame, HEARTBEAT_LEN,
-    HeartbeatFrame, RESET_LEN, RawSack, ResetFrame, ResetReason, SACK_RANGE_LEN, SackRange,
-    SackRanges,
+    FRAME_LOST, HeartbeatFrame, LOST_LEN, LostFrame, RESET_LEN, RawSack, ResetFrame,
+    ResetReason, SACK_RANGE_LEN, SackRange, SackRanges,
 };
 pub use header::{
     AUTH_TAG_LEN, DatagramHeader, FLAG_AUTH, HEADER_LEN, HeaderFields, MAGIC, VERSION,

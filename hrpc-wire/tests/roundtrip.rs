@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hrpc_wire::{
-    AckFrame, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame, Frame, HEADER_LEN,
+    AckFrame, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame, Frame, HEADER_LEN, LostFrame,
     HeaderFields, HeartbeatFrame, MAX_DATAGRAM_LEN, MAX_SACK_RANGES, ResetFrame, ResetReason,
     SackRange, SackRanges, decode_frames,
 };
@@ -28,6 +28,7 @@ enum OwnedFrame {
     Heartbeat(HeartbeatFrame),
     Reset(ResetFrame),
     FragAck(FragAckFrame),
+    Lost(LostFrame),
 }
 
 impl OwnedFrame {
@@ -62,6 +63,7 @@ impl OwnedFrame {
             OwnedFrame::Heartbeat(h) => Frame::Heartbeat(*h),
             OwnedFrame::Reset(r) => Frame::Reset(*r),
             OwnedFrame::FragAck(f) => Frame::FragAck(*f),
+            OwnedFrame::Lost(l) => Frame::Lost(*l),
         }
     }
 }
@@ -146,6 +148,8 @@ fn frame() -> impl Strategy<Value = OwnedFrame> {
             ),
         (1..=u64::MAX, any::<u32>())
             .prop_map(|(seq, received)| { OwnedFrame::FragAck(FragAckFrame { seq, received }) }),
+        (1..u64::MAX / 2, 0..u64::MAX / 2)
+            .prop_map(|(first, n)| OwnedFrame::Lost(LostFrame { first, last: first + n })),
         (any::<bool>(), any::<u64>(), any::<u64>()).prop_map(|(lost, epoch, seen_epoch)| {
             OwnedFrame::Reset(ResetFrame {
                 reason: if lost {
