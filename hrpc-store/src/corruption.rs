@@ -147,13 +147,16 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     files
 }
 
+/// A gap marker found: (peer, first, last).
+type Marker = (u32, u64, u64);
+
 /// Every message the store holds was committed (or persisted) as is; returns the outbound
 /// (peer, seq) keys it holds as messages and the ranges it holds as gap markers.
 fn check_contents(
     s: &Store,
     template: &Template,
     strict: bool,
-) -> (Vec<(u32, u64)>, Vec<(u32, u64, u64)>) {
+) -> (Vec<(u32, u64)>, Vec<Marker>) {
     let mut held = Vec::new();
     let mut markers = Vec::new();
     for peer in s.peers() {
@@ -180,7 +183,10 @@ fn check_contents(
         }
         if let Some(next) = template.next.get(&peer).filter(|_| strict) {
             let now = s.outbound_pending(peer).map_or(1, |p| p.1);
-            assert!(now >= *next, "peer {peer}: next seq went back from {next} to {now}");
+            assert!(
+                now >= *next,
+                "peer {peer}: next seq went back from {next} to {now}"
+            );
         }
     }
     (held, markers)
@@ -234,7 +240,10 @@ pub fn check_open(dir: &Path, template: &Template, strict: bool) {
         Ok(s) => {
             let (held, markers) = check_contents(&s, template, strict);
             let report = s.open_report().clone();
-            assert!(report.damage_count > 0, "damage refused before, none found now");
+            assert!(
+                report.damage_count > 0,
+                "damage refused before, none found now"
+            );
             for &(peer, seq) in template.outbound.keys().filter(|_| strict) {
                 let reported = report
                     .lost

@@ -99,7 +99,9 @@ pub enum StoreError {
     /// The store's files were damaged while it was closed (cut short, overwritten, a stale
     /// copy): messages may be lost. Nothing was changed. Open with
     /// `StoreConfig::recover_damaged` to open anyway and learn what was lost.
-    #[error("store file {file} is damaged at offset {offset}: {what} ({problems} problem(s) found)")]
+    #[error(
+        "store file {file} is damaged at offset {offset}: {what} ({problems} problem(s) found)"
+    )]
     Damaged {
         /// The file of the first problem found.
         file: PathBuf,

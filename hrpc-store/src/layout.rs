@@ -16,7 +16,7 @@
 //!   8   4 format version = 1         8   4 peer node id                       else = generation: published)
 //!  12   4 node id                   12   4 outbound incarnation       8   8 generation (== state)
 //!  16   8 node epoch (random, !=0)  16   4 inbound incarnation       16   8 seq
-//!  24   4 max_peers                 20   4 flags (0)                 24   4 peer node id
+//!  24   4 max_peers                 20   4 flags (bit 0: inbound started)                 24   4 peer node id
 //!  28   4 SUPER_LEN (4096)          24   8 next outbound seq floor   28   4 payload len
 //!  32   4 RECORD_LEN (64)           32   8 acked outbound seq        32   4 payload crc32c
 //!  36  24 reserved (0)              40   8 consumed inbound seq      36   4 incarnation
@@ -181,7 +181,14 @@ pub(crate) struct Record {
     pub(crate) acked_out: u64,
     pub(crate) consumed_in: u64,
     pub(crate) peer_epoch: u64,
+    /// [`REC_INBOUND_STARTED`] and future flags.
+    pub(crate) flags: u32,
 }
+
+/// Record flag: the inbound stream from this peer has started (something was persisted or
+/// skipped to) in the current inbound incarnation. A stream that has not started may begin
+/// wherever the sender's first pending seq is; one that has cannot skip seqs silently.
+pub(crate) const REC_INBOUND_STARTED: u32 = 1;
 
 impl Record {
     pub(crate) fn encode(&self) -> [u8; RECORD_LEN] {
@@ -190,6 +197,7 @@ impl Record {
         put_u32(&mut b, 8, self.peer);
         put_u32(&mut b, 12, self.out_inc);
         put_u32(&mut b, 16, self.in_inc);
+        put_u32(&mut b, 20, self.flags);
         put_u64(&mut b, 24, self.next_out);
         put_u64(&mut b, 32, self.acked_out);
         put_u64(&mut b, 40, self.consumed_in);
@@ -213,8 +221,9 @@ impl Record {
             acked_out: get_u64(b, 32),
             consumed_in: get_u64(b, 40),
             peer_epoch: get_u64(b, 48),
+            flags: get_u32(b, 20),
         };
-        (r.generation != 0 && get_u32(b, 20) == 0).then_some(r)
+        (r.generation != 0 && r.flags & !REC_INBOUND_STARTED == 0).then_some(r)
     }
 }
 

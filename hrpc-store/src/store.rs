@@ -12,8 +12,9 @@ use std::sync::OnceLock;
 use crate::error::StoreError;
 use crate::failpoint;
 use crate::layout::{
-    COPIES, ENTRY_LEN, KIND_IN, KIND_IN_LOST, KIND_OUT, KIND_OUT_LOST, LOST_LEN, NUM_CLASSES, RECORD_LEN, Record, SEG_HDR, SLOT_HDR,
-    SUPER_LEN, SegHeader, SlotHeader, Superblock, class_for, class_size, is_outbound,
+    COPIES, ENTRY_LEN, KIND_IN, KIND_IN_LOST, KIND_OUT, KIND_OUT_LOST, LOST_LEN, NUM_CLASSES,
+    REC_INBOUND_STARTED, RECORD_LEN, Record, SEG_HDR, SLOT_HDR, SUPER_LEN, SegHeader, SlotHeader,
+    Superblock, class_for, class_size, is_outbound,
 };
 use crate::map::MappedFile;
 use crate::sync::{Arc, Mutex, MutexGuard, Ordering, lock};
@@ -215,10 +216,7 @@ impl PeerState {
         let i = usize::try_from(seq.checked_sub(front)?).ok()?;
         let i = match self.out.get(i) {
             Some(e) if e.seq == seq => i,
-            _ => self
-                .out
-                .partition_point(|e| e.seq <= seq)
-                .checked_sub(1)?,
+            _ => self.out.partition_point(|e| e.seq <= seq).checked_sub(1)?,
         };
         let e = &self.out[i];
         (e.slot != TOMBSTONE && e.seq <= seq && seq <= e.last).then_some(i)
@@ -515,16 +513,25 @@ impl Inner {
 }
 
 impl Inner {
-    /// Writes the next-seq floor of every peer committed to since the last
-    /// call into its record, appending `(peer index, next seq)` to `out`.
-    fn record_floors(&mut self, sh: &Shared, out: &mut Vec<(u32, u64)>) {
+    /// Records (once per inbound incarnation) that the peer's inbound stream has started.
+    fn mark_inbound_started(&mut self, sh: &Shared, pidx: usize) {
+        if self.states[pidx].rec.flags & REC_INBOUND_STARTED == 0 {
+            self.states[pidx].rec.flags |= REC_INBOUND_STARTED;
+            self.write_record(sh, pidx);
+        }
+    }
+
+    /// Captures the next seq of every peer committed to since the last call,
+    /// appending `(peer index, next seq)` to `out`, and (if `write`) records
+    /// it as the peer's next-seq floor.
+    fn record_floors(&mut self, sh: &Shared, out: &mut Vec<(u32, u64)>, write: bool) {
         let listed = std::mem::take(&mut self.committed);
         for &i in &listed {
             let st = &mut self.states[i as usize];
             st.listed = false;
             let next = st.next_out;
             out.push((i, next));
-            if st.rec.next_out < next {
+            if write && st.rec.next_out < next {
                 st.rec.next_out = next;
                 self.write_record(sh, i as usize);
             }
@@ -1263,12 +1270,18 @@ impl Store {
 
         // Streams: by (peer, direction, seq), highest generation first.
         cands.sort_unstable_by(|a, b| {
-            (a.peer, is_outbound(a.kind), a.seq, std::cmp::Reverse(a.generation)).cmp(&(
-                b.peer,
-                is_outbound(b.kind),
-                b.seq,
-                std::cmp::Reverse(b.generation),
-            ))
+            (
+                a.peer,
+                is_outbound(a.kind),
+                a.seq,
+                std::cmp::Reverse(a.generation),
+            )
+                .cmp(&(
+                    b.peer,
+                    is_outbound(b.kind),
+                    b.seq,
+                    std::cmp::Reverse(b.generation),
+                ))
         });
         for (i, c) in cands.iter_mut().enumerate() {
             c.index = i;
@@ -1600,7 +1613,9 @@ impl Drop for Store {
         let sh = &*self.shared;
         let mut inner = lock(&sh.inner);
         let mut scratch = Vec::new();
-        inner.record_floors(sh, &mut scratch);
+        // Sync mode: a floor is only written after its messages are flushed (by `sync`).
+        let write = sh.durability == Durability::Process;
+        inner.record_floors(sh, &mut scratch, write);
     }
 }
 
@@ -1740,7 +1755,6 @@ impl Store {
             return Ok(0);
         }
         st.rec.acked_out = seq;
-        st.rec.next_out = st.next_out;
         inner.write_record(sh, pidx);
         failpoint::hit("release.after_record");
         let mut n = 0;
@@ -1839,6 +1853,18 @@ impl Store {
             .map_or(0, |&i| inner.states[i as usize].rec.consumed_in)
     }
 
+    /// Whether the inbound stream from `peer` has started in this store (something was
+    /// persisted, or it was started past a seq with [`Store::skip_inbound_through`]) since
+    /// the store was created or the peer was last reset. A stream that has not started may
+    /// begin at any seq the sender names; one that has must account for every seq.
+    pub fn inbound_started(&self, peer: u32) -> bool {
+        let inner = lock(&self.shared.inner);
+        inner
+            .peers
+            .get(&peer)
+            .is_some_and(|&i| inner.states[i as usize].rec.flags & REC_INBOUND_STARTED != 0)
+    }
+
     /// True if inbound message `seq` from `peer` is persisted and not consumed.
     pub fn has_inbound(&self, peer: u32, seq: u64) -> bool {
         self.inbound
@@ -1892,7 +1918,10 @@ impl Store {
         let class = class_for(len as usize + SLOT_HDR);
         let slot = inner.claim(sh, class)?;
         match inner.peer_idx(sh, peer) {
-            Ok(pidx) => Ok((inner, slot, class, pidx)),
+            Ok(pidx) => {
+                inner.mark_inbound_started(sh, pidx);
+                Ok((inner, slot, class, pidx))
+            }
             Err(e) => {
                 inner.unclaim(class, slot);
                 Err(e)
@@ -2063,19 +2092,16 @@ impl Store {
         };
         inner.publish(sh, slot, hdr);
         drop(inner);
-        self.inbound
-            .entry(peer)
-            .or_default()
-            .insert(
-                seq,
-                InEntry {
-                    last: seq,
-                    lost: false,
-                    slot,
-                    len,
-                    crc,
-                },
-            );
+        self.inbound.entry(peer).or_default().insert(
+            seq,
+            InEntry {
+                last: seq,
+                lost: false,
+                slot,
+                len,
+                crc,
+            },
+        );
         Ok(())
     }
 
@@ -2209,6 +2235,7 @@ impl Store {
         let st = &mut inner.states[pidx];
         st.rec.in_inc = st.rec.in_inc.wrapping_add(1);
         st.rec.consumed_in = 0;
+        st.rec.flags &= !REC_INBOUND_STARTED;
         st.rec.peer_epoch = new_epoch;
         let mut report = ResetReport::default();
         let mut drop_out = Vec::new();
@@ -2271,22 +2298,19 @@ impl Store {
         Ok(())
     }
 
-    /// Records the floor of every peer committed to since the last sync and
-    /// returns the captured `(peer index, next seq)` pairs in `self.captured`.
-    fn capture_watermarks(&mut self, sh: &Shared, inner: &mut Inner) {
-        self.captured.clear();
-        inner.record_floors(sh, &mut self.captured);
-    }
-
     fn sync_inner(&mut self, sh: &Shared) -> io::Result<()> {
         let mut inner = lock(&sh.inner);
-        self.capture_watermarks(sh, &mut inner);
+        self.captured.clear();
         if sh.durability == Durability::Process {
+            inner.record_floors(sh, &mut self.captured, true);
             for &(i, next) in &self.captured {
                 inner.states[i as usize].sendable = next;
             }
             return Ok(());
         }
+        // Sync mode: the floors are written only once the messages below them are flushed,
+        // so a floor on disk never claims a message that is not.
+        inner.record_floors(sh, &mut self.captured, false);
         let segs = std::mem::take(&mut inner.dirty_segs);
         let mut ranges = Vec::with_capacity(segs.len());
         for s in segs {
@@ -2302,6 +2326,17 @@ impl Store {
             }
         }
         let mut inner = lock(&sh.inner);
+        let mut entries = entries;
+        for &(i, next) in &self.captured {
+            let st = &mut inner.states[i as usize];
+            if st.rec.next_out < next {
+                st.rec.next_out = next;
+                inner.write_record(sh, i as usize);
+            }
+        }
+        // Records written since the capture (these floors, a producer's new peer) go with
+        // this flush.
+        entries.append(&mut inner.dirty_entries);
         if let (Some(lo), Some(hi)) = (
             entries
                 .iter()
@@ -2452,6 +2487,7 @@ impl Store {
             return Ok(());
         }
         inner.states[pidx].rec.consumed_in = through;
+        inner.states[pidx].rec.flags |= REC_INBOUND_STARTED;
         inner.write_record(sh, pidx);
         let freed: Vec<SlotId> = match self.inbound.get_mut(&peer) {
             Some(m) => {

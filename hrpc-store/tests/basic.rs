@@ -49,8 +49,14 @@ fn release_persists_cursor() {
         assert_eq!(store.release_outbound_through(9, 2).unwrap(), 2);
         assert_eq!(store.discard_outbound(9, 5).unwrap(), Some(3..=5));
         assert_eq!(store.discard_outbound(9, 2).unwrap(), None);
-        assert_eq!(store.outbound_message(9, 5).unwrap().lost_through(), Some(5));
-        assert_eq!(store.outbound_message(9, 4).unwrap().lost_through(), Some(5));
+        assert_eq!(
+            store.outbound_message(9, 5).unwrap().lost_through(),
+            Some(5)
+        );
+        assert_eq!(
+            store.outbound_message(9, 4).unwrap().lost_through(),
+            Some(5)
+        );
         assert!(matches!(
             store.release_outbound_through(9, 6),
             Err(StoreError::BadSeq { .. })
@@ -58,7 +64,10 @@ fn release_persists_cursor() {
     }
     let mut store = Store::open(dir.path(), &cfg()).unwrap();
     assert_eq!(store.outbound_seqs(9), vec![3]);
-    assert_eq!(store.outbound_message(9, 3).unwrap().lost_through(), Some(5));
+    assert_eq!(
+        store.outbound_message(9, 3).unwrap().lost_through(),
+        Some(5)
+    );
     assert_eq!(store.outbound_pending(9), Some((3, 6)));
     assert_eq!(store.producer().send(9, b"x").unwrap(), 6);
     // An ack inside the marker's range keeps it; one past it frees it.

@@ -105,7 +105,11 @@ fn segment_cut_in_half_is_refused_then_reported() {
     }
     let msg = err.to_string();
     assert!(msg.contains("seg-000000") && msg.contains("32768"), "{msg}");
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), full / 2, "refused open changed the file");
+    assert_eq!(
+        std::fs::metadata(&seg).unwrap().len(),
+        full / 2,
+        "refused open changed the file"
+    );
 
     let s = Store::open(dir.path(), &recovering()).unwrap();
     let held: Vec<u64> = s
@@ -126,7 +130,11 @@ fn segment_cut_in_half_is_refused_then_reported() {
         let m = s.outbound_message(4, q).unwrap();
         assert_eq!(m.payload(), ((q - 1) as u32).to_le_bytes().repeat(25));
     }
-    assert_eq!(s.outbound_pending(4).unwrap().1, 301, "seq numbering went back");
+    assert_eq!(
+        s.outbound_pending(4).unwrap().1,
+        301,
+        "seq numbering went back"
+    );
     assert_eq!(s.producer().send(4, b"next").unwrap(), 301);
     drop(s);
     // Recovered: a plain open now succeeds and still holds the markers.

@@ -237,24 +237,14 @@ fn observe(store: &Store) -> State {
             out: store
                 .outbound_seqs(peer)
                 .into_iter()
-                .map(|s| {
-                    (
-                        s,
-                        repr(&store.outbound_message(peer, s).unwrap()),
-                    )
-                })
+                .map(|s| (s, repr(&store.outbound_message(peer, s).unwrap())))
                 .collect(),
             next: store.outbound_pending(peer).map_or(1, |p| p.1),
             consumed: store.inbound_consumed(peer),
             inbound: store
                 .inbound_seqs(peer)
                 .into_iter()
-                .map(|s| {
-                    (
-                        s,
-                        repr(&store.inbound_message(peer, s).unwrap()),
-                    )
-                })
+                .map(|s| (s, repr(&store.inbound_message(peer, s).unwrap())))
                 .collect(),
         };
         st.insert(peer, p);

@@ -118,7 +118,10 @@ fn check(store: &Store, model: &mut BTreeMap<u32, PeerModel>, after_reopen: bool
             "inbound of {peer}"
         );
         for (seq, p) in &m.inbound {
-            assert_eq!(repr(&store.inbound_message(peer, *seq).expect("inbound")), &p[..]);
+            assert_eq!(
+                repr(&store.inbound_message(peer, *seq).expect("inbound")),
+                &p[..]
+            );
         }
         assert_eq!(store.peer_epoch(peer), m.epoch);
     }

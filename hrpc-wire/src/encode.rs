@@ -6,8 +6,8 @@ use zerocopy::byteorder::network_endian::U32;
 use crate::frame::encode_frame;
 use crate::header::{AUTH_TAG_LEN, CHECKSUM_OFFSET, DatagramHeader, HEADER_LEN, datagram_checksum};
 use crate::{
-    AckFrame, DATA_OVERHEAD, DataFrame, EncodeError, FragAckFrame, Frame, HeaderFields, LostFrame,
-    HeartbeatFrame, MAX_DATAGRAM_LEN, ResetFrame, WireError,
+    AckFrame, DATA_OVERHEAD, DataFrame, EncodeError, FragAckFrame, Frame, HeaderFields,
+    HeartbeatFrame, LostFrame, MAX_DATAGRAM_LEN, ResetFrame, WireError,
 };
 
 /// Builds one datagram in a caller-owned buffer, frame by frame.

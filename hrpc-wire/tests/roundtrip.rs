@@ -2,9 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hrpc_wire::{
-    AckFrame, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame, Frame, HEADER_LEN, LostFrame,
-    HeaderFields, HeartbeatFrame, MAX_DATAGRAM_LEN, MAX_SACK_RANGES, ResetFrame, ResetReason,
-    SackRange, SackRanges, decode_frames,
+    AckFrame, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame, Frame, HEADER_LEN,
+    HeaderFields, HeartbeatFrame, LostFrame, MAX_DATAGRAM_LEN, MAX_SACK_RANGES, ResetFrame,
+    ResetReason, SackRange, SackRanges, decode_frames,
 };
 use proptest::prelude::*;
 
@@ -148,8 +148,10 @@ fn frame() -> impl Strategy<Value = OwnedFrame> {
             ),
         (1..=u64::MAX, any::<u32>())
             .prop_map(|(seq, received)| { OwnedFrame::FragAck(FragAckFrame { seq, received }) }),
-        (1..u64::MAX / 2, 0..u64::MAX / 2)
-            .prop_map(|(first, n)| OwnedFrame::Lost(LostFrame { first, last: first + n })),
+        (1..u64::MAX / 2, 0..u64::MAX / 2).prop_map(|(first, n)| OwnedFrame::Lost(LostFrame {
+            first,
+            last: first + n
+        })),
         (any::<bool>(), any::<u64>(), any::<u64>()).prop_map(|(lost, epoch, seen_epoch)| {
             OwnedFrame::Reset(ResetFrame {
                 reason: if lost {

@@ -51,6 +51,12 @@ pub enum NodeError {
     /// The node was closed.
     #[error("node is closed")]
     Closed,
+    /// [`Node::flush`](super::Node::flush) timed out with messages still unacknowledged.
+    #[error("{pending} message(s) still unacknowledged when the flush timed out")]
+    FlushTimeout {
+        /// Messages committed and not yet acknowledged.
+        pending: u64,
+    },
 }
 
 /// Why a send was refused. Nothing was committed when this is returned.
@@ -142,6 +148,7 @@ pub struct NodeConfig {
     pub(crate) durability: Durability,
     pub(crate) store_capacity: u64,
     pub(crate) store_max_peers: u32,
+    pub(crate) recover_damaged: bool,
     pub(crate) core: CoreConfig,
     pub(crate) udp: UdpConfig,
     pub(crate) max_unacked_per_peer: u64,
@@ -183,6 +190,7 @@ impl NodeConfig {
             durability: Durability::Process,
             store_capacity: 1 << 30,
             store_max_peers: 1024,
+            recover_damaged: false,
             core: CoreConfig::default(),
             udp: UdpConfig::default(),
             max_unacked_per_peer: 1 << 16,
@@ -190,6 +198,21 @@ impl NodeConfig {
             recv_batches_per_poll: 64,
             transmits_per_poll: 256,
         }
+    }
+
+    /// Opens a store whose files were damaged while the node was stopped (cut short,
+    /// overwritten, replaced by a stale copy). Default `false`: [`NodeConfig::open`] fails with
+    /// [`NodeError::Store`]`(`[`StoreError::Damaged`]`)` naming the file, offset and problem,
+    /// and changes nothing. With `true` the node opens anyway; [`Node::open_report`] lists
+    /// what was found and which outbound seqs were lost, an
+    /// [`Event::OutboundLost`](crate::Event::OutboundLost) is queued for each lost range, and
+    /// the peers are told (they report [`Event::Lost`](crate::Event::Lost) for what they did
+    /// not receive), so no stream stalls.
+    ///
+    /// [`Node::open_report`]: super::Node::open_report
+    pub fn recover_damaged(mut self, on: bool) -> Self {
+        self.recover_damaged = on;
+        self
     }
 
     /// Binds the socket to `addr` (a fixed port peers can resolve). Without it the node uses an

@@ -191,6 +191,7 @@ impl Node {
         store_cfg.durability = cfg.durability;
         store_cfg.capacity_bytes = cfg.store_capacity;
         store_cfg.max_peers = cfg.store_max_peers;
+        store_cfg.recover_damaged = cfg.recover_damaged;
         let store = Store::open(&cfg.store_dir, &store_cfg).map_err(|e| match e {
             StoreError::Locked { path } => NodeError::StoreLocked { path },
             e => NodeError::Store(e),
@@ -512,13 +513,124 @@ impl Node {
         }
     }
 
-    /// The next outbound seq the store will assign for `peer` (1 for a peer never sent to);
-    /// lets a restarted sender resume a numbered stream.
+    /// The seq the next message to `peer` will get (1 for a peer never sent to): every seq
+    /// below it was handed out by a send that returned `Ok`. It never goes back, across
+    /// restarts too (a store damaged while stopped is refused, or, with
+    /// [`NodeConfig::recover_damaged`], keeps its numbering and reports the loss). It says
+    /// nothing about delivery: see [`Node::is_acked`] and [`Node::flush`].
     pub fn next_outbound_seq(&self, peer: u32) -> u64 {
         self.core
             .store()
             .outbound_pending(peer)
             .map_or(1, |(_, next)| next)
+    }
+
+    /// Every message to `peer` with a seq at or below the returned one was persisted by the
+    /// peer (it acknowledged it, or it was discarded and the peer told); they are gone from
+    /// this node's store. 0 if none.
+    pub fn acked_through(&self, peer: u32) -> u64 {
+        match self.core.store().outbound_pending(peer) {
+            Some((lowest, _)) => lowest - 1,
+            None => 0,
+        }
+    }
+
+    /// Whether message `seq` to `peer` (a seq a send returned) was persisted by the peer.
+    pub fn is_acked(&self, peer: u32, seq: u64) -> bool {
+        seq != 0 && seq <= self.acked_through(peer)
+    }
+
+    /// Messages committed to any peer and not yet acknowledged.
+    pub fn unacked(&self) -> u64 {
+        let store = self.core.store();
+        store
+            .peers()
+            .into_iter()
+            .filter_map(|p| store.outbound_pending(p))
+            .map(|(lowest, next)| next - lowest)
+            .sum()
+    }
+
+    /// Drives the node (receiving, acknowledging, retransmitting — but delivering nothing, so
+    /// nothing is consumed) until every message committed so far to any peer is acknowledged,
+    /// or `timeout` passes. For a program that wants to exit only once its messages are safe
+    /// at their peers. Returns [`NodeError::FlushTimeout`] with what is still pending.
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), NodeError> {
+        if self.closed {
+            return Err(NodeError::Closed);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pending = self.unacked();
+            if pending == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(NodeError::FlushTimeout { pending });
+            }
+            self.step_without_delivery(now)?;
+            let limit = deadline.saturating_duration_since(Instant::now());
+            let limit = match self.core.poll_timeout() {
+                Some(t) => t.saturating_duration_since(Instant::now()).min(limit),
+                None => limit,
+            };
+            wait_fds(
+                self.io.fd(),
+                self.pending_tx.is_some(),
+                Some(self.waker.fd()),
+                Some(limit.min(Duration::from_millis(50))),
+            )?;
+            if self.waker.take() {
+                self.waker.drain()?;
+            }
+        }
+    }
+
+    /// One round of receive, group commit, timers and transmit, with no delivery.
+    fn step_without_delivery(&mut self, now: Instant) -> Result<(), NodeError> {
+        for _ in 0..self.recv_batches_per_poll {
+            let core = &mut self.core;
+            match self
+                .io
+                .recv_batch(|from, d| core.handle_datagram(now, from, d))
+            {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "recv failed");
+                    break;
+                }
+            }
+        }
+        self.core.sync().map_err(core_error)?;
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+        self.transmit(now)?;
+        Ok(())
+    }
+
+    /// Gives up on the messages to `peer` that are not yet acknowledged, up to seq `through`:
+    /// they are freed from the store, and the peer is told they will never come (it reports
+    /// [`Event::Lost`](crate::Event::Lost) for those it had not received, then goes on with
+    /// the later ones). Returns the range given up, `None` if nothing was pending at or below
+    /// `through`. For a peer that is gone for good, or messages that lost their meaning.
+    pub fn discard(
+        &mut self,
+        peer: u32,
+        through: u64,
+    ) -> Result<Option<std::ops::RangeInclusive<u64>>, NodeError> {
+        self.dirty = true;
+        self.core
+            .discard(peer, through, Instant::now())
+            .map_err(core_error)
+    }
+
+    /// What opening the store found: damage (with [`NodeConfig::recover_damaged`]), the
+    /// outbound ranges lost with it, and the slots recovery freed.
+    pub fn open_report(&self) -> &hrpc_store::OpenReport {
+        self.core.store().open_report()
     }
 
     /// The store (inspection: usage, per-peer report).

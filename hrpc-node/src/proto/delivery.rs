@@ -61,25 +61,45 @@ impl Core {
                     .store
                     .inbound_message(peer, seq)
                     .ok_or(CoreError::MissingDelivery { peer, seq })?;
-                if crc32c::crc32c(m.payload()) != m.crc() {
-                    return Err(CoreError::CorruptDelivery { peer, seq });
-                }
-                f(Delivery {
-                    peer,
-                    seq,
-                    payload: m.payload(),
-                });
-                self.store.consume_inbound(peer, seq)?;
+                let through = match m.lost_through() {
+                    Some(last) => {
+                        // A gap marker: the range will never arrive; say so, in order.
+                        self.store.consume_inbound(peer, seq)?;
+                        self.stats.messages_lost += last - seq + 1;
+                        tracing::warn!(peer, first = seq, last, "messages lost");
+                        queue_event(
+                            &mut self.events,
+                            &mut self.stats,
+                            Event::Lost {
+                                peer,
+                                range: seq..=last,
+                            },
+                        );
+                        last
+                    }
+                    None => {
+                        if crc32c::crc32c(m.payload()) != m.crc() {
+                            return Err(CoreError::CorruptDelivery { peer, seq });
+                        }
+                        f(Delivery {
+                            peer,
+                            seq,
+                            payload: m.payload(),
+                        });
+                        self.store.consume_inbound(peer, seq)?;
+                        delivered += 1;
+                        self.stats.messages_delivered += 1;
+                        seq
+                    }
+                };
                 let window = self.cfg.recv_window_msgs;
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    p.recv.consumed = seq;
+                    p.recv.consumed = through;
                     // Window reopened well past what was advertised: tell the sender.
                     if p.recv.advertised_window < window / 2 {
                         p.recv.ack_pending = true;
                     }
                 }
-                delivered += 1;
-                self.stats.messages_delivered += 1;
             }
             let pending_reset = self
                 .peers

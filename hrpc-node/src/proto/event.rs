@@ -1,6 +1,6 @@
 //! Events the core reports to the application.
 
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 
 /// Liveness of a peer as this node sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,5 +47,25 @@ pub enum Event {
         new_epoch: u64,
         /// Outbound seqs that are being sent again to the new session.
         resent: Range<u64>,
+    },
+    /// Messages from `peer` with these seqs will never be delivered: the sender
+    /// gave up on them ([`Node::discard`](crate::Node::discard)) or lost them
+    /// with a damaged store, or this node lost them after acknowledging them
+    /// (its store was damaged). Reported in stream order: every message before
+    /// the range was delivered first, and delivery continues after it.
+    Lost {
+        /// Sending node id.
+        peer: u32,
+        /// The seqs that will never arrive.
+        range: RangeInclusive<u64>,
+    },
+    /// Messages this node committed to `peer` were lost from its damaged store
+    /// (found when the store was opened with `recover_damaged`). The peer is
+    /// told; it reports [`Event::Lost`] for those it had not received.
+    OutboundLost {
+        /// Destination node id.
+        peer: u32,
+        /// The seqs that are gone (some may have reached the peer already).
+        range: RangeInclusive<u64>,
     },
 }

@@ -72,6 +72,7 @@ impl Core {
                 Frame::Ack(a) => self.on_ack(now, h.src, &a),
                 Frame::Heartbeat(hb) => self.on_heartbeat(now, h.src, &hb),
                 Frame::FragAck(f) => self.on_frag_ack(now, h.src, f.seq, f.received),
+                Frame::Lost(l) => self.on_lost(now, h.src, l.first, l.last),
                 Frame::Reset(r) => {
                     tracing::debug!(peer = h.src, ?r, "reset notice");
                     if let Some(p) = self.peers.get_mut(&h.src) {
@@ -375,9 +376,14 @@ impl Core {
             newest_sample = newest_sample.max(sample);
             progressed = true;
             if let Err(e) = self.store.release_outbound_through(peer, a.cumulative) {
-                tracing::warn!(peer, error = %e, "release failed");
+                // The core's view and the store's now disagree: the application must know.
+                tracing::error!(peer, error = %e, "release failed");
+                self.fatal.get_or_insert(e);
             }
         }
+        // Selectively acknowledged messages stay in the store until the cumulative ack
+        // passes them (the store holds every unacknowledged seq, which is what lets a
+        // damaged store be told from an intact one); only the send state learns of them.
         for r in a.sacks.iter() {
             let mut seq = r.first.max(s.base);
             while seq <= r.last {
@@ -386,12 +392,6 @@ impl Core {
                     acked_bytes += len;
                     newest_sample = newest_sample.max(sample);
                     progressed = true;
-                    if let Err(e) = self.store.release_outbound(peer, seq) {
-                        tracing::warn!(peer, error = %e, "release failed");
-                    }
-                } else if seq >= s.next_new() {
-                    // Sent before a restart: the peer has it, free it now.
-                    let _ = self.store.release_outbound(peer, seq);
                 }
                 seq += 1;
             }
@@ -448,21 +448,31 @@ impl Core {
             let sent = self.start + Duration::from_micros(hb.echo_us - 1);
             p.send.rtt.sample(now.saturating_duration_since(sent));
         }
-        // The sender freed everything below first_pending: stop waiting for it.
-        let through = hb.first_pending.saturating_sub(1);
-        if through > p.recv.cum && through <= p.recv.consumed + u64::from(self.cfg.recv_window_msgs)
-        {
-            if let Err(e) = self.store.skip_inbound_through(peer, through) {
-                tracing::warn!(peer, error = %e, "cannot skip inbound");
-            } else {
-                p.recv.skip_through(through);
-                p.recv.ack_pending = true;
-            }
-        }
         // It has something this node lacks: ack now so it learns our state.
         if hb.next_seq > p.recv.cum + 1 {
             p.recv.ack_pending = true;
         }
+        // The sender no longer holds anything below first_pending: this node acknowledged it
+        // at some point. A fresh stream (this node's store is new, or lost its state for the
+        // peer) starts there, silently. Otherwise what this node does not hold below it was
+        // lost on this side: it is recorded as lost, in order, and the application is told.
+        let through = hb.first_pending.saturating_sub(1);
+        if through > p.recv.cum {
+            if p.recv.is_fresh() && !self.store.inbound_started(peer) {
+                if let Err(e) = self.store.skip_inbound_through(peer, through) {
+                    tracing::warn!(peer, error = %e, "cannot start the inbound stream");
+                } else {
+                    p.recv.skip_through(through);
+                    p.recv.ack_pending = true;
+                }
+            } else {
+                let first = p.recv.cum + 1;
+                self.persist_lost(now, peer, first, through);
+            }
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
         // `expected` is a cumulative ack in disguise.
         let cum = hb.expected.saturating_sub(1);
         if cum >= p.send.base && cum < committed {
@@ -472,6 +482,86 @@ impl Core {
                 frame: None,
             };
             self.acknowledge(now, peer, &ack);
+        }
+    }
+}
+
+impl Core {
+    /// A LOST frame: the sender will never deliver `first..=last`. Accepted
+    /// once everything before `first` is here (so marking the range costs
+    /// nothing whatever its length); earlier, it is ignored and the sender
+    /// repeats it.
+    fn on_lost(&mut self, now: Instant, peer: u32, first: u64, last: u64) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if last <= p.recv.cum {
+            p.recv.ack_pending = true;
+            return self.stats.drop(DropReason::Duplicate);
+        }
+        if first > p.recv.cum + 1 {
+            return self.stats.drop(DropReason::BeyondWindow);
+        }
+        let first = p.recv.cum + 1;
+        self.persist_lost(now, peer, first, last);
+    }
+
+    /// Records `first..=last` (with `first == cum + 1`) as lost: a gap marker
+    /// is persisted for each run of seqs this node does not hold (those it
+    /// holds are delivered as usual), half-assembled messages in the range are
+    /// dropped, and the stream moves on. Delivery turns each marker into an
+    /// [`Event::Lost`]. Returns whether it did.
+    pub(super) fn persist_lost(&mut self, now: Instant, peer: u32, first: u64, last: u64) -> bool {
+        self.drop_reassemblies(peer, |seq| (first..=last).contains(&seq));
+        let mut at = first;
+        while at <= last {
+            let Some(p) = self.peers.get_mut(&peer) else {
+                return false;
+            };
+            debug_assert_eq!(at, p.recv.cum + 1);
+            // The run of missing seqs from `at`: up to the next one held, or `last`.
+            let end = p
+                .recv
+                .above
+                .range(at..=last)
+                .next()
+                .map_or(last, |&held| held - 1);
+            if let Err(e) = self.store.put_inbound_lost(peer, at, end) {
+                self.stats.drop(store_drop_reason(&e));
+                return false;
+            }
+            p.recv.insert_range(at, end);
+            at = p.recv.cum + 1;
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        p.recv.ack_pending = true;
+        p.recv.unacked_since.get_or_insert(now);
+        if self.durable {
+            self.unsynced = true;
+        }
+        true
+    }
+
+    /// Aborts the half-assembled messages of `peer` whose seq matches, returning
+    /// their slots and their share of the reassembly budget.
+    pub(super) fn drop_reassemblies(&mut self, peer: u32, matches: impl Fn(u64) -> bool) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let doomed: Vec<u64> = p
+            .recv
+            .reassembly
+            .keys()
+            .copied()
+            .filter(|&s| matches(s))
+            .collect();
+        for seq in doomed {
+            if let Some(a) = p.recv.reassembly.remove(&seq) {
+                self.reassembly_bytes = self.reassembly_bytes.saturating_sub(a.msg_len as usize);
+                self.store.abort_inbound(a.slot);
+            }
         }
     }
 }

@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use hrpc_store::{Durability, MessageRef, OutboundOnReset, OutboundProducer, Store, StoreError};
 use hrpc_wire::{
     AckFrame, DATA_OVERHEAD, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame, Frame,
-    HEADER_LEN, HeaderFields, HeartbeatFrame, MAX_SACK_RANGES, ResetFrame, ResetReason, SackRange,
-    SackRanges, WireError,
+    HEADER_LEN, HeaderFields, HeartbeatFrame, LostFrame, MAX_SACK_RANGES, ResetFrame, ResetReason,
+    SackRange, SackRanges, WireError,
 };
 
 pub use config::CoreConfig;
@@ -260,6 +260,12 @@ impl Core {
         for peer in core.store.peers() {
             core.peer_entry(peer, now);
         }
+        for r in core.store.open_report().lost.clone() {
+            core.push_event(Event::OutboundLost {
+                peer: r.peer,
+                range: r.first..=r.last,
+            });
+        }
         Ok(core)
     }
 
@@ -330,6 +336,30 @@ impl Core {
         self.events.pop_front()
     }
 
+    /// Gives up on the messages to `peer` not yet acknowledged with seq ≤
+    /// `through`: they are freed from the store, and one gap marker, sent
+    /// first, tells the peer they will never come (it reports
+    /// [`Event::Lost`] for those it had not received). Returns the range given
+    /// up, or `None` if nothing was pending at or below `through`.
+    pub fn discard(
+        &mut self,
+        peer: u32,
+        through: u64,
+        now: Instant,
+    ) -> Result<Option<std::ops::RangeInclusive<u64>>, CoreError> {
+        self.take_fatal()?;
+        let Some(range) = self.store.discard_outbound(peer, through)? else {
+            return Ok(None);
+        };
+        if let Some(p) = self.peer_entry(peer, now) {
+            // Everything unacknowledged goes out again from the marker on; the
+            // peer drops what it already holds.
+            p.send.restart();
+        }
+        tracing::info!(peer, ?range, "outbound messages discarded");
+        Ok(Some(range))
+    }
+
     /// Starts heartbeats to `peer` now (with a reply requested), so its
     /// liveness is known before there is anything to send.
     pub fn touch(&mut self, peer: u32, now: Instant) {
@@ -369,7 +399,12 @@ impl Core {
             let consumed = self.store.inbound_consumed(peer);
             let mut recv = RecvState::new(consumed);
             for seq in self.store.inbound_seqs(peer) {
-                recv.insert(seq);
+                let last = self
+                    .store
+                    .inbound_message(peer, seq)
+                    .and_then(|m| m.lost_through())
+                    .unwrap_or(seq);
+                recv.insert_range(seq, last);
             }
             let rtt = RttEstimator::new(self.cfg.initial_rtt, self.cfg.min_rto, self.cfg.max_rto);
             let min_cwnd = 2 * self.cfg.mtu;

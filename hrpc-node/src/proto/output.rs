@@ -300,6 +300,22 @@ impl Core {
                     p.send.retransmit.pop_front();
                     continue;
                 };
+                if let Some(last) = m.lost_through() {
+                    if w.push_lost(&LostFrame { first: seq, last }).is_err() {
+                        full = true;
+                        continue;
+                    }
+                    // One frame says it for the whole rest of the range.
+                    while let Some(&s) = p.send.retransmit.front() {
+                        if s < seq || s > last {
+                            break;
+                        }
+                        p.send.retransmit.pop_front();
+                        p.send.resent(s, now, rto);
+                    }
+                    stats.messages_retransmitted += 1;
+                    continue;
+                }
                 match write_message(&mut w, &m, start) {
                     Written::NoRoom => full = true,
                     written => {
@@ -321,6 +337,18 @@ impl Core {
                     p.send.push_done(now);
                     continue;
                 };
+                if let Some(last) = m.lost_through() {
+                    // A gap marker: one LOST frame, and every seq of the range
+                    // is in flight until the peer acknowledges it.
+                    if w.push_lost(&LostFrame { first: seq, last }).is_err() {
+                        full = true;
+                        break;
+                    }
+                    for _ in seq..=last {
+                        p.send.push_sent(now, 0, rto);
+                    }
+                    continue;
+                }
                 if !p.send.window_allows(m.payload().len()) {
                     break;
                 }

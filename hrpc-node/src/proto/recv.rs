@@ -58,18 +58,34 @@ impl RecvState {
         }
     }
 
-    /// The sender no longer holds anything `<= through`: stop waiting for it.
+    /// Records that every seq of `first..=last` is persisted (a gap marker
+    /// stands for them). O(1) when `first == cum + 1`, as it is on the
+    /// protocol's paths; per seq otherwise.
+    pub(crate) fn insert_range(&mut self, first: u64, last: u64) {
+        if first <= self.cum + 1 {
+            self.cum = self.cum.max(last);
+            self.above = self.above.split_off(&(self.cum + 1));
+            while self.above.remove(&(self.cum + 1)) {
+                self.cum += 1;
+            }
+        } else {
+            for s in first..=last {
+                self.above.insert(s);
+            }
+        }
+    }
+
+    /// Nothing received, held or consumed yet: the stream has not started.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.cum == 0 && self.consumed == 0 && self.above.is_empty() && self.reassembly.is_empty()
+    }
+
+    /// A fresh stream starts after `through` (the sender holds nothing at or
+    /// below it). Only for a fresh stream: nothing is held to be dropped.
     pub(crate) fn skip_through(&mut self, through: u64) {
-        if through <= self.cum {
-            return;
-        }
-        self.cum = through;
+        debug_assert!(self.is_fresh());
+        self.cum = self.cum.max(through);
         self.consumed = self.consumed.max(through);
-        self.above = self.above.split_off(&(through + 1));
-        while self.above.remove(&(self.cum + 1)) {
-            self.cum += 1;
-        }
-        self.reassembly.retain(|&seq, _| seq > through);
     }
 
     /// Fills `out` with the lowest selective-ack ranges; returns how many.
@@ -185,10 +201,14 @@ mod tests {
         r.insert(3);
         assert_eq!(r.cum, 5);
         assert!(r.has(7) && !r.has(6) && !r.has(8));
-        r.skip_through(8);
-        assert_eq!((r.cum, r.consumed), (8, 8));
-        r.insert(9);
+        r.insert_range(6, 6);
+        assert_eq!(r.cum, 7);
+        r.insert_range(8, 9);
         assert_eq!(r.cum, 12);
         assert!(r.above.is_empty());
+        let mut fresh = RecvState::new(0);
+        assert!(fresh.is_fresh());
+        fresh.skip_through(70_000);
+        assert_eq!((fresh.cum, fresh.consumed), (70_000, 70_000));
     }
 }

@@ -55,6 +55,9 @@ pub(crate) struct SendState {
     /// A fragmented message in the middle of being written.
     pub(crate) frag: Option<FragCursor>,
     pub(crate) in_flight_bytes: usize,
+    /// Entries in flight (zero-length messages and gap markers count too, so
+    /// the retransmission timer runs for them).
+    pub(crate) in_flight: usize,
     /// The peer accepts seqs up to here.
     pub(crate) peer_limit: u64,
     /// Payload bytes the peer accepts in flight.
@@ -76,6 +79,7 @@ impl SendState {
             retransmit: VecDeque::new(),
             frag: None,
             in_flight_bytes: 0,
+            in_flight: 0,
             peer_limit: base.saturating_sub(1) + u64::from(initial_window),
             peer_window_bytes: usize::MAX,
             rtt,
@@ -118,6 +122,7 @@ impl SendState {
             state: SentState::InFlight,
         });
         self.in_flight_bytes += len as usize;
+        self.in_flight += 1;
         self.rto_at.get_or_insert(now + rto);
     }
 
@@ -143,6 +148,7 @@ impl SendState {
             e.transmissions += 1;
             let len = e.len as usize;
             self.in_flight_bytes += len;
+            self.in_flight += 1;
             self.rto_at.get_or_insert(now + rto);
         }
     }
@@ -162,6 +168,7 @@ impl SendState {
                         bytes += e.len as usize;
                         if e.state == SentState::InFlight {
                             self.in_flight_bytes -= e.len as usize;
+                            self.in_flight -= 1;
                         }
                         if e.transmissions == 1 {
                             sample = Some(e.sent_at);
@@ -197,6 +204,7 @@ impl SendState {
         let sample = (e.transmissions == 1).then_some(e.sent_at);
         if was_in_flight {
             self.in_flight_bytes -= len;
+            self.in_flight -= 1;
         }
         if self.frag.is_some_and(|f| f.seq == seq) {
             self.frag = None;
@@ -212,6 +220,7 @@ impl SendState {
         let limit = self.largest_acked.saturating_sub(REORDER_THRESHOLD - 1);
         let mut first = None;
         let mut lost_bytes = 0;
+        let mut lost = 0;
         for (seq, e) in (self.base..).zip(self.sent.iter_mut().take(LOSS_SCAN_LIMIT)) {
             if seq >= limit {
                 break;
@@ -221,11 +230,13 @@ impl SendState {
             {
                 e.state = SentState::Lost;
                 lost_bytes += e.len as usize;
+                lost += 1;
                 self.retransmit.push_back(seq);
                 first.get_or_insert(seq);
             }
         }
         self.in_flight_bytes -= lost_bytes;
+        self.in_flight -= lost;
         first
     }
 
@@ -234,6 +245,7 @@ impl SendState {
     pub(crate) fn on_timeout(&mut self, now: Instant) {
         let rto = self.rtt.rto_backoff(self.backoff);
         let mut lost_bytes = 0;
+        let mut lost = 0;
         let mut any = false;
         for (seq, e) in (self.base..).zip(self.sent.iter_mut().take(LOSS_SCAN_LIMIT)) {
             if e.state == SentState::InFlight
@@ -241,11 +253,13 @@ impl SendState {
             {
                 e.state = SentState::Lost;
                 lost_bytes += e.len as usize;
+                lost += 1;
                 self.retransmit.push_back(seq);
                 any = true;
             }
         }
         self.in_flight_bytes -= lost_bytes;
+        self.in_flight -= lost;
         self.frag = None;
         self.backoff = self.backoff.saturating_add(1);
         self.cc.on_timeout(self.next_new());
@@ -295,6 +309,7 @@ impl SendState {
                     e.state = SentState::Lost;
                 }
                 self.in_flight_bytes -= len;
+                self.in_flight -= 1;
                 self.retransmit.push_back(seq);
             }
             _ => return delta,
@@ -319,7 +334,7 @@ impl SendState {
     /// Re-arms the retransmission timer after progress (or clears it when
     /// nothing is in flight).
     pub(crate) fn rearm(&mut self, now: Instant) {
-        self.rto_at = (self.in_flight_bytes > 0 || self.frag.is_some())
+        self.rto_at = (self.in_flight > 0 || self.frag.is_some())
             .then(|| now + self.rtt.rto_backoff(self.backoff));
     }
 
@@ -330,6 +345,7 @@ impl SendState {
         self.retransmit.clear();
         self.frag = None;
         self.in_flight_bytes = 0;
+        self.in_flight = 0;
         self.rto_at = None;
         self.backoff = 0;
         self.largest_acked = self.base.saturating_sub(1);

@@ -58,6 +58,8 @@ pub struct Stats {
     pub messages_received: u64,
     /// Inbound messages handed to the application.
     pub messages_delivered: u64,
+    /// Inbound seqs reported lost ([`Event::Lost`](super::Event::Lost)).
+    pub messages_lost: u64,
     /// Retransmission timeouts.
     pub timeouts: u64,
     /// Peer resets (a peer came back with a new epoch).

@@ -58,7 +58,7 @@ impl Core {
             // Flow window closed with nothing in flight: the ack that would
             // reopen it may be lost, so ask for one at the RTO.
             let blocked = p.epoch != 0
-                && p.send.in_flight_bytes == 0
+                && p.send.in_flight == 0
                 && p.send.retransmit.is_empty()
                 && p.send.next_new() < send_limit
                 && p.send.next_new() > p.send.peer_limit;

@@ -20,3 +20,110 @@ pub(crate) fn open(dir: &Path, id: u32, now: Instant) -> Core {
     let store = Store::open(&dir.join(id.to_string()), &StoreConfig::new(id)).unwrap();
     Core::new(store, CoreConfig::default(), Box::new(resolver), now).unwrap()
 }
+
+/// What one core delivered, and the events it reported.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    /// Deliveries as (peer, seq, payload).
+    pub(crate) got: Vec<(u32, u64, Vec<u8>)>,
+    /// Events, in order.
+    pub(crate) events: Vec<hrpc_node::proto::Event>,
+}
+
+impl Seen {
+    /// Seqs delivered from `peer`, in order.
+    pub(crate) fn seqs(&self, peer: u32) -> Vec<u64> {
+        self.got
+            .iter()
+            .filter(|g| g.0 == peer)
+            .map(|g| g.1)
+            .collect()
+    }
+
+    /// Ranges reported lost from `peer`.
+    pub(crate) fn lost(&self, peer: u32) -> Vec<std::ops::RangeInclusive<u64>> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                hrpc_node::proto::Event::Lost { peer: p, range } if *p == peer => {
+                    Some(range.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// One side of a [`drive`]: a core, what it saw, and whether it delivers.
+pub(crate) struct Side<'a> {
+    pub(crate) core: &'a mut Core,
+    pub(crate) seen: &'a mut Seen,
+    pub(crate) deliver: bool,
+}
+
+/// Drives two cores for `rounds` steps of 5 ms of virtual time, as a driver
+/// would (receive, group commit, deliver, timers, transmit). A datagram from
+/// node `from` arrives only if `pass(from, bytes)` says so.
+pub(crate) fn drive(
+    a: Side<'_>,
+    b: Side<'_>,
+    now: &mut Instant,
+    rounds: usize,
+    pass: &mut dyn FnMut(u32, &[u8]) -> bool,
+) {
+    let mut sides = [a, b];
+    let ids = [sides[0].core.node_id(), sides[1].core.node_id()];
+    let mut buf = vec![0u8; 64 * 1500];
+    let mut inflight: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        *now += std::time::Duration::from_millis(5);
+        let t = *now;
+        for i in 0..2 {
+            let s = &mut sides[i];
+            for d in std::mem::take(&mut inflight[i]) {
+                s.core.handle_datagram(t, addr(ids[1 - i]), &d);
+            }
+            s.core.sync().unwrap();
+            if s.deliver {
+                let got = &mut s.seen.got;
+                s.core
+                    .deliver(usize::MAX, &mut |d| {
+                        got.push((d.peer, d.seq, d.payload.to_vec()))
+                    })
+                    .unwrap();
+            }
+            if s.core.poll_timeout().is_some_and(|x| x <= t) {
+                s.core.handle_timeout(t);
+            }
+            while let Some(x) = s.core.poll_transmit(t, &mut buf) {
+                let seg = x.segment_size.unwrap_or(x.len).max(1);
+                for d in buf[..x.len].chunks(seg) {
+                    if pass(ids[i], d) {
+                        inflight[1 - i].push(d.to_vec());
+                    }
+                }
+            }
+            while let Some(e) = s.core.poll_event() {
+                s.seen.events.push(e);
+            }
+        }
+    }
+}
+
+/// Whether a datagram holds a frame of the kind `want` (decoded; false if it does not parse).
+pub(crate) fn has_frame(bytes: &[u8], want: fn(&hrpc_wire::Frame<'_>) -> bool) -> bool {
+    hrpc_wire::Datagram::parse(bytes).is_ok_and(|d| d.frames().any(|f| want(&f)))
+}
+
+/// Opens node `id`'s core on `dir/<id>` with a store and core configuration of the caller's.
+pub(crate) fn open_with(
+    dir: &Path,
+    id: u32,
+    now: Instant,
+    store_cfg: StoreConfig,
+    cfg: CoreConfig,
+) -> Result<Core, hrpc_store::StoreError> {
+    let resolver = StaticResolver((1..=9).map(|i| (i, addr(i))).collect());
+    let store = Store::open(&dir.join(id.to_string()), &store_cfg)?;
+    Ok(Core::new(store, cfg, Box::new(resolver), now).unwrap())
+}
