@@ -152,11 +152,7 @@ type Marker = (u32, u64, u64);
 
 /// Every message the store holds was committed (or persisted) as is; returns the outbound
 /// (peer, seq) keys it holds as messages and the ranges it holds as gap markers.
-fn check_contents(
-    s: &Store,
-    template: &Template,
-    strict: bool,
-) -> (Vec<(u32, u64)>, Vec<Marker>) {
+fn check_contents(s: &Store, template: &Template, strict: bool) -> (Vec<(u32, u64)>, Vec<Marker>) {
     let mut held = Vec::new();
     let mut markers = Vec::new();
     for peer in s.peers() {

@@ -373,6 +373,62 @@ impl Core {
         }
     }
 
+    /// Checks that the core's view of every peer's receive stream agrees
+    /// with the store's (the store is the source of truth; the core keeps an
+    /// index of it): the consumed cursor, the seqs persisted past it
+    /// (messages and gap markers), and the reassembly budget in use. For
+    /// tests; `Err` names the first disagreement.
+    #[doc(hidden)]
+    pub fn check_receive_state(&self) -> Result<(), String> {
+        let mut budget = 0usize;
+        for (&peer, p) in &self.peers {
+            let r = &p.recv;
+            let consumed = self.store.inbound_consumed(peer);
+            if consumed != r.consumed {
+                return Err(format!(
+                    "peer {peer}: consumed {} vs store {consumed}",
+                    r.consumed
+                ));
+            }
+            let mut stored = std::collections::BTreeSet::new();
+            for seq in self.store.inbound_seqs(peer) {
+                let last = self
+                    .store
+                    .inbound_message(peer, seq)
+                    .and_then(|m| m.lost_through())
+                    .unwrap_or(seq);
+                stored.extend(seq..=last.min(seq + 1_000_000));
+            }
+            let core: std::collections::BTreeSet<u64> = (r.consumed + 1..=r.cum)
+                .chain(r.above.iter().copied())
+                .collect();
+            if stored != core {
+                let only_store: Vec<_> = stored.difference(&core).take(5).collect();
+                let only_core: Vec<_> = core.difference(&stored).take(5).collect();
+                return Err(format!(
+                    "peer {peer}: persisted seqs differ: store-only {only_store:?}, core-only {only_core:?}"
+                ));
+            }
+            budget += r
+                .reassembly
+                .values()
+                .map(|a| a.msg_len as usize)
+                .sum::<usize>();
+        }
+        if budget != self.reassembly_bytes {
+            return Err(format!(
+                "reassembly budget {} but {budget} bytes are being assembled",
+                self.reassembly_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bytes of half-assembled messages held against `max_reassembly_bytes`.
+    pub fn reassembly_bytes(&self) -> usize {
+        self.reassembly_bytes
+    }
+
     fn timestamp(&self, now: Instant) -> u64 {
         // +1 so that 0 keeps meaning "no timestamp".
         now.saturating_duration_since(self.start).as_micros() as u64 + 1
