@@ -3,7 +3,7 @@
 
 use hrpc_store::{Durability, OutboundOnReset, Store, StoreConfig};
 
-fn main() -> Result<(), hrpc_store::StoreError> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let cfg = StoreConfig {
         durability: Durability::Sync,

@@ -63,10 +63,12 @@ impl Template {
             s.set_peer_epoch(2, 1234)?;
         }
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
+        let read_dir = StoreError::io("read store directory", dir);
+        for entry in std::fs::read_dir(dir).map_err(read_dir)? {
+            let entry = entry.map_err(StoreError::io("read store directory", dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            files.push((name, std::fs::read(entry.path())?));
+            let bytes = std::fs::read(entry.path()).map_err(StoreError::io("read", dir))?;
+            files.push((name, bytes));
         }
         files.sort();
         Ok(Template {
@@ -162,7 +164,7 @@ pub fn check_open(dir: &Path, template: &Template) {
             StoreError::Corrupt { .. }
             | StoreError::NodeIdMismatch { .. }
             | StoreError::NoSpace
-            | StoreError::Io(_),
+            | StoreError::Io { .. },
         ) => {}
         Err(e) => panic!("unexpected error kind: {e:?}"),
     }

@@ -97,9 +97,34 @@ pub enum StoreError {
     #[error("invalid store configuration: {0}")]
     Config(&'static str),
     /// A previous `sync` failed; the store refuses all further work until it is reopened.
-    #[error("store stopped after a sync failure: {0}")]
+    /// The failure (which file, what the OS said) is the [`source`](std::error::Error::source).
+    #[error("store stopped after a sync failure")]
     Stopped(#[source] Arc<io::Error>),
-    /// Any other I/O error.
-    #[error("store I/O error: {0}")]
-    Io(#[from] io::Error),
+    /// An I/O operation on one of the store's files failed. Displays as `"{op} {path}"`; what
+    /// the OS said is the [`source`](std::error::Error::source), so a chain printed the
+    /// usual way reads e.g. `open segment /x/seg-000003: Permission denied`.
+    #[error("{op} {}", path.display())]
+    Io {
+        /// What was being done, e.g. `"open segment"`, `"lock"`, `"create store directory"`.
+        op: &'static str,
+        /// The file or directory it was done to.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    /// A [`StoreError::Io`] for `op` on `path`, for `map_err`.
+    pub(crate) fn io<'a>(
+        op: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(io::Error) -> Self + 'a {
+        move |source| StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }

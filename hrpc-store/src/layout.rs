@@ -350,7 +350,10 @@ mod tests {
                 assert_eq!(class_for(class_size(c - 1) + 1), c);
             }
         }
-        assert_eq!(class_size(NUM_CLASSES - 1), crate::MAX_MESSAGE_LEN + SLOT_HDR);
+        assert_eq!(
+            class_size(NUM_CLASSES - 1),
+            crate::MAX_MESSAGE_LEN + SLOT_HDR
+        );
         assert!(class_size(NUM_CLASSES - 2) < crate::MAX_MESSAGE_LEN + SLOT_HDR);
         assert_eq!(class_for(1), 0);
     }

@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use hrpc_store::{Store, StoreConfig};
-//! # fn main() -> Result<(), hrpc_store::StoreError> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let mut store = Store::open(dir.path(), &StoreConfig::new(7))?;
 //!

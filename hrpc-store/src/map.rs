@@ -31,9 +31,11 @@
 
 use std::fs::File;
 use std::io;
+use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use crate::StoreError;
 use crate::sync::AtomicU64;
 
 /// A whole file mapped shared, read+write.
@@ -41,6 +43,8 @@ use crate::sync::AtomicU64;
 pub(crate) struct MappedFile {
     map: MmapRaw,
     len: usize,
+    /// The file, for error messages.
+    path: PathBuf,
     /// Under loom, state words live in loom atomics (loom cannot model atomics it did not create).
     /// One per 8 bytes; only used for segment files, which are tiny in loom tests.
     #[cfg(loom)]
@@ -48,21 +52,28 @@ pub(crate) struct MappedFile {
 }
 
 impl MappedFile {
-    /// Maps the first `len` bytes of `file` after checking (M2) that the file is that long.
-    pub(crate) fn map(file: &File, len: usize, populate: bool, atomics: bool) -> io::Result<Self> {
-        let file_len = file.metadata()?.len();
+    /// Maps the first `len` bytes of `file` (at `path`) after checking (M2) that the file is
+    /// that long.
+    pub(crate) fn map(
+        file: &File,
+        path: &Path,
+        len: usize,
+        populate: bool,
+        atomics: bool,
+    ) -> Result<Self, StoreError> {
+        let file_len = file.metadata().map_err(StoreError::io("stat", path))?.len();
         if len == 0 || file_len < len as u64 {
-            return Err(io::Error::new(
+            return Err(StoreError::io("map", path)(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("file is {file_len} bytes, cannot map {len}"),
-            ));
+            )));
         }
         let mut opts = MmapOptions::new();
         opts.len(len);
         if populate {
             opts.populate();
         }
-        let map = opts.map_raw(file)?;
+        let map = opts.map_raw(file).map_err(StoreError::io("map", path))?;
         let _ = atomics;
         Ok(Self {
             #[cfg(loom)]
@@ -78,6 +89,7 @@ impl MappedFile {
                 .collect(),
             map,
             len,
+            path: path.to_path_buf(),
         })
     }
 
@@ -156,12 +168,15 @@ impl MappedFile {
         unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(off), len) }
     }
 
-    /// `msync(MS_SYNC)` of the pages covering `off..off+len`.
+    /// `msync(MS_SYNC)` of the pages covering `off..off+len`. An error names the file: it is an
+    /// `io::Error` (same kind) whose message is `msync <path>` and whose source is the OS error.
     pub(crate) fn flush(&self, off: usize, len: usize) -> io::Result<()> {
         self.check(off, len);
         if len == 0 {
             return Ok(());
         }
-        self.map.flush_range(off, len)
+        self.map
+            .flush_range(off, len)
+            .map_err(|e| io::Error::new(e.kind(), StoreError::io("msync", &self.path)(e)))
     }
 }

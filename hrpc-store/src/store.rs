@@ -110,16 +110,18 @@ fn corrupt(file: &Path, reason: impl Into<String>) -> StoreError {
     }
 }
 
-fn fallocate(file: &File, len: u64) -> Result<()> {
+fn fallocate(file: &File, path: &Path, len: u64) -> Result<()> {
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::NOSPC) => Err(StoreError::NoSpace),
-        Err(e) => Err(StoreError::Io(e.into())),
+        Err(e) => Err(StoreError::io("fallocate", path)(e.into())),
     }
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("fsync directory", dir))
 }
 
 /// Identifies a slot: segment file index and slot index in it.
@@ -369,7 +371,7 @@ impl Inner {
         failpoint::hit("segment.before_rename");
         if let Err(e) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
-            return Err(e.into());
+            return Err(StoreError::io("rename new segment", &tmp)(e));
         }
         if sh.durability == Durability::Sync {
             fsync_dir(&sh.dir)?;
@@ -377,7 +379,7 @@ impl Inner {
                 h(&path, 0, len);
             }
         }
-        let map = MappedFile::map(&file, len as usize, false, true)?;
+        let map = MappedFile::map(&file, &path, len as usize, false, true)?;
         let seg = Segment {
             path,
             file,
@@ -387,7 +389,9 @@ impl Inner {
             slots: slots as u32,
         };
         if sh.segments[index as usize].set(seg).is_err() {
-            return Err(io::Error::other("segment index reused").into());
+            return Err(StoreError::io("install segment", &sh.dir)(
+                io::Error::other("segment index in use"),
+            ));
         }
         self.nsegs += 1;
         self.seg_dirty.push((0, 0));
@@ -481,12 +485,14 @@ fn create_file(path: &Path, len: u64, header: &[u8], sync: bool) -> Result<File>
         .write(true)
         .create(true)
         .truncate(true)
-        .open(path)?;
+        .open(path)
+        .map_err(StoreError::io("create", path))?;
     let res = (|| -> Result<()> {
-        fallocate(&file, len)?;
-        file.write_all_at(header, 0)?;
+        fallocate(&file, path, len)?;
+        file.write_all_at(header, 0)
+            .map_err(StoreError::io("write header of", path))?;
         if sync {
-            file.sync_all()?;
+            file.sync_all().map_err(StoreError::io("fsync", path))?;
         }
         Ok(())
     })();
@@ -831,13 +837,15 @@ impl Store {
         if cfg.max_peers == 0 || cfg.max_peers > MAX_PEERS {
             return Err(StoreError::Config("max_peers must be in 1..=MAX_PEERS"));
         }
-        fs::create_dir_all(dir)?;
+        fs::create_dir_all(dir).map_err(StoreError::io("create store directory", dir))?;
+        let lock_path = dir.join(LOCK_FILE);
         let lock_file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(LOCK_FILE))?;
+            .open(&lock_path)
+            .map_err(StoreError::io("open lock file", &lock_path))?;
         match lock_file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -845,19 +853,20 @@ impl Store {
                     path: dir.to_path_buf(),
                 });
             }
-            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::io("lock", &lock_path)(e)),
         }
         let sync = cfg.durability == Durability::Sync;
 
         // Directory scan: drop leftovers of interrupted file creation, collect segments.
         let mut seg_files = Vec::new();
-        for ent in fs::read_dir(dir)? {
-            let ent = ent?;
+        for ent in fs::read_dir(dir).map_err(StoreError::io("read store directory", dir))? {
+            let ent = ent.map_err(StoreError::io("read store directory", dir))?;
             let name = ent.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.ends_with(".tmp") {
                 tracing::info!(file = name, "removing leftover temporary file");
-                fs::remove_file(ent.path())?;
+                fs::remove_file(ent.path())
+                    .map_err(StoreError::io("remove leftover file", &ent.path()))?;
             } else if let Some(n) = name.strip_prefix("seg-")
                 && n.len() == 6
                 && let Ok(i) = n.parse::<u32>()
@@ -881,12 +890,19 @@ impl Store {
             let len = (SUPER_LEN + cfg.max_peers as usize * ENTRY_LEN) as u64;
             let tmp = dir.join("meta.tmp");
             drop(create_file(&tmp, len, &sb.encode(), true)?);
-            fs::rename(&tmp, &meta_path)?;
+            fs::rename(&tmp, &meta_path).map_err(StoreError::io("rename new meta", &tmp))?;
             fsync_dir(dir)?;
             tracing::info!(dir = %dir.display(), node_id = cfg.node_id, epoch = sb.epoch, "created store");
         }
-        let meta_file = OpenOptions::new().read(true).write(true).open(&meta_path)?;
-        let meta_len = meta_file.metadata()?.len();
+        let meta_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&meta_path)
+            .map_err(StoreError::io("open", &meta_path))?;
+        let meta_len = meta_file
+            .metadata()
+            .map_err(StoreError::io("stat", &meta_path))?
+            .len();
         if meta_len < 64 {
             return Err(corrupt(
                 &meta_path,
@@ -894,7 +910,9 @@ impl Store {
             ));
         }
         let mut sbb = [0u8; 64];
-        meta_file.read_exact_at(&mut sbb, 0)?;
+        meta_file
+            .read_exact_at(&mut sbb, 0)
+            .map_err(StoreError::io("read superblock of", &meta_path))?;
         let sb = Superblock::decode(&sbb).map_err(|r| corrupt(&meta_path, r))?;
         if sb.node_id != cfg.node_id {
             return Err(StoreError::NodeIdMismatch {
@@ -909,7 +927,7 @@ impl Store {
                 format!("truncated to {meta_len} of {table_end} bytes"),
             ));
         }
-        let meta = MappedFile::map(&meta_file, table_end, false, false)?;
+        let meta = MappedFile::map(&meta_file, &meta_path, table_end, false, false)?;
 
         // Peer records: per entry, the valid copy with the highest generation.
         let mut states: Vec<PeerState> = Vec::new();
@@ -970,13 +988,21 @@ impl Store {
             if *i as usize >= MAX_SEGMENTS {
                 return Err(corrupt(path, "segment index out of range"));
             }
-            let file = OpenOptions::new().read(true).write(true).open(path)?;
-            let flen = file.metadata()?.len();
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(StoreError::io("open segment", path))?;
+            let flen = file
+                .metadata()
+                .map_err(StoreError::io("stat segment", path))?
+                .len();
             if flen < SEG_HDR as u64 {
                 return Err(corrupt(path, format!("truncated to {flen} bytes")));
             }
             let mut hb = [0u8; SEG_HDR];
-            file.read_exact_at(&mut hb, 0)?;
+            file.read_exact_at(&mut hb, 0)
+                .map_err(StoreError::io("read header of segment", path))?;
             let h = SegHeader::decode(&hb).map_err(|r| corrupt(path, r))?;
             if h.index != *i || h.epoch != sb.epoch {
                 return Err(corrupt(path, "segment belongs to another store or index"));
@@ -987,9 +1013,9 @@ impl Store {
             }
             if flen < len {
                 tracing::warn!(file = %path.display(), flen, len, "segment truncated: re-extending (lost slots are freed)");
-                fallocate(&file, len)?;
+                fallocate(&file, path, len)?;
             }
-            let map = MappedFile::map(&file, len as usize, true, true)?;
+            let map = MappedFile::map(&file, path, len as usize, true, true)?;
             let seg = Segment {
                 path: path.clone(),
                 file,
@@ -1161,10 +1187,15 @@ impl Store {
         if sync {
             // What recovery found may still be only in the page cache (the previous owner died
             // before syncing): make it durable before treating it as the durable state.
-            inner.meta_file.sync_data()?;
+            inner
+                .meta_file
+                .sync_data()
+                .map_err(StoreError::io("fsync", &meta_path))?;
             for i in 0..inner.nsegs {
                 if let Some(seg) = sh.seg(i) {
-                    seg.file.sync_data()?;
+                    seg.file
+                        .sync_data()
+                        .map_err(StoreError::io("fsync segment", &seg.path))?;
                 }
             }
         }
