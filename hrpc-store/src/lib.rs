@@ -81,5 +81,9 @@ struct ReadmeDoctest;
 /// Largest message payload the store accepts (16 MiB, equal to `hrpc_wire::MAX_MESSAGE_LEN`).
 pub const MAX_MESSAGE_LEN: usize = 16 << 20;
 
+/// Smallest `capacity_bytes` [`Store::open`] accepts (64 KiB): room for a few hundred small
+/// messages or one of 65 472 bytes. Below it, [`StoreError::CapacityTooSmall`].
+pub const MIN_CAPACITY: u64 = 64 << 10;
+
 /// Largest `max_peers` accepted in [`StoreConfig`].
 pub const MAX_PEERS: u32 = 1 << 16;

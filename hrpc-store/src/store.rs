@@ -17,7 +17,7 @@ use crate::layout::{
 };
 use crate::map::MappedFile;
 use crate::sync::{Arc, Mutex, MutexGuard, Ordering, lock};
-use crate::{MAX_MESSAGE_LEN, MAX_PEERS};
+use crate::{MAX_MESSAGE_LEN, MAX_PEERS, MIN_CAPACITY};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -248,6 +248,8 @@ struct Shared {
     node_id: u32,
     epoch: u64,
     capacity: u64,
+    /// Largest payload that can ever fit (`MAX_MESSAGE_LEN`, or less for a small capacity).
+    max_len: usize,
     max_peers: u32,
     instance: u64,
     /// Append-only table of mapped segments (never unmapped while open: invariant M3).
@@ -280,6 +282,18 @@ impl Shared {
     #[inline]
     fn seg(&self, i: u32) -> Option<&Segment> {
         self.segments.get(i as usize)?.get()
+    }
+
+    /// [`StoreError::TooLarge`] if a `len`-byte message can never fit this store.
+    #[inline]
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.max_len {
+            return Err(StoreError::TooLarge {
+                len,
+                max: self.max_len,
+            });
+        }
+        Ok(())
     }
 
     fn payload(&self, slot: SlotId, len: u32) -> Option<&[u8]> {
@@ -692,13 +706,8 @@ impl OutboundProducer {
     /// Errors: [`StoreError::TooLarge`], [`StoreError::Full`], [`StoreError::NoSpace`],
     /// [`StoreError::TooManyPeers`], [`StoreError::Stopped`]. On error nothing changed.
     pub fn reserve(&self, peer: u32, len: usize) -> Result<OutboundReservation<'_>> {
-        if len > MAX_MESSAGE_LEN {
-            return Err(StoreError::TooLarge {
-                len,
-                max: MAX_MESSAGE_LEN,
-            });
-        }
         let sh = &*self.shared;
+        sh.check_len(len)?;
         sh.check_stopped()?;
         let class = class_for(len + SLOT_HDR);
         let mut inner = lock(&sh.inner);
@@ -836,6 +845,12 @@ impl Store {
         failpoint::init();
         if cfg.max_peers == 0 || cfg.max_peers > MAX_PEERS {
             return Err(StoreError::Config("max_peers must be in 1..=MAX_PEERS"));
+        }
+        if cfg.capacity_bytes < MIN_CAPACITY {
+            return Err(StoreError::CapacityTooSmall {
+                capacity: cfg.capacity_bytes,
+                min: MIN_CAPACITY,
+            });
         }
         fs::create_dir_all(dir).map_err(StoreError::io("create store directory", dir))?;
         let lock_path = dir.join(LOCK_FILE);
@@ -1091,6 +1106,7 @@ impl Store {
             node_id: sb.node_id,
             epoch: sb.epoch,
             capacity: cfg.capacity_bytes,
+            max_len: max_payload(cfg.capacity_bytes),
             max_peers: sb.max_peers,
             instance,
             segments,
@@ -1210,6 +1226,16 @@ impl Store {
             _lock: lock_file,
         })
     }
+}
+
+/// The largest payload whose slot fits `capacity` (at most `MAX_MESSAGE_LEN`).
+fn max_payload(capacity: u64) -> usize {
+    (0..NUM_CLASSES)
+        .rev()
+        .map(class_size)
+        .find(|&s| s as u64 <= capacity)
+        .map_or(0, |s| s - SLOT_HDR)
+        .min(MAX_MESSAGE_LEN)
 }
 
 fn sh_segments_set(segs: &[OnceLock<Segment>], i: u32, seg: Segment) -> Result<(), Segment> {
@@ -1451,13 +1477,8 @@ impl Store {
         seq: u64,
         len: u32,
     ) -> Result<(MutexGuard<'_, Inner>, SlotId, usize, usize)> {
-        if len as usize > MAX_MESSAGE_LEN {
-            return Err(StoreError::TooLarge {
-                len: len as usize,
-                max: MAX_MESSAGE_LEN,
-            });
-        }
         let sh = &*self.shared;
+        sh.check_len(len as usize)?;
         sh.check_stopped()?;
         if self.has_inbound(peer, seq) {
             return Err(StoreError::BadSeq {
@@ -1621,7 +1642,7 @@ impl Store {
             .filter(|&l| l as usize <= MAX_MESSAGE_LEN)
             .ok_or(StoreError::TooLarge {
                 len: payload.len(),
-                max: MAX_MESSAGE_LEN,
+                max: self.shared.max_len,
             })?;
         let actual = crc32c::crc32c(payload);
         if actual != crc {

@@ -105,6 +105,10 @@ fn error_chains_never_repeat() {
     assert_no_repeats(&io);
     for e in [
         StoreError::NoSpace,
+        StoreError::CapacityTooSmall {
+            capacity: 1,
+            min: 2,
+        },
         StoreError::TooLarge { len: 3, max: 2 },
         StoreError::Full {
             used: 1,
