@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Poll thread: group commit once per iteration (no-op in Process mode).
     store.sync()?;
+    store.maintain();
 
     // Retransmit from the store; free when the peer acknowledges.
     assert_eq!(

@@ -9,10 +9,12 @@
 //! them, and small cursors (next outbound seq, acked seq, consumed seq, the peer's session epoch)
 //! in checksummed, multi-buffered records. A superblock holds this node's id and epoch (creation time plus random bits).
 //!
-//! Messages live in fixed-size slots (size classes 128 B … 24 MiB, 64-byte header) in segment
-//! files mapped with memmap2. The store starts at ~200 KiB and grows by adding segment files —
-//! a live mapping is never remapped. Space is reserved with `fallocate`, so a full disk is
-//! [`StoreError::NoSpace`], never SIGBUS. Freed slots are reused.
+//! Messages live in fixed-size slots (size classes 128 B … 16 MiB + 64, at most 1/16 larger than
+//! needed from 4 KiB up; 64-byte header) in segment files mapped with memmap2. The store starts
+//! at ~200 KiB and grows by adding segment files — a live mapping is never remapped. Space is
+//! reserved with `fallocate`, so a full disk is [`StoreError::NoSpace`], never SIGBUS. Freed
+//! slots are reused, and [`Store::maintain`] (call it once per poll iteration) deletes segment
+//! files that stay empty, so an idle store shrinks back to its empty size.
 //!
 //! ```
 //! use hrpc_store::{Store, StoreConfig};

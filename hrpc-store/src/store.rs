@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::error::StoreError;
 use crate::failpoint;
@@ -15,14 +16,19 @@ use crate::layout::{
     COPIES, ENTRY_LEN, KIND_IN, KIND_OUT, NUM_CLASSES, RECORD_LEN, Record, SEG_HDR, SLOT_HDR,
     SUPER_LEN, SegHeader, SlotHeader, Superblock, class_for, class_size,
 };
-use crate::map::MappedFile;
+use crate::map::{MappedFile, SegCell};
 use crate::sync::{Arc, Mutex, MutexGuard, Ordering, lock};
 use crate::{MAX_MESSAGE_LEN, MAX_PEERS, MIN_CAPACITY};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Maximum number of segment files.
+/// Maximum number of segment files (indexes of deleted ones are reused).
 const MAX_SEGMENTS: usize = 1024;
+/// A segment whose slots have all been free for this long is deleted by [`Store::maintain`].
+const IDLE_DELAY: Duration = Duration::from_secs(2);
+/// Segments of slots this large are deleted as soon as `maintain` finds them empty: each slot
+/// is a large message, and recreating such a segment costs little next to writing one.
+const LARGE_SLOT: usize = 1 << 20;
 /// Target size of the first segment of a class; later ones double up to `SEG_MAX`.
 #[cfg(not(loom))]
 const SEG_BASE: usize = 64 << 10;
@@ -207,6 +213,50 @@ struct ClassState {
     segs: u32,
 }
 
+/// Occupancy of one segment (index into `Inner::seg_use`), for reclaiming empty ones.
+#[derive(Debug, Default, Clone, Copy)]
+struct SegUse {
+    /// Slots of it on the free list.
+    free: u32,
+    /// All its slots (0 = no segment at this index).
+    slots: u32,
+    /// Its slots are at least `LARGE_SLOT`: deleted as soon as found empty.
+    large: bool,
+    /// In `Inner::empty` (it was seen with every slot free).
+    listed: bool,
+    /// When `maintain` first saw it empty; reset by a claim.
+    idle_since: Option<Instant>,
+}
+
+/// Per-segment occupancy of the segments in `segments`, from the class free lists, and the
+/// segments found empty.
+fn seg_use_of(segments: &[SegCell<Segment>], classes: &[ClassState]) -> (Vec<SegUse>, Vec<u32>) {
+    let mut v: Vec<SegUse> = segments
+        .iter()
+        .map(|c| match c.get() {
+            Some(seg) => SegUse {
+                slots: seg.slots,
+                large: seg.slot_size >= LARGE_SLOT,
+                ..SegUse::default()
+            },
+            None => SegUse::default(),
+        })
+        .collect();
+    for s in classes.iter().flat_map(|c| &c.free) {
+        if let Some(u) = v.get_mut(s.seg as usize) {
+            u.free += 1;
+        }
+    }
+    let mut empty = Vec::new();
+    for (i, u) in v.iter_mut().enumerate() {
+        if u.slots > 0 && u.free == u.slots {
+            u.listed = true;
+            empty.push(i as u32);
+        }
+    }
+    (v, empty)
+}
+
 /// Test hook called after each successful flush: `(file, offset, len)`.
 type FlushHook = Box<dyn FnMut(&Path, u64, u64) + Send>;
 struct HookSlot(Option<FlushHook>);
@@ -238,6 +288,10 @@ struct Inner {
     /// Sync mode: peer entries written since the last sync.
     dirty_entries: Vec<u32>,
     hook: HookSlot,
+    /// Occupancy per segment index (`MAX_SEGMENTS` entries).
+    seg_use: Vec<SegUse>,
+    /// Segments seen with every slot free (candidates for [`Store::maintain`]).
+    empty: Vec<u32>,
 }
 
 /// State shared between the poll thread ([`Store`]) and producers ([`OutboundProducer`]).
@@ -252,8 +306,8 @@ struct Shared {
     max_len: usize,
     max_peers: u32,
     instance: u64,
-    /// Append-only table of mapped segments (never unmapped while open: invariant M3).
-    segments: Box<[OnceLock<Segment>]>,
+    /// Mapped segments by index; an index is emptied only by `Store::maintain` (invariant M6).
+    segments: Box<[SegCell<Segment>]>,
     inner: Mutex<Inner>,
     stopped: OnceLock<std::sync::Arc<io::Error>>,
 }
@@ -336,6 +390,9 @@ impl Inner {
             });
         };
         self.used += size;
+        let u = &mut self.seg_use[slot.seg as usize];
+        u.free -= 1;
+        u.idle_since = None;
         Ok(slot)
     }
 
@@ -343,6 +400,78 @@ impl Inner {
     fn unclaim(&mut self, class: usize, slot: SlotId) {
         self.classes[class].free.push(slot);
         self.used -= class_size(class) as u64;
+        self.note_free(slot.seg);
+    }
+
+    /// One more slot of segment `seg` is on the free list; list the segment once all are.
+    #[inline]
+    fn note_free(&mut self, seg: u32) {
+        let u = &mut self.seg_use[seg as usize];
+        u.free += 1;
+        if u.free == u.slots && !u.listed {
+            u.listed = true;
+            self.empty.push(seg);
+        }
+    }
+
+    /// Deletes the segments that have been empty long enough (see [`Store::maintain`]).
+    /// Returns how many.
+    fn reclaim(&mut self, sh: &Shared, now: Instant) -> usize {
+        let mut removed = 0;
+        let mut i = 0;
+        while let Some(&seg) = self.empty.get(i) {
+            let u = &mut self.seg_use[seg as usize];
+            if u.slots == 0 || u.free != u.slots {
+                u.listed = false;
+                u.idle_since = None;
+                self.empty.swap_remove(i);
+                continue;
+            }
+            let since = *u.idle_since.get_or_insert(now);
+            let delay = if u.large { Duration::ZERO } else { IDLE_DELAY };
+            if now.saturating_duration_since(since) < delay {
+                i += 1;
+                continue;
+            }
+            match self.remove_segment(sh, seg) {
+                Ok(()) => {
+                    removed += 1;
+                    self.empty.swap_remove(i);
+                }
+                Err(e) => {
+                    // The segment stays usable; try again after another idle delay.
+                    tracing::warn!(error = %e, "cannot delete an empty segment");
+                    self.seg_use[seg as usize].idle_since =
+                        Some(now.checked_add(IDLE_DELAY).unwrap_or(now));
+                    i += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Deletes empty segment `seg`: its file first (if that fails nothing changed), then its
+    /// slots leave the free list and the mapping goes (M6: every slot is free, so nothing
+    /// references it, and the caller holds `&mut Store` and the mutex).
+    fn remove_segment(&mut self, sh: &Shared, seg: u32) -> Result<()> {
+        let Some(cell) = sh.segments.get(seg as usize) else {
+            return Ok(());
+        };
+        let Some(s) = cell.get() else { return Ok(()) };
+        let class = s.class;
+        let slot_size = s.slot_size;
+        fs::remove_file(&s.path).map_err(StoreError::io("delete segment", &s.path))?;
+        let cs = &mut self.classes[class];
+        cs.free.retain(|x| x.seg != seg);
+        cs.segs = cs.segs.saturating_sub(1);
+        if let Some(d) = self.seg_dirty.get_mut(seg as usize) {
+            *d = (0, 0);
+        }
+        self.dirty_segs.retain(|&x| x != seg);
+        self.seg_use[seg as usize] = SegUse::default();
+        drop(cell.take());
+        tracing::debug!(index = seg, class, slot_size, "deleted empty segment");
+        Ok(())
     }
 
     /// Frees a published slot: one Release store of 0 into its state word.
@@ -356,17 +485,19 @@ impl Inner {
         }
         self.classes[class].free.push(slot);
         self.used -= class_size(class) as u64;
+        self.note_free(slot.seg);
     }
 
     fn add_segment(&mut self, sh: &Shared, class: usize) -> Result<()> {
-        let index = self.nsegs;
-        if index as usize >= MAX_SEGMENTS {
+        // The lowest free index: deleted segments' indexes are reused.
+        let Some(index) = sh.segments.iter().position(|c| c.get().is_none()) else {
             return Err(StoreError::Full {
                 used: self.used,
                 requested: 0,
                 capacity: sh.capacity,
             });
-        }
+        };
+        let index = index as u32;
         let slot_size = class_size(class);
         let k = self.classes[class].segs.min(10);
         let target = (SEG_BASE << k).min(SEG_MAX);
@@ -407,8 +538,17 @@ impl Inner {
                 io::Error::other("segment index in use"),
             ));
         }
-        self.nsegs += 1;
-        self.seg_dirty.push((0, 0));
+        self.nsegs = self.nsegs.max(index + 1);
+        if self.seg_dirty.len() <= index as usize {
+            self.seg_dirty.resize(index as usize + 1, (0, 0));
+        }
+        self.seg_use[index as usize] = SegUse {
+            free: slots as u32,
+            slots: slots as u32,
+            large: slot_size >= LARGE_SLOT,
+            listed: false,
+            idle_since: None,
+        };
         let cs = &mut self.classes[class];
         cs.segs += 1;
         cs.free.extend(
@@ -990,8 +1130,7 @@ impl Store {
         }
         free_entries.sort_unstable_by(|a, b| b.cmp(a));
 
-        let segments: Box<[OnceLock<Segment>]> =
-            (0..MAX_SEGMENTS).map(|_| OnceLock::new()).collect();
+        let segments: Box<[SegCell<Segment>]> = (0..MAX_SEGMENTS).map(|_| SegCell::new()).collect();
         let mut classes: Vec<ClassState> =
             (0..NUM_CLASSES).map(|_| ClassState::default()).collect();
         let mut nsegs = 0u32;
@@ -1085,6 +1224,7 @@ impl Store {
         }
 
         let instance = random_nonzero_u64();
+        let (seg_use, empty) = seg_use_of(&segments, &classes);
         let inner = Inner {
             classes,
             nsegs,
@@ -1099,6 +1239,8 @@ impl Store {
             dirty_segs: Vec::new(),
             dirty_entries: Vec::new(),
             hook: HookSlot(None),
+            seg_use,
+            empty,
         };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -1238,7 +1380,7 @@ fn max_payload(capacity: u64) -> usize {
         .min(MAX_MESSAGE_LEN)
 }
 
-fn sh_segments_set(segs: &[OnceLock<Segment>], i: u32, seg: Segment) -> Result<(), Segment> {
+fn sh_segments_set(segs: &[SegCell<Segment>], i: u32, seg: Segment) -> Result<(), Segment> {
     match segs.get(i as usize) {
         Some(cell) => cell.set(seg),
         None => Err(seg),
@@ -1868,6 +2010,28 @@ impl Store {
             inner.free_slot(sh, s);
         }
         Ok(())
+    }
+
+    /// Gives disk space back: deletes segment files whose slots have all been free for 2 s
+    /// (at once for slots of 1 MiB and more), so a store returns to its empty size once the
+    /// traffic that grew it is acknowledged and consumed. Cheap when there is nothing to do (a
+    /// lock and a length check; the clock is read only when some segment is empty). Call it
+    /// once per poll iteration, in either durability mode; returns how many segments it
+    /// deleted. A deletion that fails is logged and tried again later.
+    pub fn maintain(&mut self) -> usize {
+        if lock(&self.shared.inner).empty.is_empty() {
+            return 0;
+        }
+        self.maintain_at(Instant::now())
+    }
+
+    /// [`Store::maintain`] with the time given (`now` must not go backwards between calls).
+    pub fn maintain_at(&mut self, now: Instant) -> usize {
+        let sh = &*self.shared;
+        if sh.check_stopped().is_err() {
+            return 0;
+        }
+        lock(&sh.inner).reclaim(sh, now)
     }
 
     /// `(slot bytes in use, capacity)`.

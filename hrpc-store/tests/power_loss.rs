@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hrpc_store::power_loss::{Images, crash_image, snapshot, track};
 use hrpc_store::{Durability, Store, StoreConfig};
@@ -50,6 +51,7 @@ fn run(seed: u64, nops: usize) {
     let p = store.producer();
     let mut m = Model::default();
     let mut synced = m.clone();
+    let mut clock = Instant::now();
     for tag in 0..nops as u64 {
         let peer = rng.random_range(1..=3u32);
         match rng.random_range(0..12) {
@@ -109,6 +111,10 @@ fn run(seed: u64, nops: usize) {
             _ => {
                 store.sync().unwrap();
                 synced = m.clone();
+                // Reclaim as eagerly as the store allows: empty segments are deleted and their
+                // indexes reused between power-loss points.
+                clock += Duration::from_secs(10);
+                store.maintain_at(clock);
             }
         }
     }
