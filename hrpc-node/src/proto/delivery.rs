@@ -9,6 +9,7 @@ impl Core {
     /// core acknowledges, sends and delivers nothing new. No-op in
     /// [`Durability::Process`] mode.
     pub fn sync(&mut self) -> Result<(), CoreError> {
+        self.store.maintain(); // both modes: deletes long-empty store segments (cheap if none)
         if !self.durable {
             return Ok(());
         }
