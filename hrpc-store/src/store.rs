@@ -440,7 +440,7 @@ impl Inner {
                 }
                 Err(e) => {
                     // The segment stays usable; try again after another idle delay.
-                    tracing::warn!(error = %e, "cannot delete an empty segment");
+                    tracing::warn!(error = ?e, "cannot delete an empty segment");
                     self.seg_use[seg as usize].idle_since =
                         Some(now.checked_add(IDLE_DELAY).unwrap_or(now));
                     i += 1;

@@ -31,7 +31,7 @@ pub enum NodeError {
         addr: SocketAddr,
     },
     /// The socket could not be set up.
-    #[error("cannot bind UDP socket at {addr}: {source}")]
+    #[error("cannot bind UDP socket at {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -39,14 +39,17 @@ pub enum NodeError {
         #[source]
         source: io::Error,
     },
-    /// The store failed (corruption, I/O, a sticky sync failure, ...).
-    #[error(transparent)]
+    /// The store failed (corruption, I/O, a sticky sync failure, ...); what happened is the
+    /// [`source`](std::error::Error::source).
+    #[error("node store failed")]
     Store(#[from] StoreError),
-    /// An I/O error on the socket or the wake-up fd that the node cannot ride out.
-    #[error("node I/O error: {0}")]
+    /// An I/O error on the socket or the wake-up fd that the node cannot ride out (the OS
+    /// error is the source).
+    #[error("node I/O error")]
     Io(#[from] io::Error),
-    /// The protocol core failed (a persisted message failed its checksum before delivery).
-    #[error("protocol core: {0}")]
+    /// The protocol core failed (a persisted message failed its checksum before delivery); the
+    /// [`CoreError`](crate::proto::CoreError) is the source.
+    #[error("protocol core failed")]
     Core(#[source] crate::proto::CoreError),
     /// The node was closed.
     #[error("node is closed")]
@@ -60,7 +63,7 @@ pub enum SendError {
     /// Backpressure: the store is at its capacity or the disk is full. Retry after the node
     /// has polled (acknowledgements free space). Only for a message that fits once
     /// acknowledged messages are freed; one that never could is [`SendError::TooLarge`].
-    #[error("store full: {0}")]
+    #[error("store full (backpressure)")]
     StoreFull(#[source] StoreError),
     /// Backpressure: this many messages to the peer are already unacknowledged
     /// ([`NodeConfig::max_unacked_per_peer`]). Retry after the node has polled.
@@ -86,9 +89,9 @@ pub enum SendError {
     /// The node was closed.
     #[error("node is closed")]
     Closed,
-    /// Any other store failure (a sticky sync failure, too many peers, ...).
-    #[error(transparent)]
-    Store(StoreError),
+    /// Any other store failure (a sticky sync failure, too many peers, ...), as the source.
+    #[error("store refused the message")]
+    Store(#[source] StoreError),
 }
 
 impl SendError {
