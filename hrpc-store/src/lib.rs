@@ -43,7 +43,7 @@
 //! ## Safety and what users must not do
 //!
 //! `unsafe` code is confined to the private `map` module; its soundness argument (invariants
-//! M1–M5) is written there and in `docs/design.md`. [`Store::open`] is a **safe** function: it
+//! M1–M6) is written there and in `docs/design.md`. [`Store::open`] is a **safe** function: it
 //! takes an exclusive `flock` on `LOCK` before mapping anything, so no other cooperating process
 //! or second `Store` can map the files. Users must not truncate, write or replace the store's
 //! files while it is open (from this or another process, bypassing the lock); that is outside the

@@ -58,7 +58,9 @@ pub struct StoreConfig {
     /// Crash model to honour.
     pub durability: Durability,
     /// Limit on slot bytes (64-byte header + payload, rounded up to the slot size class) in use;
-    /// [`StoreError::Full`] beyond. Default 1 GiB.
+    /// [`StoreError::Full`] beyond (backpressure). A message whose slot alone exceeds it is
+    /// [`StoreError::TooLarge`]. At least [`crate::MIN_CAPACITY`] (64 KiB), else
+    /// [`Store::open`] fails with [`StoreError::CapacityTooSmall`]. Default 1 GiB.
     pub capacity_bytes: u64,
     /// Peer table size, fixed when the store is created (ignored on reopen). Default 1024;
     /// costs 192 bytes of disk per entry.
