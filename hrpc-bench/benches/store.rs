@@ -125,6 +125,17 @@ fn footprint(_c: &mut Criterion) {
         store.inspect().disk_bytes,
         1.0 / t.elapsed().as_secs_f64()
     );
+    let seq = p.send(2, &vec![0x5a; 16 << 20]).expect("send");
+    println!(
+        "footprint: with one 16 MiB message pending = {} bytes",
+        store.inspect().disk_bytes
+    );
+    store.release_outbound_through(2, seq).expect("release");
+    store.maintain();
+    println!(
+        "footprint: once it is acknowledged and maintain() ran = {} bytes",
+        store.inspect().disk_bytes
+    );
 }
 
 criterion_group!(benches, commit_free, sync_group, recovery, footprint);

@@ -28,6 +28,18 @@ struct ReadmeDoctests;
 pub mod driver;
 pub mod proto;
 
-pub use driver::{Node, NodeConfig, NodeError, NodeStats, PollReport, SendError, Sender};
-pub use hrpc_store::Durability;
-pub use proto::{Delivery, Event, PeerState};
+// Every type in a public signature of this crate, nameable from its root (so users need not
+// depend on hrpc-store themselves to name an error or a report).
+pub use driver::{
+    Node, NodeConfig, NodeError, NodeStats, PollReport, Readiness, SendError, Sender, UdpCaps,
+    UdpConfig, UdpIo, UdpStats, WakeFlag, Waker,
+};
+pub use hrpc_store::{
+    Durability, FileReport, InboundSlot, MIN_CAPACITY, MessageRef, OutboundOnReset,
+    OutboundProducer, OutboundReservation, PeerReport, ResetReport, Store, StoreConfig, StoreError,
+    StoreReport,
+};
+pub use proto::{
+    Core, CoreConfig, CoreError, DROP_REASONS, Delivery, DropReason, Event, NoResolver, PeerInfo,
+    PeerState, Resolver, StaticResolver, Stats, Transmit,
+};

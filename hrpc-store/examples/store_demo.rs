@@ -3,7 +3,7 @@
 
 use hrpc_store::{Durability, OutboundOnReset, Store, StoreConfig};
 
-fn main() -> Result<(), hrpc_store::StoreError> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let cfg = StoreConfig {
         durability: Durability::Sync,
@@ -20,6 +20,7 @@ fn main() -> Result<(), hrpc_store::StoreError> {
 
     // Poll thread: group commit once per iteration (no-op in Process mode).
     store.sync()?;
+    store.maintain();
 
     // Retransmit from the store; free when the peer acknowledges.
     assert_eq!(

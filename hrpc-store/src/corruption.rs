@@ -68,10 +68,12 @@ impl Template {
             s.set_peer_epoch(2, 1234)?;
         }
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
+        let read_dir = StoreError::io("read store directory", dir);
+        for entry in std::fs::read_dir(dir).map_err(read_dir)? {
+            let entry = entry.map_err(StoreError::io("read store directory", dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            files.push((name, std::fs::read(entry.path())?));
+            let bytes = std::fs::read(entry.path()).map_err(StoreError::io("read", dir))?;
+            files.push((name, bytes));
         }
         files.sort();
         Ok(Template {
@@ -221,7 +223,7 @@ pub fn check_open(dir: &Path, template: &Template, strict: bool) {
             StoreError::Corrupt { .. }
             | StoreError::NodeIdMismatch { .. }
             | StoreError::NoSpace
-            | StoreError::Io(_),
+            | StoreError::Io { .. },
         ) => {
             assert_eq!(before, contents(dir), "a refused open changed the files");
             return;
@@ -267,7 +269,7 @@ pub fn check_open(dir: &Path, template: &Template, strict: bool) {
             StoreError::Corrupt { .. }
             | StoreError::NodeIdMismatch { .. }
             | StoreError::NoSpace
-            | StoreError::Io(_),
+            | StoreError::Io { .. },
         ) => {}
         Err(e) => panic!("unexpected error kind with recover_damaged: {e:?}"),
     }

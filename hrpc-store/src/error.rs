@@ -14,9 +14,12 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The file system is full: a new segment could not be reserved. Nothing was changed.
+    /// Backpressure: space comes back when messages are acknowledged or consumed.
     #[error("no space left on device for the store")]
     NoSpace,
     /// The configured `capacity_bytes` would be exceeded. Nothing was changed.
+    /// Backpressure: returned only for a message that fits the capacity once messages in use
+    /// are acknowledged or consumed (one that never could is [`StoreError::TooLarge`]).
     #[error("store capacity exhausted: {used} + {requested} > {capacity} bytes")]
     Full {
         /// Slot bytes in use.
@@ -26,13 +29,24 @@ pub enum StoreError {
         /// Configured capacity.
         capacity: u64,
     },
-    /// The message is larger than [`crate::MAX_MESSAGE_LEN`]. Nothing was changed.
-    #[error("message of {len} bytes exceeds the maximum of {max}")]
+    /// The message can never be stored: it is larger than [`crate::MAX_MESSAGE_LEN`], or its
+    /// slot would be larger than the configured `capacity_bytes`. Not backpressure: retrying
+    /// cannot help. Nothing was changed.
+    #[error("message of {len} bytes exceeds the maximum of {max} this store can ever hold")]
     TooLarge {
         /// Requested length.
         len: usize,
-        /// The maximum ([`crate::MAX_MESSAGE_LEN`]).
+        /// The largest payload this store can ever hold: [`crate::MAX_MESSAGE_LEN`], or less
+        /// when `capacity_bytes` is smaller than that message's slot.
         max: usize,
+    },
+    /// `capacity_bytes` is below [`crate::MIN_CAPACITY`]: no useful store could work with it.
+    #[error("store capacity of {capacity} bytes is below the minimum of {min} bytes")]
+    CapacityTooSmall {
+        /// The configured capacity.
+        capacity: u64,
+        /// The minimum ([`crate::MIN_CAPACITY`]).
+        min: u64,
     },
     /// Unrecoverable damage (superblock, segment header, truncated metadata).
     #[error("store file {file} is corrupt: {reason}")]
@@ -113,9 +127,41 @@ pub enum StoreError {
         problems: usize,
     },
     /// A previous `sync` failed; the store refuses all further work until it is reopened.
-    #[error("store stopped after a sync failure: {0}")]
+    /// The failure (which file, what the OS said) is the [`source`](std::error::Error::source).
+    #[error("store stopped after a sync failure")]
     Stopped(#[source] Arc<io::Error>),
-    /// Any other I/O error.
-    #[error("store I/O error: {0}")]
-    Io(#[from] io::Error),
+    /// An I/O operation on one of the store's files failed. Displays as `"{op} {path}"`; what
+    /// the OS said is the [`source`](std::error::Error::source), so a chain printed the
+    /// usual way reads e.g. `open segment /x/seg-000003: Permission denied`.
+    #[error("{op} {}", path.display())]
+    Io {
+        /// What was being done, e.g. `"open segment"`, `"lock"`, `"create store directory"`.
+        op: &'static str,
+        /// The file or directory it was done to.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    /// A [`StoreError::Io`] for `op` on `path`, for `map_err`.
+    pub(crate) fn io<'a>(
+        op: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(io::Error) -> Self + 'a {
+        move |source| StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// True for the backpressure kinds ([`StoreError::Full`], [`StoreError::NoSpace`]): the
+    /// space comes back once peers acknowledge (or the application consumes) messages, so
+    /// retrying later can succeed. Every other error is not cured by waiting.
+    pub fn is_backpressure(&self) -> bool {
+        matches!(self, StoreError::Full { .. } | StoreError::NoSpace)
+    }
 }

@@ -13,7 +13,7 @@
 //! superblock                       peer record copy                 slot header
 //! off len field                    off len field                    off len field
 //!   0   8 magic "HRPCSTOR"           0   8 generation (0 = never written)    0   8 state word (0 = free,
-//!   8   4 format version = 1         8   4 peer node id                       else = generation: published)
+//!   8   4 format version = 2         8   4 peer node id                       else = generation: published)
 //!  12   4 node id                   12   4 outbound incarnation       8   8 generation (== state)
 //!  16   8 node epoch (random, !=0)  16   4 inbound incarnation       16   8 seq
 //!  24   4 max_peers                 20   4 flags (bit 0: inbound started)                 24   4 peer node id
@@ -28,8 +28,8 @@
 //! segment file "seg-NNNNNN"
 //! off len field
 //!   0   8 magic "HRPCSEG1"
-//!   8   4 format version = 1
-//!  12   4 segment index (== NNNNNN)
+//!   8   4 format version = 2
+//!  12   4 segment index (== NNNNNN; indexes of deleted segments are reused)
 //!  16   4 size class index
 //!  20   4 slot size (== class size)
 //!  24   4 slot count
@@ -52,13 +52,22 @@ pub(crate) const ENTRY_LEN: usize = RECORD_LEN * COPIES;
 pub(crate) const SLOT_HDR: usize = 64;
 /// Segment header length; slot 0 starts here.
 pub(crate) const SEG_HDR: usize = 64;
-/// On-disk format version.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// On-disk format version. 2: the size-class table with 1/16 steps above 4 KiB (version 1 had
+/// 36 classes, 1.5× steps up to 24 MiB); stores of version 1 are refused as unsupported.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 const MAGIC: [u8; 8] = *b"HRPCSTOR";
 const SEG_MAGIC: [u8; 8] = *b"HRPCSEG1";
 
-/// Number of slot size classes.
-pub(crate) const NUM_CLASSES: usize = 36;
+/// Classes below 4 KiB: 128, 192, 256, 384, … 3072 (powers of two and 1.5× them).
+const SMALL_CLASSES: usize = 10;
+/// Classes from 4 KiB up step by 1/16 of a power of two: 4096, 4352, 4608, … 16 MiB; the last
+/// class is exactly `MAX_MESSAGE_LEN + SLOT_HDR`.
+const FINE_STEPS: usize = 16;
+/// Largest slot: the largest message plus its header.
+const MAX_SLOT: usize = crate::MAX_MESSAGE_LEN + SLOT_HDR;
+/// Number of slot size classes (10 small, 12 doublings × 16 from 4 KiB to 16 MiB, 16 MiB itself
+/// and `MAX_SLOT`).
+pub(crate) const NUM_CLASSES: usize = SMALL_CLASSES + 12 * FINE_STEPS + 2;
 /// Slot kind: outbound message.
 pub(crate) const KIND_OUT: u8 = 1;
 /// Slot kind: inbound message.
@@ -76,29 +85,45 @@ pub(crate) const fn is_outbound(kind: u8) -> bool {
     kind == KIND_OUT || kind == KIND_OUT_LOST
 }
 
-/// Size in bytes of slots of class `c`: 128, 192, 256, 384, 512, 768, ... 16 MiB, 24 MiB.
+/// Size in bytes of slots of class `c` (a multiple of 64): 128, 192, 256, 384, … 3072, then
+/// 4096, 4352, 4608, … (steps of 1/16 of a power of two), … 16 MiB, and `MAX_SLOT`.
 pub(crate) const fn class_size(c: usize) -> usize {
-    if c.is_multiple_of(2) {
-        1 << (7 + c / 2)
+    if c < SMALL_CLASSES {
+        if c.is_multiple_of(2) {
+            1 << (7 + c / 2)
+        } else {
+            3 << (6 + c / 2)
+        }
     } else {
-        3 << (6 + c / 2)
+        let f = c - SMALL_CLASSES;
+        let k = 12 + f / FINE_STEPS;
+        let s = (1 << k) + (f % FINE_STEPS) * (1 << (k - 4));
+        if s > MAX_SLOT { MAX_SLOT } else { s }
     }
 }
 
-/// Smallest class whose slots hold `n` bytes (header included). `n` ≤ class_size(35).
+/// Smallest class whose slots hold `n` bytes (header included). `n` ≤ `MAX_SLOT`.
 #[inline]
 pub(crate) fn class_for(n: usize) -> usize {
     if n <= 128 {
         return 0;
     }
-    // 2^k >= n > 2^(k-1), k >= 8
-    let k = usize::BITS - (n - 1).leading_zeros();
-    let k = k as usize;
-    if n <= 3 << (k - 2) {
-        2 * (k - 8) + 1
-    } else {
-        2 * (k - 7)
+    if n <= 3072 {
+        // 2^k >= n > 2^(k-1), k >= 8
+        let k = (usize::BITS - (n - 1).leading_zeros()) as usize;
+        return if n <= 3 << (k - 2) {
+            2 * (k - 8) + 1
+        } else {
+            2 * (k - 7)
+        };
     }
+    if n <= 4096 {
+        return SMALL_CLASSES;
+    }
+    // 2^k < n <= 2^(k+1), k >= 12: the smallest 2^k + i·2^(k-4) >= n, i in 1..=16.
+    let k = (usize::BITS - 1 - (n - 1).leading_zeros()) as usize;
+    let i = (n - (1 << k)).div_ceil(1 << (k - 4));
+    (SMALL_CLASSES + (k - 12) * FINE_STEPS + i).min(NUM_CLASSES - 1)
 }
 
 #[inline]
@@ -348,9 +373,29 @@ mod tests {
                 assert_eq!(class_for(class_size(c - 1) + 1), c);
             }
         }
-        assert!(class_size(NUM_CLASSES - 1) >= crate::MAX_MESSAGE_LEN + SLOT_HDR);
+        assert_eq!(
+            class_size(NUM_CLASSES - 1),
+            crate::MAX_MESSAGE_LEN + SLOT_HDR
+        );
         assert!(class_size(NUM_CLASSES - 2) < crate::MAX_MESSAGE_LEN + SLOT_HDR);
         assert_eq!(class_for(1), 0);
+    }
+
+    /// Slots are multiples of 64 (8-aligned state words), ascend, and from 4 KiB up a slot is
+    /// at most 1/16 larger than the smallest size that needs it (so ≤ 6.25% waste).
+    #[test]
+    fn classes_are_fine_above_4k() {
+        for c in 1..NUM_CLASSES {
+            let (prev, s) = (class_size(c - 1), class_size(c));
+            assert!(s.is_multiple_of(64) && s > prev, "class {c}: {s}");
+            if prev >= 4096 {
+                assert!(s * 16 <= (prev + 1) * 17, "class {c}: {prev} -> {s}");
+            }
+        }
+        for n in [4097, 5000, 1 << 20, (1 << 20) + 65, 3_000_000, 16 << 20] {
+            let s = class_size(class_for(n));
+            assert!(s >= n && s * 16 <= n * 17, "{n} -> {s}");
+        }
     }
 
     /// Encodings round-trip and any single bit flip is detected.

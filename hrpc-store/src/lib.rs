@@ -9,14 +9,16 @@
 //! them, and small cursors (next outbound seq, acked seq, consumed seq, the peer's session epoch)
 //! in checksummed, multi-buffered records. A superblock holds this node's id and epoch (creation time plus random bits).
 //!
-//! Messages live in fixed-size slots (size classes 128 B … 24 MiB, 64-byte header) in segment
-//! files mapped with memmap2. The store starts at ~200 KiB and grows by adding segment files —
-//! a live mapping is never remapped. Space is reserved with `fallocate`, so a full disk is
-//! [`StoreError::NoSpace`], never SIGBUS. Freed slots are reused.
+//! Messages live in fixed-size slots (size classes 128 B … 16 MiB + 64, at most 1/16 larger than
+//! needed from 4 KiB up; 64-byte header) in segment files mapped with memmap2. The store starts
+//! at ~200 KiB and grows by adding segment files — a live mapping is never remapped. Space is
+//! reserved with `fallocate`, so a full disk is [`StoreError::NoSpace`], never SIGBUS. Freed
+//! slots are reused, and [`Store::maintain`] (call it once per poll iteration) deletes segment
+//! files that stay empty, so an idle store shrinks back to its empty size.
 //!
 //! ```
 //! use hrpc_store::{Store, StoreConfig};
-//! # fn main() -> Result<(), hrpc_store::StoreError> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let mut store = Store::open(dir.path(), &StoreConfig::new(7))?;
 //!
@@ -41,7 +43,7 @@
 //! ## Safety and what users must not do
 //!
 //! `unsafe` code is confined to the private `map` module; its soundness argument (invariants
-//! M1–M5) is written there and in `docs/design.md`. [`Store::open`] is a **safe** function: it
+//! M1–M6) is written there and in `docs/design.md`. [`Store::open`] is a **safe** function: it
 //! takes an exclusive `flock` on `LOCK` before mapping anything, so no other cooperating process
 //! or second `Store` can map the files. Users must not truncate, write or replace the store's
 //! files while it is open (from this or another process, bypassing the lock); that is outside the
@@ -81,6 +83,10 @@ struct ReadmeDoctest;
 
 /// Largest message payload the store accepts (16 MiB, equal to `hrpc_wire::MAX_MESSAGE_LEN`).
 pub const MAX_MESSAGE_LEN: usize = 16 << 20;
+
+/// Smallest `capacity_bytes` [`Store::open`] accepts (64 KiB): room for a few hundred small
+/// messages or one of 65 472 bytes. Below it, [`StoreError::CapacityTooSmall`].
+pub const MIN_CAPACITY: u64 = 64 << 10;
 
 /// Largest `max_peers` accepted in [`StoreConfig`].
 pub const MAX_PEERS: u32 = 1 << 16;

@@ -11,10 +11,12 @@
 //!   before any file is mapped; *users must not truncate, edit or copy over the files of an open
 //!   store* (documented on [`crate::Store::open`]).
 //! * **M2 (length checked).** A file is mapped only after checking that it is at least as long as
-//!   the mapping, and files are never shortened by the store, so no access can fault (SIGBUS).
-//!   Space is reserved with `fallocate` before mapping, so writes never hit a full disk.
-//! * **M3 (mapping lifetime).** Mappings are never unmapped or remapped while the store is open:
-//!   growth adds new files. References handed out borrow the `MappedFile`.
+//!   the mapping, and a mapped file is never shortened by the store, so no access can fault
+//!   (SIGBUS). Space is reserved with `fallocate` before mapping, so writes never hit a full
+//!   disk. (Reclaim deletes a segment file only together with unmapping it, M6.)
+//! * **M3 (mapping lifetime).** Mappings are never remapped while the store is open: growth adds
+//!   new files. References handed out borrow the `MappedFile`. The meta mapping lives as long as
+//!   the store; a segment mapping lives until its [`SegCell`] is emptied (M6).
 //! * **M4 (state words are atomic-only).** The first 8 bytes of every slot (its state word) are
 //!   accessed only through [`MappedFile::word`]; byte copies ([`MappedFile::read`],
 //!   [`MappedFile::write`], [`MappedFile::bytes`], [`MappedFile::bytes_mut`]) never cover them.
@@ -24,6 +26,14 @@
 //!   needs `&mut Store`, so no `&[u8]` returned by [`MappedFile::bytes`] (which borrows `&Store`)
 //!   can be alive when a slot is freed and re-claimed. Metadata (superblock, peer records) is
 //!   written only under the store mutex and read only under it or during `open`.
+//! * **M6 (segment removal).** A segment leaves its [`SegCell`] (and is unmapped) only through
+//!   [`SegCell::take`], which the store calls only from `Store::maintain` — holding `&mut Store`
+//!   and the store mutex — for a segment all of whose slots are on the free list, after removing
+//!   them from it. So no slot of it is claimed (a producer thread dereferences only segments of
+//!   slots it claimed, M5) or published (a `&[u8]` into it would borrow `&Store`, excluded by
+//!   `&mut Store`), and nothing can claim one of its slots afterwards: no reference obtained
+//!   through [`SegCell::get`] is alive or can be created for it. The cell's index may then be
+//!   filled again by a new segment ([`SegCell::set`], under the mutex).
 //!
 //! Bounds (M2) are checked here with `assert!`: offsets come from the crate's own arithmetic on
 //! validated headers, so a failure is a bug in hrpc-store, never a reaction to disk contents.
@@ -31,16 +41,22 @@
 
 use std::fs::File;
 use std::io;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicPtr;
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::sync::AtomicU64;
+use crate::StoreError;
+use crate::sync::{AtomicU64, Ordering};
 
 /// A whole file mapped shared, read+write.
 #[derive(Debug)]
 pub(crate) struct MappedFile {
     map: MmapRaw,
     len: usize,
+    /// The file, for error messages.
+    path: PathBuf,
     /// Under loom, state words live in loom atomics (loom cannot model atomics it did not create).
     /// One per 8 bytes; only used for segment files, which are tiny in loom tests.
     #[cfg(loom)]
@@ -48,21 +64,28 @@ pub(crate) struct MappedFile {
 }
 
 impl MappedFile {
-    /// Maps the first `len` bytes of `file` after checking (M2) that the file is that long.
-    pub(crate) fn map(file: &File, len: usize, populate: bool, atomics: bool) -> io::Result<Self> {
-        let file_len = file.metadata()?.len();
+    /// Maps the first `len` bytes of `file` (at `path`) after checking (M2) that the file is
+    /// that long.
+    pub(crate) fn map(
+        file: &File,
+        path: &Path,
+        len: usize,
+        populate: bool,
+        atomics: bool,
+    ) -> Result<Self, StoreError> {
+        let file_len = file.metadata().map_err(StoreError::io("stat", path))?.len();
         if len == 0 || file_len < len as u64 {
-            return Err(io::Error::new(
+            return Err(StoreError::io("map", path)(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("file is {file_len} bytes, cannot map {len}"),
-            ));
+            )));
         }
         let mut opts = MmapOptions::new();
         opts.len(len);
         if populate {
             opts.populate();
         }
-        let map = opts.map_raw(file)?;
+        let map = opts.map_raw(file).map_err(StoreError::io("map", path))?;
         let _ = atomics;
         Ok(Self {
             #[cfg(loom)]
@@ -78,6 +101,7 @@ impl MappedFile {
                 .collect(),
             map,
             len,
+            path: path.to_path_buf(),
         })
     }
 
@@ -156,12 +180,89 @@ impl MappedFile {
         unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(off), len) }
     }
 
-    /// `msync(MS_SYNC)` of the pages covering `off..off+len`.
+    /// `msync(MS_SYNC)` of the pages covering `off..off+len`. An error names the file: it is an
+    /// `io::Error` (same kind) whose message is `msync <path>` and whose source is the OS error.
     pub(crate) fn flush(&self, off: usize, len: usize) -> io::Result<()> {
         self.check(off, len);
         if len == 0 {
             return Ok(());
         }
-        self.map.flush_range(off, len)
+        self.map
+            .flush_range(off, len)
+            .map_err(|e| io::Error::new(e.kind(), StoreError::io("msync", &self.path)(e)))
+    }
+}
+
+/// One entry of the segment table: empty, or one mapped segment, readable without a lock
+/// ([`SegCell::get`] is one `Acquire` load). Filled by [`SegCell::set`] and emptied by
+/// [`SegCell::take`] under the store mutex; see M6 for why `take` frees nothing in use.
+pub(crate) struct SegCell<T> {
+    ptr: AtomicPtr<T>,
+    /// Owns a `Box<T>` (drop, and `Send`/`Sync` only when `T` is).
+    _owns: PhantomData<Box<T>>,
+}
+
+impl<T> SegCell<T> {
+    /// An empty cell.
+    pub(crate) fn new() -> Self {
+        Self {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            _owns: PhantomData,
+        }
+    }
+
+    /// The value, if the cell is filled.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&T> {
+        let p = self.ptr.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null pointer was produced by `Box::into_raw` in `set` (published with
+        // Release, read with Acquire, so the value is fully initialised) and is freed only by
+        // `take`, which per M6 runs only when no reference returned here is alive or can be
+        // created for this value; so the borrow (tied to `&self`) never outlives the value.
+        Some(unsafe { &*p })
+    }
+
+    /// Fills an empty cell; gives `v` back if it is filled.
+    pub(crate) fn set(&self, v: T) -> Result<(), T> {
+        let p = Box::into_raw(Box::new(v));
+        match self.ptr.compare_exchange(
+            std::ptr::null_mut(),
+            p,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            // SAFETY: `p` came from `Box::into_raw` just above and was not published (the
+            // exchange failed), so this is its only owner.
+            Err(_) => Err(*unsafe { Box::from_raw(p) }),
+        }
+    }
+
+    /// Empties the cell, returning the value (dropping it unmaps a segment). Only under the
+    /// conditions of M6.
+    pub(crate) fn take(&self) -> Option<T> {
+        let p = self.ptr.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `p` came from `Box::into_raw` in `set`; the swap made this call its only
+        // owner (no other `take` or drop can see it), and per M6 no reference from `get` to it
+        // is alive or can be created.
+        Some(*unsafe { Box::from_raw(p) })
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for SegCell<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SegCell").field(&self.get()).finish()
+    }
+}
+
+impl<T> Drop for SegCell<T> {
+    fn drop(&mut self) {
+        drop(self.take());
     }
 }

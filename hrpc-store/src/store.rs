@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::error::StoreError;
 use crate::failpoint;
@@ -16,14 +17,19 @@ use crate::layout::{
     REC_INBOUND_STARTED, RECORD_LEN, Record, SEG_HDR, SLOT_HDR, SUPER_LEN, SegHeader, SlotHeader,
     Superblock, class_for, class_size, is_outbound,
 };
-use crate::map::MappedFile;
+use crate::map::{MappedFile, SegCell};
 use crate::sync::{Arc, Mutex, MutexGuard, Ordering, lock};
-use crate::{MAX_MESSAGE_LEN, MAX_PEERS};
+use crate::{MAX_MESSAGE_LEN, MAX_PEERS, MIN_CAPACITY};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Maximum number of segment files.
+/// Maximum number of segment files (indexes of deleted ones are reused).
 const MAX_SEGMENTS: usize = 1024;
+/// A segment whose slots have all been free for this long is deleted by [`Store::maintain`].
+const IDLE_DELAY: Duration = Duration::from_secs(2);
+/// Segments of slots this large are deleted as soon as `maintain` finds them empty: each slot
+/// is a large message, and recreating such a segment costs little next to writing one.
+const LARGE_SLOT: usize = 1 << 20;
 /// Target size of the first segment of a class; later ones double up to `SEG_MAX`.
 #[cfg(not(loom))]
 const SEG_BASE: usize = 64 << 10;
@@ -53,7 +59,9 @@ pub struct StoreConfig {
     /// Crash model to honour.
     pub durability: Durability,
     /// Limit on slot bytes (64-byte header + payload, rounded up to the slot size class) in use;
-    /// [`StoreError::Full`] beyond. Default 1 GiB.
+    /// [`StoreError::Full`] beyond (backpressure). A message whose slot alone exceeds it is
+    /// [`StoreError::TooLarge`]. At least [`crate::MIN_CAPACITY`] (64 KiB), else
+    /// [`Store::open`] fails with [`StoreError::CapacityTooSmall`]. Default 1 GiB.
     pub capacity_bytes: u64,
     /// Peer table size, fixed when the store is created (ignored on reopen). Default 1024;
     /// costs 192 bytes of disk per entry.
@@ -118,16 +126,18 @@ fn corrupt(file: &Path, reason: impl Into<String>) -> StoreError {
     }
 }
 
-fn fallocate(file: &File, len: u64) -> Result<()> {
+fn fallocate(file: &File, path: &Path, len: u64) -> Result<()> {
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::NOSPC) => Err(StoreError::NoSpace),
-        Err(e) => Err(StoreError::Io(e.into())),
+        Err(e) => Err(StoreError::io("fallocate", path)(e.into())),
     }
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("fsync directory", dir))
 }
 
 /// Identifies a slot: segment file index and slot index in it.
@@ -229,6 +239,50 @@ struct ClassState {
     segs: u32,
 }
 
+/// Occupancy of one segment (index into `Inner::seg_use`), for reclaiming empty ones.
+#[derive(Debug, Default, Clone, Copy)]
+struct SegUse {
+    /// Slots of it on the free list.
+    free: u32,
+    /// All its slots (0 = no segment at this index).
+    slots: u32,
+    /// Its slots are at least `LARGE_SLOT`: deleted as soon as found empty.
+    large: bool,
+    /// In `Inner::empty` (it was seen with every slot free).
+    listed: bool,
+    /// When `maintain` first saw it empty; reset by a claim.
+    idle_since: Option<Instant>,
+}
+
+/// Per-segment occupancy of the segments in `segments`, from the class free lists, and the
+/// segments found empty.
+fn seg_use_of(segments: &[SegCell<Segment>], classes: &[ClassState]) -> (Vec<SegUse>, Vec<u32>) {
+    let mut v: Vec<SegUse> = segments
+        .iter()
+        .map(|c| match c.get() {
+            Some(seg) => SegUse {
+                slots: seg.slots,
+                large: seg.slot_size >= LARGE_SLOT,
+                ..SegUse::default()
+            },
+            None => SegUse::default(),
+        })
+        .collect();
+    for s in classes.iter().flat_map(|c| &c.free) {
+        if let Some(u) = v.get_mut(s.seg as usize) {
+            u.free += 1;
+        }
+    }
+    let mut empty = Vec::new();
+    for (i, u) in v.iter_mut().enumerate() {
+        if u.slots > 0 && u.free == u.slots {
+            u.listed = true;
+            empty.push(i as u32);
+        }
+    }
+    (v, empty)
+}
+
 /// Test hook called after each successful flush: `(file, offset, len)`.
 type FlushHook = Box<dyn FnMut(&Path, u64, u64) + Send>;
 struct HookSlot(Option<FlushHook>);
@@ -261,6 +315,10 @@ struct Inner {
     dirty_entries: Vec<u32>,
     /// Peers (indexes into `states`) with commits since the last sync.
     committed: Vec<u32>,
+    /// Occupancy per segment index (`MAX_SEGMENTS` entries).
+    seg_use: Vec<SegUse>,
+    /// Segments seen with every slot free (candidates for [`Store::maintain`]).
+    empty: Vec<u32>,
 }
 
 /// State shared between the poll thread ([`Store`]) and producers ([`OutboundProducer`]).
@@ -271,10 +329,12 @@ struct Shared {
     node_id: u32,
     epoch: u64,
     capacity: u64,
+    /// Largest payload that can ever fit (`MAX_MESSAGE_LEN`, or less for a small capacity).
+    max_len: usize,
     max_peers: u32,
     instance: u64,
-    /// Append-only table of mapped segments (never unmapped while open: invariant M3).
-    segments: Box<[OnceLock<Segment>]>,
+    /// Mapped segments by index; an index is emptied only by `Store::maintain` (invariant M6).
+    segments: Box<[SegCell<Segment>]>,
     inner: Mutex<Inner>,
     stopped: OnceLock<std::sync::Arc<io::Error>>,
     /// Test hook (power-loss simulation). Outside `inner` so that a segment
@@ -317,6 +377,18 @@ impl Shared {
         self.segments.get(i as usize)?.get()
     }
 
+    /// [`StoreError::TooLarge`] if a `len`-byte message can never fit this store.
+    #[inline]
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.max_len {
+            return Err(StoreError::TooLarge {
+                len,
+                max: self.max_len,
+            });
+        }
+        Ok(())
+    }
+
     fn payload(&self, slot: SlotId, len: u32) -> Option<&[u8]> {
         let seg = self.seg(slot.seg)?;
         Some(seg.map.bytes(seg.off(slot.idx) + SLOT_HDR, len as usize))
@@ -357,6 +429,9 @@ impl Inner {
             });
         };
         self.used += size;
+        let u = &mut self.seg_use[slot.seg as usize];
+        u.free -= 1;
+        u.idle_since = None;
         Ok(slot)
     }
 
@@ -364,6 +439,78 @@ impl Inner {
     fn unclaim(&mut self, class: usize, slot: SlotId) {
         self.classes[class].free.push(slot);
         self.used -= class_size(class) as u64;
+        self.note_free(slot.seg);
+    }
+
+    /// One more slot of segment `seg` is on the free list; list the segment once all are.
+    #[inline]
+    fn note_free(&mut self, seg: u32) {
+        let u = &mut self.seg_use[seg as usize];
+        u.free += 1;
+        if u.free == u.slots && !u.listed {
+            u.listed = true;
+            self.empty.push(seg);
+        }
+    }
+
+    /// Deletes the segments that have been empty long enough (see [`Store::maintain`]).
+    /// Returns how many.
+    fn reclaim(&mut self, sh: &Shared, now: Instant) -> usize {
+        let mut removed = 0;
+        let mut i = 0;
+        while let Some(&seg) = self.empty.get(i) {
+            let u = &mut self.seg_use[seg as usize];
+            if u.slots == 0 || u.free != u.slots {
+                u.listed = false;
+                u.idle_since = None;
+                self.empty.swap_remove(i);
+                continue;
+            }
+            let since = *u.idle_since.get_or_insert(now);
+            let delay = if u.large { Duration::ZERO } else { IDLE_DELAY };
+            if now.saturating_duration_since(since) < delay {
+                i += 1;
+                continue;
+            }
+            match self.remove_segment(sh, seg) {
+                Ok(()) => {
+                    removed += 1;
+                    self.empty.swap_remove(i);
+                }
+                Err(e) => {
+                    // The segment stays usable; try again after another idle delay.
+                    tracing::warn!(error = ?e, "cannot delete an empty segment");
+                    self.seg_use[seg as usize].idle_since =
+                        Some(now.checked_add(IDLE_DELAY).unwrap_or(now));
+                    i += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Deletes empty segment `seg`: its file first (if that fails nothing changed), then its
+    /// slots leave the free list and the mapping goes (M6: every slot is free, so nothing
+    /// references it, and the caller holds `&mut Store` and the mutex).
+    fn remove_segment(&mut self, sh: &Shared, seg: u32) -> Result<()> {
+        let Some(cell) = sh.segments.get(seg as usize) else {
+            return Ok(());
+        };
+        let Some(s) = cell.get() else { return Ok(()) };
+        let class = s.class;
+        let slot_size = s.slot_size;
+        fs::remove_file(&s.path).map_err(StoreError::io("delete segment", &s.path))?;
+        let cs = &mut self.classes[class];
+        cs.free.retain(|x| x.seg != seg);
+        cs.segs = cs.segs.saturating_sub(1);
+        if let Some(d) = self.seg_dirty.get_mut(seg as usize) {
+            *d = (0, 0);
+        }
+        self.dirty_segs.retain(|&x| x != seg);
+        self.seg_use[seg as usize] = SegUse::default();
+        drop(cell.take());
+        tracing::debug!(index = seg, class, slot_size, "deleted empty segment");
+        Ok(())
     }
 
     /// Frees a published slot: one Release store of 0 into its state word.
@@ -377,17 +524,19 @@ impl Inner {
         }
         self.classes[class].free.push(slot);
         self.used -= class_size(class) as u64;
+        self.note_free(slot.seg);
     }
 
     fn add_segment(&mut self, sh: &Shared, class: usize) -> Result<()> {
-        let index = self.nsegs;
-        if index as usize >= MAX_SEGMENTS {
+        // The lowest free index: deleted segments' indexes are reused.
+        let Some(index) = sh.segments.iter().position(|c| c.get().is_none()) else {
             return Err(StoreError::Full {
                 used: self.used,
                 requested: 0,
                 capacity: sh.capacity,
             });
-        }
+        };
+        let index = index as u32;
         let slot_size = class_size(class);
         let k = self.classes[class].segs.min(10);
         let target = (SEG_BASE << k).min(SEG_MAX);
@@ -406,13 +555,13 @@ impl Inner {
         failpoint::hit("segment.before_rename");
         if let Err(e) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
-            return Err(e.into());
+            return Err(StoreError::io("rename new segment", &tmp)(e));
         }
         if sh.durability == Durability::Sync {
             fsync_dir(&sh.dir)?;
             sh.flushed(&path, 0, len);
         }
-        let map = MappedFile::map(&file, len as usize, false, true)?;
+        let map = MappedFile::map(&file, &path, len as usize, false, true)?;
         let seg = Segment {
             path,
             file,
@@ -422,10 +571,21 @@ impl Inner {
             slots: slots as u32,
         };
         if sh.segments[index as usize].set(seg).is_err() {
-            return Err(io::Error::other("segment index reused").into());
+            return Err(StoreError::io("install segment", &sh.dir)(
+                io::Error::other("segment index in use"),
+            ));
         }
-        self.nsegs += 1;
-        self.seg_dirty.push((0, 0));
+        self.nsegs = self.nsegs.max(index + 1);
+        if self.seg_dirty.len() <= index as usize {
+            self.seg_dirty.resize(index as usize + 1, (0, 0));
+        }
+        self.seg_use[index as usize] = SegUse {
+            free: slots as u32,
+            slots: slots as u32,
+            large: slot_size >= LARGE_SLOT,
+            listed: false,
+            idle_since: None,
+        };
         let cs = &mut self.classes[class];
         cs.segs += 1;
         cs.free.extend(
@@ -593,12 +753,14 @@ fn create_file(path: &Path, len: u64, header: &[u8], sync: bool) -> Result<File>
         .write(true)
         .create(true)
         .truncate(true)
-        .open(path)?;
+        .open(path)
+        .map_err(StoreError::io("create", path))?;
     let res = (|| -> Result<()> {
-        fallocate(&file, len)?;
-        file.write_all_at(header, 0)?;
+        fallocate(&file, path, len)?;
+        file.write_all_at(header, 0)
+            .map_err(StoreError::io("write header of", path))?;
         if sync {
-            file.sync_all()?;
+            file.sync_all().map_err(StoreError::io("fsync", path))?;
         }
         Ok(())
     })();
@@ -867,13 +1029,8 @@ impl OutboundProducer {
     /// Errors: [`StoreError::TooLarge`], [`StoreError::Full`], [`StoreError::NoSpace`],
     /// [`StoreError::TooManyPeers`], [`StoreError::Stopped`]. On error nothing changed.
     pub fn reserve(&self, peer: u32, len: usize) -> Result<OutboundReservation<'_>> {
-        if len > MAX_MESSAGE_LEN {
-            return Err(StoreError::TooLarge {
-                len,
-                max: MAX_MESSAGE_LEN,
-            });
-        }
         let sh = &*self.shared;
+        sh.check_len(len)?;
         sh.check_stopped()?;
         let class = class_for(len + SLOT_HDR);
         let mut inner = lock(&sh.inner);
@@ -1022,13 +1179,21 @@ impl Store {
         if cfg.max_peers == 0 || cfg.max_peers > MAX_PEERS {
             return Err(StoreError::Config("max_peers must be in 1..=MAX_PEERS"));
         }
-        fs::create_dir_all(dir)?;
+        if cfg.capacity_bytes < MIN_CAPACITY {
+            return Err(StoreError::CapacityTooSmall {
+                capacity: cfg.capacity_bytes,
+                min: MIN_CAPACITY,
+            });
+        }
+        fs::create_dir_all(dir).map_err(StoreError::io("create store directory", dir))?;
+        let lock_path = dir.join(LOCK_FILE);
         let lock_file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(LOCK_FILE))?;
+            .open(&lock_path)
+            .map_err(StoreError::io("open lock file", &lock_path))?;
         match lock_file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -1036,19 +1201,20 @@ impl Store {
                     path: dir.to_path_buf(),
                 });
             }
-            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::io("lock", &lock_path)(e)),
         }
         let sync = cfg.durability == Durability::Sync;
 
         // Directory scan: drop leftovers of interrupted file creation, collect segments.
         let mut seg_files = Vec::new();
-        for ent in fs::read_dir(dir)? {
-            let ent = ent?;
+        for ent in fs::read_dir(dir).map_err(StoreError::io("read store directory", dir))? {
+            let ent = ent.map_err(StoreError::io("read store directory", dir))?;
             let name = ent.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.ends_with(".tmp") {
                 tracing::info!(file = name, "removing leftover temporary file");
-                fs::remove_file(ent.path())?;
+                fs::remove_file(ent.path())
+                    .map_err(StoreError::io("remove leftover file", &ent.path()))?;
             } else if let Some(n) = name.strip_prefix("seg-")
                 && n.len() == 6
                 && let Ok(i) = n.parse::<u32>()
@@ -1072,12 +1238,19 @@ impl Store {
             let len = (SUPER_LEN + cfg.max_peers as usize * ENTRY_LEN) as u64;
             let tmp = dir.join("meta.tmp");
             drop(create_file(&tmp, len, &sb.encode(), true)?);
-            fs::rename(&tmp, &meta_path)?;
+            fs::rename(&tmp, &meta_path).map_err(StoreError::io("rename new meta", &tmp))?;
             fsync_dir(dir)?;
             tracing::info!(dir = %dir.display(), node_id = cfg.node_id, epoch = sb.epoch, "created store");
         }
-        let meta_file = OpenOptions::new().read(true).write(true).open(&meta_path)?;
-        let meta_len = meta_file.metadata()?.len();
+        let meta_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&meta_path)
+            .map_err(StoreError::io("open", &meta_path))?;
+        let meta_len = meta_file
+            .metadata()
+            .map_err(StoreError::io("stat", &meta_path))?
+            .len();
         if meta_len < 64 {
             return Err(corrupt(
                 &meta_path,
@@ -1085,7 +1258,9 @@ impl Store {
             ));
         }
         let mut sbb = [0u8; 64];
-        meta_file.read_exact_at(&mut sbb, 0)?;
+        meta_file
+            .read_exact_at(&mut sbb, 0)
+            .map_err(StoreError::io("read superblock of", &meta_path))?;
         let sb = Superblock::decode(&sbb).map_err(|r| corrupt(&meta_path, r))?;
         if sb.node_id != cfg.node_id {
             return Err(StoreError::NodeIdMismatch {
@@ -1100,7 +1275,7 @@ impl Store {
                 format!("truncated to {meta_len} of {table_end} bytes"),
             ));
         }
-        let meta = MappedFile::map(&meta_file, table_end, false, false)?;
+        let meta = MappedFile::map(&meta_file, &meta_path, table_end, false, false)?;
 
         // Phase 1, read-only: peer records and slots are read and checked, and every decision
         // is made, before anything is written. A damaged store that is not to be recovered is
@@ -1156,8 +1331,7 @@ impl Store {
         free_entries.extend(&shadowed);
         free_entries.sort_unstable_by(|a, b| b.cmp(a));
 
-        let segments: Box<[OnceLock<Segment>]> =
-            (0..MAX_SEGMENTS).map(|_| OnceLock::new()).collect();
+        let segments: Box<[SegCell<Segment>]> = (0..MAX_SEGMENTS).map(|_| SegCell::new()).collect();
         let mut classes: Vec<ClassState> =
             (0..NUM_CLASSES).map(|_| ClassState::default()).collect();
         let mut nsegs = 0u32;
@@ -1169,13 +1343,21 @@ impl Store {
             if *i as usize >= MAX_SEGMENTS {
                 return Err(corrupt(path, "segment index out of range"));
             }
-            let file = OpenOptions::new().read(true).write(true).open(path)?;
-            let flen = file.metadata()?.len();
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(StoreError::io("open segment", path))?;
+            let flen = file
+                .metadata()
+                .map_err(StoreError::io("stat segment", path))?
+                .len();
             if flen < SEG_HDR as u64 {
                 return Err(corrupt(path, format!("truncated to {flen} bytes")));
             }
             let mut hb = [0u8; SEG_HDR];
-            file.read_exact_at(&mut hb, 0)?;
+            file.read_exact_at(&mut hb, 0)
+                .map_err(StoreError::io("read header of segment", path))?;
             let h = SegHeader::decode(&hb).map_err(|r| corrupt(path, r))?;
             if h.index != *i || h.epoch != sb.epoch {
                 return Err(corrupt(path, "segment belongs to another store or index"));
@@ -1191,9 +1373,9 @@ impl Store {
                 if !recover {
                     continue;
                 }
-                fallocate(&file, len)?;
+                fallocate(&file, path, len)?;
             }
-            let map = MappedFile::map(&file, len as usize, true, true)?;
+            let map = MappedFile::map(&file, path, len as usize, true, true)?;
             let seg = Segment {
                 path: path.clone(),
                 file,
@@ -1336,6 +1518,7 @@ impl Store {
             meta.write(SUPER_LEN + e as usize * ENTRY_LEN, &[0u8; ENTRY_LEN]);
         }
         let instance = random_nonzero_u64();
+        let (seg_use, empty) = seg_use_of(&segments, &classes);
         let inner = Inner {
             classes,
             nsegs,
@@ -1350,6 +1533,8 @@ impl Store {
             dirty_segs: Vec::new(),
             dirty_entries: Vec::new(),
             committed: Vec::new(),
+            seg_use,
+            empty,
         };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -1357,6 +1542,7 @@ impl Store {
             node_id: sb.node_id,
             epoch: sb.epoch,
             capacity: cfg.capacity_bytes,
+            max_len: max_payload(cfg.capacity_bytes),
             max_peers: sb.max_peers,
             instance,
             segments,
@@ -1458,10 +1644,15 @@ impl Store {
         if sync {
             // What recovery found may still be only in the page cache (the previous owner died
             // before syncing): make it durable before treating it as the durable state.
-            inner.meta_file.sync_data()?;
+            inner
+                .meta_file
+                .sync_data()
+                .map_err(StoreError::io("fsync", &meta_path))?;
             for i in 0..inner.nsegs {
                 if let Some(seg) = sh.seg(i) {
-                    seg.file.sync_data()?;
+                    seg.file
+                        .sync_data()
+                        .map_err(StoreError::io("fsync segment", &seg.path))?;
                 }
             }
             for i in std::mem::take(&mut inner.dirty_entries) {
@@ -1577,7 +1768,17 @@ impl RecoveryPlan {
     }
 }
 
-fn sh_segments_set(segs: &[OnceLock<Segment>], i: u32, seg: Segment) -> Result<(), Segment> {
+/// The largest payload whose slot fits `capacity` (at most `MAX_MESSAGE_LEN`).
+fn max_payload(capacity: u64) -> usize {
+    (0..NUM_CLASSES)
+        .rev()
+        .map(class_size)
+        .find(|&s| s as u64 <= capacity)
+        .map_or(0, |s| s - SLOT_HDR)
+        .min(MAX_MESSAGE_LEN)
+}
+
+fn sh_segments_set(segs: &[SegCell<Segment>], i: u32, seg: Segment) -> Result<(), Segment> {
     match segs.get(i as usize) {
         Some(cell) => cell.set(seg),
         None => Err(seg),
@@ -1888,13 +2089,8 @@ impl Store {
         seq: u64,
         len: u32,
     ) -> Result<(MutexGuard<'_, Inner>, SlotId, usize, usize)> {
-        if len as usize > MAX_MESSAGE_LEN {
-            return Err(StoreError::TooLarge {
-                len: len as usize,
-                max: MAX_MESSAGE_LEN,
-            });
-        }
         let sh = &*self.shared;
+        sh.check_len(len as usize)?;
         sh.check_stopped()?;
         if self.has_inbound(peer, seq) {
             return Err(StoreError::BadSeq {
@@ -2063,7 +2259,7 @@ impl Store {
             .filter(|&l| l as usize <= MAX_MESSAGE_LEN)
             .ok_or(StoreError::TooLarge {
                 len: payload.len(),
-                max: MAX_MESSAGE_LEN,
+                max: self.shared.max_len,
             })?;
         let actual = crc32c::crc32c(payload);
         if actual != crc {
@@ -2392,6 +2588,28 @@ impl Shared {
 }
 
 impl Store {
+    /// Gives disk space back: deletes segment files whose slots have all been free for 2 s
+    /// (at once for slots of 1 MiB and more), so a store returns to its empty size once the
+    /// traffic that grew it is acknowledged and consumed. Cheap when there is nothing to do (a
+    /// lock and a length check; the clock is read only when some segment is empty). Call it
+    /// once per poll iteration, in either durability mode; returns how many segments it
+    /// deleted. A deletion that fails is logged and tried again later.
+    pub fn maintain(&mut self) -> usize {
+        if lock(&self.shared.inner).empty.is_empty() {
+            return 0;
+        }
+        self.maintain_at(Instant::now())
+    }
+
+    /// [`Store::maintain`] with the time given (`now` must not go backwards between calls).
+    pub fn maintain_at(&mut self, now: Instant) -> usize {
+        let sh = &*self.shared;
+        if sh.check_stopped().is_err() {
+            return 0;
+        }
+        lock(&sh.inner).reclaim(sh, now)
+    }
+
     /// `(slot bytes in use, capacity)`.
     pub fn usage(&self) -> (u64, u64) {
         (lock(&self.shared.inner).used, self.shared.capacity)

@@ -177,7 +177,7 @@ fn locked_in_process() {
 fn typed_errors_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let c = StoreConfig {
-        capacity_bytes: 4096,
+        capacity_bytes: hrpc_store::MIN_CAPACITY,
         ..cfg()
     };
     let mut store = Store::open(dir.path(), &c).unwrap();
@@ -191,7 +191,10 @@ fn typed_errors_change_nothing() {
         Err(StoreError::TooLarge { .. })
     ));
     let before = store.inspect();
-    assert!(matches!(p.reserve(1, 5000), Err(StoreError::Full { .. })));
+    assert!(matches!(
+        p.reserve(1, 70_000),
+        Err(StoreError::TooLarge { .. })
+    ));
     assert_eq!(store.inspect(), before);
     let mut n = 0;
     loop {
@@ -201,7 +204,10 @@ fn typed_errors_change_nothing() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert_eq!(n, 4096 / 192);
+    assert_eq!(n, (hrpc_store::MIN_CAPACITY / 192) as usize);
+    let before = store.inspect();
+    assert!(matches!(p.reserve(1, 5000), Err(StoreError::Full { .. })));
+    assert_eq!(store.inspect(), before);
     store.release_outbound_through(1, 1).unwrap();
     p.send(1, &[1u8; 100]).unwrap();
     // A reservation dropped without commit releases its slot.

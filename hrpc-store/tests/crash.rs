@@ -275,6 +275,7 @@ fn child_workload(dir: &Path, seed: u64) {
     let mut store = Store::open(dir, &cfg()).unwrap();
     let mut st = normalize(observe(&store));
     let mut rng = StdRng::seed_from_u64(seed);
+    let t0 = std::time::Instant::now();
     emit("READY");
     for tag in 0..3000u64 {
         let op = next_op(&mut rng, &st, tag);
@@ -312,6 +313,9 @@ fn child_workload(dir: &Path, seed: u64) {
         }
         op.apply(&mut st);
         emit("E");
+        // Reclaim between operations (one virtual second each), so a kill can land in the
+        // middle of deleting a segment; it changes nothing the model sees.
+        store.maintain_at(t0 + std::time::Duration::from_secs(tag));
     }
     emit("DONE");
 }

@@ -20,6 +20,7 @@ enum Op {
     SetEpoch { peer: u32, epoch: u64 },
     Reset { peer: u32, drop_out: bool },
     Sync,
+    Maintain,
     Reopen,
 }
 
@@ -38,6 +39,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (peer.clone(), 1u64..5).prop_map(|(peer, epoch)| Op::SetEpoch { peer, epoch }),
         1 => (peer.clone(), any::<bool>()).prop_map(|(peer, drop_out)| Op::Reset { peer, drop_out }),
         2 => Just(Op::Sync),
+        1 => Just(Op::Maintain),
         3 => Just(Op::Reopen),
     ]
 }
@@ -137,6 +139,7 @@ fn run(ops: Vec<Op>, durability: Durability) {
     let mut store = Store::open(dir.path(), &cfg).unwrap();
     let mut model: BTreeMap<u32, PeerModel> = BTreeMap::new();
     let mut tag = 0u64;
+    let mut clock = std::time::Instant::now();
     for op in ops {
         tag += 1;
         match op {
@@ -281,6 +284,11 @@ fn run(ops: Vec<Op>, durability: Durability) {
                     m.next_out = 1;
                     m.acked = 0;
                 }
+            }
+            Op::Maintain => {
+                // Past the idle delay: every segment empty since the last Maintain goes.
+                clock += std::time::Duration::from_secs(10);
+                store.maintain_at(clock);
             }
             Op::Sync => {
                 store.sync().unwrap();

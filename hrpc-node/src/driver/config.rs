@@ -31,7 +31,7 @@ pub enum NodeError {
         addr: SocketAddr,
     },
     /// The socket could not be set up.
-    #[error("cannot bind UDP socket at {addr}: {source}")]
+    #[error("cannot bind UDP socket at {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -39,14 +39,17 @@ pub enum NodeError {
         #[source]
         source: io::Error,
     },
-    /// The store failed (corruption, I/O, a sticky sync failure, ...).
-    #[error(transparent)]
+    /// The store failed (corruption, I/O, a sticky sync failure, ...); what happened is the
+    /// [`source`](std::error::Error::source).
+    #[error("node store failed")]
     Store(#[from] StoreError),
-    /// An I/O error on the socket or the wake-up fd that the node cannot ride out.
-    #[error("node I/O error: {0}")]
+    /// An I/O error on the socket or the wake-up fd that the node cannot ride out (the OS
+    /// error is the source).
+    #[error("node I/O error")]
     Io(#[from] io::Error),
-    /// The protocol core failed (a persisted message failed its checksum before delivery).
-    #[error("protocol core: {0}")]
+    /// The protocol core failed (a persisted message failed its checksum before delivery); the
+    /// [`CoreError`](crate::proto::CoreError) is the source.
+    #[error("protocol core failed")]
     Core(#[source] crate::proto::CoreError),
     /// The node was closed.
     #[error("node is closed")]
@@ -64,8 +67,9 @@ pub enum NodeError {
 #[non_exhaustive]
 pub enum SendError {
     /// Backpressure: the store is at its capacity or the disk is full. Retry after the node
-    /// has polled (acknowledgements free space).
-    #[error("store full: {0}")]
+    /// has polled (acknowledgements free space). Only for a message that fits once
+    /// acknowledged messages are freed; one that never could is [`SendError::TooLarge`].
+    #[error("store full (backpressure)")]
     StoreFull(#[source] StoreError),
     /// Backpressure: this many messages to the peer are already unacknowledged
     /// ([`NodeConfig::max_unacked_per_peer`]). Retry after the node has polled.
@@ -76,12 +80,13 @@ pub enum SendError {
         /// Messages committed and not yet acknowledged.
         unacked: u64,
     },
-    /// The message is larger than [`hrpc_wire::MAX_MESSAGE_LEN`].
+    /// The message can never be sent: it is larger than [`hrpc_wire::MAX_MESSAGE_LEN`], or than
+    /// the largest message the store's capacity can ever hold (`max`). Not backpressure.
     #[error("message of {len} bytes exceeds the maximum of {max}")]
     TooLarge {
         /// Requested length.
         len: usize,
-        /// The maximum.
+        /// The largest message this node can send.
         max: usize,
     },
     /// Node id 0 or this node's own id.
@@ -90,9 +95,9 @@ pub enum SendError {
     /// The node was closed.
     #[error("node is closed")]
     Closed,
-    /// Any other store failure (a sticky sync failure, too many peers, ...).
-    #[error(transparent)]
-    Store(StoreError),
+    /// Any other store failure (a sticky sync failure, too many peers, ...), as the source.
+    #[error("store refused the message")]
+    Store(#[source] StoreError),
 }
 
 impl SendError {
@@ -104,9 +109,12 @@ impl SendError {
 }
 
 impl From<StoreError> for SendError {
+    /// Backpressure ([`StoreError::is_backpressure`]: `Full`, `NoSpace`) becomes
+    /// [`SendError::StoreFull`]; a message that can never fit becomes [`SendError::TooLarge`];
+    /// everything else [`SendError::Store`].
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Full { .. } | StoreError::NoSpace => SendError::StoreFull(e),
+            e if e.is_backpressure() => SendError::StoreFull(e),
             StoreError::TooLarge { len, max } => SendError::TooLarge { len, max },
             e => SendError::Store(e),
         }
@@ -256,7 +264,9 @@ impl NodeConfig {
         self
     }
 
-    /// Limit on store bytes in use; sends beyond it get [`SendError::StoreFull`].
+    /// Limit on store bytes in use; sends beyond it get [`SendError::StoreFull`], and a message
+    /// whose slot is larger than the whole capacity gets [`SendError::TooLarge`]. At least
+    /// [`hrpc_store::MIN_CAPACITY`] (64 KiB), else [`NodeConfig::open`] fails.
     pub fn store_capacity(mut self, bytes: u64) -> Self {
         self.store_capacity = bytes;
         self
@@ -344,8 +354,12 @@ impl NodeConfig {
         {
             return bad("per-poll budgets must be at least 1");
         }
-        if self.store_capacity == 0 {
-            return bad("store capacity must be nonzero");
+        if self.store_capacity < hrpc_store::MIN_CAPACITY {
+            return Err(NodeError::Config(format!(
+                "store capacity of {} bytes is below the minimum of {} bytes",
+                self.store_capacity,
+                hrpc_store::MIN_CAPACITY
+            )));
         }
         if self.udp.recv_buffer == 0 || self.udp.send_buffer == 0 {
             return bad("socket buffer sizes must be nonzero");

@@ -184,8 +184,12 @@ impl Node {
         }
         cfg.core.mtu = cfg.udp.mtu;
 
-        if let Err(e) = std::fs::create_dir_all(&cfg.store_dir) {
-            return Err(NodeError::Store(StoreError::Io(e)));
+        if let Err(source) = std::fs::create_dir_all(&cfg.store_dir) {
+            return Err(NodeError::Store(StoreError::Io {
+                op: "create store directory",
+                path: cfg.store_dir.clone(),
+                source,
+            }));
         }
         let mut store_cfg = StoreConfig::new(cfg.node_id);
         store_cfg.durability = cfg.durability;

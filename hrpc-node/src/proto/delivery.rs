@@ -6,11 +6,14 @@ impl Core {
     /// Group commit ([`Store::sync`]): in [`Durability::Sync`] mode makes
     /// everything persisted so far durable (one sync for the whole batch), and
     /// in both modes records the next-seq floors and the watermark below which
-    /// outbound messages may be transmitted. Call once per loop iteration
-    /// after handling received datagrams; until it succeeds, the core
-    /// acknowledges, sends and delivers nothing new.
+    /// outbound messages may be transmitted; and gives disk space back
+    /// ([`Store::maintain`]). Call once per loop iteration after handling
+    /// received datagrams; until it succeeds, the core acknowledges, sends and
+    /// delivers nothing new.
     pub fn sync(&mut self) -> Result<(), CoreError> {
         self.take_fatal()?;
+        // Both modes: deletes long-empty store segments (cheap when there are none).
+        self.store.maintain();
         self.store.sync()?;
         self.unsynced = false;
         Ok(())

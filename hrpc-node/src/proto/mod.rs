@@ -54,7 +54,7 @@ use send::{FragCursor, SendState, SentState};
 #[non_exhaustive]
 pub enum CoreError {
     /// The store failed (disk full, sync failure, …); see the source.
-    #[error("store: {0}")]
+    #[error("store failed")]
     Store(#[from] StoreError),
     /// A persisted message no longer matches its checksum (memory or disk corruption).
     #[error("inbound message {seq} from peer {peer} failed its checksum before delivery")]
