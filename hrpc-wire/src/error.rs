@@ -60,6 +60,9 @@ pub enum WireError {
     /// A reset frame with a reason code this version does not define.
     #[error("unknown reset reason {0}")]
     UnknownResetReason(u8),
+    /// FRAG_ACK byte ranges that are empty, out of order, overlapping or too many.
+    #[error("malformed fragment ranges")]
+    BadFragRanges,
     /// A LOST frame whose range ends before it starts.
     #[error("lost range ends before it starts")]
     BadLostRange,

@@ -19,8 +19,9 @@
 //! RESET (0x04), 24 bytes
 //!   0 type   1 reason u8   2 reserved[6](0)   8 epoch u64   16 seen_epoch u64
 //!
-//! FRAG_ACK (0x05), 16 bytes
-//!   0 type   1 reserved[3](0)   4 received u32   8 seq u64
+//! FRAG_ACK (0x05), 16 bytes + 8 per range
+//!   0 type   1 range_count u8   2 reserved u16(0)   4 received u32   8 seq u64
+//!  16 range_count × { start u32, end u32 }   (byte ranges held past `received`, end exclusive)
 //!
 //! LOST (0x06), 24 bytes
 //!   0 type   1 reserved[7](0)   8 first u64   16 last u64   (inclusive, 1 <= first <= last)
@@ -56,8 +57,12 @@ pub const SACK_RANGE_LEN: usize = size_of::<RawSack>();
 pub const HEARTBEAT_LEN: usize = size_of::<RawHeartbeat>();
 /// Bytes of a RESET frame.
 pub const RESET_LEN: usize = size_of::<RawReset>();
-/// Bytes of a FRAG_ACK frame.
+/// Bytes of a FRAG_ACK frame without byte ranges.
 pub const FRAG_ACK_LEN: usize = size_of::<RawFragAck>();
+/// Bytes each byte range adds to a FRAG_ACK frame.
+pub const FRAG_RANGE_LEN: usize = size_of::<RawFragRange>();
+/// Most byte ranges one FRAG_ACK carries.
+pub const MAX_FRAG_RANGES: usize = 16;
 /// Bytes of a LOST frame.
 pub const LOST_LEN: usize = size_of::<RawLost>();
 
@@ -122,9 +127,17 @@ pub(crate) struct RawReset {
 #[repr(C)]
 pub(crate) struct RawFragAck {
     ty: u8,
-    reserved: [u8; 3],
+    count: u8,
+    reserved: [u8; 2],
     received: U32,
     seq: U64,
+}
+
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawFragRange {
+    start: U32,
+    end: U32,
 }
 
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -139,6 +152,7 @@ pub(crate) struct RawLost {
 const _: () = assert!(DATA_OVERHEAD == 24);
 const _: () = assert!(LOST_LEN == 24);
 const _: () = assert!(FRAG_ACK_LEN == 16);
+const _: () = assert!(FRAG_RANGE_LEN == 8);
 const _: () = assert!(ACK_BASE_LEN == 24);
 const _: () = assert!(SACK_RANGE_LEN == 16);
 const _: () = assert!(HEARTBEAT_LEN == 48);
@@ -340,15 +354,76 @@ pub struct HeartbeatFrame {
     pub echo_us: u64,
 }
 
-/// How much of a fragmented message the receiver has persisted: every byte
-/// below `received`. Lets the sender pace a long message and resume a
-/// retransmission where the receiver's copy stops.
+/// How much of a fragmented message the receiver has written: every byte
+/// below `received`, and the byte ranges past it in `ranges` (a selective
+/// acknowledgement of fragments). Lets the sender pace a long message, send
+/// again only what is missing, and resume where the receiver's copy stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FragAckFrame {
     /// The message.
     pub seq: u64,
     /// Every byte of it below this offset is written at the receiver.
     pub received: u32,
+    /// Byte ranges `[start, end)` written past `received`: ascending, each
+    /// starting after a gap; the first `range_count` entries are used.
+    pub ranges: [FragRange; MAX_FRAG_RANGES],
+    /// How many of `ranges` are used (≤ [`MAX_FRAG_RANGES`]).
+    pub range_count: u8,
+}
+
+/// A byte range `[start, end)` of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FragRange {
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
+}
+
+impl FragAckFrame {
+    /// A report of `received` and up to [`MAX_FRAG_RANGES`] of `ranges` (the rest are left out).
+    pub fn new(seq: u64, received: u32, ranges: impl IntoIterator<Item = (u32, u32)>) -> Self {
+        let mut f = FragAckFrame {
+            seq,
+            received,
+            ranges: [FragRange::default(); MAX_FRAG_RANGES],
+            range_count: 0,
+        };
+        for (start, end) in ranges.into_iter().take(MAX_FRAG_RANGES) {
+            f.ranges[f.range_count as usize] = FragRange { start, end };
+            f.range_count += 1;
+        }
+        f
+    }
+
+    /// The byte ranges held past `received`.
+    pub fn held(&self) -> &[FragRange] {
+        &self.ranges[..usize::from(self.range_count).min(MAX_FRAG_RANGES)]
+    }
+
+    fn validate(&self) -> Result<(), WireError> {
+        if self.seq == 0 {
+            return Err(WireError::ZeroSeq);
+        }
+        if usize::from(self.range_count) > MAX_FRAG_RANGES {
+            return Err(WireError::BadFragRanges);
+        }
+        let mut prev_end = self.received;
+        for r in self.held() {
+            // Each range follows a gap (so `received` would have absorbed it otherwise).
+            if r.start <= prev_end || r.end <= r.start {
+                return Err(WireError::BadFragRanges);
+            }
+            prev_end = r.end;
+        }
+        if self.ranges[self.held().len()..]
+            .iter()
+            .any(|r| *r != FragRange::default())
+        {
+            return Err(WireError::BadFragRanges);
+        }
+        Ok(())
+    }
 }
 
 /// Why a RESET was sent.
@@ -390,7 +465,7 @@ impl Frame<'_> {
             Frame::Ack(a) => ACK_BASE_LEN + SACK_RANGE_LEN * a.sacks.len(),
             Frame::Heartbeat(_) => HEARTBEAT_LEN,
             Frame::Reset(_) => RESET_LEN,
-            Frame::FragAck(_) => FRAG_ACK_LEN,
+            Frame::FragAck(f) => FRAG_ACK_LEN + FRAG_RANGE_LEN * f.held().len(),
             Frame::Lost(_) => LOST_LEN,
         }
     }
@@ -400,10 +475,10 @@ impl Frame<'_> {
         match self {
             Frame::Data(d) => d.validate(),
             Frame::Ack(a) => a.sacks.validate(a.cumulative),
-            Frame::FragAck(f) if f.seq == 0 => Err(WireError::ZeroSeq),
+            Frame::FragAck(f) => f.validate(),
             Frame::Lost(l) if l.first == 0 => Err(WireError::ZeroSeq),
             Frame::Lost(l) if l.first > l.last => Err(WireError::BadLostRange),
-            Frame::Heartbeat(_) | Frame::Reset(_) | Frame::FragAck(_) | Frame::Lost(_) => Ok(()),
+            Frame::Heartbeat(_) | Frame::Reset(_) | Frame::Lost(_) => Ok(()),
         }
     }
 }
@@ -488,13 +563,20 @@ pub(crate) fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), WireError
         }
         FRAME_FRAG_ACK => {
             let (h, rest) = split::<RawFragAck>(bytes)?;
-            if h.reserved != [0; 3] {
+            if h.reserved != [0; 2] {
                 return Err(WireError::ReservedBits("frag ack frame"));
             }
-            let f = FragAckFrame {
-                seq: h.seq.get(),
-                received: h.received.get(),
-            };
+            let n = usize::from(h.count);
+            if n > MAX_FRAG_RANGES {
+                return Err(WireError::BadFragRanges);
+            }
+            let (raw, rest) = <[RawFragRange]>::ref_from_prefix_with_elems(rest, n)
+                .map_err(|_| truncated(n * FRAG_RANGE_LEN, rest.len()))?;
+            let f = FragAckFrame::new(
+                h.seq.get(),
+                h.received.get(),
+                raw.iter().map(|r| (r.start.get(), r.end.get())),
+            );
             (Frame::FragAck(f), rest)
         }
         FRAME_LOST => {
@@ -583,13 +665,23 @@ pub(crate) fn encode_frame(frame: &Frame<'_>, out: &mut [u8]) {
             out[..RESET_LEN].copy_from_slice(h.as_bytes());
         }
         Frame::FragAck(f) => {
+            let held = f.held();
             let h = RawFragAck {
                 ty: FRAME_FRAG_ACK,
-                reserved: [0; 3],
+                count: held.len() as u8,
+                reserved: [0; 2],
                 received: U32::new(f.received),
                 seq: U64::new(f.seq),
             };
             out[..FRAG_ACK_LEN].copy_from_slice(h.as_bytes());
+            for (i, r) in held.iter().enumerate() {
+                let raw = RawFragRange {
+                    start: U32::new(r.start),
+                    end: U32::new(r.end),
+                };
+                let at = FRAG_ACK_LEN + i * FRAG_RANGE_LEN;
+                out[at..at + FRAG_RANGE_LEN].copy_from_slice(raw.as_bytes());
+            }
         }
         Frame::Lost(l) => {
             let h = RawLost {

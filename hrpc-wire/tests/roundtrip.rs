@@ -146,8 +146,24 @@ fn frame() -> impl Strategy<Value = OwnedFrame> {
                     })
                 }
             ),
-        (1..=u64::MAX, any::<u32>())
-            .prop_map(|(seq, received)| { OwnedFrame::FragAck(FragAckFrame { seq, received }) }),
+        (
+            1..=u64::MAX,
+            0..u32::MAX / 2,
+            proptest::collection::vec((1..1000u32, 1..1000u32), 0..=16)
+        )
+            .prop_map(|(seq, received, gaps)| {
+                // Ranges after `received`, each after a gap.
+                let mut at = received;
+                let ranges: Vec<(u32, u32)> = gaps
+                    .into_iter()
+                    .map(|(gap, len)| {
+                        let start = at + gap;
+                        at = start + len;
+                        (start, at)
+                    })
+                    .collect();
+                OwnedFrame::FragAck(FragAckFrame::new(seq, received, ranges))
+            }),
         (1..u64::MAX / 2, 0..u64::MAX / 2).prop_map(|(first, n)| OwnedFrame::Lost(LostFrame {
             first,
             last: first + n

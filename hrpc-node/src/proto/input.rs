@@ -71,7 +71,7 @@ impl Core {
                 Frame::Data(f) => self.on_data(now, h.src, &f),
                 Frame::Ack(a) => self.on_ack(now, h.src, &a),
                 Frame::Heartbeat(hb) => self.on_heartbeat(now, h.src, &hb),
-                Frame::FragAck(f) => self.on_frag_ack(now, h.src, f.seq, f.received),
+                Frame::FragAck(f) => self.on_frag_ack(now, h.src, &f),
                 Frame::Lost(l) => self.on_lost(now, h.src, l.first, l.last),
                 Frame::Reset(r) => {
                     tracing::debug!(peer = h.src, ?r, "reset notice");
@@ -229,6 +229,9 @@ impl Core {
             if let Err(e) = stored {
                 return self.stats.drop(store_drop_reason(&e));
             }
+            // A sender restarted with a larger MTU sends whole what this node
+            // was assembling from fragments: the half copy is not needed.
+            self.drop_reassemblies(peer, |s| s == f.seq);
         } else if !self.on_fragment(now, peer, f) {
             return;
         }
@@ -290,12 +293,15 @@ impl Core {
             self.stats.drop(store_drop_reason(&e));
             return false;
         }
+        // Report progress (or the gap) so the sender can pace and resume —
+        // after a duplicate too: the sender is working from a stale view of
+        // what this node holds (lost reports, or it restarted).
+        asm.report_due = true;
+        r.ack_pending = true;
         if !asm.add(f.offset, f.payload.len() as u32, now) {
             self.stats.drop(DropReason::Duplicate);
             return false;
         }
-        // Report progress (or the gap) so the sender can pace and resume.
-        r.ack_pending = true;
         if !asm.is_complete() {
             return false;
         }
@@ -423,11 +429,12 @@ impl Core {
         self.stats.messages_acked += acked_msgs;
     }
 
-    fn on_frag_ack(&mut self, now: Instant, peer: u32, seq: u64, received: u32) {
+    fn on_frag_ack(&mut self, now: Instant, peer: u32, f: &FragAckFrame) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let delta = p.send.fragment_progress(seq, received);
+        let held = f.held().iter().map(|r| (r.start, r.end));
+        let delta = p.send.fragment_progress(f.seq, f.received, held);
         if delta > 0 {
             p.send.cc.on_ack(delta as usize);
             p.send.backoff = 0;

@@ -235,9 +235,18 @@ impl Core {
                 p.recv.unacked_since = None;
                 p.recv.advertised_window = window;
             }
+        }
+        // Progress of half-assembled messages: when it changed or a duplicate
+        // came (`report_due`), and with every heartbeat while one is open, so
+        // a sender with a stale view (lost reports, a restart) catches up.
+        if streams_open && (p.recv.ack_pending || p.hb_pending || any_report_due(&p.recv)) {
+            let all = p.hb_pending;
             for (&seq, asm) in p.recv.reassembly.iter_mut() {
-                let received = asm.contiguous();
-                if asm.report_due && w.push_frag_ack(&FragAckFrame { seq, received }).is_ok() {
+                if !(asm.report_due || all) {
+                    continue;
+                }
+                let frame = FragAckFrame::new(seq, asm.contiguous(), asm.held());
+                if w.push_frag_ack(&frame).is_ok() {
                     asm.report_due = false;
                 }
             }
@@ -258,33 +267,20 @@ impl Core {
         }
         if streams_open {
             let rto = p.send.rtt.rto_backoff(p.send.backoff);
-            // 1. A fragmented message in progress.
-            let frag_window = p.send.cc.window().max(FRAGMENT_WINDOW_FLOOR);
-            if let Some(fc) = p.send.frag
-                && p.send
-                    .fragment_window_open(fc.seq, fc.next_offset, frag_window)
-            {
-                match store.outbound_message(peer, fc.seq) {
-                    Some(m) => match write_message(&mut w, &m, fc.next_offset) {
-                        Written::Done => {
-                            p.send.frag = None;
-                            p.send.fragment_sent(fc.seq, now, rto);
-                        }
-                        Written::Partial(off) => {
-                            p.send.frag = Some(FragCursor {
-                                seq: fc.seq,
-                                next_offset: off,
-                            });
-                            p.send.fragment_sent(fc.seq, now, rto);
-                            full = true;
-                        }
-                        Written::NoRoom => full = true,
-                    },
-                    None => p.send.frag = None,
-                }
+            // While a fragmented message is being written, datagrams take
+            // turns: one starts with it, the next with the messages behind
+            // it, so neither holds the other hostage.
+            let frag_first = p.send.frag.is_some() && {
+                p.send.frag_turn = !p.send.frag_turn;
+                p.send.frag_turn
+            };
+            if frag_first {
+                full = write_fragments(&mut w, p, store, peer, now, rto);
             }
-            // 2. Retransmissions.
-            while !full && p.send.frag.is_none() {
+            // 2. Retransmissions. While a fragment stream waits for its
+            // window, messages that fit a datagram still go: nothing queued
+            // behind a large message is held hostage by it.
+            while !full {
                 let Some(&seq) = p.send.retransmit.front() else {
                     break;
                 };
@@ -316,7 +312,11 @@ impl Core {
                     stats.messages_retransmitted += 1;
                     continue;
                 }
-                match write_message(&mut w, &m, start) {
+                if p.send.frag.is_some() && !fits_alone(&w, m.payload().len()) {
+                    break;
+                }
+                let held = p.send.held(seq).to_vec();
+                match write_message(&mut w, &m, start, &held) {
                     Written::NoRoom => full = true,
                     written => {
                         p.send.retransmit.pop_front();
@@ -326,8 +326,9 @@ impl Core {
                     }
                 }
             }
-            // 3. New messages, as far as the windows allow.
-            while !full && p.send.frag.is_none() {
+            // 3. New messages, as far as the windows allow (past a paused
+            // fragment stream too, as above).
+            while !full {
                 let seq = p.send.next_new();
                 if seq >= send_limit {
                     break;
@@ -352,7 +353,10 @@ impl Core {
                 if !p.send.window_allows(m.payload().len()) {
                     break;
                 }
-                match write_message(&mut w, &m, 0) {
+                if p.send.frag.is_some() && !fits_alone(&w, m.payload().len()) {
+                    break;
+                }
+                match write_message(&mut w, &m, 0, &[]) {
                     Written::NoRoom => full = true,
                     written => {
                         p.send.push_sent(now, m.payload().len() as u32, rto);
@@ -361,12 +365,58 @@ impl Core {
                     }
                 }
             }
+            if !full && !frag_first && p.send.frag.is_some() {
+                full = write_fragments(&mut w, p, store, peer, now, rto);
+            }
         }
         if w.is_empty() {
             return (0, false);
         }
         (w.finish(), full)
     }
+}
+
+/// Continues the fragmented message in progress, as far as its window and the
+/// datagram allow. Returns whether the datagram is full.
+fn write_fragments(
+    w: &mut DatagramWriter<'_>,
+    p: &mut Peer,
+    store: &Store,
+    peer: u32,
+    now: Instant,
+    rto: Duration,
+) -> bool {
+    let mut full = false;
+    let frag_window = p.send.cc.window().max(FRAGMENT_WINDOW_FLOOR);
+    if let Some(fc) = p.send.frag
+        && p.send
+            .fragment_window_open(fc.seq, fc.next_offset, frag_window)
+    {
+        let held = p.send.held(fc.seq).to_vec();
+        match store.outbound_message(peer, fc.seq) {
+            Some(m) => match write_message(w, &m, fc.next_offset, &held) {
+                Written::Done => {
+                    p.send.frag = None;
+                    p.send.fragment_sent(fc.seq, now, rto);
+                }
+                Written::Partial(off) => {
+                    p.send.frag = Some(FragCursor {
+                        seq: fc.seq,
+                        next_offset: off,
+                    });
+                    p.send.fragment_sent(fc.seq, now, rto);
+                    full = true;
+                }
+                Written::NoRoom => full = true,
+            },
+            None => p.send.frag = None,
+        }
+    }
+    full
+}
+
+fn any_report_due(r: &RecvState) -> bool {
+    r.reassembly.values().any(|a| a.report_due)
 }
 
 enum Written {
@@ -392,12 +442,18 @@ fn continues(frag: &mut Option<FragCursor>, seq: u64, written: &Written) -> bool
 }
 
 /// Writes message `m` from `offset` into `w`: whole if it fits, else as
-/// many fragments as this datagram takes.
-fn write_message(w: &mut DatagramWriter<'_>, m: &MessageRef<'_>, offset: u32) -> Written {
+/// many fragments as this datagram takes, skipping the byte ranges `held`
+/// (ascending `[start, end)`) that the peer already has.
+fn write_message(
+    w: &mut DatagramWriter<'_>,
+    m: &MessageRef<'_>,
+    offset: u32,
+    held: &[(u32, u32)],
+) -> Written {
     let payload = m.payload();
     let len = payload.len();
     let cap = w.data_capacity();
-    let start = offset as usize;
+    let mut start = offset as usize;
     if start == 0 && len <= cap {
         let frame = DataFrame {
             seq: m.seq(),
@@ -411,6 +467,24 @@ fn write_message(w: &mut DatagramWriter<'_>, m: &MessageRef<'_>, offset: u32) ->
             Err(_) => Written::NoRoom,
         };
     }
+    // Skip what the peer holds; stop before the next range it holds.
+    let mut stop = len;
+    for &(a, b) in held {
+        let (a, b) = (a as usize, b as usize);
+        if b <= start {
+            continue;
+        }
+        if a <= start {
+            start = b;
+            continue;
+        }
+        stop = a.min(len);
+        break;
+    }
+    if start >= len {
+        // The peer has all of it past `offset`: nothing left to write.
+        return Written::Done;
+    }
     // A message that would fit an empty datagram waits for the next one
     // rather than being split; so does a tiny tail of space.
     if !w.is_empty() && (cap < MIN_FRAGMENT || (start == 0 && fits_alone(w, len))) {
@@ -419,11 +493,11 @@ fn write_message(w: &mut DatagramWriter<'_>, m: &MessageRef<'_>, offset: u32) ->
     if cap == 0 {
         return Written::NoRoom;
     }
-    let end = (start + cap).min(len);
+    let end = (start + cap).min(stop);
     let frame = DataFrame {
         seq: m.seq(),
         msg_len: len as u32,
-        offset,
+        offset: start as u32,
         msg_crc: m.crc(),
         payload: &payload[start..end],
     };

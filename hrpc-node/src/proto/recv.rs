@@ -167,6 +167,12 @@ impl Reassembly {
         added > 0
     }
 
+    /// Byte ranges `[start, end)` written past [`Reassembly::contiguous`].
+    pub(crate) fn held(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let skip = usize::from(self.covered.first().is_some_and(|r| r.0 == 0));
+        self.covered.iter().skip(skip).copied()
+    }
+
     /// Every byte below this has arrived.
     pub(crate) fn contiguous(&self) -> u32 {
         match self.covered.first() {

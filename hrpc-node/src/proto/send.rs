@@ -2,6 +2,8 @@
 //! how much more the peer and the path allow.
 
 use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use super::congestion::Congestion;
@@ -54,6 +56,13 @@ pub(crate) struct SendState {
     pub(crate) retransmit: VecDeque<u64>,
     /// A fragmented message in the middle of being written.
     pub(crate) frag: Option<FragCursor>,
+    /// Fragmented messages: byte ranges `[start, end)` the peer reported
+    /// written past its contiguous prefix (`Sent::peer_has`), from its newest
+    /// FRAG_ACK. Those bytes are not sent again.
+    pub(crate) frag_held: FxHashMap<u64, Vec<(u32, u32)>>,
+    /// Whose turn it is to start the next datagram while a fragment stream
+    /// runs: the fragments (`true`) or the messages behind them.
+    pub(crate) frag_turn: bool,
     pub(crate) in_flight_bytes: usize,
     /// Entries in flight (zero-length messages and gap markers count too, so
     /// the retransmission timer runs for them).
@@ -78,6 +87,8 @@ impl SendState {
             sent: VecDeque::new(),
             retransmit: VecDeque::new(),
             frag: None,
+            frag_held: FxHashMap::default(),
+            frag_turn: false,
             in_flight_bytes: 0,
             in_flight: 0,
             peer_limit: base.saturating_sub(1) + u64::from(initial_window),
@@ -100,15 +111,27 @@ impl SendState {
         self.sent.get_mut(i)
     }
 
-    /// Whether a new message of `len` bytes may go out now.
+    /// Whether a new message of `len` bytes may go out now. A fragmented
+    /// message being written is paced by its own window (see
+    /// `fragment_window_open`), so it does not count here: messages behind it
+    /// still go.
     pub(crate) fn window_allows(&self, len: usize) -> bool {
         if self.next_new() > self.peer_limit {
             return false;
         }
-        if self.in_flight_bytes == 0 {
+        let mut in_flight = self.in_flight_bytes;
+        if let Some(fc) = self.frag
+            && let Some(e) = usize::try_from(fc.seq.wrapping_sub(self.base))
+                .ok()
+                .and_then(|i| self.sent.get(i))
+            && e.state == SentState::InFlight
+        {
+            in_flight -= e.len as usize;
+        }
+        if in_flight == 0 {
             return true;
         }
-        self.in_flight_bytes + len <= self.cc.window().min(self.peer_window_bytes)
+        in_flight + len <= self.cc.window().min(self.peer_window_bytes)
     }
 
     /// Records a first transmission of the next new seq.
@@ -186,6 +209,9 @@ impl SendState {
         if self.frag.is_some_and(|f| f.seq <= cum) {
             self.frag = None;
         }
+        if !self.frag_held.is_empty() {
+            self.frag_held.retain(|&seq, _| seq > cum);
+        }
         self.largest_acked = self.largest_acked.max(cum);
         (msgs, bytes, sample)
     }
@@ -209,6 +235,7 @@ impl SendState {
         if self.frag.is_some_and(|f| f.seq == seq) {
             self.frag = None;
         }
+        self.frag_held.remove(&seq);
         self.largest_acked = self.largest_acked.max(seq);
         Some((len, sample))
     }
@@ -276,19 +303,27 @@ impl SendState {
         self.rto_at = Some(self.rto_at.map_or(now + rto, |t| t.max(now + rto)));
     }
 
-    /// The peer reports every byte of `seq` below `received` written.
-    /// Returns the bytes newly acknowledged. A lower value than before is
-    /// believed too (the peer restarted and lost the partial copy): the next
-    /// retransmission resumes there. The third report in a row without
-    /// progress means a fragment was lost: the message is sent again from
-    /// `received` (go-back-N within the message).
-    pub(crate) fn fragment_progress(&mut self, seq: u64, received: u32) -> u32 {
+    /// The peer reports every byte of `seq` below `received` written, and
+    /// the byte ranges `held` past it. Returns the bytes newly acknowledged.
+    /// A lower value than before is believed too (the peer restarted and lost
+    /// the partial copy). A report past where this side is writing (this side
+    /// restarted, or its view was stale) moves the writing on: what the peer
+    /// holds is not sent again. The third report in a row without progress of
+    /// the prefix means a fragment was lost: the message is sent again from
+    /// `received`, skipping what the peer holds (selective retransmission).
+    pub(crate) fn fragment_progress(
+        &mut self,
+        seq: u64,
+        received: u32,
+        held: impl Iterator<Item = (u32, u32)>,
+    ) -> u32 {
         let Some(e) = self.entry_mut(seq) else {
             return 0;
         };
         if e.state == SentState::Acked || received > e.len {
             return 0;
         }
+        let len = e.len;
         let delta = received.saturating_sub(e.peer_has);
         if received == e.peer_has {
             e.frag_dups = e.frag_dups.saturating_add(1);
@@ -296,19 +331,37 @@ impl SendState {
             e.frag_dups = 0;
         }
         e.peer_has = received;
-        if e.frag_dups < REORDER_THRESHOLD as u8 {
+        let dups = e.frag_dups;
+        let held: Vec<(u32, u32)> = held
+            .filter(|&(a, b)| a < b && b <= len && a > received)
+            .collect();
+        if held.is_empty() {
+            self.frag_held.remove(&seq);
+        } else {
+            self.frag_held.insert(seq, held);
+        }
+        if let Some(fc) = self.frag.as_mut()
+            && fc.seq == seq
+            && fc.next_offset < received
+        {
+            fc.next_offset = received;
+        }
+        if dups < REORDER_THRESHOLD as u8 {
             return delta;
         }
-        e.frag_dups = 0;
-        let len = e.len as usize;
-        let in_flight = e.state == SentState::InFlight;
+        if let Some(e) = self.entry_mut(seq) {
+            e.frag_dups = 0;
+        }
+        let in_flight = self
+            .entry_mut(seq)
+            .is_some_and(|e| e.state == SentState::InFlight);
         match self.frag.as_mut() {
             Some(fc) if fc.seq == seq => fc.next_offset = fc.next_offset.min(received),
             _ if in_flight => {
                 if let Some(e) = self.entry_mut(seq) {
                     e.state = SentState::Lost;
                 }
-                self.in_flight_bytes -= len;
+                self.in_flight_bytes -= len as usize;
                 self.in_flight -= 1;
                 self.retransmit.push_back(seq);
             }
@@ -317,6 +370,11 @@ impl SendState {
         let next = self.next_new();
         self.cc.on_loss(seq, next);
         delta
+    }
+
+    /// Byte ranges of `seq` the peer holds past its contiguous prefix.
+    pub(crate) fn held(&self, seq: u64) -> &[(u32, u32)] {
+        self.frag_held.get(&seq).map_or(&[], Vec::as_slice)
     }
 
     /// Whether the fragment stream of `seq` may write more past `next_offset`:
@@ -344,6 +402,7 @@ impl SendState {
         self.sent.clear();
         self.retransmit.clear();
         self.frag = None;
+        self.frag_held.clear();
         self.in_flight_bytes = 0;
         self.in_flight = 0;
         self.rto_at = None;
