@@ -200,7 +200,13 @@ fn fragment_loss_resends_only_what_is_missing() {
             n += 1;
             !n.is_multiple_of(50)
         };
-        drive(side(&mut a, &mut sa), side(&mut b, &mut sb), &mut now, 1, &mut lossy);
+        drive(
+            side(&mut a, &mut sa),
+            side(&mut b, &mut sb),
+            &mut now,
+            1,
+            &mut lossy,
+        );
         if !sb.got.is_empty() {
             break;
         }

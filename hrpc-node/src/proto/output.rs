@@ -312,8 +312,20 @@ impl Core {
                     stats.messages_retransmitted += 1;
                     continue;
                 }
-                if p.send.frag.is_some() && !fits_alone(&w, m.payload().len()) {
-                    break;
+                if !fits_alone(&w, m.payload().len())
+                    && let Some(fc) = p.send.frag
+                    && fc.seq != seq
+                {
+                    if seq > fc.seq {
+                        // One fragment stream at a time, oldest first: this
+                        // one waits until the stream in progress is written.
+                        break;
+                    }
+                    // An older message was lost: it goes first (the peer
+                    // delivers in order). The stream in progress is resent
+                    // later from where the peer's copy stops, skipping what
+                    // it holds.
+                    p.send.pause_fragments(fc.seq);
                 }
                 let held = p.send.held(seq).to_vec();
                 match write_message(&mut w, &m, start, &held) {

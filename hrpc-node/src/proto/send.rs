@@ -36,6 +36,10 @@ pub(crate) struct Sent {
 /// message in it counts as lost (the fast-retransmit threshold).
 pub(crate) const REORDER_THRESHOLD: u64 = 3;
 
+/// Bytes a datagram spends besides a message's payload (header and DATA
+/// frame header): a message larger than the MTU less this is fragmented.
+const FRAGMENT_MARGIN: usize = hrpc_wire::HEADER_LEN + hrpc_wire::DATA_OVERHEAD;
+
 /// Most entries one ack may scan for losses (bounds work per ack).
 const LOSS_SCAN_LIMIT: usize = 4096;
 
@@ -370,6 +374,40 @@ impl SendState {
         let next = self.next_new();
         self.cc.on_loss(seq, next);
         delta
+    }
+
+    /// Whether a retransmission can go out now: one is queued, and it is not
+    /// a message to fragment that waits for the older fragment stream in
+    /// progress (which `poll_transmit` would skip).
+    pub(crate) fn retransmit_ready(&self, mtu: usize) -> bool {
+        let Some(&front) = self.retransmit.front() else {
+            return false;
+        };
+        match self.frag {
+            Some(fc) if front > fc.seq => usize::try_from(front - self.base)
+                .ok()
+                .and_then(|i| self.sent.get(i))
+                .is_none_or(|e| e.len as usize + FRAGMENT_MARGIN <= mtu),
+            _ => true,
+        }
+    }
+
+    /// Stops writing the fragment stream of `seq` for now: the message is
+    /// declared lost and queued for retransmission, which resumes where the
+    /// peer's copy stops.
+    pub(crate) fn pause_fragments(&mut self, seq: u64) {
+        if self.frag.is_some_and(|f| f.seq == seq) {
+            self.frag = None;
+        }
+        if let Some(e) = self.entry_mut(seq)
+            && e.state == SentState::InFlight
+        {
+            e.state = SentState::Lost;
+            let len = e.len as usize;
+            self.in_flight_bytes -= len;
+            self.in_flight -= 1;
+            self.retransmit.push_back(seq);
+        }
     }
 
     /// Byte ranges of `seq` the peer holds past its contiguous prefix.

@@ -27,7 +27,7 @@ impl Core {
             if let Some(t) = p.probe_at {
                 at(t);
             }
-            if p.recv.ack_pending || p.hb_pending || !p.send.retransmit.is_empty() {
+            if p.recv.ack_pending || p.hb_pending || p.send.retransmit_ready(self.cfg.mtu) {
                 at(self.start);
             }
             let committed = self.committed_next(p.id);
