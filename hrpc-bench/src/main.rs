@@ -318,6 +318,10 @@ fn run(cmd: Cmd) -> io::Result<bool> {
 }
 
 fn main() -> ExitCode {
+    if std::env::var_os(report::CHILD_ENV).is_some() {
+        // Started by `report`: die with it.
+        hrpc_bench::procs::child_setup();
+    }
     let cli = Cli::parse();
     match run(cli.cmd) {
         Ok(true) => ExitCode::SUCCESS,
