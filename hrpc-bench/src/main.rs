@@ -222,7 +222,7 @@ fn run(cmd: Cmd) -> io::Result<bool> {
         } => seed::client(&seed::SeedOpts {
             store,
             node,
-            bind: None,
+            bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             peers: vec![peer],
             size,
             max_secs,

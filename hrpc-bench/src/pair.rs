@@ -30,6 +30,8 @@ use crate::relay::{Relay, RelayConfig};
 pub const DRAIN: Duration = Duration::from_secs(10);
 /// Longest a child may take to start (opening a thousand stores takes a while).
 const STARTUP: Duration = Duration::from_secs(60);
+/// Most sending nodes: the receiver's store and core keep 1024 peers by default.
+pub const MAX_PEERS: u32 = 1000;
 /// Messages one sending node tries per turn before the loop moves on.
 const BURST: usize = 256;
 
@@ -128,6 +130,12 @@ pub fn run(opts: &PairOpts) -> io::Result<PairResult> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("--size must be at least {}", payload::MIN_SIZE),
+        ));
+    }
+    if opts.peers == 0 || opts.peers > MAX_PEERS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--peers must be 1..={MAX_PEERS}"),
         ));
     }
     let tmp = tempfile::Builder::new().prefix("hrpc-pair-").tempdir()?;
@@ -382,7 +390,9 @@ pub fn client_child(opts: &ClientOpts) -> io::Result<()> {
     let mut nodes = Vec::with_capacity(opts.peers as usize);
     for id in 2..opts.peers.saturating_add(2) {
         let dir = opts.store.join(format!("node-{id}"));
-        let mut cfg = node_config(&dir, id, opts.mtu, opts.durable).peer(1, opts.server);
+        let mut cfg = node_config(&dir, id, opts.mtu, opts.durable)
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .peer(1, opts.server);
         if opts.peers > 1 {
             // Many nodes: smaller stores and windows so the whole set stays modest.
             cfg = cfg

@@ -5,7 +5,8 @@
 //! backpressure it polls and, if nothing else is to be done, waits for the node), the server
 //! counts and checks what it receives. Each prints once a second `N op/s, K kb/s`: messages
 //! committed (client) or delivered (server) in that second, and their payload KiB. Both exit
-//! with status 0 on SIGINT or SIGTERM, or after `--max-secs`.
+//! with status 0 on SIGINT or SIGTERM, or after `--max-secs`. Only loopback addresses are
+//! accepted.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ pub struct SeedOpts {
     pub store: PathBuf,
     /// This node's id.
     pub node: u32,
-    /// Bind address (server); the client uses an ephemeral port.
+    /// Bind address (server: a fixed port; client: 127.0.0.1 with an ephemeral port).
     pub bind: Option<SocketAddr>,
     /// Peers known in advance: the client's server.
     pub peers: Vec<(u32, SocketAddr)>,
@@ -78,8 +79,21 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// The benchmark only ever talks to this machine: every address must be loopback.
+fn check_loopback(opts: &SeedOpts) -> io::Result<()> {
+    let addrs = opts.bind.iter().chain(opts.peers.iter().map(|(_, a)| a));
+    match addrs.into_iter().find(|a| !a.ip().is_loopback()) {
+        Some(a) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{a} is not a loopback address; the benchmark stays on 127.0.0.1"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// `hrpc-bench server`: receives, checks and counts until a signal arrives.
 pub fn server(opts: &SeedOpts) -> io::Result<()> {
+    check_loopback(opts)?;
     let stop = procs::signal_flag()?;
     let hard = Instant::now() + Duration::from_secs(opts.max_secs);
     let mut cfg = NodeConfig::new(&opts.store, opts.node).peers(opts.peers.iter().copied());
@@ -122,6 +136,7 @@ pub fn client(opts: &SeedOpts) -> io::Result<()> {
             format!("--size must be at least {}", payload::MIN_SIZE),
         ));
     }
+    check_loopback(opts)?;
     let Some(&(to, _)) = opts.peers.first() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
