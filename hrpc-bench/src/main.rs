@@ -251,7 +251,9 @@ fn run(cmd: Cmd) -> io::Result<bool> {
             if json {
                 json_line(&r)?;
             }
-            return Ok(r.lost == 0 && r.duplicated == 0 && r.corrupt == 0);
+            // Exit status 2: the run completed but lost, duplicated or corrupted messages, or
+            // left some unacknowledged.
+            return Ok(r.clean());
         }
         Cmd::RawUdp { size, secs, json } => {
             let r = raw::run(size, secs)?;

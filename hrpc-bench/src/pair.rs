@@ -75,6 +75,17 @@ pub struct PairResult {
     pub corrupt: u64,
     /// Larger of the two children's peak RSS, KiB.
     pub rss_max_kb: u64,
+    /// Whether the sender saw every message acknowledged before the drain ended (not part of
+    /// the JSON; a run where it did not fails).
+    #[serde(skip)]
+    pub acked_all: bool,
+}
+
+impl PairResult {
+    /// Every message sent was delivered once, intact, and acknowledged.
+    pub fn clean(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.corrupt == 0 && self.acked_all
+    }
 }
 
 /// What the sender process reports.
@@ -201,6 +212,15 @@ pub fn run(opts: &PairOpts) -> io::Result<PairResult> {
             "pair: a child did not exit cleanly (client ok {client_ok}, server ok {server_ok})"
         );
     }
+    if server_done.senders != u64::from(opts.peers) {
+        eprintln!(
+            "pair: the receiver heard from {} of {} sending nodes",
+            server_done.senders, opts.peers
+        );
+    }
+    if !client_done.acked_all {
+        eprintln!("pair: the drain ended before every message was acknowledged");
+    }
     if let Some(s) = relay_stats {
         eprintln!("pair: relay {s:?}");
     }
@@ -216,6 +236,7 @@ pub fn run(opts: &PairOpts) -> io::Result<PairResult> {
         reordered: server_done.reordered,
         corrupt: server_done.corrupt,
         rss_max_kb: client_done.rss_kb.max(server_done.rss_kb),
+        acked_all: client_done.acked_all,
     })
 }
 

@@ -12,8 +12,8 @@
 //!   (log scale);
 //! - `OUT/report.json`: the same numbers.
 //!
-//! The run fails (returns `false`) if an hrpc row failed or reported lost, duplicated or
-//! corrupt messages.
+//! The run fails (returns `false`) if an hrpc row failed, reported lost, duplicated or
+//! corrupt messages, or ended its drain with messages unacknowledged.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -175,7 +175,8 @@ pub struct Report {
 }
 
 /// Runs `current_exe() args`, returns the JSON object on its last stdout line. The child is
-/// killed after `limit`.
+/// killed after `limit`. A child that exits with status 2 (a `pair` run that was not clean)
+/// still returns its object, with `"exit_code": 2` added.
 pub fn run_json(args: &[String], limit: Duration) -> io::Result<serde_json::Value> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(args)
@@ -233,8 +234,15 @@ pub fn run_json(args: &[String], limit: Duration) -> io::Result<serde_json::Valu
         .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(serde_json::Value::is_object);
     match value {
-        // `pair` exits 2 when it saw loss: the JSON still counts, the report judges it.
-        Some(v) if status.success() || status.code() == Some(2) => Ok(v),
+        Some(v) if status.success() => Ok(v),
+        // `pair` exits 2 when the run was not clean: the JSON still counts, marked so the
+        // report can judge it.
+        Some(mut v) if status.code() == Some(2) => {
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("exit_code".to_owned(), 2.into());
+            }
+            Ok(v)
+        }
         _ => Err(io::Error::other(format!("{status}; stderr: {tail}"))),
     }
 }
@@ -320,17 +328,28 @@ pub fn run(opts: &ReportOpts) -> io::Result<bool> {
 
     let mut rows = Vec::new();
     for spec in specs {
-        let r: io::Result<PairResult> = parse(run_json(&spec.args(secs), limit));
+        let r: io::Result<PairResult> = run_json(&spec.args(secs), limit).and_then(|v| {
+            let unclean = v.get("exit_code").is_some();
+            let mut r: PairResult = parse(Ok(v))?;
+            // Counts all zero but exit 2: the drain ended with messages unacknowledged.
+            r.acked_all = !unclean;
+            Ok(r)
+        });
         progress(
             &format!("hrpc {}", spec.label()),
             &match &r {
                 Ok(r) => format!(
-                    "{} msg/s, {:.1} MB/s, lost {} duplicated {} corrupt {}",
+                    "{} msg/s, {:.1} MB/s, lost {} duplicated {} corrupt {}{}",
                     fmt_rate(Some(r.msgs_per_sec)),
                     r.mb_per_sec,
                     r.lost,
                     r.duplicated,
-                    r.corrupt
+                    r.corrupt,
+                    if r.acked_all {
+                        ""
+                    } else {
+                        ", NOT all acknowledged"
+                    }
                 ),
                 Err(e) => format!("FAILED ({e})"),
             },
@@ -395,13 +414,18 @@ pub fn run(opts: &ReportOpts) -> io::Result<bool> {
                 eprintln!("report: FAILED row: {}", row.spec.label());
                 ok = false;
             }
-            Some(r) if r.lost > 0 || r.duplicated > 0 || r.corrupt > 0 => {
+            Some(r) if !r.clean() => {
                 eprintln!(
-                    "report: row {} lost {}, duplicated {}, corrupt {}",
+                    "report: row {} lost {}, duplicated {}, corrupt {}{}",
                     row.spec.label(),
                     r.lost,
                     r.duplicated,
-                    r.corrupt
+                    r.corrupt,
+                    if r.acked_all {
+                        ""
+                    } else {
+                        ", not all acknowledged by the end of the drain"
+                    }
                 );
                 ok = false;
             }
@@ -436,7 +460,13 @@ pub fn markdown(r: &Report) -> String {
             Some(h) => (
                 fmt_rate(Some(h.msgs_per_sec)),
                 format!("{:.1}", h.mb_per_sec),
-                format!("{}/{}/{}", h.lost, h.duplicated, h.corrupt),
+                format!(
+                    "{}/{}/{}{}",
+                    h.lost,
+                    h.duplicated,
+                    h.corrupt,
+                    if h.acked_all { "" } else { " (unacked)" }
+                ),
                 format!("{:.0}", h.rss_max_kb as f64 / 1024.0),
             ),
             None => ("failed".into(), "–".into(), "–".into(), "–".into()),
@@ -548,4 +578,67 @@ pub fn chart(r: &Report, path: &Path) -> Result<(), Box<dyn std::error::Error>> 
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The matrix covers every dimension the report promises.
+    #[test]
+    fn matrix_covers_the_dimensions() {
+        let m = matrix();
+        let sizes: std::collections::BTreeSet<usize> = m.iter().map(|r| r.size).collect();
+        assert_eq!(
+            sizes.into_iter().collect::<Vec<_>>(),
+            [16, 100, 1000, 64_000]
+        );
+        assert!(m.iter().any(|r| r.mtu == 1472) && m.iter().any(|r| r.mtu == 65_000));
+        assert!(m.iter().any(|r| r.durable) && m.iter().any(|r| !r.durable));
+        assert!(m.iter().any(|r| r.loss == 5.0) && m.iter().any(|r| r.loss == 0.0));
+        assert!(m.iter().any(|r| r.peers == 1000) && m.iter().any(|r| r.peers == 1));
+    }
+
+    /// A failed row reads "failed", an unclean one shows its counts, and both make the chart
+    /// without error.
+    #[test]
+    fn failed_and_unclean_rows_are_shown() {
+        let ok = PairResult {
+            msgs_per_sec: 1e6,
+            sent: 10,
+            delivered: 10,
+            acked_all: true,
+            ..PairResult::default()
+        };
+        let lossy = PairResult {
+            lost: 3,
+            delivered: 7,
+            ..ok.clone()
+        };
+        let row = |hrpc| Row {
+            spec: RowSpec::new(100),
+            hrpc,
+            raw_udp: Some(2e6),
+            peer: None,
+        };
+        let report = Report {
+            secs: 1.0,
+            rows: vec![row(Some(ok.clone())), row(None), row(Some(lossy))],
+            latency: None,
+            wall_secs: 1.0,
+        };
+        let md = markdown(&report);
+        assert!(
+            md.contains("| 1.00 M | 0.0 | 2.00 M | failed | failed | 0/0/0 |"),
+            "{md}"
+        );
+        assert!(md.contains("| failed | – |"), "{md}");
+        assert!(md.contains("3/0/0"), "{md}");
+        assert!(md.contains("latency: failed"), "{md}");
+        assert!(ok.clean() && !report.rows[2].hrpc.as_ref().is_some_and(PairResult::clean));
+        let dir = tempfile::tempdir().unwrap();
+        chart(&report, &dir.path().join("c.svg")).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("c.svg")).unwrap();
+        assert!(svg.contains("hrpc FAILED"));
+    }
 }

@@ -71,3 +71,10 @@ fn pair_through_a_lossy_relay_delivers_everything_once() {
 fn pair_with_several_senders_and_sync_durability() {
     assert_clean(&pair(&["--size", "1000", "--peers", "8", "--durable"]));
 }
+
+#[test]
+fn pair_with_several_senders_through_the_lossy_relay() {
+    // The relay gives each sending node its own server-facing socket; replies must find
+    // their way back to the right node or its messages are never acknowledged.
+    assert_clean(&pair(&["--size", "100", "--peers", "8", "--loss", "5"]));
+}
