@@ -38,6 +38,26 @@ fn parse_peer(s: &str) -> Result<(u32, SocketAddr), String> {
     Ok((id, addr))
 }
 
+/// Seconds: finite, above 0, at most an hour (every load loop is bounded).
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("bad number `{s}`: {e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 3600.0 {
+        Ok(v)
+    } else {
+        Err(format!("seconds must be in (0, 3600], got {s}"))
+    }
+}
+
+/// A percentage in 0..=100.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("bad number `{s}`: {e}"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("percent must be in 0..=100, got {s}"))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// The C library's benchmark, receiving side: counts and checks messages, prints
@@ -83,20 +103,20 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         size: usize,
         /// Seconds of sending (then up to 10 s of drain).
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = 3.0, value_parser = parse_secs)]
         secs: f64,
         /// UDP MTU of both nodes (up to 65507 on loopback).
         #[arg(long, default_value_t = 1472)]
         mtu: usize,
         /// Route through a seeded relay that drops, duplicates and reorders datagrams, each
         /// with this probability in percent.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, value_parser = parse_percent)]
         loss: f64,
         /// Open both nodes with Durability::Sync (group commit to disk).
         #[arg(long)]
         durable: bool,
         /// Sending nodes, all in ONE client process and driven by ONE thread that loops over
-        /// them; each has its own store and socket. The receiver counts per sender.
+        /// them; each has its own store and socket. The receiver counts per sender. 1..=1000.
         #[arg(long, default_value_t = 1)]
         peers: u32,
         /// Seed of the relay's decisions.
@@ -113,7 +133,7 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         size: usize,
         /// Seconds of sending.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = 3.0, value_parser = parse_secs)]
         secs: f64,
         /// Print the result as one JSON object on the last line.
         #[arg(long)]
@@ -139,7 +159,7 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         size: usize,
         /// Seconds per library.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = 3.0, value_parser = parse_secs)]
         secs: f64,
         /// Print the result as one JSON object on the last line.
         #[arg(long)]
@@ -155,7 +175,7 @@ enum Cmd {
         #[arg(long)]
         full: bool,
         /// Seconds per row (overrides the default of --full or quick).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_secs)]
         secs: Option<f64>,
     },
     /// Child process of `pair`: the receiving node.
@@ -251,7 +271,7 @@ fn run(cmd: Cmd) -> io::Result<bool> {
             if json {
                 json_line(&r)?;
             }
-            // Exit status 2: the run completed but lost, duplicated or corrupted messages, or
+            // Exit status EXIT_UNCLEAN: the run completed but lost, duplicated or corrupted messages, or
             // left some unacknowledged.
             return Ok(r.clean());
         }
@@ -327,7 +347,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.cmd) {
         Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(2),
+        Ok(false) => ExitCode::from(pair::EXIT_UNCLEAN),
         Err(e) => {
             eprintln!("hrpc-bench: {e}");
             ExitCode::FAILURE

@@ -30,6 +30,10 @@ use crate::relay::{Relay, RelayConfig};
 pub const DRAIN: Duration = Duration::from_secs(10);
 /// Longest a child may take to start (opening a thousand stores takes a while).
 const STARTUP: Duration = Duration::from_secs(60);
+/// Exit status of `pair` (and `report`) when a run completed but was not clean: something
+/// was lost, duplicated or corrupted, or left unacknowledged. (Usage errors exit 2, other
+/// failures 1.)
+pub const EXIT_UNCLEAN: u8 = 3;
 /// Most sending nodes: the receiver's store and core keep 1024 peers by default.
 pub const MAX_PEERS: u32 = 1000;
 /// Messages one sending node tries per turn before the loop moves on.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::latency::LatencyResult;
-use crate::pair::PairResult;
+use crate::pair::{EXIT_UNCLEAN, PairResult};
 use crate::peer::PeerResult;
 
 /// Environment variable set on the report's children: they ask to die with their parent.
@@ -175,8 +175,8 @@ pub struct Report {
 }
 
 /// Runs `current_exe() args`, returns the JSON object on its last stdout line. The child is
-/// killed after `limit`. A child that exits with status 2 (a `pair` run that was not clean)
-/// still returns its object, with `"exit_code": 2` added.
+/// killed after `limit`. A child that exits with [`EXIT_UNCLEAN`] (a `pair` run that was not
+/// clean) still returns its object, with `"exit_code"` added.
 pub fn run_json(args: &[String], limit: Duration) -> io::Result<serde_json::Value> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(args)
@@ -235,11 +235,11 @@ pub fn run_json(args: &[String], limit: Duration) -> io::Result<serde_json::Valu
         .filter(serde_json::Value::is_object);
     match value {
         Some(v) if status.success() => Ok(v),
-        // `pair` exits 2 when the run was not clean: the JSON still counts, marked so the
+        // `pair` exits EXIT_UNCLEAN when the run was not clean: the JSON still counts, marked so the
         // report can judge it.
-        Some(mut v) if status.code() == Some(2) => {
+        Some(mut v) if status.code() == Some(i32::from(EXIT_UNCLEAN)) => {
             if let Some(obj) = v.as_object_mut() {
-                obj.insert("exit_code".to_owned(), 2.into());
+                obj.insert("exit_code".to_owned(), EXIT_UNCLEAN.into());
             }
             Ok(v)
         }
@@ -331,7 +331,7 @@ pub fn run(opts: &ReportOpts) -> io::Result<bool> {
         let r: io::Result<PairResult> = run_json(&spec.args(secs), limit).and_then(|v| {
             let unclean = v.get("exit_code").is_some();
             let mut r: PairResult = parse(Ok(v))?;
-            // Counts all zero but exit 2: the drain ended with messages unacknowledged.
+            // Counts all zero but EXIT_UNCLEAN: the drain ended with messages unacknowledged.
             r.acked_all = !unclean;
             Ok(r)
         });
