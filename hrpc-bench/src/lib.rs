@@ -1,10 +1,28 @@
-//! Benchmarks of hrpc.
+//! Benchmarks of hrpc: criterion micro-benchmarks and the `hrpc-bench` command.
 //!
-//! The criterion benches live in `benches/`: `wire` (encode and decode of a
-//! full datagram), `store` (commit+free, group commit, recovery, disk
-//! footprint) and `core` (two protocol cores moving messages without
-//! sockets). `cargo xtask bench` runs them; `cargo bench -p hrpc-bench --bench
-//! NAME` runs one. The command-line benchmark of whole nodes over UDP is
-//! still to come; until then `hrpc-node`'s `seed_bench` example reproduces the
-//! original C library's benchmark.
+//! The criterion benches live in `benches/`: `wire` (encode and decode of a full datagram),
+//! `store` (commit+free, group commit, recovery, disk footprint) and `core` (two protocol
+//! cores moving messages without sockets); `cargo bench -p hrpc-bench --bench NAME` runs one.
+//!
+//! The `hrpc-bench` binary measures whole nodes over loopback UDP; its pieces are the modules
+//! here, usable from tests:
+//!
+//! - [`seed`]: `server` / `client`, the original C library's README benchmark;
+//! - [`pair`]: receiver and senders as two child processes, every message checked with
+//!   [`payload`], optionally through the impairing [`relay`];
+//! - [`raw`]: the plain-UDP ceiling with the same batching syscalls;
+//! - [`latency`]: ping-pong round trips, hrpc and raw UDP;
+//! - [`peer`]: the same one-way test with quinn and renet;
+//! - [`report`]: the matrix `cargo xtask bench` runs, written as Markdown and SVG;
+//! - [`procs`]: signals, peak RSS and child processes that die with their parent.
 #![forbid(unsafe_code)]
+
+pub mod latency;
+pub mod pair;
+pub mod payload;
+pub mod peer;
+pub mod procs;
+pub mod raw;
+pub mod relay;
+pub mod report;
+pub mod seed;

@@ -1,10 +1,11 @@
 //! `cargo xtask`: the project's task runner.
 //!
-//! One binary with subcommands (`bench`, `ci`, `fuzz`, `loom`, `sim`). Each subcommand turns its
+//! One binary with subcommands (`bench`, `test`, `ci`, `fuzz`, `loom`, `sim`). Each subcommand turns its
 //! options into a plan — a list of [`Step`]s, each one external command — then runs the plan,
 //! printing a timestamped header and the exact command line before each step. Every step runs
 //! even if an earlier one failed; a summary closes the run and the exit code is non-zero if any
-//! step failed.
+//! step failed. A step can be marked to run only if every step before it succeeded (the
+//! benchmark matrix never runs a stale binary after a failed build).
 //!
 //! `ci` is the single definition of what continuous integration checks: `.ci/run` only installs
 //! the tools a fresh machine lacks and then calls `cargo xtask ci`.
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 
-/// Quick criterion settings used by `cargo xtask bench` unless `--full` is given.
+/// Quick criterion settings used by `cargo xtask bench --micro` unless `--full` is given.
 const CRITERION_QUICK: &[&str] = &["--warm-up-time", "1", "--measurement-time", "3"];
 /// Seconds each fuzz target runs for in `cargo xtask fuzz` (default) and in `ci`.
 const FUZZ_SECS_DEFAULT: u64 = 30;
@@ -44,15 +45,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Run the benchmarks and say where their reports are.
+    /// Run the whole-node benchmark matrix (`hrpc-bench report`, under 3 minutes) and write
+    /// target/hrpc-report/{report.md,throughput.svg}.
     Bench {
-        /// Criterion micro-benchmarks only (hrpc-bench/benches/*.rs).
+        /// Criterion micro-benchmarks only (hrpc-bench/benches/*.rs), instead of the matrix.
         #[arg(long)]
         micro: bool,
-        /// Longer runs: criterion's default warm-up and measurement times.
+        /// Longer runs: 10 s matrix rows, then the criterion benches with criterion's default
+        /// times (with --micro: only the latter).
         #[arg(long)]
         full: bool,
     },
+    /// Run the tests: cargo-nextest (installed if missing) plus doctests, or `cargo test` if
+    /// nextest cannot be installed.
+    Test,
     /// Run every check CI runs: fmt, clippy, tests, doctests, loom, fuzz smoke.
     Ci,
     /// Run fuzz targets (needs cargo-fuzz and a nightly toolchain; installs nothing).
@@ -80,6 +86,13 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = workspace_root();
+    if let Task::Test = cli.task {
+        return if run_tests(&root) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     let plan = match build_plan(&cli.task, &root) {
         Ok(plan) => plan,
         Err(msg) => {
@@ -132,6 +145,8 @@ struct Step {
     /// Remember the last stderr line containing this text and repeat it at the very end
     /// (used for the test runner's summary line, so the run's closing line is the test count).
     keep_line: Option<&'static str>,
+    /// Skip (and count as failed) if an earlier step failed.
+    after_ok: bool,
 }
 
 impl Step {
@@ -143,6 +158,7 @@ impl Step {
             env: Vec::new(),
             mkdirs: Vec::new(),
             keep_line: None,
+            after_ok: false,
         }
     }
 
@@ -175,6 +191,11 @@ impl Step {
         self
     }
 
+    fn after_ok(mut self) -> Self {
+        self.after_ok = true;
+        self
+    }
+
     /// The command as a user would type it in a shell.
     fn display(&self) -> String {
         let mut out = String::new();
@@ -204,6 +225,7 @@ fn shell_quote(s: &str) -> String {
 fn build_plan(task: &Task, root: &Path) -> Result<Plan, String> {
     match task {
         Task::Bench { micro, full } => bench_plan(root, *micro, *full),
+        Task::Test => Err("`test` is run by run_tests".to_owned()),
         Task::Ci => ci_plan(root),
         Task::Fuzz { target, secs } => {
             check_fuzz_tools()?;
@@ -246,16 +268,49 @@ fn build_plan(task: &Task, root: &Path) -> Result<Plan, String> {
 // ---------------------------------------------------------------------------------------------
 // bench
 
-/// `cargo xtask bench`: the criterion benches in `hrpc-bench/benches/` (with `--micro`, only
-/// those, once the whole-node command-line benchmark joins them).
+/// `cargo xtask bench`: by default the whole-node matrix: build `hrpc-bench` in release once,
+/// then `hrpc-bench report` (its rows print as they finish; it writes
+/// `target/hrpc-report/{report.md,throughput.svg,report.json}` and fails if a row failed or
+/// lost, duplicated or corrupted a message). `--micro`: the criterion benches instead.
+/// `--full`: 10 s rows, then the criterion benches with criterion's default times.
 fn bench_plan(root: &Path, micro: bool, full: bool) -> Result<Plan, String> {
     let mut plan = Plan::default();
     if !micro {
-        plan.notes.push(
-            "the whole-node command-line benchmark is not built yet; running the criterion \
-             benchmarks"
-                .to_owned(),
-        );
+        let report_dir = target_dir(root).join("hrpc-report");
+        let exe = target_dir(root).join("release/hrpc-bench");
+        plan.steps.push(Step::cargo(
+            "build hrpc-bench",
+            &[
+                "build",
+                "--release",
+                "-p",
+                "hrpc-bench",
+                "--bin",
+                "hrpc-bench",
+            ],
+        ));
+        let mut matrix = Step::new(
+            "benchmark matrix",
+            &exe.display().to_string(),
+            &["report", "--out"],
+        )
+        .arg(report_dir.display().to_string())
+        .after_ok();
+        if full {
+            matrix = matrix.arg("--full");
+        }
+        plan.steps.push(matrix);
+        let shown = report_dir
+            .strip_prefix(root)
+            .unwrap_or(&report_dir)
+            .display()
+            .to_string();
+        plan.epilogue.push(format!(
+            "benchmark report: {shown}/report.md, chart: {shown}/throughput.svg"
+        ));
+        if !full {
+            return Ok(plan);
+        }
     }
     let benches = criterion_benches(root)?;
     if benches.is_empty() {
@@ -337,8 +392,46 @@ fn target_dir(root: &Path) -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // ci
 
-/// The test command documented in README.md ("Quick start"). Keep the two in sync.
+/// The test command `cargo xtask test` and CI run. Keep README.md ("Development") in sync.
 const TEST_ARGS: &[&str] = &["nextest", "run", "--workspace", "--release"];
+/// The doctests (nextest does not run them).
+const DOCTEST_ARGS: &[&str] = &["test", "--workspace", "--release", "--doc"];
+/// What `cargo xtask test` runs when cargo-nextest cannot be installed.
+const FALLBACK_TEST_ARGS: &[&str] = &["test", "--workspace", "--release"];
+
+fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `cargo xtask test`: installs cargo-nextest if it is missing, then runs the tests with it
+/// plus the doctests; if the install fails, falls back to `cargo test` (which runs the
+/// doctests too).
+fn run_tests(root: &Path) -> bool {
+    let mut runner = Runner::new(root);
+    if !has_nextest() {
+        runner.run(&Step::cargo(
+            "install cargo-nextest",
+            &["install", "cargo-nextest", "--locked"],
+        ));
+        if runner.outcomes.last().is_some_and(|o| !o.ok) {
+            // Not a test failure: the fallback below still tests everything.
+            runner.outcomes.pop();
+            println!("xtask: cargo-nextest could not be installed; using `cargo test`");
+        }
+    }
+    if has_nextest() {
+        runner.run(&Step::cargo("tests", TEST_ARGS).keep_line("tests run:"));
+        runner.run(&Step::cargo("doctests", DOCTEST_ARGS));
+    } else {
+        runner.run(&Step::cargo("tests (cargo test)", FALLBACK_TEST_ARGS));
+    }
+    runner.summary(&[])
+}
 
 /// The whole CI: `.ci/run` installs tools, then runs this.
 fn ci_plan(root: &Path) -> Result<Plan, String> {
@@ -361,10 +454,7 @@ fn ci_plan(root: &Path) -> Result<Plan, String> {
     // the run's closing line so the test count is what a reader of the log sees last.
     plan.steps
         .push(Step::cargo("tests", TEST_ARGS).keep_line("tests run:"));
-    plan.steps.push(Step::cargo(
-        "doctests",
-        &["test", "--workspace", "--release", "--doc"],
-    ));
+    plan.steps.push(Step::cargo("doctests", DOCTEST_ARGS));
     plan.steps.extend(loom_steps(false));
     check_fuzz_tools()?;
     let targets = fuzz_targets(root)?;
@@ -519,6 +609,15 @@ impl<'a> Runner<'a> {
     }
 
     fn run(&mut self, step: &Step) {
+        if step.after_ok && self.outcomes.iter().any(|o| !o.ok) {
+            println!("\n--> {} SKIPPED: an earlier step failed", step.name);
+            self.outcomes.push(Outcome {
+                name: format!("{} (skipped)", step.name),
+                took: Duration::ZERO,
+                ok: false,
+            });
+            return;
+        }
         self.header(&step.name);
         println!("$ {}", step.display());
         let _ = std::io::stdout().flush();
@@ -672,5 +771,29 @@ path = "fuzz_targets/store_open.rs"
             step.display(),
             "RUSTFLAGS='--cfg loom' LOOM_MAX_PREEMPTIONS=2 cargo test --test loom"
         );
+    }
+
+    #[test]
+    fn bench_builds_once_then_runs_the_matrix_only_if_the_build_passed() {
+        let root = workspace_root();
+        let plan = bench_plan(&root, false, false).unwrap();
+        let names: Vec<&str> = plan.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["build hrpc-bench", "benchmark matrix"]);
+        assert!(plan.steps[1].after_ok && plan.steps[1].args[0] == "report");
+        let micro = bench_plan(&root, true, false).unwrap();
+        assert!(micro.steps.iter().all(|s| s.name.starts_with("criterion")));
+        let full = bench_plan(&root, false, true).unwrap();
+        assert!(full.steps[1].args.contains(&"--full".to_owned()));
+        assert!(full.steps.len() > 2);
+    }
+
+    #[test]
+    fn a_step_after_a_failure_is_skipped_when_marked() {
+        let root = workspace_root();
+        let mut runner = Runner::new(&root);
+        runner.run(&Step::new("bad", "sh", &["-c", "exit 1"]));
+        runner.run(&Step::new("marker", "sh", &["-c", "exit 0"]).after_ok());
+        assert_eq!(runner.outcomes.len(), 2);
+        assert!(!runner.outcomes[1].ok && runner.outcomes[1].name.contains("skipped"));
     }
 }

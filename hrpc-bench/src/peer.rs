@@ -1,0 +1,344 @@
+//! `hrpc-bench peer`: the one-way test with other Rust libraries, for comparison. Neither
+//! persists anything; both are reliable and ordered.
+//!
+//! - **quinn** 0.11 (QUIC, rustls with ring, a self-signed certificate from rcgen): one
+//!   unidirectional stream carrying `u32`-length-prefixed messages, [`QUINN_PER_WRITE`]
+//!   messages per `write_all`. Sender and receiver each run a current-thread tokio runtime on
+//!   their own thread.
+//! - **renet** 2 (a `ReliableOrdered` channel with its memory and per-tick byte limits
+//!   raised): its packet API driven by hand over two real loopback UDP sockets, one thread
+//!   per side, `update` with the real elapsed time on every loop.
+//!
+//! Each side counts messages received in the `secs`-second window; a library that fails
+//! reports `None` (JSON `null`) with a note on stderr.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Messages per quinn `write_all`.
+pub const QUINN_PER_WRITE: usize = 64;
+/// Extra time each library gets to set up and shut down beyond `secs`.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// The result of `peer`; `None` (JSON `null`) for a library that could not run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerResult {
+    /// quinn messages received per second.
+    pub quinn_msgs_per_sec: Option<f64>,
+    /// renet messages received per second.
+    pub renet_msgs_per_sec: Option<f64>,
+}
+
+/// Runs both libraries, `secs` seconds each.
+pub fn run(size: usize, secs: f64) -> PeerResult {
+    let secs = Duration::from_secs_f64(secs.max(0.1));
+    let note = |name: &str, r: io::Result<f64>| match r {
+        Ok(v) => Some(v.round()),
+        Err(e) => {
+            eprintln!("peer: {name} failed: {e}");
+            None
+        }
+    };
+    PeerResult {
+        quinn_msgs_per_sec: note("quinn", quinn(size, secs)),
+        renet_msgs_per_sec: note("renet", renet(size, secs)),
+    }
+}
+
+/// One-line human summary.
+pub fn summary(size: usize, secs: f64, r: &PeerResult) -> String {
+    let f = |v: Option<f64>| v.map_or("failed".to_owned(), |v| format!("{v:.0} msg/s"));
+    format!(
+        "peer: {size} B x {secs} s: quinn {}, renet {}",
+        f(r.quinn_msgs_per_sec),
+        f(r.renet_msgs_per_sec)
+    )
+}
+
+fn err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// quinn: messages per second received on one stream.
+pub fn quinn(size: usize, secs: Duration) -> io::Result<f64> {
+    use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+    use quinn::rustls;
+    use quinn::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).map_err(err)?;
+    let cert_der: CertificateDer<'static> = cert.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .stream_receive_window(quinn::VarInt::from_u32(64 << 20))
+        .receive_window(quinn::VarInt::from_u32(128 << 20))
+        .send_window(128 << 20);
+    let transport = Arc::new(transport);
+
+    let server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(err)?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der.clone()], key)
+        .map_err(err)?;
+    let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(
+        QuicServerConfig::try_from(server_tls).map_err(err)?,
+    ));
+    server_cfg.transport_config(transport.clone());
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der).map_err(err)?;
+    let client_tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(err)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut client_cfg = quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(client_tls).map_err(err)?,
+    ));
+    client_cfg.transport_config(transport);
+
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let limit = secs + GRACE;
+    let receiver = std::thread::Builder::new()
+        .name("quinn-rx".to_owned())
+        .spawn(move || -> io::Result<f64> {
+            runtime()?.block_on(async move {
+                let endpoint = quinn::Endpoint::server(server_cfg, loopback())?;
+                let _ = addr_tx.send(endpoint.local_addr()?);
+                let work = async {
+                    let incoming = endpoint
+                        .accept()
+                        .await
+                        .ok_or_else(|| err("no connection"))?;
+                    let conn = incoming.await.map_err(err)?;
+                    let mut stream = conn.accept_uni().await.map_err(err)?;
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut pending = 0usize; // bytes of the current message still to come
+                    let mut header = Vec::with_capacity(4);
+                    let (mut count, mut first, mut last) = (0u64, None, Instant::now());
+                    while let Some(n) = stream.read(&mut buf).await.map_err(err)? {
+                        let mut data = buf.get(..n).unwrap_or_default();
+                        first.get_or_insert_with(Instant::now);
+                        while !data.is_empty() {
+                            if pending > 0 {
+                                let take = pending.min(data.len());
+                                pending -= take;
+                                data = data.get(take..).unwrap_or_default();
+                                if pending == 0 {
+                                    count += 1;
+                                }
+                                continue;
+                            }
+                            let take = (4 - header.len()).min(data.len());
+                            header.extend_from_slice(data.get(..take).unwrap_or_default());
+                            data = data.get(take..).unwrap_or_default();
+                            if let Ok(h) = <[u8; 4]>::try_from(header.as_slice()) {
+                                pending = u32::from_le_bytes(h) as usize;
+                                header.clear();
+                                if pending == 0 {
+                                    count += 1;
+                                }
+                            }
+                        }
+                        last = Instant::now();
+                    }
+                    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+                    conn.close(0u32.into(), b"done");
+                    Ok::<f64, io::Error>(if secs > 0.0 { count as f64 / secs } else { 0.0 })
+                };
+                let r = tokio::time::timeout(limit, work)
+                    .await
+                    .map_err(|_| err("quinn receiver timed out"))?;
+                endpoint.wait_idle().await;
+                r
+            })
+        })?;
+    let server_addr = addr_rx
+        .recv_timeout(GRACE)
+        .map_err(|_| err("quinn receiver did not start"))?;
+
+    let sent = runtime()?.block_on(async move {
+        let mut endpoint = quinn::Endpoint::client(loopback())?;
+        endpoint.set_default_client_config(client_cfg);
+        let work = async {
+            let conn = endpoint
+                .connect(server_addr, "localhost")
+                .map_err(err)?
+                .await
+                .map_err(err)?;
+            let mut stream = conn.open_uni().await.map_err(err)?;
+            let mut chunk = Vec::with_capacity((size + 4) * QUINN_PER_WRITE);
+            for _ in 0..QUINN_PER_WRITE {
+                chunk.extend_from_slice(&(size as u32).to_le_bytes());
+                chunk.resize(chunk.len() + size, 0x5a);
+            }
+            let end = Instant::now() + secs;
+            let mut sent = 0u64;
+            while Instant::now() < end {
+                stream.write_all(&chunk).await.map_err(err)?;
+                sent += QUINN_PER_WRITE as u64;
+            }
+            stream.finish().map_err(err)?;
+            conn.closed().await;
+            Ok::<u64, io::Error>(sent)
+        };
+        let r = tokio::time::timeout(limit, work)
+            .await
+            .map_err(|_| err("quinn sender timed out"))?;
+        endpoint.wait_idle().await;
+        r
+    });
+    let received = receiver
+        .join()
+        .map_err(|_| err("quinn receiver panicked"))??;
+    sent?;
+    Ok(received)
+}
+
+/// Waits up to `timeout` for `sock` to be readable.
+fn wait_readable(sock: &UdpSocket, timeout: Duration) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::from(ms));
+}
+
+fn renet_config() -> renet::ConnectionConfig {
+    let channel = renet::ChannelConfig {
+        channel_id: 0,
+        max_memory_usage_bytes: 256 << 20,
+        send_type: renet::SendType::ReliableOrdered {
+            resend_time: Duration::from_millis(100),
+        },
+    };
+    renet::ConnectionConfig {
+        available_bytes_per_tick: 1 << 30,
+        server_channels_config: vec![channel.clone()],
+        client_channels_config: vec![channel],
+    }
+}
+
+/// renet: messages per second received on a ReliableOrdered channel.
+pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
+    const CLIENT: renet::ClientId = 1;
+    let server_sock = UdpSocket::bind(loopback())?;
+    let client_sock = UdpSocket::bind(loopback())?;
+    for s in [&server_sock, &client_sock] {
+        s.set_nonblocking(true)?;
+        use nix::sys::socket::{setsockopt, sockopt};
+        if setsockopt(s, sockopt::RcvBufForce, &(8 << 20)).is_err() {
+            let _ = setsockopt(s, sockopt::RcvBuf, &(8 << 20));
+        }
+    }
+    let server_addr = server_sock.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_rx = stop.clone();
+    let limit = Instant::now() + secs + GRACE;
+    let receiver = std::thread::Builder::new()
+        .name("renet-rx".to_owned())
+        .spawn(move || -> io::Result<f64> {
+            let mut server = renet::RenetServer::new(renet_config());
+            server.add_connection(CLIENT);
+            let mut buf = vec![0u8; 65_536];
+            let mut peer = None;
+            let mut last = Instant::now();
+            let (mut count, mut first, mut last_msg) = (0u64, None, Instant::now());
+            while !stop_rx.load(Ordering::Acquire) && Instant::now() < limit {
+                let mut busy = false;
+                for _ in 0..1024 {
+                    let Ok((n, from)) = server_sock.recv_from(&mut buf) else {
+                        break;
+                    };
+                    peer = Some(from);
+                    busy = true;
+                    server
+                        .process_packet_from(buf.get(..n).unwrap_or_default(), CLIENT)
+                        .map_err(err)?;
+                }
+                let now = Instant::now();
+                server.update(now - last);
+                last = now;
+                while server.receive_message(CLIENT, 0).is_some() {
+                    count += 1;
+                    first.get_or_insert(now);
+                    last_msg = now;
+                }
+                if let Some(to) = peer {
+                    for p in server.get_packets_to_send(CLIENT).map_err(err)? {
+                        let _ = server_sock.send_to(&p, to);
+                    }
+                }
+                if !busy {
+                    wait_readable(&server_sock, Duration::from_millis(5));
+                }
+            }
+            let secs = first.map_or(0.0, |f| last_msg.duration_since(f).as_secs_f64());
+            Ok(if secs > 0.0 { count as f64 / secs } else { 0.0 })
+        })?;
+
+    let mut client = renet::RenetClient::new(renet_config());
+    client.set_connected();
+    let message = renet::Bytes::from(vec![0x5au8; size]);
+    let mut buf = vec![0u8; 65_536];
+    let end = Instant::now() + secs;
+    let mut last = Instant::now();
+    let mut result = Ok(());
+    while Instant::now() < end {
+        for _ in 0..1024 {
+            let Ok(n) = client_sock.recv(&mut buf) else {
+                break;
+            };
+            client.process_packet(buf.get(..n).unwrap_or_default());
+        }
+        let now = Instant::now();
+        client.update(now - last);
+        last = now;
+        if client.is_disconnected() {
+            result = Err(err(format!(
+                "renet client disconnected: {:?}",
+                client.disconnect_reason()
+            )));
+            break;
+        }
+        let mut queued = 0;
+        while queued < 4096 && client.can_send_message(0, size) {
+            client.send_message(0, message.clone());
+            queued += 1;
+        }
+        for p in client.get_packets_to_send() {
+            if client_sock.send_to(&p, server_addr).is_err() {
+                // Socket buffer full: renet resends after its resend time, like a lost packet.
+                break;
+            }
+        }
+        if queued == 0 {
+            wait_readable(&client_sock, Duration::from_millis(1));
+        }
+    }
+    // Give the receiver a moment for what is in flight, then stop it.
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Release);
+    let received = receiver
+        .join()
+        .map_err(|_| err("renet receiver panicked"))??;
+    result.map(|()| received)
+}
