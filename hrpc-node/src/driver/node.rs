@@ -276,8 +276,9 @@ impl Node {
     /// Commits a copy of `payload` for `peer` (see [`Sender::send`]). It is transmitted by the
     /// next [`Node::poll`].
     pub fn send(&mut self, peer: u32, payload: &[u8]) -> Result<u64, SendError> {
+        let seq = self.local_sender.send(peer, payload)?;
         self.dirty = true;
-        self.local_sender.send(peer, payload)
+        Ok(seq)
     }
 
     /// Zero-copy send from the poll thread (see [`Sender::send_with`]).
@@ -287,8 +288,11 @@ impl Node {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<u64, SendError> {
+        // Only a committed message is work for the next poll: a refused send
+        // (backpressure) must not make `wait` return at once.
+        let seq = self.local_sender.send_with(peer, len, fill)?;
         self.dirty = true;
-        self.local_sender.send_with(peer, len, fill)
+        Ok(seq)
     }
 
     /// Does all ready work without blocking: receives what the socket holds, persists it
