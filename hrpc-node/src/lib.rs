@@ -35,9 +35,9 @@ pub use driver::{
     UdpConfig, UdpIo, UdpStats, WakeFlag, Waker,
 };
 pub use hrpc_store::{
-    Durability, FileReport, InboundSlot, MIN_CAPACITY, MessageRef, OutboundOnReset,
-    OutboundProducer, OutboundReservation, PeerReport, ResetReport, Store, StoreConfig, StoreError,
-    StoreReport,
+    Damage, Durability, FileReport, InboundSlot, LostRange, MIN_CAPACITY, MessageRef, OpenReport,
+    OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, ResetReport, Store,
+    StoreConfig, StoreError, StoreReport,
 };
 pub use proto::{
     Core, CoreConfig, CoreError, DROP_REASONS, Delivery, DropReason, Event, NoResolver, PeerInfo,

@@ -120,6 +120,12 @@ fn public_types_are_reexported() {
         Store, StoreConfig, StoreError, StoreReport, Transmit, UdpCaps, UdpConfig, UdpIo, UdpStats,
         WakeFlag, Waker,
     };
+    #[allow(unused_imports)]
+    use hrpc_node::{Damage, LostRange, OpenReport};
+    fn _report(node: &Node) -> (&OpenReport, Option<&LostRange>, Option<&Damage>) {
+        let r = node.open_report();
+        (r, r.lost.first(), r.damage.first())
+    }
     fn _signatures(node: &Node) -> (&Store, UdpCaps, NodeStats, Option<PeerInfo>) {
         (
             node.store(),
