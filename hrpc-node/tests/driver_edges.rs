@@ -3,6 +3,8 @@
 //! a 16 MiB message. Every loop is bounded in count and wall time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use hrpc_node::{Event, NodeConfig, NodeError, StoreError};
@@ -37,13 +39,7 @@ fn damaged_store_is_refused_then_recovered_and_reported() {
     }
     a.close(Duration::from_millis(10)).unwrap();
     let seg = dir.path().join("a").join("seg-000000");
-    let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    let len = common::cut_in_half(&seg);
 
     match a_cfg(false).open() {
         Err(NodeError::Store(StoreError::Damaged { file, offset, .. })) => {
@@ -83,12 +79,11 @@ fn damaged_store_is_refused_then_recovered_and_reported() {
         }
         b.wait(Some(Duration::from_millis(2))).unwrap();
     }
-    let mut accounted = got.clone();
-    for r in &lost_at_b {
-        accounted.extend(r.clone());
-    }
-    accounted.sort_unstable();
-    assert_eq!(accounted, (1..=301).collect::<Vec<_>>(), "lost at b: {lost_at_b:?}");
+    assert_eq!(
+        common::accounted(&got, &lost_at_b),
+        (1..=301).collect::<Vec<_>>(),
+        "lost at b: {lost_at_b:?}"
+    );
     assert!(got.windows(2).all(|w| w[0] < w[1]));
     let flushed = a.flush(Duration::from_secs(5));
     assert!(flushed.is_ok(), "{flushed:?}");

@@ -7,16 +7,8 @@ mod common;
 
 use std::time::Instant;
 
-use common::{Seen, Side, drive, open};
+use common::{Seen, drive, open, side};
 use hrpc_wire::{Datagram, Frame};
-
-fn side<'a>(core: &'a mut hrpc_node::proto::Core, seen: &'a mut Seen) -> Side<'a> {
-    Side {
-        core,
-        seen,
-        deliver: true,
-    }
-}
 
 fn message(len: usize, tag: u8) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8 ^ tag).collect()

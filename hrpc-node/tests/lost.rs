@@ -8,18 +8,10 @@ mod common;
 
 use std::time::Instant;
 
-use common::{Seen, Side, drive, has_frame, open, open_with};
+use common::{Seen, Side, accounted, cut_in_half, drive, has_frame, open, open_with, side};
 use hrpc_node::proto::{CoreConfig, Event};
 use hrpc_store::{StoreConfig, StoreError};
 use hrpc_wire::Frame;
-
-fn side<'a>(core: &'a mut hrpc_node::proto::Core, seen: &'a mut Seen) -> Side<'a> {
-    Side {
-        core,
-        seen,
-        deliver: true,
-    }
-}
 
 fn pass_all(_: u32, _: &[u8]) -> bool {
     true
@@ -152,13 +144,7 @@ fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
     assert_eq!(sb.seqs(1), (1..=had).collect::<Vec<_>>());
     drop(a);
     let seg = dir.path().join("1").join("seg-000000");
-    let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    cut_in_half(&seg);
 
     let plain = open_with(
         dir.path(),
@@ -204,12 +190,10 @@ fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
         lost.iter().map(|r| r.first..=r.last).collect::<Vec<_>>()
     );
     // Every seq is delivered or reported lost at b, exactly once, in order.
-    let mut accounted: Vec<u64> = sb.seqs(1);
-    for r in sb.lost(1) {
-        accounted.extend(r);
-    }
-    accounted.sort_unstable();
-    assert_eq!(accounted, (1..=301).collect::<Vec<_>>());
+    assert_eq!(
+        accounted(&sb.seqs(1), &sb.lost(1)),
+        (1..=301).collect::<Vec<_>>()
+    );
     assert_eq!(*sb.seqs(1).last().unwrap(), 301);
     for r in sb.lost(1) {
         assert!(*r.start() > had, "b reported lost what it had: {r:?}");
@@ -245,13 +229,7 @@ fn damaged_receiver_store_reports_what_it_lost() {
     assert_eq!(unacked(&a, 2), 0, "b acknowledged everything");
     drop(b);
     let seg = dir.path().join("2").join("seg-000000");
-    let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    cut_in_half(&seg);
     let recover = StoreConfig {
         recover_damaged: true,
         ..StoreConfig::new(2)
@@ -265,12 +243,10 @@ fn damaged_receiver_store_reports_what_it_lost() {
         400,
         &mut pass_all,
     );
-    let mut accounted: Vec<u64> = sb.seqs(1);
-    for r in sb.lost(1) {
-        accounted.extend(r);
-    }
-    accounted.sort_unstable();
-    assert_eq!(accounted, (1..=301).collect::<Vec<_>>());
+    assert_eq!(
+        accounted(&sb.seqs(1), &sb.lost(1)),
+        (1..=301).collect::<Vec<_>>()
+    );
     assert!(!sb.lost(1).is_empty(), "the loss went unreported");
     let seqs = sb.seqs(1);
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order");

@@ -1834,6 +1834,40 @@ fn free_or_defer(deferred: &mut Vec<SlotId>, sh: &Shared, inner: &mut Inner, slo
     }
 }
 
+/// Removes the pending outbound entries of the peer at `pidx` that lie wholly
+/// at or below `through` (a gap marker reaching past it stays) and frees their
+/// slots (now, or after the next sync in Sync mode). The caller has written the
+/// record that justifies it (I5). Returns how many were freed.
+fn free_outbound_through(
+    deferred: &mut Vec<SlotId>,
+    sh: &Shared,
+    inner: &mut Inner,
+    pidx: usize,
+    through: u64,
+) -> usize {
+    let mut n = 0;
+    loop {
+        let st = &mut inner.states[pidx];
+        let Some(e) = st.out.front().copied() else {
+            break;
+        };
+        if e.last > through {
+            break;
+        }
+        st.out.pop_front();
+        if e.slot != TOMBSTONE {
+            st.out_live -= 1;
+            st.out_bytes -= u64::from(e.len);
+            free_or_defer(deferred, sh, inner, e.slot);
+            n += 1;
+            if n == 1 {
+                failpoint::hit("release.mid_free");
+            }
+        }
+    }
+    n
+}
+
 impl Store {
     /// This node's id (from the superblock).
     pub fn node_id(&self) -> u32 {
@@ -1958,27 +1992,13 @@ impl Store {
         st.rec.acked_out = seq;
         inner.write_record(sh, pidx);
         failpoint::hit("release.after_record");
-        let mut n = 0;
-        loop {
-            let st = &mut inner.states[pidx];
-            let Some(e) = st.out.front().copied() else {
-                break;
-            };
-            if e.last > seq {
-                break;
-            }
-            st.out.pop_front();
-            if e.slot != TOMBSTONE {
-                st.out_live -= 1;
-                st.out_bytes -= u64::from(e.len);
-                free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
-                n += 1;
-                if n == 1 {
-                    failpoint::hit("release.mid_free");
-                }
-            }
-        }
-        Ok(n)
+        Ok(free_outbound_through(
+            &mut self.deferred,
+            sh,
+            &mut inner,
+            pidx,
+            seq,
+        ))
     }
 
     /// Gives up on the pending outbound messages to `peer` with seq ≤ `through`: one gap
@@ -2017,21 +2037,7 @@ impl Store {
             .max(through.min(st.next_out - 1));
         let marker = inner.publish_marker(sh, pidx, peer, first, last, KIND_OUT_LOST)?;
         failpoint::hit("discard.after_marker");
-        loop {
-            let st = &mut inner.states[pidx];
-            let Some(e) = st.out.front().copied() else {
-                break;
-            };
-            if e.seq > last {
-                break;
-            }
-            st.out.pop_front();
-            if e.slot != TOMBSTONE {
-                st.out_live -= 1;
-                st.out_bytes -= u64::from(e.len);
-                free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
-            }
-        }
+        free_outbound_through(&mut self.deferred, sh, &mut inner, pidx, last);
         let st = &mut inner.states[pidx];
         st.out.push_front(marker);
         st.out_live += 1;

@@ -6,6 +6,10 @@
 //! one operation that was in flight — byte for byte, nothing missing and nothing extra.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{marker, marker_last, repr};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -207,26 +211,6 @@ fn next_op(rng: &mut StdRng, st: &State, tag: u64) -> Op {
             seq: p.consumed + 1,
         },
         _ => Op::Send { peer, len, tag },
-    }
-}
-
-/// How the model holds a gap marker standing for seqs up to `last`.
-fn marker(last: u64) -> Vec<u8> {
-    let mut v = b"\xffLOST".to_vec();
-    v.extend_from_slice(&last.to_le_bytes());
-    v
-}
-
-fn marker_last(v: &[u8]) -> Option<u64> {
-    let rest = v.strip_prefix(b"\xffLOST")?;
-    Some(u64::from_le_bytes(rest.try_into().ok()?))
-}
-
-/// A message's bytes, or the model's form of a gap marker.
-fn repr(m: &hrpc_store::MessageRef<'_>) -> Vec<u8> {
-    match m.lost_through() {
-        Some(last) => marker(last),
-        None => m.payload().to_vec(),
     }
 }
 

@@ -2,6 +2,10 @@
 //! `Store` does no work on drop) and reopens, checked against a reference model.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{marker, marker_last, repr};
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use hrpc_store::{Durability, OutboundOnReset, Store, StoreConfig, StoreError};
@@ -60,26 +64,6 @@ fn payload(tag: u64, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (tag.wrapping_mul(31).wrapping_add(i as u64 * 7) % 251) as u8)
         .collect()
-}
-
-/// How the model holds a gap marker standing for seqs up to `last`.
-fn marker(last: u64) -> Vec<u8> {
-    let mut v = b"\xffLOST".to_vec();
-    v.extend_from_slice(&last.to_le_bytes());
-    v
-}
-
-fn marker_last(v: &[u8]) -> Option<u64> {
-    let rest = v.strip_prefix(b"\xffLOST")?;
-    Some(u64::from_le_bytes(rest.try_into().ok()?))
-}
-
-/// A message's bytes, or the model's form of a gap marker.
-fn repr(m: &hrpc_store::MessageRef<'_>) -> Vec<u8> {
-    match m.lost_through() {
-        Some(last) => marker(last),
-        None => m.payload().to_vec(),
-    }
 }
 
 fn check(store: &Store, model: &mut BTreeMap<u32, PeerModel>, after_reopen: bool) {

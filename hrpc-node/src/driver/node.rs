@@ -321,24 +321,7 @@ impl Node {
         let mut now = Instant::now();
 
         // 1. Receive.
-        for _ in 0..self.recv_batches_per_poll {
-            let core = &mut self.core;
-            match self
-                .io
-                .recv_batch(|from, d| core.handle_datagram(now, from, d))
-            {
-                Ok(0) => break,
-                Ok(n) => report.received += n,
-                Err(e) => {
-                    tracing::debug!(error = %e, "recv failed");
-                    break;
-                }
-            }
-            if self.io_budget_exhausted(report.received) {
-                report.more = true;
-                break;
-            }
-        }
+        (report.received, report.more) = self.receive(now);
         if report.received > 0 {
             now = Instant::now();
         }
@@ -595,8 +578,10 @@ impl Node {
         }
     }
 
-    /// One round of receive, group commit, timers and transmit, with no delivery.
-    fn step_without_delivery(&mut self, now: Instant) -> Result<(), NodeError> {
+    /// Hands what the socket holds to the core, within the per-poll budget.
+    /// Returns the datagrams received and whether the budget ran out.
+    fn receive(&mut self, now: Instant) -> (usize, bool) {
+        let mut received = 0;
         for _ in 0..self.recv_batches_per_poll {
             let core = &mut self.core;
             match self
@@ -604,13 +589,22 @@ impl Node {
                 .recv_batch(|from, d| core.handle_datagram(now, from, d))
             {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(n) => received += n,
                 Err(e) => {
                     tracing::debug!(error = %e, "recv failed");
                     break;
                 }
             }
+            if self.io_budget_exhausted(received) {
+                return (received, true);
+            }
         }
+        (received, false)
+    }
+
+    /// One round of receive, group commit, timers and transmit, with no delivery.
+    fn step_without_delivery(&mut self, now: Instant) -> Result<(), NodeError> {
+        self.receive(now);
         self.core.sync().map_err(core_error)?;
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);

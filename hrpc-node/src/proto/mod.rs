@@ -391,12 +391,7 @@ impl Core {
                 ));
             }
             let mut stored = std::collections::BTreeSet::new();
-            for seq in self.store.inbound_seqs(peer) {
-                let last = self
-                    .store
-                    .inbound_message(peer, seq)
-                    .and_then(|m| m.lost_through())
-                    .unwrap_or(seq);
+            for (seq, last) in self.persisted_inbound(peer) {
                 stored.extend(seq..=last.min(seq + 1_000_000));
             }
             let core: std::collections::BTreeSet<u64> = (r.consumed + 1..=r.cum)
@@ -422,6 +417,24 @@ impl Core {
             ));
         }
         Ok(())
+    }
+
+    /// The inbound seqs from `peer` the store holds past the consumed
+    /// cursor, as ranges: `(seq, seq)` for a message, `(first, last)` for a
+    /// gap marker.
+    fn persisted_inbound(&self, peer: u32) -> Vec<(u64, u64)> {
+        self.store
+            .inbound_seqs(peer)
+            .into_iter()
+            .map(|seq| {
+                let last = self
+                    .store
+                    .inbound_message(peer, seq)
+                    .and_then(|m| m.lost_through())
+                    .unwrap_or(seq);
+                (seq, last)
+            })
+            .collect()
     }
 
     /// Bytes of half-assembled messages held against `max_reassembly_bytes`.
@@ -454,12 +467,7 @@ impl Core {
             let (base, _) = self.store.outbound_pending(peer).unwrap_or((1, 1));
             let consumed = self.store.inbound_consumed(peer);
             let mut recv = RecvState::new(consumed);
-            for seq in self.store.inbound_seqs(peer) {
-                let last = self
-                    .store
-                    .inbound_message(peer, seq)
-                    .and_then(|m| m.lost_through())
-                    .unwrap_or(seq);
+            for (seq, last) in self.persisted_inbound(peer) {
                 recv.insert_range(seq, last);
             }
             let rtt = RttEstimator::new(self.cfg.initial_rtt, self.cfg.min_rto, self.cfg.max_rto);

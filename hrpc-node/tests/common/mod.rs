@@ -132,3 +132,34 @@ pub(crate) fn open_with(
     let store = Store::open(&dir.join(id.to_string()), &store_cfg)?;
     Ok(Core::new(store, cfg, Box::new(resolver), now).unwrap())
 }
+
+/// A side of [`drive`] that delivers.
+pub(crate) fn side<'a>(core: &'a mut Core, seen: &'a mut Seen) -> Side<'a> {
+    Side {
+        core,
+        seen,
+        deliver: true,
+    }
+}
+
+/// Cuts the file at `path` to half its length (damage done while its store is closed).
+pub(crate) fn cut_in_half(path: &Path) -> u64 {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    len
+}
+
+/// The seqs delivered plus those reported lost, sorted: what a stream accounted for.
+pub(crate) fn accounted(delivered: &[u64], lost: &[std::ops::RangeInclusive<u64>]) -> Vec<u64> {
+    let mut all = delivered.to_vec();
+    for r in lost {
+        all.extend(r.clone());
+    }
+    all.sort_unstable();
+    all
+}
