@@ -174,6 +174,38 @@ mod targeted {
         assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 
+    /// Invariant: an ACK covering seqs that were committed but never sent to
+    /// the peer (in this process or, as far as the store says, before it) is
+    /// dropped as bogus and frees nothing; the messages still go out.
+    #[test]
+    fn ack_of_committed_but_unsent_seqs_frees_nothing() {
+        let mut p = Pair::new();
+        p.a.touch(2, p.now);
+        p.drive();
+        for i in 0..3u8 {
+            p.a.producer().send(2, &[i; 10]).unwrap();
+        }
+        p.a.sync().unwrap();
+        let before = p.a.store().inspect();
+        let header = p.b_to_a();
+        for (cumulative, sacks) in [(3u64, vec![]), (0, vec![SackRange { first: 2, last: 3 }])] {
+            p.forge_to_a(header, |w| {
+                w.push_ack(&AckFrame {
+                    cumulative,
+                    ack_delay_us: 0,
+                    window_msgs: 10,
+                    window_bytes: 1000,
+                    sacks: SackRanges::Native(&sacks),
+                })
+                .unwrap();
+            });
+        }
+        assert_eq!(p.a.stats().dropped(DropReason::BogusAck), 2);
+        assert_eq!(before, p.a.store().inspect());
+        let got = p.drive();
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
     /// Invariant: a datagram claiming a new epoch for a known peer without
     /// knowing this node's epoch (an off-path forger or a stale packet)
     /// resets nothing: queued messages stay queued and are delivered.

@@ -362,14 +362,16 @@ impl Core {
     /// window and yields an RTT sample.
     fn acknowledge(&mut self, now: Instant, peer: u32, a: &Acknowledgement<'_>) {
         let committed = self.committed_next(peer);
-        // An ack may name only seqs this node committed.
-        let bogus = a.cumulative >= committed || a.sacks.iter().any(|r| r.last >= committed);
-        if bogus {
-            return self.stats.drop(DropReason::BogusAck);
-        }
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
+        // An ack may name only seqs this node committed and sent (now, or
+        // possibly before a restart): one covering committed but unsent seqs
+        // would free messages the peer never got.
+        let sent = |seq: u64| seq < committed && p.send.may_have_sent(seq);
+        if !sent(a.cumulative) || a.sacks.iter().any(|r| !sent(r.last)) {
+            return self.stats.drop(DropReason::BogusAck);
+        }
         let s = &mut p.send;
         let mut acked_msgs = 0u64;
         let mut acked_bytes = 0usize;

@@ -194,6 +194,9 @@ pub struct Core {
     /// Sync mode: something was persisted since the last group commit, so
     /// nothing may be acknowledged, sent or delivered until [`Core::sync`].
     unsynced: bool,
+    /// Per peer, the outbound seqs below this existed when the store was
+    /// opened: an earlier process may have sent them.
+    sent_before: FxHashMap<u32, u64>,
     /// A store failure met where it could not be returned (acknowledgement
     /// processing, transmission); returned by the next [`Core::sync`] or
     /// [`Core::deliver`], so the application sees it.
@@ -242,6 +245,7 @@ impl Core {
             durable: store.durability() == Durability::Sync,
             unsynced: false,
             fatal: None,
+            sent_before: FxHashMap::default(),
             store,
             resolver,
             peers: FxHashMap::default(),
@@ -258,6 +262,8 @@ impl Core {
             cfg,
         };
         for peer in core.store.peers() {
+            let next = core.committed_next(peer);
+            core.sent_before.insert(peer, next);
             core.peer_entry(peer, now);
         }
         for r in core.store.open_report().lost.clone() {
@@ -473,6 +479,8 @@ impl Core {
             let rtt = RttEstimator::new(self.cfg.initial_rtt, self.cfg.min_rto, self.cfg.max_rto);
             let min_cwnd = 2 * self.cfg.mtu;
             let cc = Congestion::new(self.cfg.initial_cwnd, min_cwnd, self.cfg.max_cwnd);
+            let mut send = SendState::new(base, self.cfg.initial_window_msgs, rtt, cc);
+            send.sent_limit = self.sent_before.get(&peer).copied().unwrap_or(1);
             let p = Peer {
                 id: peer,
                 epoch: self.store.peer_epoch(peer).unwrap_or(0),
@@ -489,7 +497,7 @@ impl Core {
                 probe_at: None,
                 resolve_at: None,
                 resolve_backoff: Duration::ZERO,
-                send: SendState::new(base, self.cfg.initial_window_msgs, rtt, cc),
+                send,
                 recv,
             };
             self.peers.insert(peer, p);

@@ -82,6 +82,10 @@ pub(crate) struct SendState {
     pub(crate) rto_at: Option<Instant>,
     /// Highest seq acknowledged (cumulatively or selectively).
     pub(crate) largest_acked: u64,
+    /// Every seq the peer can have received is below this: sent by this
+    /// process, or possibly by an earlier one (committed before this process
+    /// opened the store). An acknowledgement beyond it is bogus.
+    pub(crate) sent_limit: u64,
 }
 
 impl SendState {
@@ -102,12 +106,19 @@ impl SendState {
             backoff: 0,
             rto_at: None,
             largest_acked: base.saturating_sub(1),
+            sent_limit: base,
         }
     }
 
     /// The next seq never sent.
     pub(crate) fn next_new(&self) -> u64 {
         self.base + self.sent.len() as u64
+    }
+
+    /// Whether an acknowledgement may name `seq`: it was sent (now or by an
+    /// earlier process).
+    pub(crate) fn may_have_sent(&self, seq: u64) -> bool {
+        seq < self.sent_limit.max(self.next_new())
     }
 
     pub(crate) fn entry_mut(&mut self, seq: u64) -> Option<&mut Sent> {
