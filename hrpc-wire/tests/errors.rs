@@ -224,3 +224,48 @@ fn encoder_refuses_what_does_not_fit_and_bad_buffers() {
     assert_eq!(w.push_data(&frame), Err(EncodeError::Full));
     assert!(w.is_empty());
 }
+
+/// LOST ranges must not end before they start or name seq 0; FRAG_ACK byte ranges must follow
+/// gaps, be non-empty and ascend, and be at most `MAX_FRAG_RANGES`. Both are refused by the
+/// encoder and, hand-built, by the decoder.
+#[test]
+fn lost_and_fragment_ranges_are_validated() {
+    use hrpc_wire::{FragAckFrame, Frame, LostFrame, MAX_FRAG_RANGES};
+    let mut buf = vec![0u8; 1472];
+    let mut w = DatagramWriter::new(&mut buf, &H).unwrap();
+    assert!(matches!(
+        w.push_lost(&LostFrame { first: 5, last: 4 }),
+        Err(EncodeError::Invalid(WireError::BadLostRange))
+    ));
+    assert!(matches!(
+        w.push_lost(&LostFrame { first: 0, last: 4 }),
+        Err(EncodeError::Invalid(WireError::ZeroSeq))
+    ));
+    for ranges in [
+        vec![(10, 10)],           // empty
+        vec![(5, 9)],             // touches `received` (no gap before it)
+        vec![(20, 30), (30, 40)], // adjacent: no gap between
+        vec![(40, 50), (20, 30)], // descending
+    ] {
+        let f = FragAckFrame::new(1, 5, ranges.clone());
+        assert!(
+            matches!(
+                w.push_frag_ack(&f),
+                Err(EncodeError::Invalid(WireError::BadFragRanges))
+            ),
+            "{ranges:?}"
+        );
+    }
+    // A range count past the maximum, hand-built on the wire.
+    let ok = FragAckFrame::new(1, 5, [(10, 20)]);
+    w.push_frag_ack(&ok).unwrap();
+    let n = w.finish();
+    let d = Datagram::parse(&buf[..n]).unwrap();
+    assert!(matches!(d.frames().next(), Some(Frame::FragAck(f)) if f == ok));
+    let mut raw = buf[HEADER_LEN..n].to_vec();
+    raw[1] = (MAX_FRAG_RANGES + 1) as u8;
+    assert!(matches!(
+        decode_frames(&raw).next(),
+        Some(Err(WireError::BadFragRanges))
+    ));
+}
