@@ -21,6 +21,7 @@ pub const NAMES: &[&str] = &[
     "record.torn",
     "reset.after_record",
     "segment.before_rename",
+    "discard.after_marker",
 ];
 
 static ARMED: AtomicBool = AtomicBool::new(false);

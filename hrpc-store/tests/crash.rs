@@ -349,7 +349,7 @@ fn run_once(
     seed: u64,
     kill_after: Option<usize>,
     fp: Option<String>,
-) {
+) -> std::process::ExitStatus {
     let mut envs = vec![(SEED_ENV, seed.to_string())];
     if let Some(fp) = &fp {
         envs.push(("HRPC_STORE_FAILPOINT", fp.clone()));
@@ -376,7 +376,7 @@ fn run_once(
             }
         }
     }
-    let status = child.wait();
+    let status = child.wait().unwrap();
     eprintln!(
         "child (fp {fp:?}, kill_after {kill_after:?}): {done} ops done, in flight {}, {status:?}",
         in_flight.is_some()
@@ -400,11 +400,22 @@ fn run_once(
             summary(&before)
         );
     }
-    // The store keeps working: a new message gets the next seq.
-    let peer = 1;
-    let next = store.outbound_pending(peer).map_or(1, |p| p.1);
+    // The store keeps working: a new message (to a peer the workload leaves alone) gets the
+    // next seq, and the model learns of it.
+    let probe = Op::Send {
+        peer: 99,
+        len: 7,
+        tag: seed,
+    };
+    let next = store.outbound_pending(99).map_or(1, |p| p.1);
+    assert_eq!(
+        store.producer().send(99, &payload(seed, 7)).unwrap(),
+        next,
+        "the reopened store did not go on numbering"
+    );
+    probe.apply(model);
     drop(store);
-    let _ = next;
+    status
 }
 
 type Summary = (u32, Vec<u64>, u64, u64, Vec<u64>);
@@ -461,13 +472,23 @@ fn abort_at_fail_points() {
         let mut model = State::new();
         for (j, n) in [1u64, 3, 20].into_iter().enumerate() {
             let seed = (i * 10 + j) as u64 + 100;
-            run_once(
+            let status = run_once(
                 dir.path(),
                 &mut model,
                 seed,
                 None,
                 Some(format!("{name}:{n}")),
             );
+            // The first time the workload passes the point, the child must abort there
+            // (a fail point that never fires would make this test pass without testing).
+            if n == 1 {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(
+                    status.signal(),
+                    Some(libc_sigabrt()),
+                    "fail point {name} did not abort the child ({status:?})"
+                );
+            }
         }
     }
 }
@@ -485,4 +506,9 @@ fn locked_by_other_process() {
     let child = spawn_child(dir.path(), &[(MODE_ENV, "try-open".into())]);
     let text = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).to_string();
     assert!(text.contains("@@OPENED"), "child output: {text}");
+}
+
+/// SIGABRT's number (6 on Linux), without a libc dependency.
+fn libc_sigabrt() -> i32 {
+    6
 }
