@@ -18,8 +18,10 @@ pub enum NodeError {
     /// The configuration is inconsistent (what is wrong is in the message).
     #[error("invalid node configuration: {0}")]
     Config(String),
-    /// Another process (or another node in this process) has the store open.
-    #[error("store {path} is locked by another process")]
+    /// Another process (or another node in this process) has the store open — or a closed
+    /// node of this process still has a send filling its message (the store is released when
+    /// that send returns, with [`SendError::Closed`]; see [`Node::close`](super::Node::close)).
+    #[error("store {path} is locked by another process or node")]
     StoreLocked {
         /// The store directory.
         path: PathBuf,
@@ -109,11 +111,14 @@ impl SendError {
 }
 
 impl From<StoreError> for SendError {
-    /// Backpressure ([`StoreError::is_backpressure`]: `Full`, `NoSpace`) becomes
-    /// [`SendError::StoreFull`]; a message that can never fit becomes [`SendError::TooLarge`];
-    /// everything else [`SendError::Store`].
+    /// [`StoreError::WindowFull`] becomes [`SendError::WindowFull`], [`StoreError::Closed`]
+    /// [`SendError::Closed`]; other backpressure ([`StoreError::is_backpressure`]: `Full`,
+    /// `NoSpace`) becomes [`SendError::StoreFull`]; a message that can never fit becomes
+    /// [`SendError::TooLarge`]; everything else [`SendError::Store`].
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::WindowFull { peer, unacked } => SendError::WindowFull { peer, unacked },
+            StoreError::Closed => SendError::Closed,
             e if e.is_backpressure() => SendError::StoreFull(e),
             StoreError::TooLarge { len, max } => SendError::TooLarge { len, max },
             e => SendError::Store(e),
@@ -278,7 +283,8 @@ impl NodeConfig {
         self
     }
 
-    /// Unacknowledged messages per peer beyond which sends get [`SendError::WindowFull`].
+    /// Unacknowledged messages per peer beyond which sends get [`SendError::WindowFull`]
+    /// (default 65 536; at least 1). Exact: sends in progress on other threads count too.
     pub fn max_unacked_per_peer(mut self, msgs: u64) -> Self {
         self.max_unacked_per_peer = msgs;
         self

@@ -291,6 +291,20 @@ impl Core {
         &self.store
     }
 
+    /// Closes the store to producers ([`Store::close_producers`]): every later commit through
+    /// an [`OutboundProducer`] fails with `StoreError::Closed`. The core itself keeps working
+    /// (sync, acknowledgements, transmission), for a graceful close.
+    pub fn close_producers(&mut self) {
+        self.store.close_producers();
+    }
+
+    /// Waits, at most `timeout`, until no producer holds a reservation
+    /// ([`Store::wait_producers`]); after [`Core::close_producers`], `true` means dropping the
+    /// core releases the store at once.
+    pub fn wait_producers(&mut self, timeout: Duration) -> bool {
+        self.store.wait_producers(timeout)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &CoreConfig {
         &self.cfg
