@@ -15,7 +15,7 @@ use super::config::{NodeConfig, NodeError, SendError};
 use super::udp::{UdpCaps, UdpIo, UdpStats};
 use super::wait::wait_fds;
 use super::waker::Waker;
-use crate::proto::{Core, CoreError, Delivery, Event, PeerInfo, PeerState, Stats};
+use crate::proto::{ConfigError, Core, CoreError, Delivery, Event, PeerInfo, PeerState, Stats};
 
 #[derive(Debug)]
 struct Shared {
@@ -172,7 +172,7 @@ impl Node {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let io = UdpIo::bind(bind, &cfg.udp).map_err(|e| match e.kind() {
             io::ErrorKind::AddrInUse => NodeError::AddrInUse { addr: bind },
-            io::ErrorKind::InvalidInput => NodeError::Config(e.to_string()),
+            io::ErrorKind::InvalidInput => NodeError::Config(ConfigError::Other(e.to_string())),
             _ => NodeError::Bind {
                 addr: bind,
                 source: e,
@@ -727,7 +727,7 @@ fn core_error(e: CoreError) -> NodeError {
     match e {
         CoreError::Store(StoreError::Locked { path }) => NodeError::StoreLocked { path },
         CoreError::Store(s) => NodeError::Store(s),
-        CoreError::Config(m) => NodeError::Config(m.to_owned()),
+        CoreError::Config(e) => NodeError::Config(e),
         e => NodeError::Core(e),
     }
 }
