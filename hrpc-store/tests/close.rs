@@ -99,3 +99,24 @@ fn reserve_within_counts_reservations() {
     // Other peers have their own count.
     assert!(p.reserve_within(3, 1, 1).is_ok());
 }
+
+/// `Store::close(wait)` reports whether the files were released when it returned: not while a
+/// reservation is out (the directory stays `Locked` until that reservation ends), at once
+/// otherwise.
+#[test]
+fn close_reports_whether_the_files_were_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig::new(1);
+    let store = Store::open(dir.path(), &cfg).unwrap();
+    let p = store.producer();
+    let r = p.reserve(2, 4).unwrap();
+    assert!(!store.close(Duration::ZERO));
+    assert!(matches!(
+        Store::open(dir.path(), &cfg),
+        Err(StoreError::Locked { .. })
+    ));
+    drop(r);
+    let store = Store::open(dir.path(), &cfg).unwrap();
+    assert!(store.close(Duration::ZERO));
+    assert!(Store::open(dir.path(), &cfg).is_ok());
+}
