@@ -40,6 +40,6 @@ pub use hrpc_store::{
     StoreConfig, StoreError, StoreReport,
 };
 pub use proto::{
-    Core, CoreConfig, CoreError, DROP_REASONS, Delivery, DropReason, Event, NoResolver, PeerInfo,
-    PeerState, Resolver, StaticResolver, Stats, Transmit,
+    ConfigError, Core, CoreConfig, CoreError, DROP_REASONS, Delivery, DropReason, Event,
+    NoResolver, PeerInfo, PeerState, Resolver, StaticResolver, Stats, Transmit,
 };

@@ -91,6 +91,7 @@ fn capacity_below_minimum_is_refused() {
         .unwrap_err();
     match &err {
         NodeError::Config(m) => {
+            let m = m.to_string();
             assert!(
                 m.contains("1000") && m.contains(&hrpc_store::MIN_CAPACITY.to_string()),
                 "{m}"

@@ -7,7 +7,10 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// Another process (or another `Store` in this process) holds the store's lock file.
+    /// Another process (or another `Store` in this process) holds the store's lock file. A
+    /// closed store keeps its lock while an [`OutboundReservation`](crate::OutboundReservation)
+    /// of it is still outstanding (it could still write into the files): the lock goes with the
+    /// last of the two.
     #[error("store {path} is locked by another process or handle")]
     Locked {
         /// The store directory.
@@ -126,6 +129,23 @@ pub enum StoreError {
         /// Problems found in all.
         problems: usize,
     },
+    /// The store was closed (its [`Store`](crate::Store) dropped, or
+    /// [`Store::close_producers`](crate::Store::close_producers) called): producers can no
+    /// longer reserve or commit. A reservation whose commit gets this published nothing; its
+    /// slot is released.
+    #[error("store is closed")]
+    Closed,
+    /// Backpressure: this many messages to the peer are committed and not acknowledged, or
+    /// being reserved, which is the limit given to
+    /// [`OutboundProducer::reserve_within`](crate::OutboundProducer::reserve_within). Nothing
+    /// was changed.
+    #[error("peer {peer} has {unacked} unacknowledged messages (limit reached)")]
+    WindowFull {
+        /// Peer node id.
+        peer: u32,
+        /// Messages committed and not yet acknowledged, plus reservations in progress.
+        unacked: u64,
+    },
     /// A previous `sync` failed; the store refuses all further work until it is reopened.
     /// The failure (which file, what the OS said) is the [`source`](std::error::Error::source).
     #[error("store stopped after a sync failure")]
@@ -158,10 +178,14 @@ impl StoreError {
         }
     }
 
-    /// True for the backpressure kinds ([`StoreError::Full`], [`StoreError::NoSpace`]): the
-    /// space comes back once peers acknowledge (or the application consumes) messages, so
-    /// retrying later can succeed. Every other error is not cured by waiting.
+    /// True for the backpressure kinds ([`StoreError::Full`], [`StoreError::NoSpace`],
+    /// [`StoreError::WindowFull`]): the space comes back once peers acknowledge (or the
+    /// application consumes) messages, so retrying later can succeed. Every other error is not
+    /// cured by waiting.
     pub fn is_backpressure(&self) -> bool {
-        matches!(self, StoreError::Full { .. } | StoreError::NoSpace)
+        matches!(
+            self,
+            StoreError::Full { .. } | StoreError::NoSpace | StoreError::WindowFull { .. }
+        )
     }
 }

@@ -55,6 +55,16 @@
 //! [`Store`] is owned by the poll thread. [`OutboundProducer`] (Clone + Send + Sync) lets other
 //! threads reserve, fill and commit outbound messages concurrently. Sequence numbers are assigned
 //! at commit under the store lock, so publish order equals seq order.
+//!
+//! Closing: dropping the [`Store`] (or [`Store::close_producers`]) closes it to every producer
+//! clone at once — reserve and commit fail with [`StoreError::Closed`], checked under the store
+//! lock, so no commit follows the close. A reservation being filled when the store is dropped
+//! keeps the files (mappings and the `LOCK`) until it is committed (refused) or dropped: a new
+//! [`Store::open`] of the directory, in this process or another, gets [`StoreError::Locked`]
+//! meanwhile, and nothing is ever written into a store after its lock is released.
+//! [`Store::wait_producers`] and [`Store::close`] wait (bounded) for such reservations.
+//! [`OutboundProducer::reserve_within`] takes a per-peer limit on unacknowledged messages,
+//! counting reservations in progress, and is exact under any number of threads.
 #![deny(unsafe_code)] // allowed only in `map`, the mapping module
 
 #[doc(hidden)]

@@ -8,8 +8,11 @@
 //!
 //! * **M1 (no outside writers).** No other process maps or writes the store's files while the
 //!   store is open. Enforced for cooperating processes by the exclusive `flock` on `LOCK` taken
-//!   before any file is mapped; *users must not truncate, edit or copy over the files of an open
-//!   store* (documented on [`crate::Store::open`]).
+//!   before any file is mapped, and released only once nothing in this process can write into
+//!   the mappings any more: the `Store` is dropped *and* no outbound reservation (which may
+//!   still be writing its payload) is outstanding; a reservation's commit after the close is
+//!   refused. *Users must not truncate, edit or copy over the files of an open store*
+//!   (documented on [`crate::Store::open`]).
 //! * **M2 (length checked).** A file is mapped only after checking that it is at least as long as
 //!   the mapping, and a mapped file is never shortened by the store, so no access can fault
 //!   (SIGBUS). Space is reserved with `fallocate` before mapping, so writes never hit a full
@@ -27,13 +30,17 @@
 //!   can be alive when a slot is freed and re-claimed. Metadata (superblock, peer records) is
 //!   written only under the store mutex and read only under it or during `open`.
 //! * **M6 (segment removal).** A segment leaves its [`SegCell`] (and is unmapped) only through
-//!   [`SegCell::take`], which the store calls only from `Store::maintain` — holding `&mut Store`
-//!   and the store mutex — for a segment all of whose slots are on the free list, after removing
-//!   them from it. So no slot of it is claimed (a producer thread dereferences only segments of
-//!   slots it claimed, M5) or published (a `&[u8]` into it would borrow `&Store`, excluded by
-//!   `&mut Store`), and nothing can claim one of its slots afterwards: no reference obtained
-//!   through [`SegCell::get`] is alive or can be created for it. The cell's index may then be
-//!   filled again by a new segment ([`SegCell::set`], under the mutex).
+//!   [`SegCell::take`], which the store calls only (a) from `Store::maintain` — holding
+//!   `&mut Store` and the store mutex — for a segment all of whose slots are on the free list,
+//!   after removing them from it. So no slot of it is claimed (a producer thread dereferences
+//!   only segments of slots it claimed, M5) or published (a `&[u8]` into it would borrow
+//!   `&Store`, excluded by `&mut Store`), and nothing can claim one of its slots afterwards: no
+//!   reference obtained through [`SegCell::get`] is alive or can be created for it. The cell's
+//!   index may then be filled again by a new segment ([`SegCell::set`], under the mutex). Or
+//!   (b) when the store's files are released, under the mutex: the `Store` is dropped (no
+//!   `&Store` borrow exists), no outbound reservation is outstanding (no producer holds a
+//!   claimed slot), and the store is closed (set under the mutex; every later claim is
+//!   refused), so again no reference into any segment is alive or can be created.
 //!
 //! Bounds (M2) are checked here with `assert!`: offsets come from the crate's own arithmetic on
 //! validated headers, so a failure is a bug in hrpc-store, never a reaction to disk contents.

@@ -18,7 +18,7 @@ use crate::layout::{
     Superblock, class_for, class_size, is_outbound,
 };
 use crate::map::{MappedFile, SegCell};
-use crate::sync::{Arc, Mutex, MutexGuard, Ordering, lock};
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard, Ordering, lock, wait_timeout};
 use crate::{MAX_MESSAGE_LEN, MAX_PEERS, MIN_CAPACITY};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -216,9 +216,20 @@ struct PeerState {
     out: VecDeque<OutEntry>,
     out_live: usize,
     out_bytes: u64,
+    /// Outbound reservations for this peer not yet committed or dropped (counted by
+    /// [`OutboundProducer::reserve_within`] against its limit).
+    reserved: u64,
 }
 
 impl PeerState {
+    /// Lowest pending outbound seq (`next_out` if none is pending).
+    fn low(&self) -> u64 {
+        self.out
+            .iter()
+            .find(|e| e.slot != TOMBSTONE)
+            .map_or(self.next_out, |e| e.seq)
+    }
+
     /// The pending entry that holds `seq`: the message `seq`, or a gap marker
     /// whose range contains it.
     fn find_out(&self, seq: u64) -> Option<usize> {
@@ -319,6 +330,16 @@ struct Inner {
     seg_use: Vec<SegUse>,
     /// Segments seen with every slot free (candidates for [`Store::maintain`]).
     empty: Vec<u32>,
+    /// Producers are refused: [`Store::close_producers`] was called or the [`Store`] dropped.
+    /// Checked by `reserve` and `commit` under this mutex, so no commit follows a close.
+    closed: bool,
+    /// The [`Store`] was dropped: the files are released as soon as `reservations` is 0.
+    store_gone: bool,
+    /// Outbound reservations claimed and not yet committed or dropped (any peer). Each may
+    /// still write into a segment mapping, so the lock is held while any exists.
+    reservations: u64,
+    /// The exclusive lock on `LOCK` (`None` once released, see [`Inner::release`]).
+    lock_file: Option<File>,
 }
 
 /// State shared between the poll thread ([`Store`]) and producers ([`OutboundProducer`]).
@@ -337,6 +358,9 @@ struct Shared {
     segments: Box<[SegCell<Segment>]>,
     inner: Mutex<Inner>,
     stopped: OnceLock<std::sync::Arc<io::Error>>,
+    /// Notified when the last outstanding reservation of a closed store ends
+    /// ([`Store::wait_producers`]).
+    released: Condvar,
     /// Test hook (power-loss simulation). Outside `inner` so that a segment
     /// created by a producer while `sync` flushes still reaches it; lock
     /// order is `inner` before `hook`.
@@ -348,12 +372,7 @@ impl Shared {
     fn outbound_pending(&self, peer: u32) -> Option<(u64, u64)> {
         let inner = lock(&self.inner);
         let st = &inner.states[*inner.peers.get(&peer)? as usize];
-        let low = st
-            .out
-            .iter()
-            .find(|e| e.slot != TOMBSTONE)
-            .map_or(st.next_out, |e| e.seq);
-        Some((low, st.next_out))
+        Some((st.low(), st.next_out))
     }
 
     #[inline]
@@ -513,6 +532,24 @@ impl Inner {
         Ok(())
     }
 
+    /// Lets go of the store's files once the [`Store`] is gone and no reservation is
+    /// outstanding (the caller checks both, under the mutex): unmaps every segment and drops
+    /// the lock, so another open may take the directory. Producers still holding the shared
+    /// state get [`StoreError::Closed`] without touching any mapping. M6: nothing references
+    /// a segment now — `&Store` borrowers are gone with the store, producers dereference only
+    /// segments of slots they reserved and none is reserved, and `closed` (set under this
+    /// mutex) refuses every new claim.
+    fn release(&mut self, sh: &Shared) {
+        debug_assert!(self.closed && self.store_gone && self.reservations == 0);
+        for cell in sh.segments.iter() {
+            drop(cell.take());
+        }
+        self.classes.iter_mut().for_each(|c| c.free.clear());
+        if self.lock_file.take().is_some() {
+            tracing::debug!(dir = %sh.dir.display(), "store released");
+        }
+    }
+
     /// Frees a published slot: one Release store of 0 into its state word.
     fn free_slot(&mut self, sh: &Shared, slot: SlotId) {
         let Some(seg) = sh.seg(slot.seg) else { return };
@@ -623,6 +660,7 @@ impl Inner {
             out: VecDeque::new(),
             out_live: 0,
             out_bytes: 0,
+            reserved: 0,
         });
         self.peers.insert(peer, i as u32);
         self.write_record(sh, i);
@@ -943,8 +981,11 @@ pub struct StoreReport {
 
 /// A persistent message store. Owned by the poll thread; `Send`, not `Sync`-shared.
 ///
-/// Dropping a `Store` does no work beyond unmapping and unlocking: to the files it is the same
-/// as the process dying, which is why tests use drop + reopen as a process-death crash.
+/// Dropping a `Store` does no work beyond recording the next-seq floors, closing it to
+/// producers, unmapping and unlocking: to the files it is the same as the process dying, which
+/// is why tests use drop + reopen as a process-death crash. If a producer thread holds an
+/// [`OutboundReservation`] at that moment, the unmapping and unlocking wait for it (see
+/// [`Store::close`]).
 #[derive(Debug)]
 pub struct Store {
     shared: Arc<Shared>,
@@ -957,7 +998,6 @@ pub struct Store {
     captured: Vec<(u32, u64)>,
     /// What open found.
     report: OpenReport,
-    _lock: File,
 }
 
 /// Clone + Send + Sync handle for committing outbound messages from any thread.
@@ -1027,13 +1067,38 @@ impl OutboundProducer {
     /// [`OutboundReservation::payload_mut`], then [`OutboundReservation::commit`].
     ///
     /// Errors: [`StoreError::TooLarge`], [`StoreError::Full`], [`StoreError::NoSpace`],
-    /// [`StoreError::TooManyPeers`], [`StoreError::Stopped`]. On error nothing changed.
+    /// [`StoreError::TooManyPeers`], [`StoreError::Stopped`], [`StoreError::Closed`]. On error
+    /// nothing changed.
     pub fn reserve(&self, peer: u32, len: usize) -> Result<OutboundReservation<'_>> {
+        self.reserve_within(peer, len, u64::MAX)
+    }
+
+    /// [`OutboundProducer::reserve`], refused with [`StoreError::WindowFull`] when `peer`
+    /// already has `limit` messages committed and not acknowledged, counting reservations for
+    /// it in progress (not yet committed or dropped). The check and the count are made under
+    /// the store lock together with the claim, so any number of threads reserving at once
+    /// never exceed `limit`.
+    pub fn reserve_within(
+        &self,
+        peer: u32,
+        len: usize,
+        limit: u64,
+    ) -> Result<OutboundReservation<'_>> {
         let sh = &*self.shared;
         sh.check_len(len)?;
         sh.check_stopped()?;
         let class = class_for(len + SLOT_HDR);
         let mut inner = lock(&sh.inner);
+        if inner.closed {
+            return Err(StoreError::Closed);
+        }
+        let unacked = inner.peers.get(&peer).map_or(0, |&i| {
+            let st = &inner.states[i as usize];
+            (st.next_out - st.low()).saturating_add(st.reserved)
+        });
+        if unacked >= limit {
+            return Err(StoreError::WindowFull { peer, unacked });
+        }
         let slot = inner.claim(sh, class)?;
         let pidx = match inner.peer_idx(sh, peer) {
             Ok(i) => i,
@@ -1042,6 +1107,8 @@ impl OutboundProducer {
                 return Err(e);
             }
         };
+        inner.states[pidx].reserved += 1;
+        inner.reservations += 1;
         drop(inner);
         failpoint::hit("reserve.after_claim");
         Ok(OutboundReservation {
@@ -1059,6 +1126,12 @@ impl OutboundProducer {
         let mut r = self.reserve(peer, payload.len())?;
         r.payload_mut().copy_from_slice(payload);
         r.commit()
+    }
+
+    /// Whether the store was closed ([`Store::close_producers`], or the [`Store`] dropped):
+    /// every reserve and commit through any producer now fails with [`StoreError::Closed`].
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.inner).closed
     }
 }
 
@@ -1081,16 +1154,26 @@ impl OutboundReservation<'_> {
 
     /// Commits: checksums the payload, then (under the store lock, so publish order == seq
     /// order) assigns the next seq for the peer, writes the header and publishes. Returns seq.
+    ///
+    /// [`StoreError::Closed`] if the store was closed since the reserve: nothing is published
+    /// and the slot is released (the store's files are released with the last such
+    /// reservation, if the [`Store`] is already gone).
     pub fn commit(self) -> Result<u64> {
         let sh = &*self.producer.shared;
         let crc = crc32c::crc32c(self.payload_ref());
         failpoint::hit("commit.before_lock");
         let mut inner = lock(&sh.inner);
+        if inner.closed {
+            drop(inner);
+            return Err(StoreError::Closed); // Drop releases the slot.
+        }
         if let Err(e) = sh.check_stopped() {
             drop(inner);
             return Err(e); // Drop releases the slot.
         }
+        inner.reservations -= 1;
         let st = &mut inner.states[self.pidx];
+        st.reserved -= 1;
         let seq = st.next_out;
         st.next_out += 1;
         let inc = st.rec.out_inc;
@@ -1137,7 +1220,17 @@ impl OutboundReservation<'_> {
 
 impl Drop for OutboundReservation<'_> {
     fn drop(&mut self) {
-        lock(&self.producer.shared.inner).unclaim(self.class, self.slot);
+        let sh = &*self.producer.shared;
+        let mut inner = lock(&sh.inner);
+        inner.unclaim(self.class, self.slot);
+        inner.states[self.pidx].reserved -= 1;
+        inner.reservations -= 1;
+        if inner.closed && inner.reservations == 0 {
+            if inner.store_gone {
+                inner.release(sh);
+            }
+            sh.released.notify_all();
+        }
     }
 }
 
@@ -1535,6 +1628,10 @@ impl Store {
             committed: Vec::new(),
             seg_use,
             empty,
+            closed: false,
+            store_gone: false,
+            reservations: 0,
+            lock_file: Some(lock_file),
         };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -1548,6 +1645,7 @@ impl Store {
             segments,
             inner: Mutex::new(inner),
             stopped: OnceLock::new(),
+            released: Condvar::new(),
             hook: std::sync::Mutex::new(HookSlot(None)),
         });
         let sh = &*shared;
@@ -1675,7 +1773,6 @@ impl Store {
             deferred: Vec::new(),
             captured: Vec::new(),
             report,
-            _lock: lock_file,
         })
     }
 }
@@ -1803,20 +1900,30 @@ fn new_state(rec: Record, entry: u32, copy: u8) -> PeerState {
         out: VecDeque::new(),
         out_live: 0,
         out_bytes: 0,
+        reserved: 0,
     }
 }
 
 impl Drop for Store {
-    /// Records the next-seq floors (memory writes to the mapping, no syscall), so a store
-    /// closed without a final [`Store::sync`] still knows how far each stream went if a
-    /// segment is lost later. Otherwise dropping is the same as the process dying.
+    /// Closes the store ([`Store::close_producers`]: no producer reserves or commits from now
+    /// on) and records the next-seq floors (memory writes to the mapping, no syscall), so a
+    /// store closed without a final [`Store::sync`] still knows how far each stream went if a
+    /// segment is lost later. Then releases the files (segment mappings and the lock) — at once
+    /// if no reservation is outstanding, otherwise when the last one is committed (it fails
+    /// with [`StoreError::Closed`]) or dropped. Otherwise dropping is the same as the process
+    /// dying.
     fn drop(&mut self) {
         let sh = &*self.shared;
         let mut inner = lock(&sh.inner);
+        inner.closed = true;
+        inner.store_gone = true;
         let mut scratch = Vec::new();
         // Sync mode: a floor is only written after its messages are flushed (by `sync`).
         let write = sh.durability == Durability::Process;
         inner.record_floors(sh, &mut scratch, write);
+        if inner.reservations == 0 {
+            inner.release(sh);
+        }
     }
 }
 
@@ -1893,6 +2000,50 @@ impl Store {
     /// A handle for committing outbound messages from any thread.
     pub fn producer(&self) -> OutboundProducer {
         self.producer.clone()
+    }
+
+    /// Closes the store to producers: from now on every reserve and commit, through any
+    /// [`OutboundProducer`] clone, fails with [`StoreError::Closed`] (checked under the store
+    /// lock, so no commit can follow this call). Reservations already made can still be
+    /// filled, but not committed. The store itself keeps working for the poll thread (sync,
+    /// acknowledgements, reads). Dropping the store does this too. Cannot be undone.
+    pub fn close_producers(&mut self) {
+        lock(&self.shared.inner).closed = true;
+    }
+
+    /// Waits, at most `timeout`, until no outbound reservation is outstanding; returns whether
+    /// none is. Meant after [`Store::close_producers`], when no new one can start: then, if it
+    /// returns `true`, dropping the store releases the directory at once. A reservation is
+    /// outstanding from the reserve until its commit returns or it is dropped, which for a
+    /// producer filling a message in place takes as long as the filling does.
+    pub fn wait_producers(&mut self, timeout: Duration) -> bool {
+        let sh = &*self.shared;
+        let deadline = Instant::now().checked_add(timeout);
+        let mut inner = lock(&sh.inner);
+        // Bounded: each round waits until the deadline, or until notified.
+        while inner.reservations > 0 {
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return false;
+            }
+            inner = wait_timeout(&sh.released, inner, left.min(Duration::from_secs(3600)));
+        }
+        true
+    }
+
+    /// Closes the store: [`Store::close_producers`], then [`Store::wait_producers`] for at
+    /// most `wait`, then drop (which records the floors and releases the files). Returns
+    /// whether the files were released when it returned; if not, they are released when the
+    /// last outstanding reservation ends (and until then a new open of the directory gets
+    /// [`StoreError::Locked`]).
+    pub fn close(mut self, wait: Duration) -> bool {
+        self.close_producers();
+        let released = self.wait_producers(wait);
+        drop(self);
+        released
     }
 
     /// Reserves an outbound slot (same as `self.producer().reserve(..)`).
@@ -2650,7 +2801,7 @@ impl Store {
         let len_of = |f: &File| f.metadata().map_or(0, |m| m.len());
         files.push(FileReport {
             path: sh.dir.join(LOCK_FILE),
-            bytes: len_of(&self._lock),
+            bytes: inner.lock_file.as_ref().map_or(0, len_of),
         });
         files.push(FileReport {
             path: sh.dir.join(META_FILE),

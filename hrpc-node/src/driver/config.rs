@@ -9,17 +9,20 @@ use std::path::PathBuf;
 use hrpc_store::{Durability, StoreError};
 
 use super::udp::UdpConfig;
-use crate::proto::{CoreConfig, Resolver};
+use crate::proto::{ConfigError, CoreConfig, Resolver};
 
 /// Why [`NodeConfig::open`] or a [`Node`](super::Node) operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
-    /// The configuration is inconsistent (what is wrong is in the message).
+    /// A setting is out of bounds or the settings are inconsistent: which one, its value and
+    /// the allowed range are in the [`ConfigError`].
     #[error("invalid node configuration: {0}")]
-    Config(String),
-    /// Another process (or another node in this process) has the store open.
-    #[error("store {path} is locked by another process")]
+    Config(ConfigError),
+    /// Another process (or another node in this process) has the store open — or a closed
+    /// node of this process still has a send filling its message (the store is released when
+    /// that send returns, with [`SendError::Closed`]; see [`Node::close`](super::Node::close)).
+    #[error("store {path} is locked by another process or node")]
     StoreLocked {
         /// The store directory.
         path: PathBuf,
@@ -61,6 +64,12 @@ pub enum NodeError {
         pending: u64,
     },
 }
+
+/// Smallest socket buffer [`NodeConfig::socket_buffers`] accepts (128 KiB): room for two of
+/// the largest datagrams, so none is always dropped.
+pub const MIN_SOCKET_BUFFER: usize = 128 << 10;
+/// Largest socket buffer [`NodeConfig::socket_buffers`] accepts (1 GiB).
+pub const MAX_SOCKET_BUFFER: usize = 1 << 30;
 
 /// Why a send was refused. Nothing was committed when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -109,11 +118,14 @@ impl SendError {
 }
 
 impl From<StoreError> for SendError {
-    /// Backpressure ([`StoreError::is_backpressure`]: `Full`, `NoSpace`) becomes
-    /// [`SendError::StoreFull`]; a message that can never fit becomes [`SendError::TooLarge`];
-    /// everything else [`SendError::Store`].
+    /// [`StoreError::WindowFull`] becomes [`SendError::WindowFull`], [`StoreError::Closed`]
+    /// [`SendError::Closed`]; other backpressure ([`StoreError::is_backpressure`]: `Full`,
+    /// `NoSpace`) becomes [`SendError::StoreFull`]; a message that can never fit becomes
+    /// [`SendError::TooLarge`]; everything else [`SendError::Store`].
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::WindowFull { peer, unacked } => SendError::WindowFull { peer, unacked },
+            StoreError::Closed => SendError::Closed,
             e if e.is_backpressure() => SendError::StoreFull(e),
             StoreError::TooLarge { len, max } => SendError::TooLarge { len, max },
             e => SendError::Store(e),
@@ -251,7 +263,7 @@ impl NodeConfig {
     }
 
     /// Largest datagram to send (UDP payload bytes). 1472 suits Ethernet; loopback-only nodes
-    /// may use up to 65 507.
+    /// may use up to 65 507. Bounds: 176..=65 507.
     pub fn mtu(mut self, mtu: usize) -> Self {
         self.core.mtu = mtu;
         self.udp.mtu = mtu;
@@ -278,19 +290,21 @@ impl NodeConfig {
         self
     }
 
-    /// Unacknowledged messages per peer beyond which sends get [`SendError::WindowFull`].
+    /// Unacknowledged messages per peer beyond which sends get [`SendError::WindowFull`]
+    /// (default 65 536; at least 1). Exact: sends in progress on other threads count too.
     pub fn max_unacked_per_peer(mut self, msgs: u64) -> Self {
         self.max_unacked_per_peer = msgs;
         self
     }
 
-    /// Messages per peer this node accepts ahead of what the application consumed.
+    /// Messages per peer this node accepts ahead of what the application consumed. At least 1.
     pub fn recv_window(mut self, msgs: u32) -> Self {
         self.core.recv_window_msgs = msgs;
         self
     }
 
     /// Most deliveries one [`Node::poll`](super::Node::poll) makes (the rest wait for the next).
+    /// At least 1.
     pub fn deliveries_per_poll(mut self, n: usize) -> Self {
         self.deliveries_per_poll = n;
         self
@@ -308,14 +322,17 @@ impl NodeConfig {
         self
     }
 
-    /// Requested `SO_RCVBUF` / `SO_SNDBUF` sizes in bytes.
+    /// Requested `SO_RCVBUF` / `SO_SNDBUF` sizes in bytes (default 8 MiB / 4 MiB). Bounds:
+    /// [`MIN_SOCKET_BUFFER`] (128 KiB: two of the largest datagrams)..=[`MAX_SOCKET_BUFFER`]
+    /// (1 GiB) each.
     pub fn socket_buffers(mut self, recv: usize, send: usize) -> Self {
         self.udp.recv_buffer = recv;
         self.udp.send_buffer = send;
         self
     }
 
-    /// Replaces the protocol tunables (timers, windows, limits). Its `mtu` is overridden by
+    /// Replaces the protocol tunables (timers, windows, limits; bounds on
+    /// [`CoreConfig`]'s fields, checked by [`NodeConfig::open`]). Its `mtu` is overridden by
     /// [`NodeConfig::mtu`] if that is called afterwards, and its `max_segments` is capped by
     /// what the socket supports.
     pub fn core_config(mut self, core: CoreConfig) -> Self {
@@ -330,8 +347,14 @@ impl NodeConfig {
         super::Node::open(self)
     }
 
+    /// Checks the node's own settings against the bounds documented on their setters, then
+    /// the [`CoreConfig`] ([`CoreConfig::validate`]).
     pub(crate) fn validate(&self) -> Result<(), NodeError> {
-        let bad = |m: &str| Err(NodeError::Config(m.to_owned()));
+        let bad = |m: &str| Err(NodeError::Config(ConfigError::Other(m.to_owned())));
+        let range = |field, value: usize, min: usize, max: usize| {
+            crate::proto::config_number_in(field, value, min as u64, max as u64)
+                .map_err(NodeError::Config)
+        };
         if self.node_id == 0 {
             return bad("node id must be nonzero");
         }
@@ -348,24 +371,29 @@ impl NodeConfig {
         if self.max_unacked_per_peer == 0 {
             return bad("max_unacked_per_peer must be at least 1");
         }
-        if self.deliveries_per_poll == 0
-            || self.recv_batches_per_poll == 0
-            || self.transmits_per_poll == 0
-        {
-            return bad("per-poll budgets must be at least 1");
-        }
+        range(
+            "deliveries_per_poll",
+            self.deliveries_per_poll,
+            1,
+            usize::MAX,
+        )?;
+        range(
+            "recv_batches_per_poll",
+            self.recv_batches_per_poll,
+            1,
+            1 << 16,
+        )?;
+        range("transmits_per_poll", self.transmits_per_poll, 1, 1 << 20)?;
         if self.store_capacity < hrpc_store::MIN_CAPACITY {
-            return Err(NodeError::Config(format!(
+            return Err(NodeError::Config(ConfigError::Other(format!(
                 "store capacity of {} bytes is below the minimum of {} bytes",
                 self.store_capacity,
                 hrpc_store::MIN_CAPACITY
-            )));
+            ))));
         }
-        if self.udp.recv_buffer == 0 || self.udp.send_buffer == 0 {
-            return bad("socket buffer sizes must be nonzero");
-        }
-        self.core
-            .validate()
-            .map_err(|m| NodeError::Config(m.to_owned()))
+        let (lo, hi) = (MIN_SOCKET_BUFFER, MAX_SOCKET_BUFFER);
+        range("socket recv buffer", self.udp.recv_buffer, lo, hi)?;
+        range("socket send buffer", self.udp.send_buffer, lo, hi)?;
+        self.core.validate().map_err(NodeError::Config)
     }
 }

@@ -43,6 +43,10 @@
 //!   repeat an effect can record the last `(peer, seq)` they completed.
 //! - In Sync mode, one group commit per poll iteration happens after receiving and before
 //!   anything is acknowledged, delivered or transmitted.
+//! - **Closing** ([`Node::close`] or drop) is seen by every [`Sender`] at once: a send that
+//!   had not committed returns [`SendError::Closed`], even if its fill callback was running.
+//!   The store stays locked while such a fill runs (a new open of the directory gets
+//!   [`NodeError::StoreLocked`]); `close` waits for them up to its `linger`.
 //!
 //! # Fast I/O
 //!
@@ -62,7 +66,7 @@ pub mod udp;
 pub mod wait;
 pub mod waker;
 
-pub use config::{NodeConfig, NodeError, SendError};
+pub use config::{MAX_SOCKET_BUFFER, MIN_SOCKET_BUFFER, NodeConfig, NodeError, SendError};
 pub use node::{Node, NodeStats, PollReport, Sender};
 pub use udp::{UdpCaps, UdpConfig, UdpIo, UdpStats};
 pub use wait::{Readiness, wait_fds};

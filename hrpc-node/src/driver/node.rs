@@ -15,7 +15,7 @@ use super::config::{NodeConfig, NodeError, SendError};
 use super::udp::{UdpCaps, UdpIo, UdpStats};
 use super::wait::wait_fds;
 use super::waker::Waker;
-use crate::proto::{Core, CoreError, Delivery, Event, PeerInfo, PeerState, Stats};
+use crate::proto::{ConfigError, Core, CoreError, Delivery, Event, PeerInfo, PeerState, Stats};
 
 #[derive(Debug)]
 struct Shared {
@@ -48,6 +48,15 @@ impl Sender {
 
     /// Zero-copy send: reserves `len` bytes in the store, lets `fill` write the message in
     /// place, then commits it. If `fill` panics nothing is committed (the slot is released).
+    ///
+    /// A send racing [`Node::close`] (or the node's drop) either committed before the close
+    /// (its message is in the store) or returns [`SendError::Closed`] with nothing committed,
+    /// even if `fill` was already running: the store refuses the commit. While such a `fill`
+    /// runs, the closed node's store stays locked (a new open of the directory gets
+    /// [`NodeError::StoreLocked`]), because the slot being filled is in its files.
+    /// [`NodeConfig::max_unacked_per_peer`](super::NodeConfig::max_unacked_per_peer) is
+    /// checked and counted with the reservation, under the store lock, so concurrent senders
+    /// never exceed it.
     pub fn send_with(
         &self,
         peer: u32,
@@ -67,13 +76,7 @@ impl Sender {
                 max: hrpc_wire::MAX_MESSAGE_LEN,
             });
         }
-        if let Some((lowest, next)) = sh.producer.outbound_pending(peer) {
-            let unacked = next.saturating_sub(lowest);
-            if unacked >= sh.max_unacked {
-                return Err(SendError::WindowFull { peer, unacked });
-            }
-        }
-        let mut r = sh.producer.reserve(peer, len)?;
+        let mut r = sh.producer.reserve_within(peer, len, sh.max_unacked)?;
         fill(r.payload_mut());
         let seq = r.commit()?;
         if self.wake
@@ -169,7 +172,7 @@ impl Node {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let io = UdpIo::bind(bind, &cfg.udp).map_err(|e| match e.kind() {
             io::ErrorKind::AddrInUse => NodeError::AddrInUse { addr: bind },
-            io::ErrorKind::InvalidInput => NodeError::Config(e.to_string()),
+            io::ErrorKind::InvalidInput => NodeError::Config(ConfigError::Other(e.to_string())),
             _ => NodeError::Bind {
                 addr: bind,
                 source: e,
@@ -550,7 +553,7 @@ impl Node {
         if self.closed {
             return Err(NodeError::Closed);
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             let pending = self.unacked();
             if pending == 0 {
@@ -643,9 +646,17 @@ impl Node {
     /// Graceful close: refuses further sends, transmits what the socket takes within `linger`
     /// (acknowledgements owed to peers, queued messages), makes the store durable and releases
     /// it. Unacknowledged messages stay in the store for the next open.
+    ///
+    /// Sends on other threads see the close at once: from the start of `close`, a send that
+    /// has not committed — even one whose fill callback is running — returns
+    /// [`SendError::Closed`]. `close` then waits, up to the end of `linger`, for such sends to
+    /// finish, so that when it returns the directory can be opened again. A send still filling
+    /// after that keeps the store locked ([`NodeError::StoreLocked`] for a new open) until its
+    /// fill returns; nothing is ever written into the store after the lock is released.
     pub fn close(mut self, linger: Duration) -> Result<(), NodeError> {
         self.shared.closed.store(true, Ordering::Release);
-        let deadline = Instant::now() + linger;
+        self.core.close_producers();
+        let deadline = deadline_after(linger);
         // Finish transmitting without delivering anything new (so nothing is consumed).
         while Instant::now() < deadline {
             self.core.sync().map_err(core_error)?;
@@ -661,6 +672,15 @@ impl Node {
             )?;
         }
         self.core.sync().map_err(core_error)?;
+        if !self
+            .core
+            .wait_producers(deadline.saturating_duration_since(Instant::now()))
+        {
+            tracing::debug!(
+                node = self.shared.node_id,
+                "sends still filling at close: the store stays locked until they end"
+            );
+        }
         self.closed = true;
         tracing::debug!(node = self.shared.node_id, "node closed");
         Ok(())
@@ -668,9 +688,21 @@ impl Node {
 }
 
 impl Drop for Node {
+    /// Sends on other threads see the drop as a close: those that had not committed return
+    /// [`SendError::Closed`]. The store (and its lock) is released when the last send that
+    /// was filling a message ends; the drop does not wait for it.
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
+        self.core.close_producers();
     }
+}
+
+/// `now + d`, or a day from now if that cannot be represented (a caller's `Duration::MAX`).
+fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
 }
 
 impl AsRawFd for Node {
@@ -693,7 +725,7 @@ fn core_error(e: CoreError) -> NodeError {
     match e {
         CoreError::Store(StoreError::Locked { path }) => NodeError::StoreLocked { path },
         CoreError::Store(s) => NodeError::Store(s),
-        CoreError::Config(m) => NodeError::Config(m.to_owned()),
+        CoreError::Config(e) => NodeError::Config(e),
         e => NodeError::Core(e),
     }
 }

@@ -1,45 +1,134 @@
-//! Tunables of the protocol core.
+//! Tunables of the protocol core, their bounds, and [`ConfigError`].
 
 use std::time::Duration;
 
+/// Longest duration any setting may have (1 hour): every timer the core arms is at most a
+/// small multiple of one setting, so deadlines stay far from `Instant`'s limits.
+pub const MAX_CONFIG_DURATION: Duration = Duration::from_secs(3600);
+/// Shortest `min_rto` and `heartbeat_interval` (1 ms): below it a node would retransmit or
+/// heartbeat in a busy loop.
+pub const MIN_TIMER: Duration = Duration::from_millis(1);
+/// Largest `max_cwnd` (1 GiB).
+pub const MAX_CWND: usize = 1 << 30;
+
+/// Why a configuration was refused: which setting, its value and the range it must be in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A duration outside the range it must be in.
+    #[error("{field} = {value:?} is outside {min:?}..={max:?}")]
+    Duration {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: Duration,
+        /// Smallest allowed value.
+        min: Duration,
+        /// Largest allowed value.
+        max: Duration,
+    },
+    /// A number (size, count) outside the range it must be in.
+    #[error("{field} = {value} is outside {min}..={max}")]
+    Number {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+    },
+    /// Any other inconsistency (what is wrong is in the message).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// `Err(ConfigError::Duration)` unless `min <= value <= max`.
+fn duration_in(
+    field: &'static str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Duration {
+            field,
+            value,
+            min,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// `Err(ConfigError::Number)` unless `min <= value <= max`.
+pub(crate) fn number_in(
+    field: &'static str,
+    value: impl TryInto<u64>,
+    min: u64,
+    max: u64,
+) -> Result<(), ConfigError> {
+    let value = value.try_into().unwrap_or(u64::MAX);
+    if value < min || value > max {
+        return Err(ConfigError::Number {
+            field,
+            value,
+            min,
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// Configuration of a [`Core`](super::Core). `Default` suits a LAN or loopback.
+///
+/// [`CoreConfig::validate`] (called by `Core::new` and `NodeConfig::open`) enforces the bounds
+/// given on each field; every duration is at most [`MAX_CONFIG_DURATION`] (1 hour).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CoreConfig {
     /// Largest datagram this node sends (UDP payload bytes): 1472 for a
-    /// 1500-byte Ethernet path; loopback can take up to 65 507.
+    /// 1500-byte Ethernet path; loopback can take up to 65 507. Bounds: 176..=65 507.
     pub mtu: usize,
     /// How many equal-size datagrams one [`Transmit`](super::Transmit) may
-    /// carry (for UDP GSO); 1 without GSO.
+    /// carry (for UDP GSO); 1 without GSO. Bounds: 1..=64.
     pub max_segments: usize,
-    /// Most peers this node keeps state for.
+    /// Most peers this node keeps state for. At least 1.
     pub max_peers: usize,
     /// Messages per peer this node accepts beyond the last one the
-    /// application consumed (persisted but undelivered, or out of order).
+    /// application consumed (persisted but undelivered, or out of order). At least 1.
     pub recv_window_msgs: u32,
     /// Messages the sender keeps in flight before the peer's first ack tells
-    /// it the peer's real window.
+    /// it the peer's real window. At least 1.
     pub initial_window_msgs: u32,
-    /// Most bytes of half-assembled fragmented messages, over all peers.
+    /// Most bytes of half-assembled fragmented messages, over all peers. A message longer
+    /// than this that needs fragments is never received: keep it at least the longest
+    /// message peers send (default 64 MiB).
     pub max_reassembly_bytes: usize,
-    /// Most half-assembled messages per peer.
+    /// Most half-assembled messages per peer. At least 1.
     pub max_reassemblies_per_peer: usize,
-    /// RTT assumed before the first measurement.
+    /// RTT assumed before the first measurement. Bounds: 0..=1 h.
     pub initial_rtt: Duration,
-    /// Lower bound of the retransmission timeout.
+    /// Lower bound of the retransmission timeout. Bounds: 1 ms..=`max_rto`.
     pub min_rto: Duration,
-    /// Upper bound of the retransmission timeout, after backoff.
+    /// Upper bound of the retransmission timeout, after backoff. Bounds: `min_rto`..=1 h.
     pub max_rto: Duration,
-    /// Heartbeat period for peers with something pending or recently heard.
+    /// Heartbeat period for peers with something pending or recently heard (an unreachable
+    /// peer is probed up to 8× slower). Bounds: 1 ms..=1 h.
     pub heartbeat_interval: Duration,
-    /// Silence after which an engaged peer is reported unreachable.
+    /// Silence after which an engaged peer is reported unreachable (a peer heard within 3×
+    /// this keeps getting heartbeats). Bounds: `heartbeat_interval`..=1 h.
     pub unreachable_after: Duration,
-    /// Congestion window at start, in bytes.
+    /// Congestion window at start, in bytes. Bounds: 1..=`max_cwnd` (raised to two datagrams
+    /// if smaller).
     pub initial_cwnd: usize,
-    /// Largest congestion window, in bytes.
+    /// Largest congestion window, in bytes. Bounds: 2·`mtu` (the window a timeout collapses
+    /// to)..=1 GiB.
     pub max_cwnd: usize,
     /// Most unsolicited answers (to datagrams from senders that do not know
-    /// this node's epoch) per second, over all sources.
+    /// this node's epoch) per second, over all sources. At least 1: a node that never
+    /// answers can never be reached by a peer that does not know it yet.
     pub max_unsolicited_per_sec: u32,
 }
 
@@ -66,33 +155,56 @@ impl Default for CoreConfig {
 }
 
 impl CoreConfig {
-    /// Checks the values make sense together.
-    pub fn validate(&self) -> Result<(), &'static str> {
+    /// Checks every setting against the bounds documented on its field, and the settings
+    /// against each other. A configuration that passes cannot make the core panic (no timer
+    /// arithmetic overflows) and can exchange messages.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let min_mtu = hrpc_wire::HEADER_LEN + hrpc_wire::AUTH_TAG_LEN + 128;
-        if self.mtu < min_mtu || self.mtu > hrpc_wire::MAX_DATAGRAM_LEN {
-            return Err("mtu must be between 176 and 65507 bytes");
-        }
-        if self.max_segments == 0 || self.max_segments > 64 {
-            return Err("max_segments must be 1..=64");
-        }
-        if self.max_peers == 0 {
-            return Err("max_peers must be at least 1");
-        }
-        if self.recv_window_msgs == 0 || self.initial_window_msgs == 0 {
-            return Err("windows must be at least one message");
-        }
-        if self.max_reassemblies_per_peer == 0 {
-            return Err("max_reassemblies_per_peer must be at least 1");
-        }
-        if self.min_rto.is_zero() || self.min_rto > self.max_rto {
-            return Err("need 0 < min_rto <= max_rto");
-        }
-        if self.heartbeat_interval.is_zero() || self.unreachable_after < self.heartbeat_interval {
-            return Err("need 0 < heartbeat_interval <= unreachable_after");
-        }
-        if self.initial_cwnd == 0 || self.max_cwnd < self.initial_cwnd {
-            return Err("need 0 < initial_cwnd <= max_cwnd");
-        }
+        number_in(
+            "mtu",
+            self.mtu,
+            min_mtu as u64,
+            hrpc_wire::MAX_DATAGRAM_LEN as u64,
+        )?;
+        number_in("max_segments", self.max_segments, 1, 64)?;
+        number_in("max_peers", self.max_peers, 1, u64::MAX)?;
+        number_in("recv_window_msgs", self.recv_window_msgs, 1, u64::MAX)?;
+        number_in("initial_window_msgs", self.initial_window_msgs, 1, u64::MAX)?;
+        number_in(
+            "max_reassemblies_per_peer",
+            self.max_reassemblies_per_peer,
+            1,
+            u64::MAX,
+        )?;
+        let hour = MAX_CONFIG_DURATION;
+        duration_in("initial_rtt", self.initial_rtt, Duration::ZERO, hour)?;
+        duration_in("max_rto", self.max_rto, MIN_TIMER, hour)?;
+        duration_in("min_rto", self.min_rto, MIN_TIMER, self.max_rto)?;
+        duration_in(
+            "heartbeat_interval",
+            self.heartbeat_interval,
+            MIN_TIMER,
+            hour,
+        )?;
+        duration_in(
+            "unreachable_after",
+            self.unreachable_after,
+            self.heartbeat_interval,
+            hour,
+        )?;
+        number_in(
+            "max_cwnd",
+            self.max_cwnd,
+            2 * self.mtu as u64,
+            MAX_CWND as u64,
+        )?;
+        number_in("initial_cwnd", self.initial_cwnd, 1, self.max_cwnd as u64)?;
+        number_in(
+            "max_unsolicited_per_sec",
+            self.max_unsolicited_per_sec,
+            1,
+            u64::MAX,
+        )?;
         Ok(())
     }
 }

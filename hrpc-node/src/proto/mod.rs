@@ -38,7 +38,8 @@ use hrpc_wire::{
     SackRange, SackRanges, WireError,
 };
 
-pub use config::CoreConfig;
+pub(crate) use config::number_in as config_number_in;
+pub use config::{ConfigError, CoreConfig, MAX_CONFIG_DURATION, MAX_CWND, MIN_TIMER};
 pub use event::{Event, PeerState};
 pub use resolver::{NoResolver, Resolver, StaticResolver};
 pub use stats::{DROP_REASONS, DropReason, PeerInfo, Stats};
@@ -73,9 +74,9 @@ pub enum CoreError {
         /// Message seq.
         seq: u64,
     },
-    /// The configuration is inconsistent.
-    #[error("bad configuration: {0}")]
-    Config(&'static str),
+    /// The configuration is out of bounds or inconsistent.
+    #[error("bad configuration")]
+    Config(#[source] ConfigError),
 }
 
 /// One or more datagrams for one destination, written by [`Core::poll_transmit`].
@@ -117,6 +118,19 @@ const RESOLVE_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const RESOLVE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Most events queued before the oldest are dropped.
 const MAX_EVENTS: usize = 4096;
+
+/// `now + d` for a timer: never panics. If that instant cannot be represented, a far-future
+/// one (or, failing that, `now`) instead; with a validated configuration every timer is at
+/// most hours away, so this only guards against arithmetic on a clock near its limit.
+#[inline]
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// Where [`later`] saturates: about 30 years.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// Queues an event for [`Core::poll_event`], dropping (and counting) the
 /// oldest beyond [`MAX_EVENTS`].
@@ -163,9 +177,9 @@ impl Peer {
     fn engaged(&self, now: Instant, cfg: &CoreConfig, committed_next: u64) -> bool {
         self.touched
             || self.send.base < committed_next
-            || self
-                .last_heard
-                .is_some_and(|t| now.saturating_duration_since(t) < cfg.unreachable_after * 3)
+            || self.last_heard.is_some_and(|t| {
+                now.saturating_duration_since(t) < cfg.unreachable_after.saturating_mul(3)
+            })
     }
 }
 
@@ -295,6 +309,20 @@ impl Core {
     /// The store (read-only: inspection, usage).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Closes the store to producers ([`Store::close_producers`]): every later commit through
+    /// an [`OutboundProducer`] fails with `StoreError::Closed`. The core itself keeps working
+    /// (sync, acknowledgements, transmission), for a graceful close.
+    pub fn close_producers(&mut self) {
+        self.store.close_producers();
+    }
+
+    /// Waits, at most `timeout`, until no producer holds a reservation
+    /// ([`Store::wait_producers`]); after [`Core::close_producers`], `true` means dropping the
+    /// core releases the store at once.
+    pub fn wait_producers(&mut self, timeout: Duration) -> bool {
+        self.store.wait_producers(timeout)
     }
 
     /// The configuration.

@@ -83,7 +83,7 @@ impl Core {
             return p.addr;
         }
         p.resolve_backoff = (p.resolve_backoff * 2).clamp(RESOLVE_BACKOFF_MIN, RESOLVE_BACKOFF_MAX);
-        p.resolve_at = Some(now + p.resolve_backoff);
+        p.resolve_at = Some(later(now, p.resolve_backoff));
         self.stats.resolve_failures += 1;
         if p.state != PeerState::Unresolved {
             p.state = PeerState::Unresolved;

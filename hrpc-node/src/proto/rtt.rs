@@ -35,8 +35,8 @@ impl RttEstimator {
             }
             Some(srtt) => {
                 let diff = srtt.abs_diff(rtt);
-                self.rttvar = (self.rttvar * 3 + diff) / 4;
-                self.srtt = Some((srtt * 7 + rtt) / 8);
+                self.rttvar = self.rttvar.saturating_mul(3).saturating_add(diff) / 4;
+                self.srtt = Some(srtt.saturating_mul(7).saturating_add(rtt) / 8);
             }
         }
     }
@@ -53,7 +53,9 @@ impl RttEstimator {
 
     /// RTO before backoff: `SRTT + max(G, 4·RTTVAR)`, clamped.
     pub(crate) fn rto(&self) -> Duration {
-        let rto = self.srtt() + (self.rttvar * 4).max(GRANULARITY);
+        let rto = self
+            .srtt()
+            .saturating_add(self.rttvar.saturating_mul(4).max(GRANULARITY));
         rto.clamp(self.min_rto, self.max_rto)
     }
 

@@ -161,7 +161,7 @@ impl SendState {
         });
         self.in_flight_bytes += len as usize;
         self.in_flight += 1;
-        self.rto_at.get_or_insert(now + rto);
+        self.rto_at.get_or_insert(super::later(now, rto));
     }
 
     /// Records a seq that needs no transmission (already released in the store).
@@ -187,7 +187,7 @@ impl SendState {
             let len = e.len as usize;
             self.in_flight_bytes += len;
             self.in_flight += 1;
-            self.rto_at.get_or_insert(now + rto);
+            self.rto_at.get_or_insert(super::later(now, rto));
         }
     }
 
@@ -315,7 +315,8 @@ impl SendState {
         if let Some(e) = self.entry_mut(seq) {
             e.sent_at = now;
         }
-        self.rto_at = Some(self.rto_at.map_or(now + rto, |t| t.max(now + rto)));
+        let at = super::later(now, rto);
+        self.rto_at = Some(self.rto_at.map_or(at, |t| t.max(at)));
     }
 
     /// The peer reports every byte of `seq` below `received` written, and
@@ -442,7 +443,7 @@ impl SendState {
     /// nothing is in flight).
     pub(crate) fn rearm(&mut self, now: Instant) {
         self.rto_at = (self.in_flight > 0 || self.frag.is_some())
-            .then(|| now + self.rtt.rto_backoff(self.backoff));
+            .then(|| super::later(now, self.rtt.rto_backoff(self.backoff)));
     }
 
     /// Forgets what was sent: everything unacknowledged goes out again from

@@ -64,11 +64,11 @@ impl Core {
                 && p.send.next_new() > p.send.peer_limit;
             match (blocked, p.probe_at) {
                 (false, _) => p.probe_at = None,
-                (true, None) => p.probe_at = Some(now + p.send.rtt.rto()),
+                (true, None) => p.probe_at = Some(later(now, p.send.rtt.rto())),
                 (true, Some(t)) if t <= now => {
                     p.hb_pending = true;
                     p.hb_reply_requested = true;
-                    p.probe_at = Some(now + p.send.rtt.rto_backoff(p.send.backoff));
+                    p.probe_at = Some(later(now, p.send.rtt.rto_backoff(p.send.backoff)));
                 }
                 (true, Some(_)) => {}
             }
@@ -81,7 +81,8 @@ impl Core {
                 }
                 // An unreachable peer is probed ever more slowly (up to 8x).
                 if p.state == PeerState::Unreachable {
-                    p.hb_interval = (p.hb_interval * 2).min(cfg.heartbeat_interval * 8);
+                    p.hb_interval = p.hb_interval.saturating_mul(2);
+                    p.hb_interval = p.hb_interval.min(cfg.heartbeat_interval.saturating_mul(8));
                 }
                 // Until the peer's epoch is known, probe at the RTO rather than the heartbeat pace.
                 let interval = if p.epoch == 0 {
@@ -89,7 +90,7 @@ impl Core {
                 } else {
                     p.hb_interval
                 };
-                p.hb_at = now + interval;
+                p.hb_at = later(now, interval);
             }
             let silent = p
                 .last_heard
