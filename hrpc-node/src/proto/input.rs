@@ -117,7 +117,7 @@ impl Core {
     fn queue_reply(&mut self, now: Instant, reply: Reply) {
         if now >= self.reply_refill_at {
             self.reply_tokens = self.cfg.max_unsolicited_per_sec;
-            self.reply_refill_at = now + Duration::from_secs(1);
+            self.reply_refill_at = later(now, Duration::from_secs(1));
         }
         if self.reply_tokens == 0 || self.replies.len() >= MAX_QUEUED_REPLIES {
             return;
@@ -454,8 +454,14 @@ impl Core {
             p.hb_pending = true;
         }
         if hb.echo_us != 0 && !p.send.rtt.has_sample() {
-            let sent = self.start + Duration::from_micros(hb.echo_us - 1);
-            p.send.rtt.sample(now.saturating_duration_since(sent));
+            // The echo comes from the network: an absurd value must not panic,
+            // and one from the future is no sample at all.
+            let sent = self
+                .start
+                .checked_add(Duration::from_micros(hb.echo_us - 1));
+            if let Some(sent) = sent.filter(|&t| t <= now) {
+                p.send.rtt.sample(now.saturating_duration_since(sent));
+            }
         }
         // It has something this node lacks: ack now so it learns our state.
         if hb.next_seq > p.recv.cum + 1 {
