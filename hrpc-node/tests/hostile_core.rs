@@ -206,6 +206,48 @@ mod targeted {
         assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 
+    /// Invariant: a LOST range reaching past any possible stream (up to
+    /// `u64::MAX`) or a heartbeat skipping that far is refused or bounded: no
+    /// overflow, no panic, and the real stream still works afterwards.
+    #[test]
+    fn huge_lost_ranges_and_skips_are_bounded() {
+        use hrpc_wire::LostFrame;
+        let mut p = Pair::new();
+        p.a.touch(2, p.now);
+        p.b.touch(1, p.now);
+        p.drive();
+        let header = p.b_to_a();
+        p.forge_to_a(header, |w| {
+            w.push_lost(&LostFrame {
+                first: 1,
+                last: u64::MAX,
+            })
+            .unwrap();
+        });
+        assert_eq!(p.a.stats().dropped(DropReason::Malformed), 1);
+        p.forge_to_a(header, |w| {
+            w.push_heartbeat(&HeartbeatFrame {
+                reply_requested: false,
+                next_seq: u64::MAX,
+                first_pending: u64::MAX,
+                expected: 1,
+                timestamp_us: 1,
+                echo_us: u64::MAX,
+            })
+            .unwrap();
+        });
+        p.a.sync().unwrap();
+        p.a.deliver(usize::MAX, &mut |_| {}).unwrap();
+        p.a.check_receive_state().unwrap();
+        // a's own stream to b is untouched.
+        p.a.producer().send(2, b"still here").unwrap();
+        let got = p.drive();
+        assert_eq!(
+            got.iter().map(|g| g.2.clone()).collect::<Vec<_>>(),
+            vec![b"still here".to_vec()]
+        );
+    }
+
     /// Invariant: a datagram claiming a new epoch for a known peer without
     /// knowing this node's epoch (an off-path forger or a stale packet)
     /// resets nothing: queued messages stay queued and are delivered.

@@ -68,7 +68,8 @@ impl Core {
                     Some(last) => {
                         // A gap marker: the range will never arrive; say so, in order.
                         self.store.consume_inbound(peer, seq)?;
-                        self.stats.messages_lost += last - seq + 1;
+                        self.stats.messages_lost =
+                            self.stats.messages_lost.saturating_add(last - seq + 1);
                         tracing::warn!(peer, first = seq, last, "messages lost");
                         queue_event(
                             &mut self.events,

@@ -217,7 +217,7 @@ impl Core {
             r.ack_pending = true;
             return self.stats.drop(DropReason::Duplicate);
         }
-        if f.seq > r.consumed + window {
+        if f.seq > r.consumed + window || f.seq > MAX_SEQ {
             return self.stats.drop(DropReason::BeyondWindow);
         }
         if f.is_whole() {
@@ -471,7 +471,7 @@ impl Core {
         // at some point. A fresh stream (this node's store is new, or lost its state for the
         // peer) starts there, silently. Otherwise what this node does not hold below it was
         // lost on this side: it is recorded as lost, in order, and the application is told.
-        let through = hb.first_pending.saturating_sub(1);
+        let through = hb.first_pending.saturating_sub(1).min(MAX_SEQ);
         if through > p.recv.cum {
             if p.recv.is_fresh() && !self.store.inbound_started(peer) {
                 if let Err(e) = self.store.skip_inbound_through(peer, through) {
@@ -510,6 +510,9 @@ impl Core {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
+        if last > MAX_SEQ {
+            return self.stats.drop(DropReason::Malformed);
+        }
         if last <= p.recv.cum {
             p.recv.ack_pending = true;
             return self.stats.drop(DropReason::Duplicate);

@@ -22,7 +22,9 @@ const PEER_EPOCH: u64 = 0x0123_4567_89ab_cdef;
 /// Invariants asserted: the core never panics; a datagram that does not
 /// parse, or is addressed to another node or another epoch of this one,
 /// changes nothing in the store; deliveries come in seq order per peer with
-/// no seq delivered twice.
+/// no seq delivered twice, and no seq is skipped unless it was reported lost
+/// (`Event::Lost`) or the stream had not started (it may begin at the
+/// sender's first pending seq); the core's receive state equals the store's.
 pub fn run(dir: &Path, input: &[u8]) {
     let Ok(store) = Store::open(dir, &StoreConfig::new(ME)) else {
         return;
@@ -34,6 +36,7 @@ pub fn run(dir: &Path, input: &[u8]) {
         return;
     };
     let mut last_delivered = 0u64;
+    let mut lost: Vec<std::ops::RangeInclusive<u64>> = Vec::new();
     let mut buf = vec![0u8; core.config().mtu];
     let mut rest = input;
     while let Some((&op, tail)) = rest.split_first() {
@@ -86,13 +89,30 @@ pub fn run(dir: &Path, input: &[u8]) {
                 if core.sync().is_err() {
                     return;
                 }
+                let mut got = Vec::new();
                 let mut check = |d: super::Delivery<'_>| {
                     assert_eq!(d.peer, PEER);
-                    assert_eq!(d.seq, last_delivered + 1, "out of order or duplicate");
-                    last_delivered = d.seq;
+                    got.push(d.seq);
                 };
                 if core.deliver(usize::MAX, &mut check).is_err() {
                     return;
+                }
+                while let Some(e) = core.poll_event() {
+                    if let super::Event::Lost { peer, range } = e {
+                        assert_eq!(peer, PEER);
+                        lost.push(range);
+                    }
+                }
+                for seq in got {
+                    assert!(seq > last_delivered, "out of order or duplicate");
+                    let skipped = last_delivered + 1..seq;
+                    let explained = last_delivered == 0
+                        || skipped.clone().all(|s| lost.iter().any(|r| r.contains(&s)));
+                    assert!(explained, "seqs {skipped:?} skipped without a Lost report");
+                    last_delivered = seq;
+                }
+                if let Err(e) = core.check_receive_state() {
+                    panic!("receive state: {e}");
                 }
                 core.handle_timeout(now);
                 for _ in 0..64 {
