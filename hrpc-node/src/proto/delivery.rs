@@ -1,6 +1,8 @@
 //! The group commit and delivery to the application.
 
-use super::*;
+use hrpc_store::StoreError;
+
+use super::{Core, CoreError, Delivery, Event, queue_event};
 
 impl Core {
     /// Group commit ([`Store::sync`]): in [`Durability::Sync`] mode makes

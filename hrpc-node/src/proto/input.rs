@@ -1,6 +1,19 @@
 //! Input: datagrams in, validated, and applied to the peer's streams.
 
-use super::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hrpc_store::{OutboundOnReset, StoreError};
+use hrpc_wire::{
+    AckFrame, DataFrame, Datagram, FragAckFrame, Frame, HeaderFields, HeartbeatFrame, ResetFrame,
+    ResetReason, SackRanges, WireError,
+};
+
+use super::recv::{Reassembly, RecvState};
+use super::{
+    Core, CoreError, DropReason, Event, MAX_QUEUED_REPLIES, MAX_SEQ, PeerState, REASSEMBLY_IDLE,
+    Reply, ReplyFrame, later,
+};
 
 impl Core {
     /// Processes one received datagram. Never fails: malformed, misdirected,

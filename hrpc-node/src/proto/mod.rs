@@ -26,17 +26,12 @@ pub mod testing;
 mod timers;
 
 use std::collections::VecDeque;
-
-use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hrpc_store::{Durability, MessageRef, OutboundOnReset, OutboundProducer, Store, StoreError};
-use hrpc_wire::{
-    AckFrame, DATA_OVERHEAD, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame, Frame,
-    HEADER_LEN, HeaderFields, HeartbeatFrame, LostFrame, MAX_SACK_RANGES, ResetFrame, ResetReason,
-    SackRange, SackRanges, WireError,
-};
+use hrpc_store::{Durability, OutboundProducer, Store, StoreError};
+use hrpc_wire::{HeaderFields, HeartbeatFrame, ResetFrame};
+use rustc_hash::FxHashMap;
 
 pub(crate) use config::number_in as config_number_in;
 pub use config::{ConfigError, CoreConfig, MAX_CONFIG_DURATION, MAX_CWND, MIN_TIMER};
@@ -45,9 +40,9 @@ pub use resolver::{NoResolver, Resolver, StaticResolver};
 pub use stats::{DROP_REASONS, DropReason, PeerInfo, Stats};
 
 use congestion::Congestion;
-use recv::{Reassembly, RecvState};
+use recv::RecvState;
 use rtt::RttEstimator;
-use send::{FragCursor, SendState, SentState};
+use send::{SendState, SentState};
 
 /// Errors the core returns. Bad input from the network is never an error:
 /// it is dropped and counted in [`Stats`].

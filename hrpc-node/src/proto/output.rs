@@ -1,6 +1,20 @@
 //! Output: datagrams written for the socket, round-robin over peers.
 
-use super::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hrpc_store::{MessageRef, Store};
+use hrpc_wire::{
+    AckFrame, DATA_OVERHEAD, DataFrame, DatagramWriter, EncodeError, FragAckFrame, HEADER_LEN,
+    HeaderFields, HeartbeatFrame, LostFrame, MAX_SACK_RANGES, SackRange, SackRanges,
+};
+
+use super::recv::RecvState;
+use super::send::{FragCursor, SentState};
+use super::{
+    Core, Event, FRAGMENT_WINDOW_FLOOR, MIN_FRAGMENT, Peer, PeerState, RESOLVE_BACKOFF_MAX,
+    RESOLVE_BACKOFF_MIN, Reply, ReplyFrame, Transmit, later, queue_event,
+};
 
 impl Core {
     /// Writes the next datagram(s) to send into `buf` (at least `mtu` bytes;

@@ -1,6 +1,8 @@
 //! Timers: retransmission, heartbeats, liveness, window probes.
 
-use super::*;
+use std::time::Instant;
+
+use super::{Core, Event, PeerState, later, queue_event};
 
 impl Core {
     /// When [`Core::handle_timeout`] should next be called (or
