@@ -74,7 +74,6 @@ fn chains_never_repeat() {
         2,
     );
     assert_chain(&CoreError::Store(stopped()), 3);
-    assert_chain(&CoreError::CorruptDelivery { peer: 2, seq: 3 }, 1);
     let full = StoreError::Full {
         used: 1,
         requested: 2,

@@ -52,14 +52,6 @@ pub enum CoreError {
     /// The store failed (disk full, sync failure, …); see the source.
     #[error("store failed")]
     Store(#[from] StoreError),
-    /// A persisted message no longer matches its checksum (memory or disk corruption).
-    #[error("inbound message {seq} from peer {peer} failed its checksum before delivery")]
-    CorruptDelivery {
-        /// Peer node id.
-        peer: u32,
-        /// Message seq.
-        seq: u64,
-    },
     /// The next message to deliver is not in the store although it was
     /// recorded as persisted (an internal inconsistency; nothing is skipped).
     #[error("inbound message {seq} from peer {peer} is missing from the store")]
