@@ -50,7 +50,8 @@ pub enum NodeError {
     /// error is the source).
     #[error("node I/O error")]
     Io(#[from] io::Error),
-    /// The protocol core failed (a persisted message failed its checksum before delivery); the
+    /// The protocol core failed (a message recorded as persisted is missing, or a store failure
+    /// met while handling acknowledgements); the
     /// [`CoreError`](crate::proto::CoreError) is the source.
     #[error("protocol core failed")]
     Core(#[source] crate::proto::CoreError),
