@@ -146,10 +146,6 @@ struct SlotId {
     seg: u32,
     idx: u32,
 }
-const TOMBSTONE: SlotId = SlotId {
-    seg: u32::MAX,
-    idx: u32::MAX,
-};
 
 #[derive(Debug, Clone, Copy)]
 struct OutEntry {
@@ -212,9 +208,9 @@ struct PeerState {
     sendable: u64,
     /// Next outbound seq to assign.
     next_out: u64,
-    /// Pending outbound messages in seq order; `TOMBSTONE` slots are selectively released ones.
+    /// Pending outbound messages and gap markers, in seq order: every seq from `acked + 1` to
+    /// `next_out - 1` (I7).
     out: VecDeque<OutEntry>,
-    out_live: usize,
     out_bytes: u64,
     /// Outbound reservations for this peer not yet committed or dropped (counted by
     /// [`OutboundProducer::reserve_within`] against its limit).
@@ -224,10 +220,7 @@ struct PeerState {
 impl PeerState {
     /// Lowest pending outbound seq (`next_out` if none is pending).
     fn low(&self) -> u64 {
-        self.out
-            .iter()
-            .find(|e| e.slot != TOMBSTONE)
-            .map_or(self.next_out, |e| e.seq)
+        self.out.front().map_or(self.next_out, |e| e.seq)
     }
 
     /// The pending entry that holds `seq`: the message `seq`, or a gap marker
@@ -240,7 +233,7 @@ impl PeerState {
             _ => self.out.partition_point(|e| e.seq <= seq).checked_sub(1)?,
         };
         let e = &self.out[i];
-        (e.slot != TOMBSTONE && e.seq <= seq && seq <= e.last).then_some(i)
+        (e.seq <= seq && seq <= e.last).then_some(i)
     }
 }
 
@@ -658,7 +651,6 @@ impl Inner {
             sendable: 1,
             next_out: 1,
             out: VecDeque::new(),
-            out_live: 0,
             out_bytes: 0,
             reserved: 0,
         });
@@ -738,8 +730,8 @@ impl Inner {
         self.committed.clear();
     }
 
-    /// Claims a slot, writes a gap marker for `first..=last` of `kind` for the peer at `pidx`
-    /// into it and publishes it. Returns its index entry.
+    /// Claims a slot and publishes in it a gap marker for `first..=last` of `kind` for the
+    /// peer at `pidx` ([`Inner::publish_marker_in`]). Returns its index entry.
     fn publish_marker(
         &mut self,
         sh: &Shared,
@@ -751,6 +743,23 @@ impl Inner {
     ) -> Result<OutEntry> {
         let class = class_for(LOST_LEN as usize + SLOT_HDR);
         let slot = self.claim(sh, class)?;
+        self.publish_marker_in(sh, slot, class, pidx, peer, first, last, kind)
+    }
+
+    /// Writes a gap marker for `first..=last` of `kind` into the claimed slot `slot` (of size
+    /// class `class`) and publishes it; on error the slot is returned.
+    #[allow(clippy::too_many_arguments)]
+    fn publish_marker_in(
+        &mut self,
+        sh: &Shared,
+        slot: SlotId,
+        class: usize,
+        pidx: usize,
+        peer: u32,
+        first: u64,
+        last: u64,
+        kind: u8,
+    ) -> Result<OutEntry> {
         let payload = last.to_le_bytes();
         let Some(seg) = sh.seg(slot.seg) else {
             self.unclaim(class, slot);
@@ -1196,7 +1205,6 @@ impl OutboundReservation<'_> {
             len: self.len,
             crc,
         });
-        st.out_live += 1;
         st.out_bytes += u64::from(self.len);
         if !st.listed {
             st.listed = true;
@@ -1687,7 +1695,6 @@ impl Store {
                     len: c.len,
                     crc: c.crc,
                 });
-                st.out_live += 1;
                 st.out_bytes += u64::from(c.len);
             } else {
                 inbound.entry(c.peer).or_default().insert(
@@ -1710,7 +1717,6 @@ impl Store {
             let st = &mut inner.states[pidx];
             let at = st.out.partition_point(|x| x.seq < r.first);
             st.out.insert(at, e);
-            st.out_live += 1;
             st.out_bytes += u64::from(e.len);
         }
         report.lost = plan.lost;
@@ -1898,7 +1904,6 @@ fn new_state(rec: Record, entry: u32, copy: u8) -> PeerState {
         sendable: 1,
         next_out: 1,
         out: VecDeque::new(),
-        out_live: 0,
         out_bytes: 0,
         reserved: 0,
     }
@@ -1962,14 +1967,11 @@ fn free_outbound_through(
             break;
         }
         st.out.pop_front();
-        if e.slot != TOMBSTONE {
-            st.out_live -= 1;
-            st.out_bytes -= u64::from(e.len);
-            free_or_defer(deferred, sh, inner, e.slot);
-            n += 1;
-            if n == 1 {
-                failpoint::hit("release.mid_free");
-            }
+        st.out_bytes -= u64::from(e.len);
+        free_or_defer(deferred, sh, inner, e.slot);
+        n += 1;
+        if n == 1 {
+            failpoint::hit("release.mid_free");
         }
     }
     n
@@ -2070,12 +2072,7 @@ impl Store {
     pub fn outbound_seqs(&self, peer: u32) -> Vec<u64> {
         let inner = lock(&self.shared.inner);
         match inner.peers.get(&peer) {
-            Some(&i) => inner.states[i as usize]
-                .out
-                .iter()
-                .filter(|e| e.slot != TOMBSTONE)
-                .map(|e| e.seq)
-                .collect(),
+            Some(&i) => inner.states[i as usize].out.iter().map(|e| e.seq).collect(),
             None => Vec::new(),
         }
     }
@@ -2170,7 +2167,7 @@ impl Store {
         };
         let pidx = pidx as usize;
         let st = &inner.states[pidx];
-        let Some(front) = st.out.iter().find(|e| e.slot != TOMBSTONE).copied() else {
+        let Some(front) = st.out.front().copied() else {
             return Ok(None);
         };
         if front.seq > through {
@@ -2191,7 +2188,6 @@ impl Store {
         free_outbound_through(&mut self.deferred, sh, &mut inner, pidx, last);
         let st = &mut inner.states[pidx];
         st.out.push_front(marker);
-        st.out_live += 1;
         st.out_bytes += u64::from(marker.len);
         Ok(Some(first..=last))
     }
@@ -2494,8 +2490,7 @@ impl Store {
         }
         let sh: &Shared = &self.shared;
         let (mut inner, slot, class, pidx) = self.claim_inbound(peer, first, LOST_LEN)?;
-        inner.unclaim(class, slot);
-        let e = inner.publish_marker(sh, pidx, peer, first, last, KIND_IN_LOST)?;
+        let e = inner.publish_marker_in(sh, slot, class, pidx, peer, first, last, KIND_IN_LOST)?;
         drop(inner);
         self.inbound.entry(peer).or_default().insert(
             first,
@@ -2597,17 +2592,11 @@ impl Store {
             st.rec.acked_out = 0;
             st.rec.next_out = 1;
             st.next_out = 1;
-            drop_out.extend(
-                st.out
-                    .drain(..)
-                    .filter(|e| e.slot != TOMBSTONE)
-                    .map(|e| e.slot),
-            );
-            st.out_live = 0;
+            drop_out.extend(st.out.drain(..).map(|e| e.slot));
             st.out_bytes = 0;
             report.outbound_dropped = drop_out.len();
         } else {
-            report.outbound_kept = st.out_live;
+            report.outbound_kept = st.out.len();
         }
         inner.write_record(sh, pidx);
         failpoint::hit("reset.after_record");
@@ -2726,12 +2715,6 @@ impl Store {
     pub fn sendable_next(&self, peer: u32) -> u64 {
         self.shared.sendable_next(peer)
     }
-
-    /// Whether a producer committed since the last [`Store::sync`] (a sync
-    /// would make more messages sendable).
-    pub fn commits_since_sync(&self) -> bool {
-        !lock(&self.shared.inner).committed.is_empty()
-    }
 }
 
 impl Shared {
@@ -2787,9 +2770,9 @@ impl Store {
                     next_outbound_seq: st.next_out,
                     acked_outbound_seq: st.rec.acked_out,
                     consumed_inbound_seq: st.rec.consumed_in,
-                    outbound_count: st.out_live,
+                    outbound_count: st.out.len(),
                     outbound_bytes: st.out_bytes,
-                    oldest_outbound: st.out.iter().find(|e| e.slot != TOMBSTONE).map(|e| e.seq),
+                    oldest_outbound: st.out.front().map(|e| e.seq),
                     inbound_count: inb.map_or(0, |m| m.len()),
                     inbound_bytes: inb.map_or(0, |m| m.values().map(|e| u64::from(e.len)).sum()),
                     oldest_inbound: inb.and_then(|m| m.keys().next().copied()),
