@@ -242,9 +242,6 @@ impl Core {
             if let Err(e) = stored {
                 return self.stats.drop(store_drop_reason(&e));
             }
-            // A sender restarted with a larger MTU sends whole what this node
-            // was assembling from fragments: the half copy is not needed.
-            self.drop_reassemblies(peer, |s| s == f.seq);
         } else if !self.on_fragment(now, peer, f) {
             return;
         }
@@ -252,6 +249,13 @@ impl Core {
             return;
         };
         let r = &mut p.recv;
+        // A sender restarted with a larger MTU sends whole what this node was
+        // assembling from fragments: the half copy is not needed (one lookup,
+        // nothing when no message is being assembled).
+        if let Some(a) = r.reassembly.remove(&f.seq) {
+            self.reassembly_bytes = self.reassembly_bytes.saturating_sub(a.msg_len as usize);
+            self.store.abort_inbound(a.slot);
+        }
         r.insert(f.seq);
         r.ack_pending = true;
         r.unacked_since.get_or_insert(now);
@@ -581,18 +585,9 @@ impl Core {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let doomed: Vec<u64> = p
-            .recv
-            .reassembly
-            .keys()
-            .copied()
-            .filter(|&s| matches(s))
-            .collect();
-        for seq in doomed {
-            if let Some(a) = p.recv.reassembly.remove(&seq) {
-                self.reassembly_bytes = self.reassembly_bytes.saturating_sub(a.msg_len as usize);
-                self.store.abort_inbound(a.slot);
-            }
+        for (_, a) in p.recv.reassembly.extract_if(|&s, _| matches(s)) {
+            self.reassembly_bytes = self.reassembly_bytes.saturating_sub(a.msg_len as usize);
+            self.store.abort_inbound(a.slot);
         }
     }
 }

@@ -9,7 +9,6 @@ use hrpc_wire::{
     HeaderFields, HeartbeatFrame, LostFrame, MAX_SACK_RANGES, SackRange, SackRanges,
 };
 
-use super::recv::RecvState;
 use super::send::{FragCursor, SentState};
 use super::{
     Core, Event, FRAGMENT_WINDOW_FLOOR, MIN_FRAGMENT, Peer, PeerState, RESOLVE_BACKOFF_MAX,
@@ -253,7 +252,7 @@ impl Core {
         // Progress of half-assembled messages: when it changed or a duplicate
         // came (`report_due`), and with every heartbeat while one is open, so
         // a sender with a stale view (lost reports, a restart) catches up.
-        if streams_open && (p.recv.ack_pending || p.hb_pending || any_report_due(&p.recv)) {
+        if streams_open && !p.recv.reassembly.is_empty() {
             let all = p.hb_pending;
             for (&seq, asm) in p.recv.reassembly.iter_mut() {
                 if !(asm.report_due || all) {
@@ -341,8 +340,7 @@ impl Core {
                     // it holds.
                     p.send.pause_fragments(fc.seq);
                 }
-                let held = p.send.held(seq).to_vec();
-                match write_message(&mut w, &m, start, &held) {
+                match write_message(&mut w, &m, start, p.send.held(seq)) {
                     Written::NoRoom => full = true,
                     written => {
                         p.send.retransmit.pop_front();
@@ -418,9 +416,8 @@ fn write_fragments(
         && p.send
             .fragment_window_open(fc.seq, fc.next_offset, frag_window)
     {
-        let held = p.send.held(fc.seq).to_vec();
         match store.outbound_message(peer, fc.seq) {
-            Some(m) => match write_message(w, &m, fc.next_offset, &held) {
+            Some(m) => match write_message(w, &m, fc.next_offset, p.send.held(fc.seq)) {
                 Written::Done => {
                     p.send.frag = None;
                     p.send.fragment_sent(fc.seq, now, rto);
@@ -439,10 +436,6 @@ fn write_fragments(
         }
     }
     full
-}
-
-fn any_report_due(r: &RecvState) -> bool {
-    r.reassembly.values().any(|a| a.report_due)
 }
 
 enum Written {

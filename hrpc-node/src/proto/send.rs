@@ -121,6 +121,11 @@ impl SendState {
         seq < self.sent_limit.max(self.next_new())
     }
 
+    pub(crate) fn entry(&self, seq: u64) -> Option<&Sent> {
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.sent.get(i)
+    }
+
     pub(crate) fn entry_mut(&mut self, seq: u64) -> Option<&mut Sent> {
         let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
         self.sent.get_mut(i)
@@ -136,9 +141,7 @@ impl SendState {
         }
         let mut in_flight = self.in_flight_bytes;
         if let Some(fc) = self.frag
-            && let Some(e) = usize::try_from(fc.seq.wrapping_sub(self.base))
-                .ok()
-                .and_then(|i| self.sent.get(i))
+            && let Some(e) = self.entry(fc.seq)
             && e.state == SentState::InFlight
         {
             in_flight -= e.len as usize;
@@ -348,13 +351,12 @@ impl SendState {
         }
         e.peer_has = received;
         let dups = e.frag_dups;
-        let held: Vec<(u32, u32)> = held
-            .filter(|&(a, b)| a < b && b <= len && a > received)
-            .collect();
-        if held.is_empty() {
+        // The newest report replaces the last (its ranges reuse the same vector).
+        let ranges = self.frag_held.entry(seq).or_default();
+        ranges.clear();
+        ranges.extend(held.filter(|&(a, b)| a < b && b <= len && a > received));
+        if ranges.is_empty() {
             self.frag_held.remove(&seq);
-        } else {
-            self.frag_held.insert(seq, held);
         }
         if let Some(fc) = self.frag.as_mut()
             && fc.seq == seq
@@ -396,9 +398,8 @@ impl SendState {
             return false;
         };
         match self.frag {
-            Some(fc) if front > fc.seq => usize::try_from(front - self.base)
-                .ok()
-                .and_then(|i| self.sent.get(i))
+            Some(fc) if front > fc.seq => self
+                .entry(front)
                 .is_none_or(|e| e.len as usize + FRAGMENT_MARGIN <= mtu),
             _ => true,
         }

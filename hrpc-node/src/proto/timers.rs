@@ -15,12 +15,12 @@ impl Core {
             at(self.start);
         }
         for p in self.peers.values() {
-            if p.addr.is_none() && p.resolve_at.is_some() {
+            if p.addr.is_none()
+                && let Some(t) = p.resolve_at
+            {
                 // Nothing can go out before the resolver knows it: wake up
                 // for the next attempt, and not before.
-                if let Some(t) = p.resolve_at {
-                    at(t);
-                }
+                at(t);
                 continue;
             }
             if let Some(t) = p.send.rto_at {
