@@ -293,6 +293,45 @@ fn peer_reset_after_more_than_a_window_of_messages() {
     assert!(sb.lost(1).is_empty());
 }
 
+/// The case with the default configuration: a receiver loses its store after
+/// 70,000 delivered messages (more than the default receive window of 65,536) and delivers
+/// every message sent after the reset.
+#[test]
+fn peer_reset_after_70000_messages_default_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut now = Instant::now();
+    let mut a = open(dir.path(), 1, now);
+    let mut b = open(dir.path(), 2, now);
+    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    for i in 0..70_000u32 {
+        a.producer().send(2, &i.to_le_bytes()).unwrap();
+    }
+    drive(
+        side(&mut a, &mut sa),
+        side(&mut b, &mut sb),
+        &mut now,
+        400,
+        &mut pass_all,
+    );
+    assert_eq!(sb.seqs(1).len(), 70_000);
+    drop(b);
+    std::fs::remove_dir_all(dir.path().join("2")).unwrap();
+    let mut b = open(dir.path(), 2, now);
+    let mut sb = Seen::default();
+    for i in 0..10u32 {
+        a.producer().send(2, &i.to_le_bytes()).unwrap();
+    }
+    drive(
+        side(&mut a, &mut sa),
+        side(&mut b, &mut sb),
+        &mut now,
+        600,
+        &mut pass_all,
+    );
+    assert_eq!(sb.seqs(1), (70_001..=70_010).collect::<Vec<_>>());
+    assert!(sb.lost(1).is_empty());
+}
+
 /// A sends 1..=10; the first copy of 6 is lost, so B acknowledges 5 and
 /// selectively 7..=10. B then loses its store. A keeps 6..=10 (selectively
 /// acknowledged messages are freed only by the cumulative ack), so B's new
