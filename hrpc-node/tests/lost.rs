@@ -252,29 +252,26 @@ fn damaged_receiver_store_reports_what_it_lost() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "out of order");
 }
 
-/// A receiver that loses its store after more messages than its receive
-/// window starts its new stream where the sender's pending messages start,
-/// and delivers everything sent after the reset.
-#[test]
-fn peer_reset_after_more_than_a_window_of_messages() {
+/// A receiver that loses its store after `before` messages delivered (more
+/// than its receive window) starts its new stream where the sender's pending
+/// messages start, and delivers the 10 sent after the reset, none lost.
+fn reset_after(before: u32, cfg: CoreConfig) {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let mut cfg = CoreConfig::default();
-    cfg.recv_window_msgs = 500;
     let mut a = open_with(dir.path(), 1, now, StoreConfig::new(1), cfg.clone()).unwrap();
     let mut b = open_with(dir.path(), 2, now, StoreConfig::new(2), cfg.clone()).unwrap();
     let (mut sa, mut sb) = (Seen::default(), Seen::default());
-    for i in 0..1200u32 {
+    for i in 0..before {
         a.producer().send(2, &i.to_le_bytes()).unwrap();
     }
     drive(
         side(&mut a, &mut sa),
         side(&mut b, &mut sb),
         &mut now,
-        200,
+        400,
         &mut pass_all,
     );
-    assert_eq!(sb.seqs(1).len(), 1200);
+    assert_eq!(sb.seqs(1).len(), before as usize);
     drop(b);
     std::fs::remove_dir_all(dir.path().join("2")).unwrap();
     let mut b = open_with(dir.path(), 2, now, StoreConfig::new(2), cfg).unwrap();
@@ -289,47 +286,24 @@ fn peer_reset_after_more_than_a_window_of_messages() {
         600,
         &mut pass_all,
     );
-    assert_eq!(sb.seqs(1), (1201..=1210).collect::<Vec<_>>());
+    let first = u64::from(before) + 1;
+    assert_eq!(sb.seqs(1), (first..first + 10).collect::<Vec<_>>());
     assert!(sb.lost(1).is_empty());
 }
 
-/// The case with the default configuration: a receiver loses its store after
-/// 70,000 delivered messages (more than the default receive window of 65,536) and delivers
-/// every message sent after the reset.
+/// `reset_after` with a small window (500 messages) and 1,200 messages.
+#[test]
+fn peer_reset_after_more_than_a_window_of_messages() {
+    let mut cfg = CoreConfig::default();
+    cfg.recv_window_msgs = 500;
+    reset_after(1200, cfg);
+}
+
+/// `reset_after` with the numbers: the default configuration (a receive window of
+/// 65,536) and 70,000 messages before the reset.
 #[test]
 fn peer_reset_after_70000_messages_default_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
-    for i in 0..70_000u32 {
-        a.producer().send(2, &i.to_le_bytes()).unwrap();
-    }
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        400,
-        &mut pass_all,
-    );
-    assert_eq!(sb.seqs(1).len(), 70_000);
-    drop(b);
-    std::fs::remove_dir_all(dir.path().join("2")).unwrap();
-    let mut b = open(dir.path(), 2, now);
-    let mut sb = Seen::default();
-    for i in 0..10u32 {
-        a.producer().send(2, &i.to_le_bytes()).unwrap();
-    }
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        600,
-        &mut pass_all,
-    );
-    assert_eq!(sb.seqs(1), (70_001..=70_010).collect::<Vec<_>>());
-    assert!(sb.lost(1).is_empty());
+    reset_after(70_000, CoreConfig::default());
 }
 
 /// A sends 1..=10; the first copy of 6 is lost, so B acknowledges 5 and
