@@ -133,9 +133,10 @@ pub(crate) struct RawFragAck {
     seq: U64,
 }
 
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+/// One FRAG_ACK byte range as it lies on the wire.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
-pub(crate) struct RawFragRange {
+pub struct RawFragRange {
     start: U32,
     end: U32,
 }
@@ -170,7 +171,7 @@ pub enum Frame<'a> {
     /// An epoch notice: the sender does not know the epoch it was addressed with.
     Reset(ResetFrame),
     /// Progress of a fragmented message being assembled.
-    FragAck(FragAckFrame),
+    FragAck(FragAckFrame<'a>),
     /// Seqs the sender will never deliver.
     Lost(LostFrame),
 }
@@ -358,17 +359,15 @@ pub struct HeartbeatFrame {
 /// below `received`, and the byte ranges past it in `ranges` (a selective
 /// acknowledgement of fragments). Lets the sender pace a long message, send
 /// again only what is missing, and resume where the receiver's copy stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FragAckFrame {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragAckFrame<'a> {
     /// The message.
     pub seq: u64,
     /// Every byte of it below this offset is written at the receiver.
     pub received: u32,
     /// Byte ranges `[start, end)` written past `received`: ascending, each
-    /// starting after a gap; the first `range_count` entries are used.
-    pub ranges: [FragRange; MAX_FRAG_RANGES],
-    /// How many of `ranges` are used (≤ [`MAX_FRAG_RANGES`]).
-    pub range_count: u8,
+    /// starting after a gap, at most [`MAX_FRAG_RANGES`].
+    pub ranges: FragRanges<'a>,
 }
 
 /// A byte range `[start, end)` of a message.
@@ -380,47 +379,74 @@ pub struct FragRange {
     pub end: u32,
 }
 
-impl FragAckFrame {
-    /// A report of `received` and up to [`MAX_FRAG_RANGES`] of `ranges` (the rest are left out).
-    pub fn new(seq: u64, received: u32, ranges: impl IntoIterator<Item = (u32, u32)>) -> Self {
-        let mut f = FragAckFrame {
-            seq,
-            received,
-            ranges: [FragRange::default(); MAX_FRAG_RANGES],
-            range_count: 0,
-        };
-        for (start, end) in ranges.into_iter().take(MAX_FRAG_RANGES) {
-            f.ranges[f.range_count as usize] = FragRange { start, end };
-            f.range_count += 1;
+/// The byte ranges of a [`FragAckFrame`], borrowed (so a decoded frame copies nothing and a
+/// [`Frame`] stays small).
+#[derive(Clone, Copy)]
+pub enum FragRanges<'a> {
+    /// Ranges as they lie in a received datagram.
+    Wire(&'a [RawFragRange]),
+    /// Ranges the caller built.
+    Native(&'a [FragRange]),
+}
+
+impl<'a> FragRanges<'a> {
+    /// Number of ranges.
+    pub fn len(&self) -> usize {
+        match self {
+            FragRanges::Wire(r) => r.len(),
+            FragRanges::Native(r) => r.len(),
         }
-        f
     }
 
-    /// The byte ranges held past `received`.
-    pub fn held(&self) -> &[FragRange] {
-        &self.ranges[..usize::from(self.range_count).min(MAX_FRAG_RANGES)]
+    /// Whether there are no ranges.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
+    /// The ranges in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = FragRange> + 'a {
+        let this = *self;
+        (0..this.len()).map(move |i| match this {
+            FragRanges::Wire(r) => FragRange {
+                start: r[i].start.get(),
+                end: r[i].end.get(),
+            },
+            FragRanges::Native(r) => r[i],
+        })
+    }
+}
+
+impl PartialEq for FragRanges<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+    }
+}
+
+impl Eq for FragRanges<'_> {}
+
+impl fmt::Debug for FragRanges<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|r| r.start..r.end))
+            .finish()
+    }
+}
+
+impl FragAckFrame<'_> {
     fn validate(&self) -> Result<(), WireError> {
         if self.seq == 0 {
             return Err(WireError::ZeroSeq);
         }
-        if usize::from(self.range_count) > MAX_FRAG_RANGES {
+        if self.ranges.len() > MAX_FRAG_RANGES {
             return Err(WireError::BadFragRanges);
         }
         let mut prev_end = self.received;
-        for r in self.held() {
+        for r in self.ranges.iter() {
             // Each range follows a gap (so `received` would have absorbed it otherwise).
             if r.start <= prev_end || r.end <= r.start {
                 return Err(WireError::BadFragRanges);
             }
             prev_end = r.end;
-        }
-        if self.ranges[self.held().len()..]
-            .iter()
-            .any(|r| *r != FragRange::default())
-        {
-            return Err(WireError::BadFragRanges);
         }
         Ok(())
     }
@@ -465,7 +491,7 @@ impl Frame<'_> {
             Frame::Ack(a) => ACK_BASE_LEN + SACK_RANGE_LEN * a.sacks.len(),
             Frame::Heartbeat(_) => HEARTBEAT_LEN,
             Frame::Reset(_) => RESET_LEN,
-            Frame::FragAck(f) => FRAG_ACK_LEN + FRAG_RANGE_LEN * f.held().len(),
+            Frame::FragAck(f) => FRAG_ACK_LEN + FRAG_RANGE_LEN * f.ranges.len(),
             Frame::Lost(_) => LOST_LEN,
         }
     }
@@ -572,11 +598,11 @@ pub(crate) fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), WireError
             }
             let (raw, rest) = <[RawFragRange]>::ref_from_prefix_with_elems(rest, n)
                 .map_err(|_| truncated(n * FRAG_RANGE_LEN, rest.len()))?;
-            let f = FragAckFrame::new(
-                h.seq.get(),
-                h.received.get(),
-                raw.iter().map(|r| (r.start.get(), r.end.get())),
-            );
+            let f = FragAckFrame {
+                seq: h.seq.get(),
+                received: h.received.get(),
+                ranges: FragRanges::Wire(raw),
+            };
             (Frame::FragAck(f), rest)
         }
         FRAME_LOST => {
@@ -665,16 +691,15 @@ pub(crate) fn encode_frame(frame: &Frame<'_>, out: &mut [u8]) {
             out[..RESET_LEN].copy_from_slice(h.as_bytes());
         }
         Frame::FragAck(f) => {
-            let held = f.held();
             let h = RawFragAck {
                 ty: FRAME_FRAG_ACK,
-                count: held.len() as u8,
+                count: f.ranges.len() as u8,
                 reserved: [0; 2],
                 received: U32::new(f.received),
                 seq: U64::new(f.seq),
             };
             out[..FRAG_ACK_LEN].copy_from_slice(h.as_bytes());
-            for (i, r) in held.iter().enumerate() {
+            for (i, r) in f.ranges.iter().enumerate() {
                 let raw = RawFragRange {
                     start: U32::new(r.start),
                     end: U32::new(r.end),

@@ -57,8 +57,9 @@ pub use error::{EncodeError, WireError};
 pub use frame::{
     ACK_BASE_LEN, AckFrame, DATA_OVERHEAD, DataFrame, FRAG_ACK_LEN, FRAG_RANGE_LEN, FRAME_ACK,
     FRAME_DATA, FRAME_FRAG_ACK, FRAME_HEARTBEAT, FRAME_LOST, FRAME_RESET, FragAckFrame, FragRange,
-    Frame, HEARTBEAT_LEN, HeartbeatFrame, LOST_LEN, LostFrame, MAX_FRAG_RANGES, RESET_LEN, RawSack,
-    ResetFrame, ResetReason, SACK_RANGE_LEN, SackRange, SackRanges,
+    FragRanges, Frame, HEARTBEAT_LEN, HeartbeatFrame, LOST_LEN, LostFrame, MAX_FRAG_RANGES,
+    RESET_LEN, RawFragRange, RawSack, ResetFrame, ResetReason, SACK_RANGE_LEN, SackRange,
+    SackRanges,
 };
 pub use header::{
     AUTH_TAG_LEN, DatagramHeader, FLAG_AUTH, HEADER_LEN, HeaderFields, MAGIC, VERSION,

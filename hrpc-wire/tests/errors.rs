@@ -230,7 +230,12 @@ fn encoder_refuses_what_does_not_fit_and_bad_buffers() {
 /// encoder and, hand-built, by the decoder.
 #[test]
 fn lost_and_fragment_ranges_are_validated() {
-    use hrpc_wire::{FragAckFrame, Frame, LostFrame, MAX_FRAG_RANGES};
+    use hrpc_wire::{FragAckFrame, FragRange, FragRanges, Frame, LostFrame, MAX_FRAG_RANGES};
+    let ranges_of = |v: &[(u32, u32)]| -> Vec<FragRange> {
+        v.iter()
+            .map(|&(start, end)| FragRange { start, end })
+            .collect()
+    };
     let mut buf = vec![0u8; 1472];
     let mut w = DatagramWriter::new(&mut buf, &H).unwrap();
     assert!(matches!(
@@ -247,7 +252,12 @@ fn lost_and_fragment_ranges_are_validated() {
         vec![(20, 30), (30, 40)], // adjacent: no gap between
         vec![(40, 50), (20, 30)], // descending
     ] {
-        let f = FragAckFrame::new(1, 5, ranges.clone());
+        let r = ranges_of(&ranges);
+        let f = FragAckFrame {
+            seq: 1,
+            received: 5,
+            ranges: FragRanges::Native(&r),
+        };
         assert!(
             matches!(
                 w.push_frag_ack(&f),
@@ -257,7 +267,12 @@ fn lost_and_fragment_ranges_are_validated() {
         );
     }
     // A range count past the maximum, hand-built on the wire.
-    let ok = FragAckFrame::new(1, 5, [(10, 20)]);
+    let r = ranges_of(&[(10, 20)]);
+    let ok = FragAckFrame {
+        seq: 1,
+        received: 5,
+        ranges: FragRanges::Native(&r),
+    };
     w.push_frag_ack(&ok).unwrap();
     let n = w.finish();
     let d = Datagram::parse(&buf[..n]).unwrap();

@@ -2,9 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hrpc_wire::{
-    AckFrame, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame, Frame, HEADER_LEN,
-    HeaderFields, HeartbeatFrame, LostFrame, MAX_DATAGRAM_LEN, MAX_SACK_RANGES, ResetFrame,
-    ResetReason, SackRange, SackRanges, decode_frames,
+    AckFrame, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame, FragRange,
+    FragRanges, Frame, HEADER_LEN, HeaderFields, HeartbeatFrame, LostFrame, MAX_DATAGRAM_LEN,
+    MAX_SACK_RANGES, ResetFrame, ResetReason, SackRange, SackRanges, decode_frames,
 };
 use proptest::prelude::*;
 
@@ -27,7 +27,11 @@ enum OwnedFrame {
     },
     Heartbeat(HeartbeatFrame),
     Reset(ResetFrame),
-    FragAck(FragAckFrame),
+    FragAck {
+        seq: u64,
+        received: u32,
+        ranges: Vec<FragRange>,
+    },
     Lost(LostFrame),
 }
 
@@ -62,7 +66,15 @@ impl OwnedFrame {
             }),
             OwnedFrame::Heartbeat(h) => Frame::Heartbeat(*h),
             OwnedFrame::Reset(r) => Frame::Reset(*r),
-            OwnedFrame::FragAck(f) => Frame::FragAck(*f),
+            OwnedFrame::FragAck {
+                seq,
+                received,
+                ranges,
+            } => Frame::FragAck(FragAckFrame {
+                seq: *seq,
+                received: *received,
+                ranges: FragRanges::Native(ranges),
+            }),
             OwnedFrame::Lost(l) => Frame::Lost(*l),
         }
     }
@@ -154,15 +166,19 @@ fn frame() -> impl Strategy<Value = OwnedFrame> {
             .prop_map(|(seq, received, gaps)| {
                 // Ranges after `received`, each after a gap.
                 let mut at = received;
-                let ranges: Vec<(u32, u32)> = gaps
+                let ranges: Vec<FragRange> = gaps
                     .into_iter()
                     .map(|(gap, len)| {
                         let start = at + gap;
                         at = start + len;
-                        (start, at)
+                        FragRange { start, end: at }
                     })
                     .collect();
-                OwnedFrame::FragAck(FragAckFrame::new(seq, received, ranges))
+                OwnedFrame::FragAck {
+                    seq,
+                    received,
+                    ranges,
+                }
             }),
         (1..u64::MAX / 2, 0..u64::MAX / 2).prop_map(|(first, n)| OwnedFrame::Lost(LostFrame {
             first,

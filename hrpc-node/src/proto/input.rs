@@ -448,11 +448,11 @@ impl Core {
         self.stats.messages_acked += acked_msgs;
     }
 
-    fn on_frag_ack(&mut self, now: Instant, peer: u32, f: &FragAckFrame) {
+    fn on_frag_ack(&mut self, now: Instant, peer: u32, f: &FragAckFrame<'_>) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let held = f.held().iter().map(|r| (r.start, r.end));
+        let held = f.ranges.iter().map(|r| (r.start, r.end));
         let delta = p.send.fragment_progress(f.seq, f.received, held);
         if delta > 0 {
             p.send.cc.on_ack(delta as usize);

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use hrpc_store::{MessageRef, Store};
 use hrpc_wire::{
-    AckFrame, DATA_OVERHEAD, DataFrame, DatagramWriter, EncodeError, FragAckFrame, HEADER_LEN,
-    HeaderFields, HeartbeatFrame, LostFrame, MAX_SACK_RANGES, SackRange, SackRanges,
+    AckFrame, DATA_OVERHEAD, DataFrame, DatagramWriter, EncodeError, FragAckFrame, FragRange,
+    FragRanges, HEADER_LEN, HeaderFields, HeartbeatFrame, LostFrame, MAX_FRAG_RANGES,
+    MAX_SACK_RANGES, SackRange, SackRanges,
 };
 
 use super::send::{FragCursor, SentState};
@@ -258,7 +259,17 @@ impl Core {
                 if !(asm.report_due || all) {
                     continue;
                 }
-                let frame = FragAckFrame::new(seq, asm.contiguous(), asm.held());
+                let mut ranges = [FragRange::default(); MAX_FRAG_RANGES];
+                let mut n = 0;
+                for (slot, (start, end)) in ranges.iter_mut().zip(asm.held()) {
+                    *slot = FragRange { start, end };
+                    n += 1;
+                }
+                let frame = FragAckFrame {
+                    seq,
+                    received: asm.contiguous(),
+                    ranges: FragRanges::Native(&ranges[..n]),
+                };
                 if w.push_frag_ack(&frame).is_ok() {
                     asm.report_due = false;
                 }
