@@ -72,6 +72,7 @@ pub mod corruption;
 mod error;
 #[doc(hidden)]
 pub mod failpoint;
+mod inbound_index;
 mod layout;
 mod map;
 #[doc(hidden)]

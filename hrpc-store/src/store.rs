@@ -1,6 +1,6 @@
 //! The store: open/recovery, slot allocation, outbound/inbound messages, peer records, sync.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::hash::Hasher;
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::StoreError;
 use crate::failpoint;
+use crate::inbound_index::{InEntry, InboundIndex};
 use crate::layout::{
     COPIES, ENTRY_LEN, KIND_IN, KIND_IN_LOST, KIND_OUT, KIND_OUT_LOST, LOST_LEN, NUM_CLASSES,
     REC_INBOUND_STARTED, RECORD_LEN, Record, SEG_HDR, SLOT_HDR, SUPER_LEN, SegHeader, SlotHeader,
@@ -142,9 +143,9 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 
 /// Identifies a slot: segment file index and slot index in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SlotId {
-    seg: u32,
-    idx: u32,
+pub(crate) struct SlotId {
+    pub(crate) seg: u32,
+    pub(crate) idx: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -154,16 +155,6 @@ struct OutEntry {
     /// range for a gap marker.
     last: u64,
     /// A gap marker (`seq..=last` are gone), not a message.
-    lost: bool,
-    slot: SlotId,
-    len: u32,
-    crc: u32,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct InEntry {
-    /// As in [`OutEntry`].
-    last: u64,
     lost: bool,
     slot: SlotId,
     len: u32,
@@ -999,7 +990,7 @@ pub struct StoreReport {
 pub struct Store {
     shared: Arc<Shared>,
     producer: OutboundProducer,
-    inbound: IdMap<BTreeMap<u64, InEntry>>,
+    inbound: InboundIndex,
     /// Sync mode: slots released since the last sync; freed after the cursor records that make
     /// freeing them safe are durable.
     deferred: Vec<SlotId>,
@@ -1671,7 +1662,7 @@ impl Store {
             inner.used += class_size(seg_class(sh, c.slot)) as u64;
             inner.free_slot(sh, c.slot);
         }
-        let mut inbound: IdMap<BTreeMap<u64, InEntry>> = IdMap::default();
+        let mut inbound = InboundIndex::default();
         let mut cur_peer: Option<(u32, usize)> = None;
         for &k in &plan.keep {
             let c = &cands[k];
@@ -1697,7 +1688,8 @@ impl Store {
                 });
                 st.out_bytes += u64::from(c.len);
             } else {
-                inbound.entry(c.peer).or_default().insert(
+                inbound.insert(
+                    c.peer,
                     c.seq,
                     InEntry {
                         last: c.last,
@@ -2221,16 +2213,12 @@ impl Store {
 
     /// True if inbound message `seq` from `peer` is persisted and not consumed.
     pub fn has_inbound(&self, peer: u32, seq: u64) -> bool {
-        self.inbound
-            .get(&peer)
-            .is_some_and(|m| m.contains_key(&seq))
+        self.inbound.contains(peer, seq)
     }
 
     /// Seqs of persisted, unconsumed inbound messages from `peer`, ascending.
     pub fn inbound_seqs(&self, peer: u32) -> Vec<u64> {
-        self.inbound
-            .get(&peer)
-            .map_or_else(Vec::new, |m| m.keys().copied().collect())
+        self.inbound.seqs(peer)
     }
 
     /// Checks that inbound `seq` from `peer` is neither persisted nor consumed,
@@ -2371,7 +2359,8 @@ impl Store {
         };
         inner.publish(sh, slot.slot, hdr);
         drop(inner);
-        self.inbound.entry(slot.peer).or_default().insert(
+        self.inbound.insert(
+            slot.peer,
             slot.seq,
             InEntry {
                 last: slot.seq,
@@ -2441,7 +2430,8 @@ impl Store {
         };
         inner.publish(sh, slot, hdr);
         drop(inner);
-        self.inbound.entry(peer).or_default().insert(
+        self.inbound.insert(
+            peer,
             seq,
             InEntry {
                 last: seq,
@@ -2457,7 +2447,7 @@ impl Store {
     /// The persisted, unconsumed inbound message `seq` from `peer` (or the gap marker that
     /// starts at `seq`: [`MessageRef::lost_through`]).
     pub fn inbound_message(&self, peer: u32, seq: u64) -> Option<MessageRef<'_>> {
-        let e = *self.inbound.get(&peer)?.get(&seq)?;
+        let e = self.inbound.get(peer, seq)?;
         if e.lost {
             return Some(MessageRef {
                 seq,
@@ -2492,7 +2482,8 @@ impl Store {
         let (mut inner, slot, class, pidx) = self.claim_inbound(peer, first, LOST_LEN)?;
         let e = inner.publish_marker_in(sh, slot, class, pidx, peer, first, last, KIND_IN_LOST)?;
         drop(inner);
-        self.inbound.entry(peer).or_default().insert(
+        self.inbound.insert(
+            peer,
             first,
             InEntry {
                 last,
@@ -2511,7 +2502,7 @@ impl Store {
     pub fn consume_inbound(&mut self, peer: u32, seq: u64) -> Result<()> {
         let sh = &*self.shared;
         sh.check_stopped()?;
-        let Some(e) = self.inbound.get(&peer).and_then(|m| m.get(&seq)).copied() else {
+        let Some(e) = self.inbound.get(peer, seq) else {
             return Err(StoreError::BadSeq {
                 peer,
                 seq,
@@ -2539,9 +2530,7 @@ impl Store {
         failpoint::hit("consume.after_record");
         free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
         drop(inner);
-        if let Some(m) = self.inbound.get_mut(&peer) {
-            m.remove(&seq);
-        }
+        self.inbound.remove(peer, seq);
         Ok(())
     }
 
@@ -2603,11 +2592,10 @@ impl Store {
         for s in drop_out {
             free_or_defer(&mut self.deferred, sh, &mut inner, s);
         }
-        if let Some(m) = self.inbound.remove(&peer) {
-            report.inbound_dropped = m.len();
-            for e in m.into_values() {
-                free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
-            }
+        let dropped = self.inbound.remove_peer(peer);
+        report.inbound_dropped = dropped.len();
+        for e in dropped {
+            free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
         }
         Ok(report)
     }
@@ -2763,7 +2751,7 @@ impl Store {
             .states
             .iter()
             .map(|st| {
-                let inb = self.inbound.get(&st.peer);
+                let (inbound_count, inbound_bytes, oldest_inbound) = self.inbound.summary(st.peer);
                 PeerReport {
                     peer: st.peer,
                     epoch: (st.rec.peer_epoch != 0).then_some(st.rec.peer_epoch),
@@ -2773,9 +2761,9 @@ impl Store {
                     outbound_count: st.out.len(),
                     outbound_bytes: st.out_bytes,
                     oldest_outbound: st.out.front().map(|e| e.seq),
-                    inbound_count: inb.map_or(0, |m| m.len()),
-                    inbound_bytes: inb.map_or(0, |m| m.values().map(|e| u64::from(e.len)).sum()),
-                    oldest_inbound: inb.and_then(|m| m.keys().next().copied()),
+                    inbound_count,
+                    inbound_bytes,
+                    oldest_inbound,
                 }
             })
             .collect();
@@ -2847,21 +2835,8 @@ impl Store {
         inner.states[pidx].rec.consumed_in = through;
         inner.states[pidx].rec.flags |= REC_INBOUND_STARTED;
         inner.write_record(sh, pidx);
-        let freed: Vec<SlotId> = match self.inbound.get_mut(&peer) {
-            Some(m) => {
-                let keep = match through.checked_add(1) {
-                    Some(next) => m.split_off(&next),
-                    None => BTreeMap::new(),
-                };
-                std::mem::replace(m, keep)
-                    .into_values()
-                    .map(|e| e.slot)
-                    .collect()
-            }
-            None => Vec::new(),
-        };
-        for slot in freed {
-            free_or_defer(&mut self.deferred, sh, &mut inner, slot);
+        for e in self.inbound.remove_through(peer, through) {
+            free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
         }
         Ok(())
     }
