@@ -79,6 +79,14 @@ pub struct PairResult {
     pub corrupt: u64,
     /// Larger of the two children's peak RSS, KiB.
     pub rss_max_kb: u64,
+    /// Messages the senders transmitted again.
+    pub retransmitted: u64,
+    /// Retransmission timeouts that fired at the senders.
+    pub timeouts: u64,
+    /// Datagrams the senders sent.
+    pub datagrams_sent: u64,
+    /// Send syscalls the senders made.
+    pub send_calls: u64,
     /// Whether the sender saw every message acknowledged before the drain ended (not part of
     /// the JSON; a run where it did not fails).
     #[serde(skip)]
@@ -103,6 +111,14 @@ pub struct ClientDone {
     pub start_ns: u64,
     /// Peak RSS in KiB.
     pub rss_kb: u64,
+    /// Messages sent again (timeouts, fast retransmits, probes), all sending nodes.
+    pub retransmitted: u64,
+    /// Retransmission timeouts that fired.
+    pub timeouts: u64,
+    /// Datagrams the sending nodes sent, and the send syscalls that carried them.
+    pub datagrams_sent: u64,
+    /// Send syscalls (`sendmmsg`/GSO) of the sending nodes.
+    pub send_calls: u64,
 }
 
 /// What the receiver process reports.
@@ -240,6 +256,10 @@ pub fn run(opts: &PairOpts) -> io::Result<PairResult> {
         reordered: server_done.reordered,
         corrupt: server_done.corrupt,
         rss_max_kb: client_done.rss_kb.max(server_done.rss_kb),
+        retransmitted: client_done.retransmitted,
+        timeouts: client_done.timeouts,
+        datagrams_sent: client_done.datagrams_sent,
+        send_calls: client_done.send_calls,
         acked_all: client_done.acked_all,
     })
 }
@@ -458,11 +478,25 @@ pub fn client_child(opts: &ClientOpts) -> io::Result<()> {
             wait_any(&mut nodes, Duration::from_millis(20))?;
         }
     }
+    if !acked_all {
+        for s in nodes.iter().filter(|s| !s.all_acked(1)) {
+            eprintln!(
+                "pair-client: node {} not drained: {:?}",
+                s.node.node_id(),
+                s.node.peer_info(1)
+            );
+        }
+    }
+    let stats: Vec<_> = nodes.iter().map(|s| s.node.stats()).collect();
     let done = ClientDone {
         sent: nodes.iter().map(|s| s.sent).sum(),
         acked_all,
         start_ns,
         rss_kb: procs::peak_rss_kb(),
+        retransmitted: stats.iter().map(|s| s.core.messages_retransmitted).sum(),
+        timeouts: stats.iter().map(|s| s.core.timeouts).sum(),
+        datagrams_sent: stats.iter().map(|s| s.udp.datagrams_sent).sum(),
+        send_calls: stats.iter().map(|s| s.udp.send_calls).sum(),
     };
     println!("DONE {}", serde_json::to_string(&done).map_err(io_err)?);
     for s in nodes {
@@ -475,7 +509,8 @@ pub fn client_child(opts: &ClientOpts) -> io::Result<()> {
 pub fn summary(opts: &PairOpts, r: &PairResult) -> String {
     format!(
         "pair: {} B x {} s, mtu {}, {}{} loss, {} sender(s): {:.0} msg/s, {:.2} MB/s; \
-         sent {}, delivered {}, lost {}, duplicated {}, reordered {}, corrupt {}; peak RSS {} KiB",
+         sent {}, delivered {}, lost {}, duplicated {}, reordered {}, corrupt {}; peak RSS {} KiB; \
+         sender: {} retransmitted, {} timeouts, {} datagrams in {} send calls",
         opts.size,
         opts.secs,
         opts.mtu,
@@ -490,6 +525,10 @@ pub fn summary(opts: &PairOpts, r: &PairResult) -> String {
         r.duplicated,
         r.reordered,
         r.corrupt,
-        r.rss_max_kb
+        r.rss_max_kb,
+        r.retransmitted,
+        r.timeouts,
+        r.datagrams_sent,
+        r.send_calls
     )
 }

@@ -110,7 +110,8 @@ pub struct CoreConfig {
     pub max_reassemblies_per_peer: usize,
     /// RTT assumed before the first measurement. Bounds: 0..=1 h.
     pub initial_rtt: Duration,
-    /// Lower bound of the retransmission timeout. Bounds: 1 ms..=`max_rto`.
+    /// Lower bound of the probe (retransmission) timeout. A timeout that fires early costs
+    /// one datagram sent again, not the congestion window. Bounds: 1 ms..=`max_rto`.
     pub min_rto: Duration,
     /// Upper bound of the retransmission timeout, after backoff. Bounds: `min_rto`..=1 h.
     pub max_rto: Duration,
@@ -123,9 +124,15 @@ pub struct CoreConfig {
     /// Congestion window at start, in bytes. Bounds: 1..=`max_cwnd` (raised to two datagrams
     /// if smaller).
     pub initial_cwnd: usize,
-    /// Largest congestion window, in bytes. Bounds: 2·`mtu` (the window a timeout collapses
-    /// to)..=1 GiB.
+    /// Largest congestion window, in bytes. Bounds: 2·`mtu` (the window persistent congestion
+    /// collapses to)..=1 GiB.
     pub max_cwnd: usize,
+    /// Share of a round trip's bytes (per mille) that may be lost before the congestion
+    /// window shrinks, as a smoothed rate over round trips. 0 makes every loss episode halve
+    /// the window (NewReno). The default, 100 (10%), lets random loss on a path that is not
+    /// full cost retransmissions but not throughput; a queue that overflows still cuts the
+    /// window at once. Bounds: 0..=1000.
+    pub loss_tolerance_per_mille: u32,
     /// Most unsolicited answers (to datagrams from senders that do not know
     /// this node's epoch) per second, over all sources. At least 1: a node that never
     /// answers can never be reached by a peer that does not know it yet.
@@ -143,12 +150,13 @@ impl Default for CoreConfig {
             max_reassembly_bytes: 64 << 20,
             max_reassemblies_per_peer: 8,
             initial_rtt: Duration::from_millis(50),
-            min_rto: Duration::from_millis(20),
+            min_rto: Duration::from_millis(2),
             max_rto: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(1),
             unreachable_after: Duration::from_secs(5),
             initial_cwnd: 256 << 10,
             max_cwnd: 64 << 20,
+            loss_tolerance_per_mille: 100,
             max_unsolicited_per_sec: 1000,
         }
     }
@@ -199,6 +207,12 @@ impl CoreConfig {
             MAX_CWND as u64,
         )?;
         number_in("initial_cwnd", self.initial_cwnd, 1, self.max_cwnd as u64)?;
+        number_in(
+            "loss_tolerance_per_mille",
+            self.loss_tolerance_per_mille,
+            0,
+            1000,
+        )?;
         number_in(
             "max_unsolicited_per_sec",
             self.max_unsolicited_per_sec,

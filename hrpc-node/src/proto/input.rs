@@ -10,6 +10,7 @@ use hrpc_wire::{
 };
 
 use super::recv::{Reassembly, RecvState};
+use super::send::SentState;
 use super::{
     Core, CoreError, DropReason, Event, MAX_QUEUED_REPLIES, MAX_SEQ, PeerState, REASSEMBLY_IDLE,
     Reply, ReplyFrame, later,
@@ -256,9 +257,11 @@ impl Core {
             self.reassembly_bytes = self.reassembly_bytes.saturating_sub(a.msg_len as usize);
             self.store.abort_inbound(a.slot);
         }
+        if f.seq > r.largest() {
+            r.ack_delay_from = Some(now);
+        }
         r.insert(f.seq);
         r.ack_pending = true;
-        r.unacked_since.get_or_insert(now);
         self.stats.messages_received += 1;
         if self.durable {
             self.unsynced = true;
@@ -390,15 +393,21 @@ impl Core {
             return self.stats.drop(DropReason::BogusAck);
         }
         let s = &mut p.send;
+        // RTT sample (RFC 9002 §5.1): only from the largest seq the ack names, and only if
+        // this ack is the first to cover it and it was sent once. A cumulative ack that jumps
+        // over a filled hole covers messages sent long ago: their age is not a round trip.
+        let largest = a.sacks.iter().map(|r| r.last).fold(a.cumulative, u64::max);
+        let newest_sample = s
+            .entry(largest)
+            .filter(|e| e.state != SentState::Acked && e.transmissions == 1)
+            .map(|e| e.sent_at);
         let mut acked_msgs = 0u64;
         let mut acked_bytes = 0usize;
-        let mut newest_sample: Option<Instant> = None;
         let mut progressed = false;
         if a.cumulative >= s.base {
-            let (m, b, sample) = s.ack_through(a.cumulative);
+            let (m, b) = s.ack_through(a.cumulative);
             acked_msgs += m;
             acked_bytes += b;
-            newest_sample = newest_sample.max(sample);
             progressed = true;
             if let Err(e) = self.store.release_outbound_through(peer, a.cumulative) {
                 // The core's view and the store's now disagree: the application must know.
@@ -412,10 +421,9 @@ impl Core {
         for r in a.sacks.iter() {
             let mut seq = r.first.max(s.base);
             while seq <= r.last {
-                if let Some((len, sample)) = s.ack_one(seq) {
+                if let Some(len) = s.ack_one(seq) {
                     acked_msgs += 1;
                     acked_bytes += len;
-                    newest_sample = newest_sample.max(sample);
                     progressed = true;
                 }
                 seq += 1;
@@ -429,18 +437,24 @@ impl Core {
             s.peer_window_bytes = f.window_bytes as usize;
             if let Some(sent_at) = newest_sample {
                 let rtt = now.saturating_duration_since(sent_at);
-                s.rtt.sample(rtt.checked_sub(f.delay).unwrap_or(rtt));
+                s.rtt.sample(rtt, f.delay);
+                if let Some(min) = s.rtt.min_rtt()
+                    && let Some(fresh) =
+                        s.cc.on_rtt(rtt.checked_sub(f.delay).unwrap_or(rtt).max(min), min)
+                {
+                    s.rtt.reset_min_rtt(fresh);
+                }
             }
         }
+        let next = s.next_new();
         if acked_bytes > 0 {
-            s.cc.on_ack(acked_bytes);
+            s.cc.on_ack(acked_bytes, s.largest_acked, next);
         }
         if progressed {
             s.backoff = 0;
         }
-        if let Some(first_lost) = s.detect_losses(now) {
-            let next = s.next_new();
-            s.cc.on_loss(first_lost, next);
+        if let Some((first_lost, lost_bytes)) = s.detect_losses(now) {
+            s.cc.on_loss(first_lost, lost_bytes, next);
         }
         if progressed {
             s.rearm(now);
@@ -453,9 +467,10 @@ impl Core {
             return;
         };
         let held = f.ranges.iter().map(|r| (r.start, r.end));
-        let delta = p.send.fragment_progress(f.seq, f.received, held);
+        let delta = p.send.fragment_progress(f.seq, f.received, held, now);
         if delta > 0 {
-            p.send.cc.on_ack(delta as usize);
+            let next = p.send.next_new();
+            p.send.cc.on_ack(delta as usize, f.seq, next);
             p.send.backoff = 0;
             p.send.rearm(now);
         }
@@ -477,7 +492,9 @@ impl Core {
                 .start
                 .checked_add(Duration::from_micros(hb.echo_us - 1));
             if let Some(sent) = sent.filter(|&t| t <= now) {
-                p.send.rtt.sample(now.saturating_duration_since(sent));
+                p.send
+                    .rtt
+                    .sample(now.saturating_duration_since(sent), Duration::ZERO);
             }
         }
         // It has something this node lacks: ack now so it learns our state.
@@ -572,7 +589,9 @@ impl Core {
             return false;
         };
         p.recv.ack_pending = true;
-        p.recv.unacked_since.get_or_insert(now);
+        if last >= p.recv.largest() {
+            p.recv.ack_delay_from = Some(now);
+        }
         if self.durable {
             self.unsynced = true;
         }

@@ -357,6 +357,7 @@ impl Core {
             epoch: (p.epoch != 0).then_some(p.epoch),
             srtt: p.send.rtt.has_sample().then(|| p.send.rtt.srtt()),
             cwnd: p.send.cc.window(),
+            loss_per_mille: p.send.cc.loss_rate(),
             unacked_messages: committed.saturating_sub(p.send.base),
             in_flight_messages: p
                 .send
@@ -509,8 +510,14 @@ impl Core {
             }
             let rtt = RttEstimator::new(self.cfg.initial_rtt, self.cfg.min_rto, self.cfg.max_rto);
             let min_cwnd = 2 * self.cfg.mtu;
-            let cc = Congestion::new(self.cfg.initial_cwnd, min_cwnd, self.cfg.max_cwnd);
-            let mut send = SendState::new(base, self.cfg.initial_window_msgs, rtt, cc);
+            let cc = Congestion::new(
+                self.cfg.initial_cwnd,
+                min_cwnd,
+                self.cfg.max_cwnd,
+                self.cfg.loss_tolerance_per_mille,
+            );
+            let mut send =
+                SendState::new(base, self.cfg.initial_window_msgs, self.cfg.mtu, rtt, cc);
             send.sent_limit = self.sent_before.get(&peer).copied().unwrap_or(1);
             let p = Peer {
                 id: peer,

@@ -235,7 +235,7 @@ impl Core {
             let window = (u64::from(window_msgs)).saturating_sub(in_window) as u32;
             let delay = p
                 .recv
-                .unacked_since
+                .ack_delay_from
                 .map_or(0, |t| now.saturating_duration_since(t).as_micros() as u32);
             let ack = AckFrame {
                 cumulative: p.recv.cum,
@@ -246,7 +246,6 @@ impl Core {
             };
             if w.push_ack(&ack).is_ok() {
                 p.recv.ack_pending = false;
-                p.recv.unacked_since = None;
                 p.recv.advertised_window = window;
             }
         }
@@ -422,7 +421,17 @@ fn write_fragments(
     rto: Duration,
 ) -> bool {
     let mut full = false;
-    let frag_window = p.send.cc.window().max(FRAGMENT_WINDOW_FLOOR);
+    // Bytes of a fragment stream past the peer's contiguous prefix: the congestion window,
+    // but no more than loss at the measured rate leaves with the holes one FRAG_ACK can
+    // describe (half its ranges), so what the peer holds is never sent again.
+    let loss = p.send.cc.loss_rate().max(1) as usize;
+    let hole_budget = hrpc_wire::MAX_FRAG_RANGES / 2 * 1000 / loss * w.limit();
+    let frag_window = p
+        .send
+        .cc
+        .window()
+        .min(hole_budget)
+        .max(FRAGMENT_WINDOW_FLOOR);
     if let Some(fc) = p.send.frag
         && p.send
             .fragment_window_open(fc.seq, fc.next_offset, frag_window)
@@ -431,14 +440,15 @@ fn write_fragments(
             Some(m) => match write_message(w, &m, fc.next_offset, p.send.held(fc.seq)) {
                 Written::Done => {
                     p.send.frag = None;
-                    p.send.fragment_sent(fc.seq, now, rto);
+                    p.send
+                        .fragment_sent(fc.seq, m.payload().len() as u32, now, rto);
                 }
                 Written::Partial(off) => {
                     p.send.frag = Some(FragCursor {
                         seq: fc.seq,
                         next_offset: off,
                     });
-                    p.send.fragment_sent(fc.seq, now, rto);
+                    p.send.fragment_sent(fc.seq, off, now, rto);
                     full = true;
                 }
                 Written::NoRoom => full = true,

@@ -22,13 +22,20 @@ pub(crate) struct RecvState {
     pub(crate) reassembly: FxHashMap<u64, Reassembly>,
     /// An acknowledgement should go out.
     pub(crate) ack_pending: bool,
-    /// When the newest not-yet-acknowledged message was persisted.
-    pub(crate) unacked_since: Option<Instant>,
+    /// When the largest seq held was persisted: an ack's delay is measured from it, because
+    /// the sender takes its RTT sample from the largest seq an ack names (also when an
+    /// earlier ack naming it was lost).
+    pub(crate) ack_delay_from: Option<Instant>,
     /// The window in the last ack sent.
     pub(crate) advertised_window: u32,
 }
 
 impl RecvState {
+    /// The largest seq held (persisted or consumed).
+    pub(crate) fn largest(&self) -> u64 {
+        self.above.last().copied().unwrap_or(self.cum)
+    }
+
     pub(crate) fn new(consumed: u64) -> Self {
         RecvState {
             cum: consumed,
@@ -36,7 +43,7 @@ impl RecvState {
             consumed,
             reassembly: FxHashMap::default(),
             ack_pending: false,
-            unacked_since: None,
+            ack_delay_from: None,
             advertised_window: 0,
         }
     }

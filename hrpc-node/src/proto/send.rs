@@ -32,8 +32,8 @@ pub(crate) struct Sent {
     pub(crate) state: SentState,
 }
 
-/// How far ahead of the newest acknowledged seq a gap must be before the
-/// message in it counts as lost (the fast-retransmit threshold).
+/// FRAG_ACKs in a row without progress after which a fragmented message's missing bytes
+/// count as lost (the fast-retransmit threshold of fragments).
 pub(crate) const REORDER_THRESHOLD: u64 = 3;
 
 /// Bytes a datagram spends besides a message's payload (header and DATA
@@ -42,6 +42,22 @@ const FRAGMENT_MARGIN: usize = hrpc_wire::HEADER_LEN + hrpc_wire::DATA_OVERHEAD;
 
 /// Most entries one ack may scan for losses (bounds work per ack).
 const LOSS_SCAN_LIMIT: usize = 4096;
+
+/// Probe timeouts in a row, with no acknowledgement between them, that count as persistent
+/// congestion (with backoff: 1 + 2 + 4 probe timeouts of silence).
+pub(crate) const PERSISTENT_CONGESTION: u32 = 3;
+
+/// What a probe timeout did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeoutAction {
+    /// The oldest messages were queued to go again.
+    Probe,
+    /// A fragmented message is outstanding: the peer should be asked for its progress (a
+    /// heartbeat that requests a reply).
+    AskPeer,
+    /// Persistent congestion: everything old was declared lost, the window collapsed.
+    Persistent,
+}
 
 /// A message partly written into datagrams (larger than one datagram).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +68,8 @@ pub(crate) struct FragCursor {
 
 #[derive(Debug)]
 pub(crate) struct SendState {
+    /// Datagram size: a message longer than this less [`FRAGMENT_MARGIN`] goes in fragments.
+    mtu: usize,
     /// Lowest seq not cumulatively acknowledged.
     pub(crate) base: u64,
     /// `sent[i]` is seq `base + i`; every seq below `base + sent.len()` was sent once.
@@ -64,6 +82,10 @@ pub(crate) struct SendState {
     /// written past its contiguous prefix (`Sent::peer_has`), from its newest
     /// FRAG_ACK. Those bytes are not sent again.
     pub(crate) frag_held: FxHashMap<u64, Vec<(u32, u32)>>,
+    /// Fragmented messages: the furthest byte written so far, and when. Bytes past the
+    /// peer's newest held range and below this, written less than a loss delay ago, may
+    /// still be on their way: a resend of the holes before them does not resend them.
+    pub(crate) frag_high: FxHashMap<u64, (u32, Instant)>,
     /// Whose turn it is to start the next datagram while a fragment stream
     /// runs: the fragments (`true`) or the messages behind them.
     pub(crate) frag_turn: bool,
@@ -80,6 +102,11 @@ pub(crate) struct SendState {
     /// Consecutive retransmission timeouts.
     pub(crate) backoff: u32,
     pub(crate) rto_at: Option<Instant>,
+    /// When a message sent before the newest acknowledged one counts as lost, if no ack
+    /// comes first (the RACK timer).
+    pub(crate) loss_at: Option<Instant>,
+    /// Send time of the most recently sent message that was acknowledged.
+    pub(crate) rack_sent_at: Option<Instant>,
     /// Highest seq acknowledged (cumulatively or selectively).
     pub(crate) largest_acked: u64,
     /// Every seq the peer can have received is below this: sent by this
@@ -89,13 +116,21 @@ pub(crate) struct SendState {
 }
 
 impl SendState {
-    pub(crate) fn new(base: u64, initial_window: u32, rtt: RttEstimator, cc: Congestion) -> Self {
+    pub(crate) fn new(
+        base: u64,
+        initial_window: u32,
+        mtu: usize,
+        rtt: RttEstimator,
+        cc: Congestion,
+    ) -> Self {
         SendState {
+            mtu,
             base,
             sent: VecDeque::new(),
             retransmit: VecDeque::new(),
             frag: None,
             frag_held: FxHashMap::default(),
+            frag_high: FxHashMap::default(),
             frag_turn: false,
             in_flight_bytes: 0,
             in_flight: 0,
@@ -105,6 +140,8 @@ impl SendState {
             cc,
             backoff: 0,
             rto_at: None,
+            loss_at: None,
+            rack_sent_at: None,
             largest_acked: base.saturating_sub(1),
             sent_limit: base,
         }
@@ -195,24 +232,20 @@ impl SendState {
     }
 
     /// Cumulative acknowledgement through `cum`. Returns (messages, bytes)
-    /// newly acknowledged and the send time of the newest first-transmission
-    /// among them (for an RTT sample).
-    pub(crate) fn ack_through(&mut self, cum: u64) -> (u64, usize, Option<Instant>) {
+    /// newly acknowledged.
+    pub(crate) fn ack_through(&mut self, cum: u64) -> (u64, usize) {
         let mut msgs = 0;
         let mut bytes = 0;
-        let mut sample = None;
         while self.base <= cum {
             match self.sent.pop_front() {
                 Some(e) => {
                     if e.state != SentState::Acked {
+                        self.rack_sent_at = self.rack_sent_at.max(Some(e.sent_at));
                         msgs += 1;
                         bytes += e.len as usize;
                         if e.state == SentState::InFlight {
                             self.in_flight_bytes -= e.len as usize;
                             self.in_flight -= 1;
-                        }
-                        if e.transmissions == 1 {
-                            sample = Some(e.sent_at);
                         }
                     }
                     self.base += 1;
@@ -227,25 +260,28 @@ impl SendState {
         if self.frag.is_some_and(|f| f.seq <= cum) {
             self.frag = None;
         }
+        if !self.frag_high.is_empty() {
+            self.frag_high.retain(|&seq, _| seq > cum);
+        }
         if !self.frag_held.is_empty() {
             self.frag_held.retain(|&seq, _| seq > cum);
         }
         self.largest_acked = self.largest_acked.max(cum);
-        (msgs, bytes, sample)
+        (msgs, bytes)
     }
 
     /// Selective acknowledgement of `seq` (which is `>= base`). Returns the
-    /// bytes newly acknowledged and a send time for an RTT sample, or `None`
-    /// if it was already acknowledged or never sent by this process.
-    pub(crate) fn ack_one(&mut self, seq: u64) -> Option<(usize, Option<Instant>)> {
+    /// bytes newly acknowledged, or `None` if it was already acknowledged or
+    /// never sent by this process.
+    pub(crate) fn ack_one(&mut self, seq: u64) -> Option<usize> {
         let e = self.entry_mut(seq)?;
         if e.state == SentState::Acked {
             return None;
         }
         let was_in_flight = e.state == SentState::InFlight;
         e.state = SentState::Acked;
+        let sent_at = e.sent_at;
         let len = e.len as usize;
-        let sample = (e.transmissions == 1).then_some(e.sent_at);
         if was_in_flight {
             self.in_flight_bytes -= len;
             self.in_flight -= 1;
@@ -254,69 +290,124 @@ impl SendState {
             self.frag = None;
         }
         self.frag_held.remove(&seq);
+        self.frag_high.remove(&seq);
         self.largest_acked = self.largest_acked.max(seq);
-        Some((len, sample))
+        self.rack_sent_at = self.rack_sent_at.max(Some(sent_at));
+        Some(len)
     }
 
-    /// Declares lost every in-flight message far enough behind the largest
-    /// acknowledged one; returns the lowest seq declared lost.
-    pub(crate) fn detect_losses(&mut self, now: Instant) -> Option<u64> {
-        let threshold = self.rtt.srtt() * 9 / 8;
-        let limit = self.largest_acked.saturating_sub(REORDER_THRESHOLD - 1);
+    /// Declares lost every in-flight message sent before the newest one acknowledged and at
+    /// least [`RttEstimator::loss_delay`] ago (RACK, RFC 8985: a reordered datagram
+    /// arriving within that window is not lost). Sets `loss_at` to when the next of them
+    /// would count as lost if nothing else arrives. Returns the lowest seq declared lost and
+    /// the bytes declared lost.
+    pub(crate) fn detect_losses(&mut self, now: Instant) -> Option<(u64, usize)> {
+        self.loss_at = None;
+        let rack = self.rack_sent_at?;
+        let delay = self.rtt.loss_delay();
         let mut first = None;
         let mut lost_bytes = 0;
         let mut lost = 0;
         for (seq, e) in (self.base..).zip(self.sent.iter_mut().take(LOSS_SCAN_LIMIT)) {
-            if seq >= limit {
+            // Past the largest acked seq, first transmissions go out in seq order: from the
+            // first one sent after the newest acked message on, none was sent before it.
+            if seq > self.largest_acked && e.transmissions == 1 && e.sent_at >= rack {
                 break;
             }
-            if e.state == SentState::InFlight
-                && (e.transmissions == 1 || now.saturating_duration_since(e.sent_at) >= threshold)
-            {
+            if e.state != SentState::InFlight || e.sent_at >= rack {
+                continue;
+            }
+            // A fragmented message's losses are the peer's FRAG_ACKs to tell: what it lacks
+            // goes again, not the whole message.
+            if e.len as usize + FRAGMENT_MARGIN > self.mtu {
+                continue;
+            }
+            let due = super::later(e.sent_at, delay);
+            if due <= now {
                 e.state = SentState::Lost;
                 lost_bytes += e.len as usize;
                 lost += 1;
                 self.retransmit.push_back(seq);
                 first.get_or_insert(seq);
+            } else {
+                self.loss_at = Some(self.loss_at.map_or(due, |t| t.min(due)));
             }
         }
         self.in_flight_bytes -= lost_bytes;
         self.in_flight -= lost;
-        first
+        first.map(|f| (f, lost_bytes))
     }
 
-    /// The retransmission timer fired: declares lost every in-flight message
-    /// sent at least one RTO ago (at least the oldest one).
-    pub(crate) fn on_timeout(&mut self, now: Instant) {
+    /// The probe timer fired (RFC 9002 §6.2): nothing was acknowledged for a probe timeout.
+    /// The window stays, and the timer backs off. The first timeout of a fragmented message
+    /// asks the peer where it stands instead ([`TimeoutAction::AskPeer`]: its FRAG_ACK
+    /// answer, if it shows no progress, resends just the missing bytes); otherwise the oldest
+    /// in-flight messages, up to one datagram of `mtu` bytes, go again as a probe. After
+    /// [`PERSISTENT_CONGESTION`] timeouts in a row, every message in flight for a timeout is
+    /// declared lost and the window collapses.
+    pub(crate) fn on_timeout(&mut self, now: Instant) -> TimeoutAction {
+        let mtu = self.mtu;
         let rto = self.rtt.rto_backoff(self.backoff);
+        let first = self.backoff == 0;
+        self.backoff = self.backoff.saturating_add(1);
+        self.rto_at = None;
+        self.loss_at = None;
+        let persistent = self.backoff >= PERSISTENT_CONGESTION;
+        if first
+            && let Some(e) = self
+                .sent
+                .iter_mut()
+                .take(LOSS_SCAN_LIMIT)
+                .find(|e| e.state == SentState::InFlight)
+            && e.len as usize + FRAGMENT_MARGIN > mtu
+        {
+            // One more report without progress counts as the third.
+            e.frag_dups = (REORDER_THRESHOLD as u8).saturating_sub(1);
+            self.rto_at = Some(super::later(now, self.rtt.rto_backoff(self.backoff)));
+            return TimeoutAction::AskPeer;
+        }
         let mut lost_bytes = 0;
         let mut lost = 0;
-        let mut any = false;
         for (seq, e) in (self.base..).zip(self.sent.iter_mut().take(LOSS_SCAN_LIMIT)) {
-            if e.state == SentState::InFlight
-                && (!any || now.saturating_duration_since(e.sent_at) >= rto)
-            {
-                e.state = SentState::Lost;
-                lost_bytes += e.len as usize;
-                lost += 1;
-                self.retransmit.push_back(seq);
-                any = true;
+            if e.state != SentState::InFlight {
+                continue;
             }
+            let probe = lost == 0 || lost_bytes + e.len as usize <= mtu;
+            if !probe {
+                if !persistent {
+                    break;
+                }
+                if now.saturating_duration_since(e.sent_at) < rto {
+                    continue;
+                }
+            }
+            e.state = SentState::Lost;
+            lost_bytes += e.len as usize;
+            lost += 1;
+            self.retransmit.push_back(seq);
         }
         self.in_flight_bytes -= lost_bytes;
         self.in_flight -= lost;
         self.frag = None;
-        self.backoff = self.backoff.saturating_add(1);
-        self.cc.on_timeout(self.next_new());
-        self.rto_at = None;
+        self.frag_high.clear();
+        if persistent {
+            self.cc.on_persistent_congestion(self.next_new());
+            TimeoutAction::Persistent
+        } else {
+            TimeoutAction::Probe
+        }
     }
 
     /// Another fragment of `seq` went out: its clock (and the timer) start
     /// from the newest fragment, so a long message is not declared lost
     /// while it is still being written.
-    pub(crate) fn fragment_sent(&mut self, seq: u64, now: Instant, rto: Duration) {
+    pub(crate) fn fragment_sent(&mut self, seq: u64, end: u32, now: Instant, rto: Duration) {
         if let Some(e) = self.entry_mut(seq) {
             e.sent_at = now;
+        }
+        let high = self.frag_high.entry(seq).or_insert((end, now));
+        if end >= high.0 {
+            *high = (end, now);
         }
         let at = super::later(now, rto);
         self.rto_at = Some(self.rto_at.map_or(at, |t| t.max(at)));
@@ -335,6 +426,7 @@ impl SendState {
         seq: u64,
         received: u32,
         held: impl Iterator<Item = (u32, u32)>,
+        now: Instant,
     ) -> u32 {
         let Some(e) = self.entry_mut(seq) else {
             return 0;
@@ -355,6 +447,14 @@ impl SendState {
         let ranges = self.frag_held.entry(seq).or_default();
         ranges.clear();
         ranges.extend(held.filter(|&(a, b)| a < b && b <= len && a > received));
+        if let Some(&(_, last_end)) = ranges.last()
+            && let Some(&(high, at)) = self.frag_high.get(&seq)
+            && last_end < high
+            && now.saturating_duration_since(at) < self.rtt.loss_delay()
+        {
+            // Written after the newest range the peer reported, recently: in flight.
+            ranges.push((last_end, high));
+        }
         if ranges.is_empty() {
             self.frag_held.remove(&seq);
         }
@@ -385,8 +485,16 @@ impl SendState {
             }
             _ => return delta,
         }
+        // What is lost: from the prefix to the first range the peer holds (with no range
+        // held, an unknown part of the tail: counted as a loss event, not in bytes).
+        let gap_end = self
+            .frag_held
+            .get(&seq)
+            .and_then(|r| r.iter().map(|&(a, _)| a).min())
+            .unwrap_or(received);
         let next = self.next_new();
-        self.cc.on_loss(seq, next);
+        self.cc
+            .on_loss(seq, gap_end.saturating_sub(received) as usize, next);
         delta
     }
 
@@ -454,9 +562,12 @@ impl SendState {
         self.retransmit.clear();
         self.frag = None;
         self.frag_held.clear();
+        self.frag_high.clear();
         self.in_flight_bytes = 0;
         self.in_flight = 0;
         self.rto_at = None;
+        self.loss_at = None;
+        self.rack_sent_at = None;
         self.backoff = 0;
         self.largest_acked = self.base.saturating_sub(1);
     }

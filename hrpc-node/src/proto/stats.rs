@@ -132,6 +132,8 @@ pub struct PeerInfo {
     pub srtt: Option<std::time::Duration>,
     /// Congestion window in bytes.
     pub cwnd: usize,
+    /// Smoothed share of the bytes sent per round trip that were declared lost, per mille.
+    pub loss_per_mille: u64,
     /// Messages committed and not yet acknowledged by the peer.
     pub unacked_messages: u64,
     /// Of those, messages sent and awaiting acknowledgement.

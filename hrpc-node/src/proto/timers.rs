@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use super::send::TimeoutAction;
 use super::{Core, Event, PeerState, later, queue_event};
 
 impl Core {
@@ -24,6 +25,9 @@ impl Core {
                 continue;
             }
             if let Some(t) = p.send.rto_at {
+                at(t);
+            }
+            if let Some(t) = p.send.loss_at {
                 at(t);
             }
             if let Some(t) = p.probe_at {
@@ -52,10 +56,20 @@ impl Core {
             let Some(p) = self.peers.get_mut(&peer) else {
                 continue;
             };
+            if p.send.loss_at.is_some_and(|t| t <= now)
+                && let Some((first, bytes)) = p.send.detect_losses(now)
+            {
+                let next = p.send.next_new();
+                p.send.cc.on_loss(first, bytes, next);
+            }
             if p.send.rto_at.is_some_and(|t| t <= now) {
-                p.send.on_timeout(now);
+                let action = p.send.on_timeout(now);
+                if action == TimeoutAction::AskPeer {
+                    p.hb_pending = true;
+                    p.hb_reply_requested = true;
+                }
                 self.stats.timeouts += 1;
-                tracing::debug!(peer, backoff = p.send.backoff, "retransmission timeout");
+                tracing::debug!(peer, backoff = p.send.backoff, ?action, "probe timeout");
             }
             // Flow window closed with nothing in flight: the ack that would
             // reopen it may be lost, so ask for one at the RTO.
