@@ -27,3 +27,23 @@ pub(crate) fn call<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{HRPC_E_INTERNAL, HRPC_E_INVALID_ARGUMENT, last_code, last_message};
+
+    /// A panic inside an entry point becomes HRPC_E_INTERNAL with its message; an error
+    /// becomes its code; neither unwinds out of `call`.
+    #[test]
+    fn panics_and_errors_stop_at_the_boundary() {
+        let code = call(|c| c, || -> Result<i32, CapiError> { panic!("boom") });
+        assert_eq!((code, last_code()), (HRPC_E_INTERNAL, HRPC_E_INTERNAL));
+        // SAFETY: last_message returns a NUL-terminated string owned by this thread.
+        let msg = unsafe { std::ffi::CStr::from_ptr(last_message()) };
+        assert!(msg.to_string_lossy().contains("boom"), "{msg:?}");
+        let code = call(|c| c, || Err(CapiError::InvalidArgument("x")));
+        assert_eq!(code, HRPC_E_INVALID_ARGUMENT);
+        assert_eq!(call(|_| -1, || Ok(7)), 7);
+    }
+}
