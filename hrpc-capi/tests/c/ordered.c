@@ -4,8 +4,10 @@
  *   ordered recv STORE PORT LOG     node 1 on 127.0.0.1:PORT; appends the number of every
  *                                   delivered message to LOG, one per line (write(2), so a
  *                                   kill never leaves half a line)
- *   ordered send STORE PORT COUNT   node 2; sends the numbers up to COUNT to node 1, then keeps
- *                                   the node running so retransmissions continue
+ *   ordered send STORE PORT COUNT [RATE]
+ *                                   node 2; sends the numbers up to COUNT to node 1 (at most
+ *                                   RATE per second if given), then keeps the node running so
+ *                                   retransmissions continue
  *
  * Message k from node 2 carries the number k; a restarted sender asks the store which number
  * comes next (hrpc_node_next_seq on hrpc_default_node(), the one addition to the original
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hrpc.h"
@@ -62,6 +65,12 @@ static void on_ignore(int nid, void* message, unsigned int size) {
     (void)size;
 }
 
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void wait_fd(int fd, int timeout_ms) {
     struct pollfd p;
     p.fd = fd;
@@ -74,8 +83,8 @@ static void wait_fd(int fd, int timeout_ms) {
 
 int main(int argc, char** argv) {
     int fd;
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s recv|send STORE PORT LOG|COUNT\n", argv[0]);
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: %s recv|send STORE PORT LOG|COUNT [RATE]\n", argv[0]);
         return 2;
     }
     g_port = atoi(argv[3]);
@@ -100,6 +109,9 @@ int main(int argc, char** argv) {
     if (strcmp(argv[1], "send") == 0) {
         uint64_t count = strtoull(argv[4], NULL, 10);
         uint64_t next = 0;
+        uint64_t first;
+        uint64_t rate = argc == 6 ? strtoull(argv[5], NULL, 10) : 0;
+        long long start = now_ms();
         int done = 0;
         fd = hrpc_init(argv[2], 2, 0, get_addr);
         if (fd == 0) {
@@ -110,12 +122,20 @@ int main(int argc, char** argv) {
             fprintf(stderr, "send: next seq: %s\n", hrpc_last_error_message());
             return 1;
         }
+        first = next;
         printf("ready %" PRIu64 "\n", next);
         fflush(stdout);
         for (;;) {
             int i;
             int timeout;
-            for (i = 0; i < 32 && next <= count; i++) {
+            uint64_t allowed = count;
+            if (rate > 0) {
+                uint64_t budget = (uint64_t)(now_ms() - start) * rate / 1000 + 1;
+                if (first - 1 + budget < allowed) {
+                    allowed = first - 1 + budget;
+                }
+            }
+            for (i = 0; i < 32 && next <= allowed; i++) {
                 char* buf = hrpc_send(1, MESSAGE_SIZE);
                 if (buf == NULL) {
                     break; /* backpressure: let hrpc_once make room */
@@ -125,13 +145,14 @@ int main(int argc, char** argv) {
                 next++;
             }
             timeout = hrpc_once(on_ignore);
-            if (next > count) {
-                if (!done) {
+            if (next > allowed) {
+                if (next > count && !done) {
                     printf("sent %" PRIu64 "\n", count);
                     fflush(stdout);
                     done = 1;
                 }
-                wait_fd(fd, timeout);
+                /* Paced: come back within a millisecond for the next batch. */
+                wait_fd(fd, next > count || timeout < 1 ? timeout : 1);
             }
         }
     }

@@ -157,7 +157,7 @@ impl Proc {
     }
 
     /// SIGKILL and reap.
-    pub fn kill(mut self) {
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
