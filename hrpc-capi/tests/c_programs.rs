@@ -142,3 +142,37 @@ fn receiver_killed_and_restarted_loses_nothing() {
     assert_eq!(result.contiguous, COUNT);
     assert!(result.repeats <= KILLS, "too many repeats: {result:?}");
 }
+
+/// The handle-API program in the crate README compiles warning-free as C99 and runs.
+#[test]
+fn readme_example_runs() {
+    let readme = std::fs::read_to_string(crate_dir().join("README.md")).unwrap();
+    let code = readme
+        .split("```c\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.contains("hrpc_node_open"))
+        .expect("a C block using the handle API in README.md");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("readme.c");
+    std::fs::write(&src, code).unwrap();
+    let exe = dir.path().join("readme");
+    compile(
+        &[src],
+        &exe,
+        false,
+        &["-std=c99", "-Wall", "-Wextra", "-Werror"],
+    );
+    let port = free_port().to_string();
+    let out = std::process::Command::new(&exe)
+        .args([port.as_str(), dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text, "from node 2, #1: hello\n");
+}

@@ -419,3 +419,75 @@ fn header_compiles_cleanly_as_c_and_cpp() {
         );
     }
 }
+
+/// The build script's pkg-config and CMake files point at this crate's header and at the
+/// directory the libraries are built into; with the shared library there, a program links
+/// against it through pkg-config alone.
+#[test]
+fn pkg_config_and_cmake_files_point_at_the_build() {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().unwrap().parent().unwrap();
+    let pc = std::fs::read_to_string(profile.join("hrpc.pc")).unwrap();
+    let include = crate_dir().join("include");
+    assert!(
+        pc.contains(&format!("includedir={}\n", include.display())),
+        "{pc}"
+    );
+    assert!(
+        pc.contains(&format!("libdir={}\n", profile.display())),
+        "{pc}"
+    );
+    let cmake = std::fs::read_to_string(profile.join("hrpcConfig.cmake")).unwrap();
+    assert!(
+        cmake.contains(&format!("\"{}\"", include.display())),
+        "{cmake}"
+    );
+    assert!(cmake.contains("libhrpc_capi.a") && cmake.contains("hrpc::hrpc"));
+
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "hrpc"])
+        .env("PKG_CONFIG_PATH", profile)
+        .output();
+    let Ok(flags) = flags else {
+        eprintln!("no pkg-config: only the file's contents were checked");
+        return;
+    };
+    assert!(
+        flags.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flags.stderr)
+    );
+    let flags = String::from_utf8_lossy(&flags.stdout).into_owned();
+    assert!(
+        flags.contains(&format!("-I{}", include.display())),
+        "{flags}"
+    );
+    if !profile.join("libhrpc_capi.so").exists() {
+        eprintln!(
+            "no libhrpc_capi.so in {} (not uplifted by this build)",
+            profile.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("dynamic.c");
+    std::fs::write(
+        &src,
+        "#include \"hrpc.h\"\n#include <stdio.h>\nint main(void) { puts(hrpc_strerror(HRPC_E_BUSY)); return 0; }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("dynamic");
+    let status = Command::new("gcc")
+        .arg(&src)
+        .args(flags.split_whitespace())
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = Command::new(&out).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "not allowed inside this node's message callback\n"
+    );
+}
