@@ -25,6 +25,11 @@ fn seed_benchmark_compiles_unchanged_and_runs() {
         false,
         &["-std=gnu99", "-O2"],
     );
+    // The program binds port 5670, as the original does: wait for it to be free.
+    let free = wait_until(Duration::from_secs(30), || {
+        std::net::UdpSocket::bind("0.0.0.0:5670").is_ok()
+    });
+    assert!(free, "UDP port 5670 stayed busy for 30 s");
     let server_dir = dir.path().join("server");
     let client_dir = dir.path().join("client");
     std::fs::create_dir_all(&server_dir).unwrap();
