@@ -15,8 +15,9 @@
  * the node's persistent store. Fill it; the message is committed (given its place in the
  * peer's order and made crash-safe) at the caller's next call of any hrpc function on the
  * same node (for the compatibility API: any of its six functions on this thread), or, for a
- * buffer obtained inside a message callback, when that callback returns. Until then it is
- * not sent, and if the process dies first it is not in the store. NULL means backpressure
+ * buffer obtained inside a message callback, when that callback returns; hrpc_node_close
+ * commits it too, and so does the exit of the thread (or process) that called hrpc_init.
+ * Until then it is not sent, and if the process is killed first it is not in the store. NULL means backpressure
  * (the store or the peer's window is full: poll, then retry) or a bad argument; see
  * hrpc_last_error().
  *

@@ -30,10 +30,25 @@ pub type GetAddrFn = Option<unsafe extern "C" fn(nid: c_int) -> sockaddr_in>;
 /// The original `on_message`.
 pub type OnMessageFn = Option<unsafe extern "C" fn(nid: c_int, message: *mut c_void, size: c_uint)>;
 
+/// The node of a thread's `hrpc_init`. Boxed so `hrpc_default_node` can hand out a stable
+/// pointer.
+#[derive(Debug)]
+struct ThreadNode(Option<Box<HrpcNode>>);
+
+impl Drop for ThreadNode {
+    /// When the thread (or the process, from `main`) exits, the buffer of a last `hrpc_send`
+    /// is committed and the node closed, as the next call would have.
+    fn drop(&mut self) {
+        if let Some(node) = self.0.take() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                node.close(Duration::ZERO)
+            }));
+        }
+    }
+}
+
 thread_local! {
-    /// The node of this thread's `hrpc_init`. Boxed so `hrpc_default_node` can hand out a
-    /// stable pointer.
-    static DEFAULT: RefCell<Option<Box<HrpcNode>>> = const { RefCell::new(None) };
+    static DEFAULT: RefCell<ThreadNode> = const { RefCell::new(ThreadNode(None)) };
 }
 
 /// Runs `f` on this thread's node. A shared borrow: callbacks may call back in.
@@ -41,7 +56,7 @@ fn with_default<T>(f: impl FnOnce(&HrpcNode) -> Result<T, CapiError>) -> Result<
     DEFAULT
         .try_with(|d| {
             let d = d.try_borrow().map_err(|_| CapiError::Busy)?;
-            let node = d.as_deref().ok_or(CapiError::NotInitialized)?;
+            let node = d.0.as_deref().ok_or(CapiError::NotInitialized)?;
             f(node)
         })
         .unwrap_or(Err(CapiError::NotInitialized))
@@ -52,7 +67,7 @@ pub(crate) fn is_default(node: *const HrpcNode) -> bool {
     DEFAULT
         .try_with(|d| {
             d.try_borrow()
-                .map(|d| d.as_deref().is_some_and(|n| std::ptr::eq(n, node)))
+                .map(|d| d.0.as_deref().is_some_and(|n| std::ptr::eq(n, node)))
                 .unwrap_or(true)
         })
         .unwrap_or(false)
@@ -104,12 +119,12 @@ pub unsafe extern "C" fn hrpc_init(
                 .try_with(|d| {
                     let mut d = d.try_borrow_mut().map_err(|_| CapiError::Busy)?;
                     // The previous node first: the new one may reuse its store or port.
-                    if let Some(old) = d.take() {
+                    if let Some(old) = d.0.take() {
                         let _ = old.close(REPLACE_LINGER);
                     }
                     let node = Box::new(HrpcNode::open(cfg, COMPAT_SEND_BLOCK)?);
                     let fd = node.fd();
-                    *d = Some(node);
+                    d.0 = Some(node);
                     Ok(fd)
                 })
                 .unwrap_or(Err(CapiError::NotInitialized))
@@ -198,7 +213,7 @@ pub extern "C" fn hrpc_default_node() -> *mut HrpcNode {
                 .try_with(|d| {
                     d.try_borrow()
                         .ok()
-                        .and_then(|d| d.as_deref().map(|n| std::ptr::from_ref(n).cast_mut()))
+                        .and_then(|d| d.0.as_deref().map(|n| std::ptr::from_ref(n).cast_mut()))
                 })
                 .ok()
                 .flatten()

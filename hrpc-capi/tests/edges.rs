@@ -375,3 +375,31 @@ fn compat_node_replies_from_on_message() {
     assert_eq!(replies, expected);
     assert_eq!(server.join().unwrap(), N as u32);
 }
+
+/// The buffer of a last `hrpc_send` is committed when the thread that called `hrpc_init`
+/// exits, and the store is released: reopened, it holds the message.
+#[test]
+fn thread_exit_commits_the_last_compat_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = cstr(&dir.path().join("a"));
+    let p = path.clone();
+    std::thread::spawn(move || {
+        // SAFETY: a valid path; the buffer is written within its 3 bytes.
+        unsafe {
+            assert!(hrpc_init(p.as_ptr(), 2, 0, Some(compat_get_addr)) > 0);
+            let buf = hrpc_send(1, 3).cast::<u8>();
+            assert!(!buf.is_null());
+            std::ptr::copy_nonoverlapping(b"end".as_ptr(), buf, 3);
+        }
+    })
+    .join()
+    .unwrap();
+    let node = open(&path, 2, 0, |_| {}).unwrap();
+    let mut next = 0;
+    // SAFETY: a live node and a valid out pointer.
+    unsafe {
+        assert_eq!(hrpc_node_next_seq(node, 1, &mut next), HRPC_OK);
+        assert_eq!(hrpc_node_close(node, 0), HRPC_OK);
+    }
+    assert_eq!(next, 2, "the message was committed at thread exit");
+}
