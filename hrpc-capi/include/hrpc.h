@@ -115,7 +115,7 @@ typedef struct hrpc_config {
     uint32_t durability;           /* HRPC_DURABILITY_PROCESS (default) or _SYNC */
     uint64_t store_capacity;       /* bytes; 0: 1 GiB */
     uint64_t max_unacked_per_peer; /* messages; 0: 65536 */
-    uint32_t send_block_ms;        /* hrpc_node_send waits this long on backpressure; 0: no wait */
+    uint32_t send_block_ms;        /* sends wait this long on backpressure; 0: no wait */
     uint32_t reserved2;            /* must be 0 */
 } hrpc_config;
 

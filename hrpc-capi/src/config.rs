@@ -46,8 +46,8 @@ pub struct hrpc_config {
     pub store_capacity: u64,
     /// Unacknowledged messages per peer before sends are refused; 0 for the default (65 536).
     pub max_unacked_per_peer: u64,
-    /// How long `hrpc_node_send` drives the node on backpressure before it gives up; 0: no
-    /// wait.
+    /// How long `hrpc_node_send` and `hrpc_node_send_copy` drive the node on backpressure
+    /// before they give up; 0: no wait.
     pub send_block_ms: u32,
     /// Must be 0.
     pub reserved2: u32,

@@ -69,10 +69,20 @@ impl HrpcNode {
     /// acknowledgements, delivering nothing) for up to `send_block`.
     pub(crate) fn reserve(&self, peer: u32, len: usize) -> Result<*mut u8, CapiError> {
         self.commit_pending()?;
+        let mut r = self.reserve_waiting(peer, len)?;
+        let ptr = r.payload_mut().as_mut_ptr();
+        let mut pending = self.pending.try_borrow_mut().map_err(|_| CapiError::Busy)?;
+        *pending = Some(r);
+        Ok(ptr)
+    }
+
+    /// A reservation, after driving the node for up to `send_block` on backpressure (outside
+    /// a callback).
+    fn reserve_waiting(&self, peer: u32, len: usize) -> Result<SendReservation, CapiError> {
         let deadline = Instant::now() + self.send_block;
-        let mut r = loop {
+        loop {
             match self.try_reserve(peer, len) {
-                Ok(r) => break r,
+                Ok(r) => return Ok(r),
                 Err(CapiError::Send(e)) if e.is_backpressure() && Instant::now() < deadline => {
                     // Not inside a callback (the node would be borrowed): make progress.
                     let Ok(mut node) = self.node.try_borrow_mut() else {
@@ -87,11 +97,7 @@ impl HrpcNode {
                 }
                 Err(e) => return Err(e),
             }
-        };
-        let ptr = r.payload_mut().as_mut_ptr();
-        let mut pending = self.pending.try_borrow_mut().map_err(|_| CapiError::Busy)?;
-        *pending = Some(r);
-        Ok(ptr)
+        }
     }
 
     fn try_reserve(&self, peer: u32, len: usize) -> Result<SendReservation, CapiError> {
@@ -104,10 +110,11 @@ impl HrpcNode {
         Ok(node.reserve(peer, len)?)
     }
 
-    /// Commits a copy of `data` for `peer`; returns its seq.
+    /// Commits a copy of `data` for `peer` (waiting as [`HrpcNode::reserve`] does); returns
+    /// its seq.
     pub(crate) fn send_copy(&self, peer: u32, data: &[u8]) -> Result<u64, CapiError> {
         self.commit_pending()?;
-        let mut r = self.try_reserve(peer, data.len())?;
+        let mut r = self.reserve_waiting(peer, data.len())?;
         r.payload_mut().copy_from_slice(data);
         match self.node.try_borrow_mut() {
             Ok(mut node) => Ok(node.commit(r)?),
