@@ -1,4 +1,4 @@
-//! The FFI boundary: every exported function runs its body through [`call`], so a panic
+//! The FFI boundary: every exported function runs its body through `call`, so a panic
 //! never unwinds into C and every failure is recorded as the thread's last error.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -1,5 +1,5 @@
 //! The handle API: `hrpc_config_init`, `hrpc_node_open` … `hrpc_node_close`, and the error
-//! functions. Each function checks its pointers, runs through [`call`] (no panic crosses into
+//! functions. Each function checks its pointers, runs through `boundary::call` (no panic crosses into
 //! C) and returns `HRPC_OK`, a count, or a negative `HRPC_E_*` code.
 
 use std::ffi::{c_char, c_int, c_void};
