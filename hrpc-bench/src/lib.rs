@@ -17,6 +17,7 @@
 //! - [`procs`]: signals, peak RSS and child processes that die with their parent.
 #![forbid(unsafe_code)]
 
+pub mod c_seed;
 pub mod latency;
 pub mod pair;
 pub mod payload;

@@ -177,6 +177,10 @@ enum Cmd {
         /// Seconds per row (overrides the default of --full or quick).
         #[arg(long, value_parser = parse_secs)]
         secs: Option<f64>,
+        /// The seed README's C benchmark compiled against hrpc-capi: also run it and report
+        /// its throughput beside the original C library's.
+        #[arg(long)]
+        c_seed: Option<PathBuf>,
     },
     /// Child process of `pair`: the receiving node.
     #[command(hide = true)]
@@ -302,8 +306,18 @@ fn run(cmd: Cmd) -> io::Result<bool> {
                 json_line(&r)?;
             }
         }
-        Cmd::Report { out, full, secs } => {
-            return report::run(&report::ReportOpts { out, full, secs });
+        Cmd::Report {
+            out,
+            full,
+            secs,
+            c_seed,
+        } => {
+            return report::run(&report::ReportOpts {
+                out,
+                full,
+                secs,
+                c_seed,
+            });
         }
         Cmd::PairServer {
             store,

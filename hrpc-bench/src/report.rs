@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::c_seed::{self, CSeedResult};
 use crate::latency::LatencyResult;
 use crate::pair::{EXIT_UNCLEAN, PairResult};
 use crate::peer::PeerResult;
@@ -40,6 +41,8 @@ pub struct ReportOpts {
     pub full: bool,
     /// Seconds per row, overriding the default (2 s quick, 10 s full).
     pub secs: Option<f64>,
+    /// The seed README's C benchmark compiled against hrpc-capi, to run as one more row.
+    pub c_seed: Option<PathBuf>,
 }
 
 /// One hrpc configuration of the matrix.
@@ -170,6 +173,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Round trips, 100-byte messages.
     pub latency: Option<LatencyResult>,
+    /// The seed README's C benchmark on hrpc-capi, if it was run (`Err` text if it failed).
+    #[serde(default)]
+    pub c_seed: Option<Result<CSeedResult, String>>,
     /// Wall time of the whole matrix, seconds.
     pub wall_secs: f64,
 }
@@ -382,10 +388,26 @@ pub fn run(opts: &ReportOpts) -> io::Result<bool> {
         },
     );
 
+    let c_seed = opts.c_seed.as_deref().map(|exe| {
+        let r = c_seed::run(exe, secs).map_err(|e| e.to_string());
+        println!(
+            "[ C ] seed benchmark in C on hrpc-capi: {}",
+            match &r {
+                Ok(r) => format!(
+                    "{} op/s (median second)",
+                    fmt_rate(Some(r.median_ops_per_sec))
+                ),
+                Err(e) => format!("FAILED ({e})"),
+            }
+        );
+        r
+    });
+
     let report = Report {
         secs,
         rows,
         latency: latency.ok(),
+        c_seed,
         wall_secs: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     };
     std::fs::create_dir_all(&opts.out)?;
@@ -434,6 +456,10 @@ pub fn run(opts: &ReportOpts) -> io::Result<bool> {
     }
     if report.latency.is_none() {
         eprintln!("report: FAILED: latency");
+        ok = false;
+    }
+    if let Some(Err(e)) = &report.c_seed {
+        eprintln!("report: FAILED: the C seed benchmark: {e}");
         ok = false;
     }
     Ok(ok)
@@ -495,6 +521,34 @@ pub fn markdown(r: &Report) -> String {
         None => {
             let _ = writeln!(s, "latency: failed");
         }
+    }
+    if let Some(c) = &r.c_seed {
+        let (lo, hi) = c_seed::ORIGINAL_OPS_PER_SEC;
+        let _ = writeln!(
+            s,
+            "\nThe original C library's README benchmark, compiled unchanged against hrpc-capi \
+             (`hrpc-capi/examples/seed_bench.c`; server and client processes, 100-byte \
+             messages):\n\n| program | op/s (median steady second) | seconds | original C library |\n|---|---:|---|---:|"
+        );
+        let original = format!("{}–{} op/s", fmt_rate(Some(lo)), fmt_rate(Some(hi)));
+        let _ = match c {
+            Ok(c) => writeln!(
+                s,
+                "| seed_bench.c on hrpc-capi | {} ({:.1}–{:.1}× the original) | {} | {original} |",
+                fmt_rate(Some(c.median_ops_per_sec)),
+                c.median_ops_per_sec / hi,
+                c.median_ops_per_sec / lo,
+                c.seconds
+                    .iter()
+                    .map(|v| fmt_rate(Some(*v)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            Err(e) => writeln!(
+                s,
+                "| seed_bench.c on hrpc-capi | failed ({e}) | – | {original} |"
+            ),
+        };
     }
     s
 }
@@ -625,6 +679,7 @@ mod tests {
             secs: 1.0,
             rows: vec![row(Some(ok.clone())), row(None), row(Some(lossy))],
             latency: None,
+            c_seed: Some(Err("no compiler".to_owned())),
             wall_secs: 1.0,
         };
         let md = markdown(&report);
@@ -635,6 +690,10 @@ mod tests {
         assert!(md.contains("| failed | – |"), "{md}");
         assert!(md.contains("3/0/0"), "{md}");
         assert!(md.contains("latency: failed"), "{md}");
+        assert!(
+            md.contains("seed_bench.c on hrpc-capi | failed (no compiler)"),
+            "{md}"
+        );
         assert!(ok.clean() && !report.rows[2].hrpc.as_ref().is_some_and(PairResult::clean));
         let dir = tempfile::tempdir().unwrap();
         chart(&report, &dir.path().join("c.svg")).unwrap();

@@ -31,8 +31,8 @@ pub mod proto;
 // Every type in a public signature of this crate, nameable from its root (so users need not
 // depend on hrpc-store themselves to name an error or a report).
 pub use driver::{
-    Node, NodeConfig, NodeError, NodeStats, PollReport, Readiness, SendError, Sender, UdpCaps,
-    UdpConfig, UdpIo, UdpStats, WakeFlag, Waker,
+    Node, NodeConfig, NodeError, NodeStats, PollReport, Readiness, SendError, SendReservation,
+    Sender, UdpCaps, UdpConfig, UdpIo, UdpStats, WakeFlag, Waker,
 };
 pub use hrpc_store::{
     Damage, Durability, FileReport, InboundSlot, LostRange, MIN_CAPACITY, MessageRef, OpenReport,

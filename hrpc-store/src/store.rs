@@ -1,5 +1,6 @@
 //! The store: open/recovery, slot allocation, outbound/inbound messages, peer records, sync.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -1007,9 +1008,13 @@ pub struct OutboundProducer {
 }
 
 /// A reserved outbound slot being filled in place. Dropping it releases the slot.
+///
+/// [`OutboundProducer::reserve`] lends it the producer (`'a`);
+/// [`OutboundProducer::reserve_owned_within`] gives it a producer handle of its own
+/// (`OutboundReservation<'static>`), so it can be kept in a struct between calls.
 #[derive(Debug)]
 pub struct OutboundReservation<'a> {
-    producer: &'a OutboundProducer,
+    producer: Cow<'a, OutboundProducer>,
     slot: SlotId,
     class: usize,
     pidx: usize,
@@ -1084,6 +1089,40 @@ impl OutboundProducer {
         len: usize,
         limit: u64,
     ) -> Result<OutboundReservation<'_>> {
+        let (slot, class, pidx) = self.claim_within(peer, len, limit)?;
+        Ok(OutboundReservation {
+            producer: Cow::Borrowed(self),
+            slot,
+            class,
+            pidx,
+            peer,
+            len: len as u32,
+        })
+    }
+
+    /// [`OutboundProducer::reserve_within`], returning a reservation that holds its own
+    /// producer handle (one reference-count increment) instead of borrowing this one: it can
+    /// be stored and committed or dropped later, from any thread. Same errors, same limit.
+    pub fn reserve_owned_within(
+        &self,
+        peer: u32,
+        len: usize,
+        limit: u64,
+    ) -> Result<OutboundReservation<'static>> {
+        let (slot, class, pidx) = self.claim_within(peer, len, limit)?;
+        Ok(OutboundReservation {
+            producer: Cow::Owned(self.clone()),
+            slot,
+            class,
+            pidx,
+            peer,
+            len: len as u32,
+        })
+    }
+
+    /// Checks and claims a slot for [`OutboundProducer::reserve_within`] and its owned form:
+    /// `(slot, size class, peer index)`, counted as a reservation in progress.
+    fn claim_within(&self, peer: u32, len: usize, limit: u64) -> Result<(SlotId, usize, usize)> {
         let sh = &*self.shared;
         sh.check_len(len)?;
         sh.check_stopped()?;
@@ -1111,14 +1150,7 @@ impl OutboundProducer {
         inner.reservations += 1;
         drop(inner);
         failpoint::hit("reserve.after_claim");
-        Ok(OutboundReservation {
-            producer: self,
-            slot,
-            class,
-            pidx,
-            peer,
-            len: len as u32,
-        })
+        Ok((slot, class, pidx))
     }
 
     /// Convenience: reserve, copy `payload`, commit. Returns the assigned seq.
@@ -1150,6 +1182,16 @@ impl OutboundReservation<'_> {
     /// Peer this message goes to.
     pub fn peer(&self) -> u32 {
         self.peer
+    }
+
+    /// Length of the payload area in bytes.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// True for a zero-length message.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Commits: checksums the payload, then (under the store lock, so publish order == seq

@@ -268,6 +268,43 @@ fn build_plan(task: &Task, root: &Path) -> Result<Plan, String> {
 // ---------------------------------------------------------------------------------------------
 // bench
 
+/// The steps that build the seed README's C benchmark against hrpc-capi (the library in
+/// release mode, then `cc` on `hrpc-capi/examples/seed_bench.c`), and the program's path;
+/// `None` if there is no C compiler.
+fn c_seed_steps(root: &Path) -> Option<(Vec<Step>, PathBuf)> {
+    let has_cc = Command::new("cc")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_cc {
+        return None;
+    }
+    let release = target_dir(root).join("release");
+    let exe = release.join("hrpc-seed-c");
+    let capi = root.join("hrpc-capi");
+    let build = Step::cargo(
+        "build hrpc-capi",
+        &["build", "--release", "-p", "hrpc-capi", "--lib"],
+    )
+    .after_ok();
+    let compile = Step::new(
+        "compile the C seed benchmark",
+        "cc",
+        &["-O2", "-std=gnu99", "-I"],
+    )
+    .arg(capi.join("include").display().to_string())
+    .arg("-I")
+    .arg(capi.join("examples").display().to_string())
+    .arg(capi.join("examples/seed_bench.c").display().to_string())
+    .arg(release.join("libhrpc_capi.a").display().to_string())
+    .args(&["-lpthread", "-ldl", "-lm", "-lrt", "-o"])
+    .arg(exe.display().to_string())
+    .after_ok();
+    Some((vec![build, compile], exe))
+}
+
 /// `cargo xtask bench`: by default the whole-node matrix: build `hrpc-bench` in release once,
 /// then `hrpc-bench report` (its rows print as they finish; it writes
 /// `target/hrpc-report/{report.md,throughput.svg,report.json}` and fails if a row failed or
@@ -298,6 +335,15 @@ fn bench_plan(root: &Path, micro: bool, full: bool) -> Result<Plan, String> {
         .after_ok();
         if full {
             matrix = matrix.arg("--full");
+        }
+        match c_seed_steps(root) {
+            Some((steps, seed_exe)) => {
+                plan.steps.extend(steps);
+                matrix = matrix.arg("--c-seed").arg(seed_exe.display().to_string());
+            }
+            None => plan
+                .notes
+                .push("no C compiler (cc): the C seed benchmark row is left out".to_owned()),
         }
         plan.steps.push(matrix);
         let shown = report_dir
@@ -778,13 +824,31 @@ path = "fuzz_targets/store_open.rs"
         let root = workspace_root();
         let plan = bench_plan(&root, false, false).unwrap();
         let names: Vec<&str> = plan.steps.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["build hrpc-bench", "benchmark matrix"]);
-        assert!(plan.steps[1].after_ok && plan.steps[1].args[0] == "report");
+        // With a C compiler, the seed README's C benchmark is built (after hrpc-bench) and
+        // handed to the matrix.
+        let with_c = [
+            "build hrpc-bench",
+            "build hrpc-capi",
+            "compile the C seed benchmark",
+            "benchmark matrix",
+        ];
+        assert!(
+            names == ["build hrpc-bench", "benchmark matrix"] || names == with_c,
+            "{names:?}"
+        );
+        let matrix = plan.steps.last().unwrap();
+        assert!(matrix.after_ok && matrix.args[0] == "report");
+        assert_eq!(
+            matrix.args.contains(&"--c-seed".to_owned()),
+            names.len() == with_c.len()
+        );
+        assert!(plan.steps.iter().skip(1).all(|s| s.after_ok));
         let micro = bench_plan(&root, true, false).unwrap();
         assert!(micro.steps.iter().all(|s| s.name.starts_with("criterion")));
         let full = bench_plan(&root, false, true).unwrap();
-        assert!(full.steps[1].args.contains(&"--full".to_owned()));
-        assert!(full.steps.len() > 2);
+        let full_matrix = full.steps.iter().find(|s| s.name == "benchmark matrix");
+        assert!(full_matrix.unwrap().args.contains(&"--full".to_owned()));
+        assert!(full.steps.len() > names.len());
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub mod wait;
 pub mod waker;
 
 pub use config::{MAX_SOCKET_BUFFER, MIN_SOCKET_BUFFER, NodeConfig, NodeError, SendError};
-pub use node::{Node, NodeStats, PollReport, Sender};
+pub use node::{Node, NodeStats, PollReport, SendReservation, Sender};
 pub use udp::{UdpCaps, UdpConfig, UdpIo, UdpStats};
 pub use wait::{Readiness, wait_fds};
 pub use waker::{WakeFlag, Waker};

@@ -88,9 +88,91 @@ impl Sender {
         Ok(seq)
     }
 
+    /// Owned zero-copy send: reserves `len` bytes in the store for `peer` and returns them as
+    /// a [`SendReservation`] that borrows nothing, so the caller can keep it (in a struct,
+    /// across calls, on another thread) while it fills the payload, then
+    /// [`commit`](SendReservation::commit) it or drop it to give the slot back. The same
+    /// checks as [`Sender::send_with`]; the reservation counts toward
+    /// [`NodeConfig::max_unacked_per_peer`](super::NodeConfig::max_unacked_per_peer) from
+    /// now on. Committing through a handle from [`Node::sender`] wakes the poll loop, as a
+    /// send would.
+    pub fn reserve(&self, peer: u32, len: usize) -> Result<SendReservation, SendError> {
+        let sh = &*self.shared;
+        if sh.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        if peer == 0 || peer == sh.node_id {
+            return Err(SendError::InvalidPeer(peer));
+        }
+        if len > hrpc_wire::MAX_MESSAGE_LEN {
+            return Err(SendError::TooLarge {
+                len,
+                max: hrpc_wire::MAX_MESSAGE_LEN,
+            });
+        }
+        let slot = sh
+            .producer
+            .reserve_owned_within(peer, len, sh.max_unacked)?;
+        Ok(SendReservation {
+            slot,
+            sender: self.clone(),
+        })
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> u32 {
         self.shared.node_id
+    }
+}
+
+/// A message slot reserved in the store and being filled in place: the owned form of
+/// [`Sender::send_with`], from [`Sender::reserve`] or [`Node::reserve`].
+///
+/// Nothing is in the store's sequence until [`SendReservation::commit`] (or
+/// [`Node::commit`]) returns `Ok(seq)`: the message gets its seq then, and from then on it is
+/// as safe as any sent message. Dropping the reservation, or the process dying while it is
+/// held, gives the slot back and sends nothing. A close of the node refuses the commit
+/// ([`SendError::Closed`]), and while a reservation is held after a close the store stays
+/// locked (see [`Node::close`]).
+#[derive(Debug)]
+pub struct SendReservation {
+    slot: hrpc_store::OutboundReservation<'static>,
+    sender: Sender,
+}
+
+impl SendReservation {
+    /// The payload area, exactly the reserved length, inside the store's mapped file.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        self.slot.payload_mut()
+    }
+
+    /// The peer the message goes to.
+    pub fn peer(&self) -> u32 {
+        self.slot.peer()
+    }
+
+    /// The reserved length in bytes.
+    pub fn len(&self) -> usize {
+        self.slot.len()
+    }
+
+    /// True for a zero-length message.
+    pub fn is_empty(&self) -> bool {
+        self.slot.is_empty()
+    }
+
+    /// Commits the message; returns its seq. Wakes the poll loop if the reservation came from
+    /// a [`Node::sender`] handle. From the poll thread outside a handler, prefer
+    /// [`Node::commit`], which also tells the node it has work (so [`Node::wait`] does not
+    /// sleep on it); inside a [`Node::poll`] handler this is enough, as for a handler's sends.
+    pub fn commit(self) -> Result<u64, SendError> {
+        let seq = self.slot.commit()?;
+        if self.sender.wake
+            && let Err(e) = self.sender.shared.waker.wake()
+        {
+            tracing::debug!(error = %e, "wake-up write failed");
+        }
+        Ok(seq)
     }
 }
 
@@ -294,6 +376,22 @@ impl Node {
         // Only a committed message is work for the next poll: a refused send
         // (backpressure) must not make `wait` return at once.
         let seq = self.local_sender.send_with(peer, len, fill)?;
+        self.dirty = true;
+        Ok(seq)
+    }
+
+    /// Owned zero-copy send from the poll thread (see [`Sender::reserve`]): the reservation
+    /// can be kept across calls, even across [`Node::poll`]. Commit it with [`Node::commit`]
+    /// (or, inside a poll handler, [`SendReservation::commit`]).
+    pub fn reserve(&mut self, peer: u32, len: usize) -> Result<SendReservation, SendError> {
+        self.local_sender.reserve(peer, len)
+    }
+
+    /// Commits a reservation (from this node or any of its senders) and marks the node as
+    /// having work, so the next [`Node::wait`] returns at once and [`Node::poll`] transmits
+    /// the message. Returns its seq.
+    pub fn commit(&mut self, reservation: SendReservation) -> Result<u64, SendError> {
+        let seq = reservation.commit()?;
         self.dirty = true;
         Ok(seq)
     }
