@@ -66,8 +66,8 @@ extern "C" {
  * missing), bound to `bind_port` on all addresses (0: an ephemeral port). `get_addr`
  * resolves a node id to its address (sin_family AF_INET, nonzero port; anything else means
  * unknown) and is called again when a peer's address may have changed. Returns the node's
- * file descriptor, readable when the node has work (put it in your own epoll/select), or 0
- * on failure (bad path, store locked by another process, port in use). Calling it again
+ * UDP socket fd, readable when datagrams arrive (put it in your own epoll/select, and wake
+ * up by hrpc_once_timeout() too), or 0 on failure (bad path, store locked by another process, port in use). Calling it again
  * closes the previous node of this thread first. */
 int hrpc_init(const char* dbpath, int nid, int bind_port, struct sockaddr_in (*get_addr)(int nid));
 /* Resolves `nid` and starts talking to it (heartbeats), so hrpc_is_connected can turn true

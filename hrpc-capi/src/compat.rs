@@ -123,7 +123,7 @@ pub unsafe extern "C" fn hrpc_init(
                         let _ = old.close(REPLACE_LINGER);
                     }
                     let node = Box::new(HrpcNode::open(cfg, COMPAT_SEND_BLOCK)?);
-                    let fd = node.fd();
+                    let fd = node.socket_fd();
                     d.0 = Some(node);
                     Ok(fd)
                 })

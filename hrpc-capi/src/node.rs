@@ -29,6 +29,8 @@ pub struct HrpcNode {
     send_block: Duration,
     /// The fd, fixed for the node's life.
     fd: i32,
+    /// The UDP socket's fd.
+    socket_fd: i32,
 }
 
 impl HrpcNode {
@@ -36,12 +38,14 @@ impl HrpcNode {
     pub(crate) fn open(cfg: NodeConfig, send_block: Duration) -> Result<HrpcNode, CapiError> {
         let node = cfg.open()?;
         let fd = node.as_raw_fd();
+        let socket_fd = node.socket_fd();
         Ok(HrpcNode {
             node: RefCell::new(node),
             pending: RefCell::new(None),
             in_poll: RefCell::new(None),
             send_block,
             fd,
+            socket_fd,
         })
     }
 
@@ -177,6 +181,11 @@ impl HrpcNode {
     /// The fd to wait on.
     pub(crate) fn fd(&self) -> i32 {
         self.fd
+    }
+
+    /// The UDP socket's fd (what the original `hrpc_init` returned).
+    pub(crate) fn socket_fd(&self) -> i32 {
+        self.socket_fd
     }
 
     /// Starts talking to `peer`.

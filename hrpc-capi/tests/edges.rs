@@ -332,6 +332,13 @@ fn compat_node_replies_from_on_message() {
             )
         };
         assert!(fd > 0);
+        // As the original: the fd is the node's UDP socket, bound to the port asked for.
+        // SAFETY: `fd` stays open while this thread's node lives; borrowed only here.
+        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let kind = nix::sys::socket::getsockopt(&sock, nix::sys::socket::sockopt::SockType);
+        assert_eq!(kind.ok(), Some(nix::sys::socket::SockType::Datagram));
+        let bound: nix::sys::socket::SockaddrIn = nix::sys::socket::getsockname(fd).unwrap();
+        assert_eq!(bound.port(), port);
         assert!(!hrpc_default_node().is_null());
         let deadline = Instant::now() + Duration::from_secs(30);
         while ECHOED.with(std::cell::Cell::get) < N as u32 && Instant::now() < deadline {

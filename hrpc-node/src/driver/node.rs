@@ -340,6 +340,14 @@ impl Node {
         self.shared.node_id
     }
 
+    /// The UDP socket's own fd, for programs that wait on the socket directly (the original C
+    /// API's `hrpc_init` returned it). Readable when datagrams arrive; a program that waits on
+    /// it alone must also honour [`Node::poll_timeout`] and wakes only for socket input, not for
+    /// sends from other threads (use the [`AsRawFd`] epoll fd for those).
+    pub fn socket_fd(&self) -> RawFd {
+        self.io.as_fd().as_raw_fd()
+    }
+
     /// The socket's bound address (the ephemeral port filled in).
     pub fn local_addr(&self) -> SocketAddr {
         self.io.local_addr()
