@@ -255,7 +255,8 @@ fn unacked_limit_counts_sends_in_progress() {
             r,
             Err(SendError::WindowFull {
                 peer: 2,
-                unacked: 3
+                unacked: 3,
+                ..
             })
         )),
         "{results:?}"

@@ -292,7 +292,9 @@ fn backpressure_is_an_error() {
     for _ in 0..100 {
         match n.send(2, b"x") {
             Ok(_) => accepted += 1,
-            Err(SendError::WindowFull { peer: 2, unacked }) => {
+            Err(SendError::WindowFull {
+                peer: 2, unacked, ..
+            }) => {
                 assert_eq!(unacked, 10);
                 window_full = true;
                 break;

@@ -139,12 +139,16 @@ pub enum StoreError {
     /// being reserved, which is the limit given to
     /// [`OutboundProducer::reserve_within`](crate::OutboundProducer::reserve_within). Nothing
     /// was changed.
-    #[error("peer {peer} has {unacked} unacknowledged messages (limit reached)")]
+    #[error(
+        "peer {peer} has {unacked} unacknowledged messages of {unacked_bytes} bytes (limit reached)"
+    )]
     WindowFull {
         /// Peer node id.
         peer: u32,
         /// Messages committed and not yet acknowledged, plus reservations in progress.
         unacked: u64,
+        /// Their payload bytes.
+        unacked_bytes: u64,
     },
     /// A previous `sync` failed; the store refuses all further work until it is reopened.
     /// The failure (which file, what the OS said) is the [`source`](std::error::Error::source).

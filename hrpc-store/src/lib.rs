@@ -83,8 +83,8 @@ mod sync;
 pub use error::StoreError;
 pub use store::{
     Damage, Durability, FileReport, InboundSlot, LostRange, MessageRef, OpenReport,
-    OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, ResetReport, Store,
-    StoreConfig, StoreReport,
+    OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, ResetReport, SendWindow,
+    Store, StoreConfig, StoreReport,
 };
 
 /// The README's example, compiled and run as a doctest.

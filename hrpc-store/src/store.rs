@@ -205,8 +205,9 @@ struct PeerState {
     out: VecDeque<OutEntry>,
     out_bytes: u64,
     /// Outbound reservations for this peer not yet committed or dropped (counted by
-    /// [`OutboundProducer::reserve_within`] against its limit).
+    /// [`OutboundProducer::reserve_within`] against its limit), and their bytes.
     reserved: u64,
+    reserved_bytes: u64,
 }
 
 impl PeerState {
@@ -645,6 +646,7 @@ impl Inner {
             out: VecDeque::new(),
             out_bytes: 0,
             reserved: 0,
+            reserved_bytes: 0,
         });
         self.peers.insert(peer, i as u32);
         self.write_record(sh, i);
@@ -1001,6 +1003,26 @@ pub struct Store {
     report: OpenReport,
 }
 
+/// A per-peer limit on what is committed and not yet acknowledged, for
+/// [`OutboundProducer::reserve_within`]. A plain `u64` converts to a limit on messages only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendWindow {
+    /// Most messages (reservations in progress included).
+    pub msgs: u64,
+    /// Most payload bytes (reservations in progress included); one message is always allowed
+    /// when none is pending, whatever its size.
+    pub bytes: u64,
+}
+
+impl From<u64> for SendWindow {
+    fn from(msgs: u64) -> Self {
+        SendWindow {
+            msgs,
+            bytes: u64::MAX,
+        }
+    }
+}
+
 /// Clone + Send + Sync handle for committing outbound messages from any thread.
 #[derive(Debug, Clone)]
 pub struct OutboundProducer {
@@ -1079,16 +1101,19 @@ impl OutboundProducer {
     }
 
     /// [`OutboundProducer::reserve`], refused with [`StoreError::WindowFull`] when `peer`
-    /// already has `limit` messages committed and not acknowledged, counting reservations for
-    /// it in progress (not yet committed or dropped). The check and the count are made under
-    /// the store lock together with the claim, so any number of threads reserving at once
-    /// never exceed `limit`.
+    /// already has `limit.msgs` messages committed and not acknowledged, or when this message
+    /// would take its unacknowledged payload bytes past `limit.bytes` (one message is always
+    /// allowed when none is pending), counting reservations for it in progress (not yet
+    /// committed or dropped). A plain `u64` limits messages only. The check and the count are
+    /// made under the store lock together with the claim, so any number of threads reserving
+    /// at once never exceed the limit.
     pub fn reserve_within(
         &self,
         peer: u32,
         len: usize,
-        limit: u64,
+        limit: impl Into<SendWindow>,
     ) -> Result<OutboundReservation<'_>> {
+        let limit = limit.into();
         let (slot, class, pidx) = self.claim_within(peer, len, limit)?;
         Ok(OutboundReservation {
             producer: Cow::Borrowed(self),
@@ -1107,8 +1132,9 @@ impl OutboundProducer {
         &self,
         peer: u32,
         len: usize,
-        limit: u64,
+        limit: impl Into<SendWindow>,
     ) -> Result<OutboundReservation<'static>> {
+        let limit = limit.into();
         let (slot, class, pidx) = self.claim_within(peer, len, limit)?;
         Ok(OutboundReservation {
             producer: Cow::Owned(self.clone()),
@@ -1122,7 +1148,12 @@ impl OutboundProducer {
 
     /// Checks and claims a slot for [`OutboundProducer::reserve_within`] and its owned form:
     /// `(slot, size class, peer index)`, counted as a reservation in progress.
-    fn claim_within(&self, peer: u32, len: usize, limit: u64) -> Result<(SlotId, usize, usize)> {
+    fn claim_within(
+        &self,
+        peer: u32,
+        len: usize,
+        limit: SendWindow,
+    ) -> Result<(SlotId, usize, usize)> {
         let sh = &*self.shared;
         sh.check_len(len)?;
         sh.check_stopped()?;
@@ -1131,12 +1162,21 @@ impl OutboundProducer {
         if inner.closed {
             return Err(StoreError::Closed);
         }
-        let unacked = inner.peers.get(&peer).map_or(0, |&i| {
+        let (unacked, unacked_bytes) = inner.peers.get(&peer).map_or((0, 0), |&i| {
             let st = &inner.states[i as usize];
-            (st.next_out - st.low()).saturating_add(st.reserved)
+            (
+                (st.next_out - st.low()).saturating_add(st.reserved),
+                st.out_bytes.saturating_add(st.reserved_bytes),
+            )
         });
-        if unacked >= limit {
-            return Err(StoreError::WindowFull { peer, unacked });
+        if unacked >= limit.msgs
+            || unacked > 0 && unacked_bytes.saturating_add(len as u64) > limit.bytes
+        {
+            return Err(StoreError::WindowFull {
+                peer,
+                unacked,
+                unacked_bytes,
+            });
         }
         let slot = inner.claim(sh, class)?;
         let pidx = match inner.peer_idx(sh, peer) {
@@ -1147,6 +1187,7 @@ impl OutboundProducer {
             }
         };
         inner.states[pidx].reserved += 1;
+        inner.states[pidx].reserved_bytes += len as u64;
         inner.reservations += 1;
         drop(inner);
         failpoint::hit("reserve.after_claim");
@@ -1216,6 +1257,7 @@ impl OutboundReservation<'_> {
         inner.reservations -= 1;
         let st = &mut inner.states[self.pidx];
         st.reserved -= 1;
+        st.reserved_bytes -= u64::from(self.len);
         let seq = st.next_out;
         st.next_out += 1;
         let inc = st.rec.out_inc;
@@ -1265,6 +1307,7 @@ impl Drop for OutboundReservation<'_> {
         let mut inner = lock(&sh.inner);
         inner.unclaim(self.class, self.slot);
         inner.states[self.pidx].reserved -= 1;
+        inner.states[self.pidx].reserved_bytes -= u64::from(self.len);
         inner.reservations -= 1;
         if inner.closed && inner.reservations == 0 {
             if inner.store_gone {
@@ -1940,6 +1983,7 @@ fn new_state(rec: Record, entry: u32, copy: u8) -> PeerState {
         out: VecDeque::new(),
         out_bytes: 0,
         reserved: 0,
+        reserved_bytes: 0,
     }
 }
 

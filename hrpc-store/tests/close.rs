@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use hrpc_store::{Store, StoreConfig, StoreError};
+use hrpc_store::{SendWindow, Store, StoreConfig, StoreError};
 
 /// A reservation outlives its store: a new open gets `Locked` until the reservation is gone;
 /// its commit fails with `Closed` (nothing published); then the directory opens, with none of
@@ -82,7 +82,8 @@ fn reserve_within_counts_reservations() {
             e,
             Some(StoreError::WindowFull {
                 peer: 2,
-                unacked: 3
+                unacked: 3,
+                unacked_bytes: 3,
             })
         ),
         "{e:?}"
@@ -98,6 +99,43 @@ fn reserve_within_counts_reservations() {
     assert_eq!(r4.commit().unwrap(), 4);
     // Other peers have their own count.
     assert!(p.reserve_within(3, 1, 1).is_ok());
+}
+
+/// A byte limit counts the payload of committed-and-unacked messages and of reservations in
+/// progress; one message larger than the limit still goes when nothing is pending.
+#[test]
+fn reserve_within_counts_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), &StoreConfig::new(1)).unwrap();
+    let p = store.producer();
+    let limit = SendWindow {
+        msgs: 100,
+        bytes: 1000,
+    };
+    let big = p.reserve_within(2, 5000, limit).unwrap();
+    let e = p.reserve_within(2, 1, limit).err();
+    assert!(
+        matches!(
+            e,
+            Some(StoreError::WindowFull {
+                peer: 2,
+                unacked: 1,
+                unacked_bytes: 5000,
+            })
+        ),
+        "{e:?}"
+    );
+    assert_eq!(big.commit().unwrap(), 1);
+    store.release_outbound_through(2, 1).unwrap();
+    let r1 = p.reserve_within(2, 600, limit).unwrap();
+    assert!(p.reserve_within(2, 401, limit).is_err(), "1001 bytes");
+    let r2 = p.reserve_within(2, 400, limit).unwrap();
+    drop(r1);
+    assert!(
+        p.reserve_within(2, 600, limit).is_ok(),
+        "the dropped one gave its bytes back"
+    );
+    assert_eq!(r2.commit().unwrap(), 2);
 }
 
 /// `Store::close(wait)` reports whether the files were released when it returned: not while a

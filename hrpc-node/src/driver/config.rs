@@ -81,14 +81,19 @@ pub enum SendError {
     /// acknowledged messages are freed; one that never could is [`SendError::TooLarge`].
     #[error("store full (backpressure)")]
     StoreFull(#[source] StoreError),
-    /// Backpressure: this many messages to the peer are already unacknowledged
-    /// ([`NodeConfig::max_unacked_per_peer`]). Retry after the node has polled.
-    #[error("peer {peer} has {unacked} unacknowledged messages (limit reached)")]
+    /// Backpressure: this many messages (or bytes) to the peer are already unacknowledged
+    /// ([`NodeConfig::max_unacked_per_peer`], [`NodeConfig::max_unacked_bytes_per_peer`]).
+    /// Retry after the node has polled.
+    #[error(
+        "peer {peer} has {unacked} unacknowledged messages of {unacked_bytes} bytes (limit reached)"
+    )]
     WindowFull {
         /// The peer.
         peer: u32,
         /// Messages committed and not yet acknowledged.
         unacked: u64,
+        /// Their payload bytes.
+        unacked_bytes: u64,
     },
     /// The message can never be sent: it is larger than [`hrpc_wire::MAX_MESSAGE_LEN`], or than
     /// the largest message the store's capacity can ever hold (`max`). Not backpressure.
@@ -125,7 +130,15 @@ impl From<StoreError> for SendError {
     /// [`SendError::TooLarge`]; everything else [`SendError::Store`].
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::WindowFull { peer, unacked } => SendError::WindowFull { peer, unacked },
+            StoreError::WindowFull {
+                peer,
+                unacked,
+                unacked_bytes,
+            } => SendError::WindowFull {
+                peer,
+                unacked,
+                unacked_bytes,
+            },
             StoreError::Closed => SendError::Closed,
             e if e.is_backpressure() => SendError::StoreFull(e),
             StoreError::TooLarge { len, max } => SendError::TooLarge { len, max },
@@ -173,6 +186,7 @@ pub struct NodeConfig {
     pub(crate) core: CoreConfig,
     pub(crate) udp: UdpConfig,
     pub(crate) max_unacked_per_peer: u64,
+    pub(crate) max_unacked_bytes_per_peer: u64,
     pub(crate) deliveries_per_poll: usize,
     pub(crate) recv_batches_per_poll: usize,
     pub(crate) transmits_per_poll: usize,
@@ -191,6 +205,10 @@ impl fmt::Debug for NodeConfig {
             .field("core", &self.core)
             .field("udp", &self.udp)
             .field("max_unacked_per_peer", &self.max_unacked_per_peer)
+            .field(
+                "max_unacked_bytes_per_peer",
+                &self.max_unacked_bytes_per_peer,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -215,6 +233,7 @@ impl NodeConfig {
             core: CoreConfig::default(),
             udp: UdpConfig::default(),
             max_unacked_per_peer: 1 << 16,
+            max_unacked_bytes_per_peer: 16 << 20,
             deliveries_per_poll: 1 << 16,
             recv_batches_per_poll: 64,
             transmits_per_poll: 256,
@@ -298,6 +317,15 @@ impl NodeConfig {
         self
     }
 
+    /// Unacknowledged payload bytes per peer beyond which sends get [`SendError::WindowFull`]
+    /// (default 16 MiB; at least 1). A message larger than this still goes when nothing else
+    /// to the peer is pending. Bounds the store, and so the memory, a fast sender of large
+    /// messages fills ahead of a slower peer.
+    pub fn max_unacked_bytes_per_peer(mut self, bytes: u64) -> Self {
+        self.max_unacked_bytes_per_peer = bytes;
+        self
+    }
+
     /// Messages per peer this node accepts ahead of what the application consumed. At least 1.
     pub fn recv_window(mut self, msgs: u32) -> Self {
         self.core.recv_window_msgs = msgs;
@@ -371,6 +399,9 @@ impl NodeConfig {
         }
         if self.max_unacked_per_peer == 0 {
             return bad("max_unacked_per_peer must be at least 1");
+        }
+        if self.max_unacked_bytes_per_peer == 0 {
+            return bad("max_unacked_bytes_per_peer must be at least 1");
         }
         range(
             "deliveries_per_poll",

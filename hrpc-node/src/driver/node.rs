@@ -23,7 +23,7 @@ struct Shared {
     waker: Waker,
     closed: AtomicBool,
     node_id: u32,
-    max_unacked: u64,
+    max_unacked: hrpc_store::SendWindow,
 }
 
 /// A cloneable, `Send + Sync` handle that commits messages to the node's store from any
@@ -300,7 +300,10 @@ impl Node {
             waker: waker.clone(),
             closed: AtomicBool::new(false),
             node_id: cfg.node_id,
-            max_unacked: cfg.max_unacked_per_peer,
+            max_unacked: hrpc_store::SendWindow {
+                msgs: cfg.max_unacked_per_peer,
+                bytes: cfg.max_unacked_bytes_per_peer,
+            },
         });
         let tx_len = cfg.core.mtu * cfg.core.max_segments;
         let resolver = Box::new(cfg.peers);
