@@ -92,6 +92,8 @@ impl Core {
                         p.hb_pending = true;
                     }
                 }
+                // Address validation is not spoken yet.
+                Frame::Challenge(_) | Frame::Response(_) => {}
             }
         }
     }
