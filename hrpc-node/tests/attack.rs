@@ -535,3 +535,80 @@ fn genuine_restart_and_address_change_are_accepted() {
         "B must get every message, in order"
     );
 }
+
+/// Invariant: strangers validated from many sockets never take the whole peer table: the
+/// last quarter stays for the peers a node is configured with, so a configured peer that
+/// was never heard from still joins, in both directions, after the flood.
+#[test]
+fn strangers_cannot_crowd_out_configured_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = NodeConfig::new(dir.path().join("c"), C)
+        .bind(local())
+        .open()
+        .unwrap();
+    let mut a = NodeConfig::new(dir.path().join("a"), A)
+        .bind(local())
+        .store_max_peers(8)
+        .peer(C, c.local_addr())
+        .open()
+        .unwrap();
+    let a_addr = a.local_addr();
+    // Twelve sockets, one stranger id each, every challenge echoed.
+    let mut evil: Vec<Attacker> = (0..12)
+        .map(|_| {
+            let sock = UdpSocket::bind(local()).unwrap();
+            sock.set_nonblocking(true).unwrap();
+            Attacker {
+                sock,
+                a_addr,
+                loot: Loot::default(),
+            }
+        })
+        .collect();
+    let deadline = Instant::now() + DEADLINE;
+    let mut got: Vec<Vec<(u32, u64, Vec<u8>)>> = vec![Vec::new()];
+    for round in 0..20 {
+        for (i, e) in evil.iter_mut().enumerate() {
+            if round % 5 == 0 {
+                let h = header_as(1000 + i as u32, 5, 0);
+                e.send(
+                    a_addr,
+                    &datagram(&h, |w| w.push_heartbeat(&hello()).unwrap()),
+                );
+            }
+            e.drain(64);
+        }
+        a.poll(&mut |_, d| got[0].push((d.peer, d.seq, d.payload.to_vec())))
+            .unwrap();
+        a.wait(Some(Duration::from_millis(2))).unwrap();
+    }
+    let st = a.stats().core;
+    assert!(st.dropped(DropReason::TooManyPeers) > 0, "{st:?}");
+    assert!(st.peers_validated <= 6, "{st:?}");
+
+    // The configured peer: A sends first, then C answers.
+    a.send(C, b"a to c").unwrap();
+    let mut got_c = Vec::new();
+    let mut replied = false;
+    while !got[0].iter().any(|g| g.0 == C) {
+        assert!(
+            Instant::now() < deadline,
+            "configured peer locked out: {:?}",
+            a.stats().core
+        );
+        a.poll(&mut |_, d| got[0].push((d.peer, d.seq, d.payload.to_vec())))
+            .unwrap();
+        c.poll(&mut |_, d| got_c.push((d.peer, d.seq, d.payload.to_vec())))
+            .unwrap();
+        if !replied && !got_c.is_empty() {
+            c.send(A, b"c to a").unwrap();
+            replied = true;
+        }
+        for e in &mut evil {
+            e.drain(64);
+        }
+        a.wait(Some(Duration::from_millis(1))).unwrap();
+    }
+    assert_eq!(payloads(&got_c, A), ["a to c"]);
+    assert_eq!(payloads(&got[0], C), ["c to a"]);
+}

@@ -2834,6 +2834,11 @@ impl Store {
         lock(&self.shared.inner).states.len()
     }
 
+    /// Size of the peer table: the most peers this store can hold a record for.
+    pub fn max_peers(&self) -> u32 {
+        self.shared.max_peers
+    }
+
     /// The sender no longer holds any message `<= through` (its heartbeat said
     /// so): moves the consumed cursor forward to `through` (never back) and
     /// frees any persisted inbound message at or below it. One record write.

@@ -199,7 +199,8 @@ impl Core {
     }
 
     /// A node with no recorded session proved its address: admit it, unless its address
-    /// already speaks for another live node (one socket, one node id) or there is no room.
+    /// already speaks for another live node (one socket, one node id) or there is no room
+    /// (for a stranger, no room outside the reserved quarter of the table).
     fn admit(&mut self, now: Instant, from: SocketAddr, h: &HeaderFields) -> Claim {
         let taken = self.peers.values().any(|p| {
             p.id != h.src
@@ -210,6 +211,18 @@ impl Core {
         if taken {
             self.stats.drop(DropReason::AddressInUse);
             return Claim::Drop;
+        }
+        // A stranger (an id the resolver does not know and this node has no state for) never
+        // takes the last quarter of the peer table: it stays for the peers the application
+        // configures or sends to.
+        let stranger = !self.peers.contains_key(&h.src) && self.resolver.resolve(h.src).is_none();
+        if stranger {
+            let table = (self.store.max_peers() as usize).min(self.cfg.max_peers);
+            let limit = table - (table / 4).max(1);
+            if self.store.peer_count().max(self.peers.len()) >= limit {
+                self.stats.drop(DropReason::TooManyPeers);
+                return Claim::Drop;
+            }
         }
         let Some(p) = self.peer_entry(h.src, now) else {
             self.stats.drop(DropReason::TooManyPeers);
