@@ -188,3 +188,34 @@ fn challenges_are_answered_only_from_the_peer_address() {
     });
     assert!(no_challenge, "a challenge was answered with a challenge");
 }
+
+/// Invariant: after this node restarts, a peer it has no address for (the resolver does not
+/// know it) cannot be taken over by a restart claim from anywhere, however long the peer has
+/// been silent: silence proves nothing when the peer was never asked. The peer's own session
+/// (which knows both tokens) still gets back in with one round trip.
+#[test]
+fn no_takeover_of_an_unaddressed_peer_after_a_restart() {
+    use hrpc_node::proto::testing::handshake;
+    const STRANGER: u32 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut now = Instant::now();
+    let real: SocketAddr = "127.0.0.20:20".parse().unwrap();
+    let evil: SocketAddr = "127.0.0.66:66".parse().unwrap();
+    let mut a = open(dir.path(), 1, now);
+    assert!(handshake(&mut a, now, STRANGER, real, TOKEN));
+    drop(a);
+    let mut a = open(dir.path(), 1, now);
+    let before = a.store().inspect();
+    for _ in 0..4 {
+        assert!(!handshake(&mut a, now, STRANGER, evil, 0xbad));
+        now += Duration::from_secs(4);
+        a.handle_timeout(now);
+    }
+    assert!(a.stats().dropped(DropReason::UnvalidatedRestart) >= 4);
+    assert_eq!(a.stats().peer_resets, 0);
+    assert_eq!(before, a.store().inspect(), "the claim changed the store");
+    assert_eq!(a.peer_info(STRANGER).and_then(|p| p.addr), None);
+    // The real session, from where it is.
+    assert!(handshake(&mut a, now, STRANGER, real, TOKEN));
+    assert_eq!(a.peer_info(STRANGER).and_then(|p| p.addr), Some(real));
+}

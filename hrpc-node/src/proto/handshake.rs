@@ -257,7 +257,8 @@ impl Core {
     /// A proven address claims a new session for a known peer. Accepted only from where the
     /// peer's current session is (it restarted in place), or from the address the resolver
     /// gives, or once the current session has stopped answering: nothing was heard from it
-    /// for `unreachable_after` since the first such claim, while it was being asked.
+    /// for `unreachable_after` since the first such claim, while it was being asked at its
+    /// address (or after it went unreachable there; never when this node never had one).
     fn restart_claim(&mut self, now: Instant, from: SocketAddr, h: &HeaderFields) -> Claim {
         let resolved = self.resolver.resolve(h.src);
         let quiet_for = self.cfg.unreachable_after;
@@ -266,8 +267,15 @@ impl Core {
         };
         // Elsewhere, the claim waits until the current session has been asked (heartbeats
         // with a reply requested, to its address) for `unreachable_after` without a word.
+        // Silence proves something only if the session was asked: at its address, or it was
+        // heard in this process and went unreachable there (which drops the address). With
+        // neither (this node restarted and the resolver does not know the peer), only the
+        // resolver's address is trusted.
         let probing_since = *p.restart_probe.get_or_insert(now);
-        let gone = now.saturating_duration_since(probing_since) >= quiet_for;
+        let asked = p.addr.is_some()
+            || p.last_heard
+                .is_some_and(|t| now.saturating_duration_since(t) >= quiet_for);
+        let gone = asked && now.saturating_duration_since(probing_since) >= quiet_for;
         let trusted = p.addr == Some(from) || resolved == Some(from) || gone;
         if !trusted {
             p.hb_pending = true;

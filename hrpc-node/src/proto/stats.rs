@@ -18,7 +18,8 @@ pub enum DropReason {
     /// The sender did not yet know this node's session token (answered with a challenge,
     /// not processed).
     UnknownEpoch,
-    /// The peer table is full.
+    /// The peer table is full, or, for a node the resolver does not know, the share of it
+    /// strangers may take.
     TooManyPeers,
     /// Data for a message already persisted (a retransmission or duplicate).
     Duplicate,
