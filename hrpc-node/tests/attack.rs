@@ -21,7 +21,7 @@ use hrpc_wire::{
 const A: u32 = 1;
 const B: u32 = 2;
 const C: u32 = 3;
-const DEADLINE: Duration = Duration::from_secs(10);
+const DEADLINE: Duration = Duration::from_secs(30);
 
 fn local() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
