@@ -11,7 +11,8 @@
 //!
 //! - [`proto`]: the protocol as a state machine with no sockets, no clock
 //!   and no randomness ([`proto::Core`]): acks, retransmission, flow and
-//!   congestion control, fragmentation, session epochs, liveness. The
+//!   congestion control, fragmentation, session tokens and the address-validating
+//!   handshake, liveness. The
 //!   deterministic simulation tests drive it in virtual time.
 //! - [`driver`]: the [`Node`] users run on real UDP sockets: one thread
 //!   polls, any thread sends through a [`Sender`]. Its docs state the

@@ -106,13 +106,13 @@ mod targeted {
             got
         }
 
-        /// The header of a genuine datagram from b to a (both epochs right).
+        /// The header of a genuine datagram from b to a (both session tokens right).
         fn b_to_a(&self) -> HeaderFields {
             HeaderFields {
                 src: 2,
                 dst: 1,
-                src_epoch: self.b.epoch(),
-                dst_epoch: self.a.epoch(),
+                src_epoch: self.b.session_token(1),
+                dst_epoch: self.a.session_token(2),
                 auth: false,
             }
         }
@@ -240,9 +240,9 @@ mod targeted {
         );
     }
 
-    /// Invariant: a datagram claiming a new epoch for a known peer without
-    /// knowing this node's epoch (an off-path forger or a stale packet)
-    /// resets nothing: queued messages stay queued and are delivered.
+    /// Invariant: a datagram claiming a new session for a known peer resets nothing, whether
+    /// it knows this node's token for the peer or not (an off-path forger, a stale packet):
+    /// it is only answered with a challenge; queued messages stay queued and are delivered.
     #[test]
     fn forged_epoch_does_not_wipe_queue() {
         let mut p = Pair::new();
@@ -254,7 +254,7 @@ mod targeted {
             let header = HeaderFields {
                 src: 2,
                 dst: 1,
-                src_epoch: p.b.epoch() + 1,
+                src_epoch: p.b.session_token(1) ^ 1,
                 dst_epoch,
                 auth: false,
             };
@@ -270,12 +270,12 @@ mod targeted {
                 .unwrap();
             });
         }
-        // An older epoch than the known one, even addressed correctly, is stale.
+        // Another session, even with this node's token for the peer, needs a round trip.
         let header = HeaderFields {
             src: 2,
             dst: 1,
-            src_epoch: p.b.epoch() - 1,
-            dst_epoch: p.a.epoch(),
+            src_epoch: p.b.session_token(1) ^ 2,
+            dst_epoch: p.a.session_token(2),
             auth: false,
         };
         p.forge_to_a(header, |w| {
@@ -290,7 +290,7 @@ mod targeted {
         });
         assert_eq!(p.a.stats().dropped(DropReason::UnknownEpoch), 1);
         assert_eq!(p.a.stats().dropped(DropReason::WrongEpoch), 1);
-        assert_eq!(p.a.stats().dropped(DropReason::StaleEpoch), 1);
+        assert_eq!(p.a.stats().dropped(DropReason::UnvalidatedRestart), 1);
         assert_eq!(p.a.stats().peer_resets, 0);
         assert_eq!(before, p.a.store().inspect());
         let got = p.drive();

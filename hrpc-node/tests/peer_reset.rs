@@ -59,7 +59,7 @@ fn store_loss_resends_unacknowledged_and_restarts_inbound() {
     let (got_a, got_b) = drive(&mut a, &mut b, &mut now);
     assert_eq!(got_b.iter().map(|g| g.1).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(got_a, vec![(2, 1, b"old-b".to_vec())]);
-    let old_epoch = b.epoch();
+    let old_epoch = b.session_token(1);
 
     // b's disk is wiped while a has two more queued for it.
     drop(b);
@@ -68,7 +68,11 @@ fn store_loss_resends_unacknowledged_and_restarts_inbound() {
     a.producer().send(2, b"five").unwrap();
     now += Duration::from_millis(1);
     let mut b = open(dir.path(), 2, now);
-    assert!(b.epoch() > old_epoch, "a later store has a greater epoch");
+    assert_ne!(
+        b.session_token(1),
+        old_epoch,
+        "a new store has a new session"
+    );
     b.producer().send(1, b"new-b").unwrap();
 
     let (got_a, got_b) = drive(&mut a, &mut b, &mut now);
@@ -90,7 +94,7 @@ fn store_loss_resends_unacknowledged_and_restarts_inbound() {
         vec![Event::PeerReset {
             peer: 2,
             old_epoch,
-            new_epoch: b.epoch(),
+            new_epoch: b.session_token(1),
             resent: 4..6
         }]
     );

@@ -74,7 +74,11 @@ fn open(dir: &Path, now: Instant) -> Core {
     let mut cfg = CoreConfig::default();
     cfg.max_reassembly_bytes = 40_000;
     cfg.max_reassemblies_per_peer = 3;
-    Core::new(store, cfg, Box::new(resolver), now).unwrap()
+    let mut core = Core::new(store, cfg, Box::new(resolver), now).unwrap();
+    assert!(hrpc_node::proto::testing::handshake(
+        &mut core, now, PEER, peer, PEER_EPOCH
+    ));
+    core
 }
 
 fn send(core: &mut Core, now: Instant, frame: Frame<'_>) {
@@ -82,7 +86,7 @@ fn send(core: &mut Core, now: Instant, frame: Frame<'_>) {
         src: PEER,
         dst: ME,
         src_epoch: PEER_EPOCH,
-        dst_epoch: core.epoch(),
+        dst_epoch: core.session_token(PEER),
         auth: false,
     };
     let mut buf = vec![0u8; MAX_DATAGRAM_LEN];

@@ -7,7 +7,7 @@
 //! It keeps, per peer node id: outbound messages from commit until the peer acknowledges them,
 //! inbound messages from the moment they are completely persisted until the application consumes
 //! them, and small cursors (next outbound seq, acked seq, consumed seq, the peer's session epoch)
-//! in checksummed, multi-buffered records. A superblock holds this node's id and epoch (creation time plus random bits).
+//! in checksummed, multi-buffered records. A superblock holds this node's id and epoch (64 random bits, a secret).
 //!
 //! Messages live in fixed-size slots (size classes 128 B … 16 MiB + 64, at most 1/16 larger than
 //! needed from 4 KiB up; 64-byte header) in segment files mapped with memmap2. The store starts

@@ -1409,7 +1409,7 @@ impl Store {
             }
             let sb = Superblock {
                 node_id: cfg.node_id,
-                epoch: new_epoch(),
+                epoch: new_epoch().map_err(StoreError::io("draw the store epoch", dir))?,
                 max_peers: cfg.max_peers,
             };
             let len = (SUPER_LEN + cfg.max_peers as usize * ENTRY_LEN) as u64;
@@ -2061,8 +2061,9 @@ impl Store {
         self.shared.node_id
     }
 
-    /// This store's epoch, chosen at creation: creation time in µs above 12 random bits, so a
-    /// later store of the same node compares greater.
+    /// This store's epoch: 64 random bits (never 0) drawn from the operating system when the
+    /// store was created. It says nothing about when, and two epochs are not ordered: it is
+    /// the node's secret, from which the protocol derives what it shows its peers.
     pub fn epoch(&self) -> u64 {
         self.shared.epoch
     }
@@ -2907,6 +2908,11 @@ impl Store {
         lock(&self.shared.inner).states.len()
     }
 
+    /// Size of the peer table: the most peers this store can hold a record for.
+    pub fn max_peers(&self) -> u32 {
+        self.shared.max_peers
+    }
+
     /// The sender no longer holds any message `<= through` (its heartbeat said
     /// so): moves the consumed cursor forward to `through` (never back) and
     /// frees any persisted inbound message at or below it. One record write.
@@ -2928,13 +2934,14 @@ impl Store {
     }
 }
 
-/// A new store epoch: creation time in microseconds since 1970 in the high
-/// 52 bits, 12 random low bits. Epochs of later stores compare greater
-/// (barring a clock set back), which is how a node tells a peer's new session
-/// from a stale datagram of an old one.
-fn new_epoch() -> u64 {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    (micros << 12) | (random_nonzero_u64() & 0xfff) | 1
+/// A new store epoch: 64 random bits from the operating system, never 0. Not derived from
+/// the clock: it is kept secret (the protocol shows peers only values derived from it), and
+/// nothing relies on later epochs comparing greater.
+fn new_epoch() -> io::Result<u64> {
+    loop {
+        let v = getrandom::u64().map_err(io::Error::from)?;
+        if v != 0 {
+            return Ok(v);
+        }
+    }
 }

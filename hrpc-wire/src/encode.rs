@@ -6,8 +6,8 @@ use zerocopy::byteorder::network_endian::U32;
 use crate::frame::encode_frame;
 use crate::header::{AUTH_TAG_LEN, CHECKSUM_OFFSET, DatagramHeader, HEADER_LEN, datagram_checksum};
 use crate::{
-    AckFrame, DATA_OVERHEAD, DataFrame, EncodeError, FragAckFrame, Frame, HeaderFields,
-    HeartbeatFrame, LostFrame, MAX_DATAGRAM_LEN, ResetFrame, WireError,
+    AckFrame, CookieFrame, DATA_OVERHEAD, DataFrame, EncodeError, FragAckFrame, Frame,
+    HeaderFields, HeartbeatFrame, LostFrame, MAX_DATAGRAM_LEN, ResetFrame, WireError,
 };
 
 /// Builds one datagram in a caller-owned buffer, frame by frame.
@@ -104,6 +104,16 @@ impl<'a> DatagramWriter<'a> {
     /// Appends a LOST frame.
     pub fn push_lost(&mut self, frame: &LostFrame) -> Result<(), EncodeError> {
         self.push(&Frame::Lost(*frame))
+    }
+
+    /// Appends a CHALLENGE frame.
+    pub fn push_challenge(&mut self, cookie: u64) -> Result<(), EncodeError> {
+        self.push(&Frame::Challenge(CookieFrame { cookie }))
+    }
+
+    /// Appends a RESPONSE frame (a challenge's cookie, echoed).
+    pub fn push_response(&mut self, cookie: u64) -> Result<(), EncodeError> {
+        self.push(&Frame::Response(CookieFrame { cookie }))
     }
 
     /// Appends a FRAG_ACK frame.

@@ -25,6 +25,12 @@
 //!
 //! LOST (0x06), 24 bytes
 //!   0 type   1 reserved[7](0)   8 first u64   16 last u64   (inclusive, 1 <= first <= last)
+//!
+//! CHALLENGE (0x07), 16 bytes
+//!   0 type   1 reserved[7](0)   8 cookie u64
+//!
+//! RESPONSE (0x08), 16 bytes
+//!   0 type   1 reserved[7](0)   8 cookie u64   (the cookie of a CHALLENGE, echoed)
 //! ```
 
 use core::fmt;
@@ -46,6 +52,10 @@ pub const FRAME_RESET: u8 = 0x04;
 pub const FRAME_FRAG_ACK: u8 = 0x05;
 /// Frame type byte of [`LostFrame`].
 pub const FRAME_LOST: u8 = 0x06;
+/// Frame type byte of [`Frame::Challenge`].
+pub const FRAME_CHALLENGE: u8 = 0x07;
+/// Frame type byte of [`Frame::Response`].
+pub const FRAME_RESPONSE: u8 = 0x08;
 
 /// Bytes a DATA frame adds in front of its payload.
 pub const DATA_OVERHEAD: usize = size_of::<RawData>();
@@ -65,6 +75,8 @@ pub const FRAG_RANGE_LEN: usize = size_of::<RawFragRange>();
 pub const MAX_FRAG_RANGES: usize = 16;
 /// Bytes of a LOST frame.
 pub const LOST_LEN: usize = size_of::<RawLost>();
+/// Bytes of a CHALLENGE or RESPONSE frame.
+pub const COOKIE_LEN: usize = size_of::<RawCookie>();
 
 const HEARTBEAT_REPLY: u8 = 0x01;
 
@@ -150,6 +162,15 @@ pub(crate) struct RawLost {
     last: U64,
 }
 
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct RawCookie {
+    ty: u8,
+    reserved: [u8; 7],
+    cookie: U64,
+}
+
+const _: () = assert!(COOKIE_LEN == 16);
 const _: () = assert!(DATA_OVERHEAD == 24);
 const _: () = assert!(LOST_LEN == 24);
 const _: () = assert!(FRAG_ACK_LEN == 16);
@@ -174,6 +195,20 @@ pub enum Frame<'a> {
     FragAck(FragAckFrame<'a>),
     /// Seqs the sender will never deliver.
     Lost(LostFrame),
+    /// Address validation: the receiver proves it can receive at its address, and that it
+    /// is who it claims to be, by echoing this cookie in a [`Frame::Response`].
+    Challenge(CookieFrame),
+    /// The cookie of a [`Frame::Challenge`], echoed back.
+    Response(CookieFrame),
+}
+
+/// The cookie of a CHALLENGE or RESPONSE frame: an opaque value the challenger made and
+/// can check again without keeping state (a keyed hash of the claimant's address and
+/// claims, in hrpc-node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CookieFrame {
+    /// The cookie.
+    pub cookie: u64,
 }
 
 /// The sender will never deliver seqs `first..=last`: they were discarded by
@@ -493,6 +528,7 @@ impl Frame<'_> {
             Frame::Reset(_) => RESET_LEN,
             Frame::FragAck(f) => FRAG_ACK_LEN + FRAG_RANGE_LEN * f.ranges.len(),
             Frame::Lost(_) => LOST_LEN,
+            Frame::Challenge(_) | Frame::Response(_) => COOKIE_LEN,
         }
     }
 
@@ -504,7 +540,11 @@ impl Frame<'_> {
             Frame::FragAck(f) => f.validate(),
             Frame::Lost(l) if l.first == 0 => Err(WireError::ZeroSeq),
             Frame::Lost(l) if l.first > l.last => Err(WireError::BadLostRange),
-            Frame::Heartbeat(_) | Frame::Reset(_) | Frame::Lost(_) => Ok(()),
+            Frame::Heartbeat(_)
+            | Frame::Reset(_)
+            | Frame::Lost(_)
+            | Frame::Challenge(_)
+            | Frame::Response(_) => Ok(()),
         }
     }
 }
@@ -616,6 +656,21 @@ pub(crate) fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), WireError
             };
             (Frame::Lost(l), rest)
         }
+        FRAME_CHALLENGE | FRAME_RESPONSE => {
+            let (h, rest) = split::<RawCookie>(bytes)?;
+            if h.reserved != [0; 7] {
+                return Err(WireError::ReservedBits("cookie frame"));
+            }
+            let c = CookieFrame {
+                cookie: h.cookie.get(),
+            };
+            let frame = if ty == FRAME_CHALLENGE {
+                Frame::Challenge(c)
+            } else {
+                Frame::Response(c)
+            };
+            (frame, rest)
+        }
         other => return Err(WireError::UnknownFrame(other)),
     };
     frame.validate()?;
@@ -716,6 +771,18 @@ pub(crate) fn encode_frame(frame: &Frame<'_>, out: &mut [u8]) {
                 last: U64::new(l.last),
             };
             out[..LOST_LEN].copy_from_slice(h.as_bytes());
+        }
+        Frame::Challenge(c) | Frame::Response(c) => {
+            let h = RawCookie {
+                ty: if matches!(frame, Frame::Challenge(_)) {
+                    FRAME_CHALLENGE
+                } else {
+                    FRAME_RESPONSE
+                },
+                reserved: [0; 7],
+                cookie: U64::new(c.cookie),
+            };
+            out[..COOKIE_LEN].copy_from_slice(h.as_bytes());
         }
     }
 }

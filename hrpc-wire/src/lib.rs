@@ -6,7 +6,7 @@
 //! (cumulative and selective acknowledgement plus the receiver's window),
 //! [HEARTBEAT](HeartbeatFrame) (liveness and cursors) and [RESET](ResetFrame)
 //! (epoch notices), [LOST](LostFrame) (seqs the sender will never deliver) and [FRAG_ACK](FragAckFrame) (progress of a long
-//! message). Every datagram carries a crc32c over its bytes (or an
+//! message), [CHALLENGE and RESPONSE](CookieFrame) (address validation). Every datagram carries a crc32c over its bytes (or an
 //! authentication tag instead), and every DATA frame the crc32c of its whole
 //! message, so a message's checksum travels from the sender's store to the
 //! receiver's.
@@ -55,11 +55,11 @@ pub use decode::{Datagram, Frames, decode_frames};
 pub use encode::DatagramWriter;
 pub use error::{EncodeError, WireError};
 pub use frame::{
-    ACK_BASE_LEN, AckFrame, DATA_OVERHEAD, DataFrame, FRAG_ACK_LEN, FRAG_RANGE_LEN, FRAME_ACK,
-    FRAME_DATA, FRAME_FRAG_ACK, FRAME_HEARTBEAT, FRAME_LOST, FRAME_RESET, FragAckFrame, FragRange,
-    FragRanges, Frame, HEARTBEAT_LEN, HeartbeatFrame, LOST_LEN, LostFrame, MAX_FRAG_RANGES,
-    RESET_LEN, RawFragRange, RawSack, ResetFrame, ResetReason, SACK_RANGE_LEN, SackRange,
-    SackRanges,
+    ACK_BASE_LEN, AckFrame, COOKIE_LEN, CookieFrame, DATA_OVERHEAD, DataFrame, FRAG_ACK_LEN,
+    FRAG_RANGE_LEN, FRAME_ACK, FRAME_CHALLENGE, FRAME_DATA, FRAME_FRAG_ACK, FRAME_HEARTBEAT,
+    FRAME_LOST, FRAME_RESET, FRAME_RESPONSE, FragAckFrame, FragRange, FragRanges, Frame,
+    HEARTBEAT_LEN, HeartbeatFrame, LOST_LEN, LostFrame, MAX_FRAG_RANGES, RESET_LEN, RawFragRange,
+    RawSack, ResetFrame, ResetReason, SACK_RANGE_LEN, SackRange, SackRanges,
 };
 pub use header::{
     AUTH_TAG_LEN, DatagramHeader, FLAG_AUTH, HEADER_LEN, HeaderFields, MAGIC, VERSION,

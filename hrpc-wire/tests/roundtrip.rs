@@ -2,9 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hrpc_wire::{
-    AckFrame, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame, FragRange,
-    FragRanges, Frame, HEADER_LEN, HeaderFields, HeartbeatFrame, LostFrame, MAX_DATAGRAM_LEN,
-    MAX_SACK_RANGES, ResetFrame, ResetReason, SackRange, SackRanges, decode_frames,
+    AckFrame, CookieFrame, DataFrame, Datagram, DatagramWriter, EncodeError, FragAckFrame,
+    FragRange, FragRanges, Frame, HEADER_LEN, HeaderFields, HeartbeatFrame, LostFrame,
+    MAX_DATAGRAM_LEN, MAX_SACK_RANGES, ResetFrame, ResetReason, SackRange, SackRanges,
+    decode_frames,
 };
 use proptest::prelude::*;
 
@@ -33,6 +34,8 @@ enum OwnedFrame {
         ranges: Vec<FragRange>,
     },
     Lost(LostFrame),
+    Challenge(CookieFrame),
+    Response(CookieFrame),
 }
 
 impl OwnedFrame {
@@ -76,6 +79,8 @@ impl OwnedFrame {
                 ranges: FragRanges::Native(ranges),
             }),
             OwnedFrame::Lost(l) => Frame::Lost(*l),
+            OwnedFrame::Challenge(c) => Frame::Challenge(*c),
+            OwnedFrame::Response(c) => Frame::Response(*c),
         }
     }
 }
@@ -184,6 +189,14 @@ fn frame() -> impl Strategy<Value = OwnedFrame> {
             first,
             last: first + n
         })),
+        (any::<bool>(), any::<u64>()).prop_map(|(challenge, cookie)| {
+            let c = CookieFrame { cookie };
+            if challenge {
+                OwnedFrame::Challenge(c)
+            } else {
+                OwnedFrame::Response(c)
+            }
+        }),
         (any::<bool>(), any::<u64>(), any::<u64>()).prop_map(|(lost, epoch, seen_epoch)| {
             OwnedFrame::Reset(ResetFrame {
                 reason: if lost {

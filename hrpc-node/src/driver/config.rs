@@ -256,7 +256,8 @@ impl NodeConfig {
     }
 
     /// Binds the socket to `addr` (a fixed port peers can resolve). Without it the node uses an
-    /// ephemeral port and peers learn its address from its datagrams.
+    /// ephemeral port and peers learn its address by a handshake (a challenge it answers from
+    /// there).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = Some(addr);
         self

@@ -29,8 +29,9 @@ pub enum Event {
         /// New state.
         state: PeerState,
     },
-    /// A peer came back with a new epoch: it lost its store (or it is a new
-    /// installation under the same id).
+    /// A peer came back with a new session (epoch): it lost its store (or it is a new
+    /// installation under the same id). Accepted only after a handshake validated it (see
+    /// "Session tokens and the handshake" in `docs/design.md`).
     ///
     /// Inbound: every message its old session sent and this node persisted
     /// was delivered before the reset took effect; its new session numbers
@@ -41,12 +42,20 @@ pub enum Event {
     PeerReset {
         /// Peer node id.
         peer: u32,
-        /// The epoch it had.
+        /// The session token for this node its old session used.
         old_epoch: u64,
-        /// The epoch it has now.
+        /// The session token for this node its new session uses.
         new_epoch: u64,
         /// Outbound seqs that are being sent again to the new session.
         resent: Range<u64>,
+    },
+    /// A peer now speaks from a new address: it proved, by a round trip, that it receives
+    /// there and knows its session with this node. Datagrams to it go there from now on.
+    PeerAddress {
+        /// Peer node id.
+        peer: u32,
+        /// Its new address.
+        addr: std::net::SocketAddr,
     },
     /// Messages from `peer` with these seqs will never be delivered: the sender
     /// gave up on them ([`Node::discard`](crate::Node::discard)) or lost them

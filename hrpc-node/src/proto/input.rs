@@ -5,15 +5,14 @@ use std::time::{Duration, Instant};
 
 use hrpc_store::{OutboundOnReset, StoreError};
 use hrpc_wire::{
-    AckFrame, DataFrame, Datagram, FragAckFrame, Frame, HeaderFields, HeartbeatFrame, ResetFrame,
-    ResetReason, SackRanges, WireError,
+    AckFrame, DataFrame, Datagram, FragAckFrame, Frame, HeartbeatFrame, SackRanges, WireError,
 };
 
 use super::recv::{Reassembly, RecvState};
 use super::send::SentState;
 use super::{
     Core, CoreError, DropReason, Event, MAX_QUEUED_REPLIES, MAX_SEQ, PeerState, REASSEMBLY_IDLE,
-    Reply, ReplyFrame, later,
+    Reply, later,
 };
 
 impl Core {
@@ -35,43 +34,23 @@ impl Core {
         if h.dst != self.id || h.src == self.id {
             return self.stats.drop(DropReason::WrongDestination);
         }
-        if h.dst_epoch != self.epoch {
-            // The sender does not know this session: tell it, but act on nothing.
-            if h.dst_epoch == 0 {
-                self.stats.drop(DropReason::UnknownEpoch);
-                self.queue_hello_reply(now, from, &h);
-            } else {
-                self.stats.drop(DropReason::WrongEpoch);
-                self.queue_reply(
-                    now,
-                    Reply {
-                        to: from,
-                        header: self.reply_header(&h),
-                        frame: ReplyFrame::Reset(ResetFrame {
-                            reason: ResetReason::EpochMismatch,
-                            epoch: self.epoch,
-                            seen_epoch: h.dst_epoch,
-                        }),
-                    },
-                );
-            }
-            return;
-        }
-        // The sender knows this session's epoch: it has heard from this node.
-        if self.peer_entry(h.src, now).is_none() {
-            return self.stats.drop(DropReason::TooManyPeers);
-        }
-        if !self.check_peer_epoch(h.src, h.src_epoch) {
+        // The fast path: the peer's current session, with this node's token for it, from its
+        // validated address. Anything else goes through the handshake.
+        let known = self.peers.get(&h.src).is_some_and(|p| {
+            p.epoch != 0
+                && h.src_epoch == p.epoch
+                && h.dst_epoch == p.token
+                && p.addr == Some(from)
+                && p.pending_epoch.is_none()
+        });
+        if !known && !self.handshake(now, from, &h, &d) {
             return;
         }
         let Some(p) = self.peers.get_mut(&h.src) else {
             return;
         };
-        if p.addr != Some(from) {
-            tracing::debug!(peer = h.src, %from, "peer address learned");
-        }
-        p.addr = Some(from);
         p.last_heard = Some(now);
+        p.restart_probe = None;
         p.hb_interval = self.cfg.heartbeat_interval;
         if p.state != PeerState::Active {
             p.state = PeerState::Active;
@@ -93,42 +72,13 @@ impl Core {
                         p.hb_pending = true;
                     }
                 }
+                // Handled by the handshake; in a datagram of the session they say nothing new.
+                Frame::Challenge(_) | Frame::Response(_) => {}
             }
         }
     }
 
-    fn reply_header(&self, h: &HeaderFields) -> HeaderFields {
-        HeaderFields {
-            src: self.id,
-            dst: h.src,
-            src_epoch: self.epoch,
-            dst_epoch: h.src_epoch,
-            auth: false,
-        }
-    }
-
-    fn queue_hello_reply(&mut self, now: Instant, from: SocketAddr, h: &HeaderFields) {
-        let (next_seq, first_pending, expected) = match self.peers.get(&h.src) {
-            Some(p) => (p.send.next_new(), p.send.base, p.recv.cum + 1),
-            None => (1, 1, 1),
-        };
-        let hb = HeartbeatFrame {
-            reply_requested: false,
-            next_seq,
-            first_pending,
-            expected,
-            timestamp_us: self.timestamp(now),
-            echo_us: 0,
-        };
-        let reply = Reply {
-            to: from,
-            header: self.reply_header(h),
-            frame: ReplyFrame::Heartbeat(hb),
-        };
-        self.queue_reply(now, reply);
-    }
-
-    fn queue_reply(&mut self, now: Instant, reply: Reply) {
+    pub(super) fn queue_reply(&mut self, now: Instant, reply: Reply) {
         if now >= self.reply_refill_at {
             self.reply_tokens = self.cfg.max_unsolicited_per_sec;
             self.reply_refill_at = later(now, Duration::from_secs(1));
@@ -138,53 +88,6 @@ impl Core {
         }
         self.reply_tokens -= 1;
         self.replies.push_back(reply);
-    }
-
-    /// Applies the epoch rules; returns whether the datagram's frames may be
-    /// processed. See "Session epochs" in `docs/design.md`.
-    fn check_peer_epoch(&mut self, peer: u32, src_epoch: u64) -> bool {
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return false;
-        };
-        if src_epoch == p.epoch && p.pending_epoch.is_none() {
-            return true;
-        }
-        if src_epoch == 0 {
-            self.stats.drop(DropReason::Malformed);
-            return false;
-        }
-        if p.epoch == 0 {
-            // First contact: remember the epoch before accepting anything.
-            if let Err(e) = self.store.set_peer_epoch(peer, src_epoch) {
-                tracing::warn!(peer, error = %e, "cannot record peer epoch");
-                self.stats.drop(DropReason::NoSpace);
-                return false;
-            }
-            p.epoch = src_epoch;
-            tracing::debug!(peer, epoch = src_epoch, "peer epoch learned");
-            return true;
-        }
-        if src_epoch < p.epoch || p.pending_epoch.is_some_and(|e| src_epoch < e) {
-            self.stats.drop(DropReason::StaleEpoch);
-            return false;
-        }
-        if src_epoch == p.epoch {
-            // A newer epoch is pending; datagrams of the old session still count.
-            return true;
-        }
-        // A newer session of the peer. Its old session's messages that this
-        // node persisted are delivered first; until then new-session
-        // datagrams are dropped (the peer retries).
-        p.pending_epoch = Some(src_epoch);
-        if p.recv.deliverable() == 0 {
-            if let Err(e) = self.apply_reset(peer) {
-                tracing::warn!(peer, error = %e, "peer reset failed");
-                return false;
-            }
-            return true;
-        }
-        self.stats.drop(DropReason::ResetPending);
-        false
     }
 
     /// The peer lost its store: restart both streams with its new session.

@@ -14,6 +14,7 @@ mod config;
 mod congestion;
 mod delivery;
 mod event;
+mod handshake;
 mod input;
 mod output;
 mod recv;
@@ -30,7 +31,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hrpc_store::{Durability, OutboundProducer, Store, StoreError};
-use hrpc_wire::{HeaderFields, HeartbeatFrame, ResetFrame};
+use hrpc_wire::HeaderFields;
+
+use handshake::Secrets;
 use rustc_hash::FxHashMap;
 
 pub(crate) use config::number_in as config_number_in;
@@ -150,11 +153,20 @@ fn queue_event(events: &mut VecDeque<Event>, stats: &mut Stats, e: Event) {
 #[derive(Debug)]
 struct Peer {
     id: u32,
-    /// The peer's session epoch; 0 until learned.
+    /// The peer's session token for this node (what it sends as `src_epoch`); 0 until a
+    /// handshake validated it.
     epoch: u64,
-    /// A newer epoch seen, applied once the old session's messages are delivered.
+    /// This node's session token for the peer (sent as `src_epoch`, expected as `dst_epoch`).
+    token: u64,
+    /// A validated restart of the peer (its new session token), applied once the old
+    /// session's messages are delivered.
     pending_epoch: Option<u64>,
+    /// Where datagrams for the peer go: from the resolver, or validated by a handshake. Only
+    /// datagrams from here are processed.
     addr: Option<SocketAddr>,
+    /// Since when a restart claimed from another address waits for the current session to
+    /// answer; cleared when it does.
+    restart_probe: Option<Instant>,
     state: PeerState,
     last_heard: Option<Instant>,
     /// The application asked for liveness (`touch`).
@@ -187,8 +199,8 @@ impl Peer {
     }
 }
 
-/// An answer to a datagram from a sender that does not know this node's
-/// epoch; sent without creating any per-peer state.
+/// An answer sent without creating any per-peer state: a challenge to an unvalidated
+/// claimant, or the response to a peer's challenge.
 #[derive(Debug, Clone, Copy)]
 struct Reply {
     to: SocketAddr,
@@ -198,8 +210,8 @@ struct Reply {
 
 #[derive(Debug, Clone, Copy)]
 enum ReplyFrame {
-    Heartbeat(HeartbeatFrame),
-    Reset(ResetFrame),
+    Challenge(u64),
+    Response(u64),
 }
 
 /// The protocol state machine of one node. See the [module docs](self).
@@ -208,6 +220,8 @@ pub struct Core {
     store: Store,
     id: u32,
     epoch: u64,
+    /// Keys derived from the store's secret epoch: session tokens and cookies.
+    secrets: Secrets,
     durable: bool,
     /// Sync mode: something was persisted since the last group commit, so
     /// nothing may be acknowledged, sent or delivered until [`Core::sync`].
@@ -260,6 +274,7 @@ impl Core {
         let mut core = Core {
             id: store.node_id(),
             epoch: store.epoch(),
+            secrets: Secrets::new(store.epoch(), store.node_id()),
             durable: store.durability() == Durability::Sync,
             unsynced: false,
             fatal: None,
@@ -298,7 +313,8 @@ impl Core {
         self.id
     }
 
-    /// This node's session epoch.
+    /// This node's store epoch: a random secret that never goes on the wire (peers see only
+    /// [`Core::session_token`]s derived from it).
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -522,8 +538,10 @@ impl Core {
             let p = Peer {
                 id: peer,
                 epoch: self.store.peer_epoch(peer).unwrap_or(0),
+                token: self.secrets.token(peer),
                 pending_epoch: None,
                 addr: None,
+                restart_probe: None,
                 state: PeerState::Unknown,
                 last_heard: None,
                 touched: false,

@@ -139,9 +139,9 @@ impl Core {
     fn write_reply(&mut self, r: &Reply, buf: &mut [u8]) -> Option<Transmit> {
         let mtu = self.cfg.mtu;
         let mut w = DatagramWriter::new(&mut buf[..mtu], &r.header).ok()?;
-        let pushed = match &r.frame {
-            ReplyFrame::Heartbeat(hb) => w.push_heartbeat(hb),
-            ReplyFrame::Reset(rs) => w.push_reset(rs),
+        let pushed = match r.frame {
+            ReplyFrame::Challenge(c) => w.push_challenge(c),
+            ReplyFrame::Response(c) => w.push_response(c),
         };
         pushed.ok()?;
         let len = w.finish();
@@ -210,7 +210,6 @@ impl Core {
             store,
             stats,
             id,
-            epoch,
             ..
         } = self;
         let Some(p) = peers.get_mut(&peer) else {
@@ -219,7 +218,7 @@ impl Core {
         let header = HeaderFields {
             src: *id,
             dst: peer,
-            src_epoch: *epoch,
+            src_epoch: p.token,
             dst_epoch: p.epoch,
             auth: false,
         };

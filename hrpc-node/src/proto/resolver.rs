@@ -4,9 +4,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Maps a node id to the address to send to, for peers whose address the
-/// node has not learned from their own datagrams (the original C library's
-/// `get_addr`). Called again when a peer has become unreachable, in case it
-/// moved.
+/// node has not learned by a handshake (the original C library's `get_addr`).
+/// Called again when a peer has become unreachable, in case it moved.
+///
+/// The resolver is trusted: the node shows a peer its session token at the
+/// address the resolver gives, and accepts a restart of the peer claimed from
+/// there after one round trip.
 pub trait Resolver: Send {
     /// The address of `peer`, if known.
     fn resolve(&mut self, peer: u32) -> Option<SocketAddr>;

@@ -12,13 +12,14 @@ pub enum DropReason {
     Unauthenticated,
     /// It was addressed to another node id, or claims to come from this one.
     WrongDestination,
-    /// It named an epoch of this node other than the current one.
+    /// It named a session token of this node other than the one for its sender (answered
+    /// with a challenge, not processed).
     WrongEpoch,
-    /// The sender did not yet know this node's epoch (answered, not processed).
+    /// The sender did not yet know this node's session token (answered with a challenge,
+    /// not processed).
     UnknownEpoch,
-    /// It came from an older session of the peer than the one known.
-    StaleEpoch,
-    /// The peer table is full.
+    /// The peer table is full, or, for a node the resolver does not know, the share of it
+    /// strangers may take.
     TooManyPeers,
     /// Data for a message already persisted (a retransmission or duplicate).
     Duplicate,
@@ -34,6 +35,20 @@ pub enum DropReason {
     /// Datagrams from a new session of the peer while the old one's messages
     /// are still being delivered (the sender retries).
     ResetPending,
+    /// The peer's session, but from an address not yet validated: answered with a
+    /// challenge, acted on only once the claimant echoes it from there.
+    UnvalidatedAddress,
+    /// A new session claimed for a known peer: challenged, or refused after the challenge
+    /// because it comes from another address while the peer's current session still answers.
+    UnvalidatedRestart,
+    /// A response whose cookie this node did not issue to that address and claim (forged,
+    /// or expired): challenged again.
+    BadCookie,
+    /// A challenge from an address this node does not send to for that peer: not answered.
+    UnsolicitedChallenge,
+    /// A new node id proved an address that already speaks for another live peer (one
+    /// socket, one node id): refused.
+    AddressInUse,
 }
 
 /// Counters, all monotonic since the core was created.
@@ -64,6 +79,10 @@ pub struct Stats {
     pub timeouts: u64,
     /// Peer resets (a peer came back with a new epoch).
     pub peer_resets: u64,
+    /// Handshakes completed: a peer's session learned after a validation round trip.
+    pub peers_validated: u64,
+    /// Validated address changes of known peers.
+    pub address_changes: u64,
     /// Times the resolver had no address for a peer that had something to
     /// send (see [`PeerState::Unresolved`](super::PeerState::Unresolved)).
     pub resolve_failures: u64,
@@ -74,7 +93,7 @@ pub struct Stats {
 }
 
 /// Number of [`DropReason`] variants.
-pub const DROP_REASONS: usize = 14;
+pub const DROP_REASONS: usize = 18;
 
 impl DropReason {
     /// Every reason, in the order of [`Stats::dropped_by_reason`].
@@ -85,7 +104,6 @@ impl DropReason {
         DropReason::WrongDestination,
         DropReason::WrongEpoch,
         DropReason::UnknownEpoch,
-        DropReason::StaleEpoch,
         DropReason::TooManyPeers,
         DropReason::Duplicate,
         DropReason::BeyondWindow,
@@ -93,6 +111,11 @@ impl DropReason {
         DropReason::NoSpace,
         DropReason::BogusAck,
         DropReason::ResetPending,
+        DropReason::UnvalidatedAddress,
+        DropReason::UnvalidatedRestart,
+        DropReason::BadCookie,
+        DropReason::UnsolicitedChallenge,
+        DropReason::AddressInUse,
     ];
 
     fn index(self) -> usize {
@@ -126,7 +149,8 @@ pub struct PeerInfo {
     pub state: super::PeerState,
     /// Where datagrams for the peer go, if known.
     pub addr: Option<std::net::SocketAddr>,
-    /// The peer's session epoch, if known.
+    /// The peer's session token for this node (what identifies its current session), if a
+    /// handshake established it.
     pub epoch: Option<u64>,
     /// Smoothed round-trip time, if measured.
     pub srtt: Option<std::time::Duration>,

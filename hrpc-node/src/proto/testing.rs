@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hrpc_store::{Store, StoreConfig};
-use hrpc_wire::{Datagram, DatagramWriter, HeaderFields, decode_frames};
+use hrpc_wire::{Datagram, DatagramWriter, Frame, HeaderFields, HeartbeatFrame, decode_frames};
 
 use super::{Core, CoreConfig, StaticResolver};
 
@@ -19,9 +19,9 @@ const PEER_EPOCH: u64 = 0x0123_4567_89ab_cdef;
 
 /// Runs one input: a sequence of operations encoded in `input`.
 ///
-/// Invariants asserted: the core never panics; a datagram that does not
-/// parse, or is addressed to another node or another epoch of this one,
-/// changes nothing in the store; deliveries come in seq order per peer with
+/// Invariants asserted: the forged peer is admitted through the handshake; the core never
+/// panics; a datagram that does not parse, or is addressed to another node or with another
+/// session token of this one, changes nothing in the store; deliveries come in seq order per peer with
 /// no seq delivered twice, and no seq is skipped unless it was reported lost
 /// (`Event::Lost`) or the stream had not started (it may begin at the
 /// sender's first pending seq); the core's receive state equals the store's.
@@ -35,6 +35,10 @@ pub fn run(dir: &Path, input: &[u8]) {
     let Ok(mut core) = Core::new(store, CoreConfig::default(), Box::new(resolver), now) else {
         return;
     };
+    assert!(
+        handshake(&mut core, now, PEER, peer_addr, PEER_EPOCH),
+        "the forged peer could not complete the handshake"
+    );
     let mut last_delivered = 0u64;
     let mut lost: Vec<std::ops::RangeInclusive<u64>> = Vec::new();
     let mut buf = vec![0u8; core.config().mtu];
@@ -53,7 +57,10 @@ pub fn run(dir: &Path, input: &[u8]) {
                 core.handle_datagram(now, peer_addr, chunk);
                 let inert = match Datagram::parse(chunk) {
                     Err(_) => true,
-                    Ok(d) => d.header().dst != ME || d.header().dst_epoch != core.epoch(),
+                    Ok(d) => {
+                        let h = d.header();
+                        h.dst != ME || h.dst_epoch != core.session_token(h.src)
+                    }
                 };
                 if inert {
                     assert_eq!(
@@ -70,7 +77,7 @@ pub fn run(dir: &Path, input: &[u8]) {
                     src: PEER,
                     dst: ME,
                     src_epoch: PEER_EPOCH,
-                    dst_epoch: core.epoch(),
+                    dst_epoch: core.session_token(PEER),
                     auth: false,
                 };
                 let mut out = vec![0u8; hrpc_wire::MAX_DATAGRAM_LEN];
@@ -126,4 +133,66 @@ pub fn run(dir: &Path, input: &[u8]) {
             }
         }
     }
+}
+
+/// Plays node `peer` at `addr`, with session token `token`, through the handshake with `core`:
+/// a hello, then the challenge's cookie echoed back. Returns whether `core` now knows the
+/// peer's session (then datagrams with `token` as `src_epoch` and
+/// [`Core::session_token`]`(peer)` as `dst_epoch`, from `addr`, reach its streams). Datagrams
+/// `core` has for others meanwhile are dropped.
+pub fn handshake(core: &mut Core, now: Instant, peer: u32, addr: SocketAddr, token: u64) -> bool {
+    let header = HeaderFields {
+        src: peer,
+        dst: core.node_id(),
+        src_epoch: token,
+        dst_epoch: 0,
+        auth: false,
+    };
+    let hello = HeartbeatFrame {
+        reply_requested: true,
+        next_seq: 1,
+        first_pending: 1,
+        expected: 1,
+        timestamp_us: 1,
+        echo_us: 0,
+    };
+    let mut out = vec![0u8; hrpc_wire::MAX_DATAGRAM_LEN];
+    let mut send = |core: &mut Core, push: &dyn Fn(&mut DatagramWriter<'_>) -> bool| {
+        let Ok(mut w) = DatagramWriter::new(&mut out[..1472], &header) else {
+            return;
+        };
+        if push(&mut w) {
+            let n = w.finish();
+            core.handle_datagram(now, addr, &out[..n]);
+        }
+    };
+    send(core, &|w| w.push_heartbeat(&hello).is_ok());
+    let mut buf = vec![0u8; core.config().mtu.max(1472) * core.config().max_segments];
+    let mut cookie = None;
+    for _ in 0..64 {
+        let Some(t) = core.poll_transmit(now, &mut buf) else {
+            break;
+        };
+        let Ok(d) = Datagram::parse(&buf[..t.len]) else {
+            continue;
+        };
+        if t.dst != addr || d.header().dst != peer {
+            continue;
+        }
+        for f in d.frames() {
+            if let Frame::Challenge(c) = f {
+                cookie = Some(c.cookie);
+            }
+        }
+    }
+    let Some(cookie) = cookie else {
+        return false;
+    };
+    send(core, &|w| w.push_response(cookie).is_ok());
+    for _ in 0..64 {
+        if core.poll_transmit(now, &mut buf).is_none() {
+            break;
+        }
+    }
+    core.peer_info(peer).and_then(|i| i.epoch) == Some(token)
 }
