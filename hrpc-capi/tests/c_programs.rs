@@ -114,9 +114,11 @@ fn receiver_killed_and_restarted_loses_nothing() {
     let recv_args = ["recv", "recv-store", port.as_str(), log.to_str().unwrap()];
     let count = COUNT.to_string();
     let (mut receiver, _) = Proc::start(&exe, &recv_args, dir.path());
+    // Paced (about 4 s in all), so both kills land in the middle of the stream however fast
+    // the machine delivers.
     let (sender, ready) = Proc::start(
         &exe,
-        &["send", "send-store", port.as_str(), count.as_str()],
+        &["send", "send-store", port.as_str(), count.as_str(), "50000"],
         dir.path(),
     );
     assert_eq!(ready, "ready 1");

@@ -2,8 +2,9 @@
  * A sender and a receiver written against the original hrpc API, for the kill tests.
  *
  *   ordered recv STORE PORT LOG     node 1 on 127.0.0.1:PORT; appends the number of every
- *                                   delivered message to LOG, one per line (write(2), so a
- *                                   kill never leaves half a line)
+ *                                   delivered message to LOG, one 32-byte line each (one
+ *                                   write(2) that never crosses a page, so a kill never
+ *                                   leaves half a line)
  *   ordered send STORE PORT COUNT [RATE]
  *                                   node 2; sends the numbers up to COUNT to node 1 (at most
  *                                   RATE per second if given), then keeps the node running so
@@ -43,16 +44,26 @@ static struct sockaddr_in get_addr(int nid) {
     return addr;
 }
 
+/* Every log line is LINE bytes: a divisor of the page size, so no line straddles a page and
+ * a kill cannot tear one (the kernel may stop a write between pages on SIGKILL). */
+#define LINE 32
+
 static void on_recv(int nid, void* message, unsigned int size) {
     uint64_t number;
-    char line[32];
+    char line[LINE + 1];
     int n;
     if (nid != 2 || size != MESSAGE_SIZE) {
-        n = snprintf(line, sizeof line, "bad %d %u\n", nid, size);
+        n = snprintf(line, sizeof line, "bad %d %u", nid, size);
     } else {
         memcpy(&number, message, sizeof number);
-        n = snprintf(line, sizeof line, "%" PRIu64 "\n", number);
+        n = snprintf(line, sizeof line, "%031" PRIu64, number);
     }
+    if (n < 0 || n > LINE - 1) {
+        n = LINE - 1;
+    }
+    memset(line + n, ' ', (size_t)(LINE - 1 - n));
+    line[LINE - 1] = '\n';
+    n = LINE;
     if (write(g_log, line, (size_t)n) != n) {
         perror("write log");
         exit(3);
