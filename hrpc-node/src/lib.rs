@@ -41,6 +41,6 @@ pub use hrpc_store::{
     StoreConfig, StoreError, StoreReport,
 };
 pub use proto::{
-    ConfigError, Core, CoreConfig, CoreError, DROP_REASONS, Delivery, DropReason, Event,
-    NoResolver, PeerInfo, PeerState, Resolver, StaticResolver, Stats, Transmit,
+    ClusterKey, ConfigError, Core, CoreConfig, CoreError, DROP_REASONS, Delivery, DropReason,
+    Event, NoResolver, PeerInfo, PeerState, Resolver, StaticResolver, Stats, Transmit,
 };

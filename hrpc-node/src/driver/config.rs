@@ -233,7 +233,7 @@ impl NodeConfig {
             core: CoreConfig::default(),
             udp: UdpConfig::default(),
             max_unacked_per_peer: 1 << 16,
-            max_unacked_bytes_per_peer: 16 << 20,
+            max_unacked_bytes_per_peer: 32 << 20,
             deliveries_per_poll: 1 << 16,
             recv_batches_per_poll: 64,
             transmits_per_poll: 256,
@@ -283,6 +283,14 @@ impl NodeConfig {
         self
     }
 
+    /// Authenticates every datagram with a key shared by the cluster: datagrams without its
+    /// tag are dropped before any state is touched, so only holders of the key can talk to
+    /// this node (see [`CoreConfig::cluster_key`]). Payloads still travel in the clear.
+    pub fn cluster_key(mut self, key: crate::ClusterKey) -> Self {
+        self.core.cluster_key = Some(key);
+        self
+    }
+
     /// Largest datagram to send (UDP payload bytes). 1472 suits Ethernet; loopback-only nodes
     /// may use up to 65 507. Bounds: 176..=65 507.
     pub fn mtu(mut self, mtu: usize) -> Self {
@@ -319,9 +327,9 @@ impl NodeConfig {
     }
 
     /// Unacknowledged payload bytes per peer beyond which sends get [`SendError::WindowFull`]
-    /// (default 16 MiB; at least 1). A message larger than this still goes when nothing else
-    /// to the peer is pending. Bounds the store, and so the memory, a fast sender of large
-    /// messages fills ahead of a slower peer.
+    /// (default 32 MiB: two messages of the largest size; at least 1). A message larger than
+    /// this still goes when nothing else to the peer is pending. Bounds the store, and so the
+    /// memory, a fast sender of large messages fills ahead of a slower peer.
     pub fn max_unacked_bytes_per_peer(mut self, bytes: u64) -> Self {
         self.max_unacked_bytes_per_peer = bytes;
         self

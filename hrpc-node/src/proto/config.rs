@@ -137,6 +137,12 @@ pub struct CoreConfig {
     /// this node's epoch) per second, over all sources. At least 1: a node that never
     /// answers can never be reached by a peer that does not know it yet.
     pub max_unsolicited_per_sec: u32,
+    /// The cluster key, if any: every datagram this node sends carries a tag made with it,
+    /// and every datagram without a valid tag is dropped before any state is touched
+    /// ([`DropReason::Unauthenticated`](super::DropReason::Unauthenticated),
+    /// [`DropReason::BadTag`](super::DropReason::BadTag)). Nodes with and without a key, or
+    /// with different keys, cannot talk. Default: none.
+    pub cluster_key: Option<super::ClusterKey>,
 }
 
 impl Default for CoreConfig {
@@ -158,6 +164,7 @@ impl Default for CoreConfig {
             max_cwnd: 64 << 20,
             loss_tolerance_per_mille: 100,
             max_unsolicited_per_sec: 1000,
+            cluster_key: None,
         }
     }
 }

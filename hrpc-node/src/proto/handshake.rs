@@ -329,7 +329,7 @@ impl Core {
                 dst: h.src,
                 src_epoch: p.token,
                 dst_epoch: p.epoch,
-                auth: false,
+                auth: self.cfg.cluster_key.is_some(),
             },
             frame: ReplyFrame::Response(cookie),
         };
@@ -349,7 +349,7 @@ impl Core {
                 dst: h.src,
                 src_epoch: 0,
                 dst_epoch: 0,
-                auth: false,
+                auth: self.cfg.cluster_key.is_some(),
             },
             frame: ReplyFrame::Challenge(cookie),
         };

@@ -28,8 +28,14 @@ impl Core {
             Err(_) => return self.stats.drop(DropReason::Malformed),
         };
         let h = d.header();
-        if h.auth {
-            return self.stats.drop(DropReason::Unauthenticated);
+        match (&self.cfg.cluster_key, d.auth_tag()) {
+            (None, None) => {}
+            (Some(key), Some(tag)) => {
+                if !key.verify(d.authenticated_bytes(), tag) {
+                    return self.stats.drop(DropReason::BadTag);
+                }
+            }
+            _ => return self.stats.drop(DropReason::Unauthenticated),
         }
         if h.dst != self.id || h.src == self.id {
             return self.stats.drop(DropReason::WrongDestination);

@@ -10,6 +10,7 @@
 //!
 //! The state machine is written up in `docs/design.md` ("Protocol").
 
+mod auth;
 mod config;
 mod congestion;
 mod delivery;
@@ -36,6 +37,7 @@ use hrpc_wire::HeaderFields;
 use handshake::Secrets;
 use rustc_hash::FxHashMap;
 
+pub use auth::ClusterKey;
 pub(crate) use config::number_in as config_number_in;
 pub use config::{ConfigError, CoreConfig, MAX_CONFIG_DURATION, MAX_CWND, MIN_TIMER};
 pub use event::{Event, PeerState};

@@ -145,6 +145,9 @@ impl Core {
         };
         pushed.ok()?;
         let len = w.finish();
+        if let Some(key) = &self.cfg.cluster_key {
+            key.seal(&mut buf[..len]);
+        }
         self.stats.datagrams_sent += 1;
         self.stats.bytes_sent += len as u64;
         Some(Transmit {
@@ -174,6 +177,9 @@ impl Core {
             let (len, full) = self.write_datagram(now, peer, &mut buf[total..total + limit]);
             if len == 0 {
                 break;
+            }
+            if let Some(key) = &self.cfg.cluster_key {
+                key.seal(&mut buf[total..total + len]);
             }
             segments += 1;
             total += len;
@@ -205,6 +211,7 @@ impl Core {
         let window_msgs = self.cfg.recv_window_msgs;
         let (used, cap) = self.store.usage();
         let free_bytes = u32::try_from(cap.saturating_sub(used)).unwrap_or(u32::MAX);
+        let auth = self.cfg.cluster_key.is_some();
         let Core {
             peers,
             store,
@@ -220,7 +227,7 @@ impl Core {
             dst: peer,
             src_epoch: p.token,
             dst_epoch: p.epoch,
-            auth: false,
+            auth,
         };
         let Ok(mut w) = DatagramWriter::new(buf, &header) else {
             return (0, false);

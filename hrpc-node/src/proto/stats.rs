@@ -8,7 +8,8 @@ pub enum DropReason {
     Malformed,
     /// Its checksum did not match (corrupted in flight).
     BadChecksum,
-    /// It carries an authentication tag and this node has no key.
+    /// It carries an authentication tag and this node has no key, or it carries none and
+    /// this node has one.
     Unauthenticated,
     /// It was addressed to another node id, or claims to come from this one.
     WrongDestination,
@@ -49,6 +50,9 @@ pub enum DropReason {
     /// A new node id proved an address that already speaks for another live peer (one
     /// socket, one node id): refused.
     AddressInUse,
+    /// Its authentication tag is not the cluster key's tag of its bytes (forged, altered, or
+    /// another cluster's).
+    BadTag,
 }
 
 /// Counters, all monotonic since the core was created.
@@ -93,7 +97,7 @@ pub struct Stats {
 }
 
 /// Number of [`DropReason`] variants.
-pub const DROP_REASONS: usize = 18;
+pub const DROP_REASONS: usize = 19;
 
 impl DropReason {
     /// Every reason, in the order of [`Stats::dropped_by_reason`].
@@ -116,6 +120,7 @@ impl DropReason {
         DropReason::BadCookie,
         DropReason::UnsolicitedChallenge,
         DropReason::AddressInUse,
+        DropReason::BadTag,
     ];
 
     fn index(self) -> usize {

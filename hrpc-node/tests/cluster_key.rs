@@ -1,0 +1,210 @@
+//! The cluster key: only holders of the key get anything in, and a replayed datagram with a
+//! valid tag changes nothing.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{Seen, addr, drive, open_with, side};
+use hrpc_node::driver::NodeConfig;
+use hrpc_node::proto::{ClusterKey, Core, CoreConfig, DropReason};
+use hrpc_store::StoreConfig;
+
+fn keyed(dir: &std::path::Path, id: u32, now: Instant, key: Option<[u8; 32]>) -> Core {
+    let mut cfg = CoreConfig::default();
+    cfg.cluster_key = key.map(ClusterKey::new);
+    open_with(dir, id, now, StoreConfig::new(id), cfg).unwrap()
+}
+
+/// Sends everything `from` has to send (a few rounds of timers and transmits) straight into
+/// `to`, as if from `from_addr`.
+fn push_all(from: &mut Core, to: &mut Core, from_addr: SocketAddr, now: &mut Instant) {
+    let mut buf = vec![0u8; 64 * 1500];
+    for _ in 0..20 {
+        *now += Duration::from_millis(5);
+        from.sync().unwrap();
+        from.handle_timeout(*now);
+        while let Some(t) = from.poll_transmit(*now, &mut buf) {
+            let seg = t.segment_size.unwrap_or(t.len).max(1);
+            for d in buf[..t.len].chunks(seg) {
+                to.handle_datagram(*now, from_addr, d);
+            }
+        }
+    }
+}
+
+/// Invariant: nodes sharing a key exchange messages; a node with another key, or with none,
+/// gets nothing in — every one of its datagrams is dropped and counted (`BadTag`,
+/// `Unauthenticated`) before any state is touched: no peer entry, no persisted message, no
+/// delivery.
+#[test]
+fn only_holders_of_the_key_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut now = Instant::now();
+    let mut a = keyed(dir.path(), 1, now, Some([7; 32]));
+    let mut b = keyed(dir.path(), 2, now, Some([7; 32]));
+    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    for i in 0..50u32 {
+        b.producer().send(1, &i.to_be_bytes()).unwrap();
+    }
+    for _ in 0..40 {
+        drive(
+            side(&mut a, &mut sa),
+            side(&mut b, &mut sb),
+            &mut now,
+            1,
+            &mut |_, _| true,
+        );
+    }
+    assert_eq!(sa.seqs(2), (1..=50).collect::<Vec<_>>());
+
+    for (id, key, reason) in [
+        (3, Some([8; 32]), DropReason::BadTag),
+        (4, None, DropReason::Unauthenticated),
+    ] {
+        let mut stranger = keyed(dir.path(), id, now, key);
+        stranger.producer().send(1, b"let me in").unwrap();
+        stranger.touch(1, now);
+        let before = a.stats().dropped(reason);
+        push_all(&mut stranger, &mut a, addr(id), &mut now);
+        assert!(
+            a.stats().dropped(reason) > before,
+            "node {id}: {:?}",
+            a.stats()
+        );
+        assert!(a.peer_info(id).is_none(), "node {id} got a peer entry");
+        assert!(a.store().inbound_seqs(id).is_empty());
+        a.deliver(usize::MAX, &mut |d| {
+            sa.got.push((d.peer, d.seq, d.payload.to_vec()))
+        })
+        .unwrap();
+        assert!(sa.seqs(id).is_empty(), "node {id} got a message in");
+    }
+    // And a keyed node drops what a keyless one sends the other way too.
+    let mut keyless = keyed(dir.path(), 5, now, None);
+    let before = keyless.stats().dropped(DropReason::Unauthenticated);
+    a.producer().send(5, b"hello").unwrap();
+    a.touch(5, now);
+    push_all(&mut a, &mut keyless, addr(1), &mut now);
+    assert!(keyless.stats().dropped(DropReason::Unauthenticated) > before);
+}
+
+/// Invariant: replaying, later, every datagram a keyed peer sent (valid tags, old content)
+/// delivers nothing twice and moves no state back: the consumed cursor and what is held stay
+/// as they were, and no peer reset happens — from the peer's address or from another.
+#[test]
+fn replayed_datagrams_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut now = Instant::now();
+    let mut a = keyed(dir.path(), 1, now, Some([9; 32]));
+    let mut b = keyed(dir.path(), 2, now, Some([9; 32]));
+    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let mut recorded: Vec<Vec<u8>> = Vec::new();
+    for i in 0..30u32 {
+        b.producer().send(1, &i.to_be_bytes()).unwrap();
+    }
+    for _ in 0..40 {
+        drive(
+            side(&mut a, &mut sa),
+            side(&mut b, &mut sb),
+            &mut now,
+            1,
+            &mut |from, d| {
+                if from == 2 {
+                    recorded.push(d.to_vec());
+                }
+                true
+            },
+        );
+    }
+    assert_eq!(sa.seqs(2), (1..=30).collect::<Vec<_>>());
+    assert!(!recorded.is_empty());
+    let consumed = a.store().inbound_consumed(2);
+    let resets = a.stats().peer_resets;
+    let dups = a.stats().dropped(DropReason::Duplicate);
+    for from in [addr(2), SocketAddr::from(([127, 0, 0, 66], 6666))] {
+        now += Duration::from_secs(1);
+        for d in &recorded {
+            a.handle_datagram(now, from, d);
+        }
+        a.sync().unwrap();
+        a.deliver(usize::MAX, &mut |d| {
+            sa.got.push((d.peer, d.seq, d.payload.to_vec()))
+        })
+        .unwrap();
+    }
+    assert_eq!(sa.got.len(), 30, "a replay delivered something again");
+    assert_eq!(a.store().inbound_consumed(2), consumed);
+    assert!(a.store().inbound_seqs(2).is_empty());
+    assert_eq!(a.stats().peer_resets, resets);
+    assert!(a.stats().dropped(DropReason::Duplicate) > dups);
+    assert_eq!(
+        a.peer_info(2).unwrap().addr,
+        Some(addr(2)),
+        "the address moved"
+    );
+}
+
+/// Invariant (real sockets): two nodes with the same key exchange messages over loopback; a
+/// third node without the key, sending to the same node, gets nothing delivered and its
+/// datagrams are counted as unauthenticated.
+#[test]
+fn keyed_nodes_over_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let lo = SocketAddr::from(([127, 0, 0, 1], 0));
+    let key = ClusterKey::new([3; 32]);
+    let mut a = NodeConfig::new(dir.path().join("a"), 1)
+        .bind(lo)
+        .cluster_key(key.clone())
+        .open()
+        .unwrap();
+    let mut b = NodeConfig::new(dir.path().join("b"), 2)
+        .bind(lo)
+        .cluster_key(key)
+        .peer(1, a.local_addr())
+        .open()
+        .unwrap();
+    let mut c = NodeConfig::new(dir.path().join("c"), 3)
+        .bind(lo)
+        .peer(1, a.local_addr())
+        .open()
+        .unwrap();
+    for i in 0..100u32 {
+        b.send(1, &i.to_be_bytes()).unwrap();
+        c.send(1, &i.to_be_bytes()).unwrap();
+    }
+    let mut got: Vec<(u32, u32)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < 100 && Instant::now() < deadline {
+        a.poll(&mut |_, d| {
+            got.push((
+                d.peer,
+                u32::from_be_bytes(d.payload[..4].try_into().unwrap()),
+            ))
+        })
+        .unwrap();
+        b.poll(&mut |_, _| {}).unwrap();
+        c.poll(&mut |_, _| {}).unwrap();
+        a.wait(Some(Duration::from_millis(2))).unwrap();
+    }
+    // A little longer, so C's retransmissions reach A too.
+    let until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < until {
+        a.poll(&mut |_, d| {
+            got.push((
+                d.peer,
+                u32::from_be_bytes(d.payload[..4].try_into().unwrap()),
+            ))
+        })
+        .unwrap();
+        c.poll(&mut |_, _| {}).unwrap();
+        a.wait(Some(Duration::from_millis(2))).unwrap();
+    }
+    let from_b: Vec<u32> = got.iter().filter(|g| g.0 == 2).map(|g| g.1).collect();
+    assert_eq!(from_b, (0..100).collect::<Vec<_>>());
+    assert!(got.iter().all(|g| g.0 == 2), "a keyless node got in");
+    assert!(a.stats().core.dropped(DropReason::Unauthenticated) > 0);
+    assert!(a.peer_info(3).is_none());
+}
