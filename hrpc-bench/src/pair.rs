@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hrpc_node::driver::{Node, NodeConfig};
+use hrpc_node::proto::CoreConfig;
 use hrpc_store::Durability;
 use serde::{Deserialize, Serialize};
 
@@ -34,8 +35,11 @@ const STARTUP: Duration = Duration::from_secs(60);
 /// was lost, duplicated or corrupted, or left unacknowledged. (Usage errors exit 2, other
 /// failures 1.)
 pub const EXIT_UNCLEAN: u8 = 3;
-/// Most sending nodes: the receiver's store and core keep 1024 peers by default.
+/// Most sending nodes.
 pub const MAX_PEERS: u32 = 1000;
+/// The receiver's peer table: strangers (nodes it does not know in advance) may fill three
+/// quarters of it, which must hold [`MAX_PEERS`].
+const SERVER_PEER_TABLE: u32 = 2048;
 /// Messages one sending node tries per turn before the loop moves on.
 const BURST: usize = 256;
 
@@ -284,7 +288,14 @@ pub fn server_child(opts: &ServerOpts) -> io::Result<()> {
     procs::child_setup();
     let stop = procs::signal_flag()?;
     let hard = Instant::now() + Duration::from_secs(opts.max_secs);
+    // Room for every sender: nodes the server does not know in advance may take three
+    // quarters of its peer table (the rest stays for configured peers).
+    let mut core = CoreConfig::default();
+    core.max_peers = SERVER_PEER_TABLE as usize;
     let mut node = node_config(&opts.store, 1, opts.mtu, opts.durable)
+        .core_config(core)
+        .mtu(opts.mtu)
+        .store_max_peers(SERVER_PEER_TABLE)
         .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .open()
         .map_err(io_err)?;
