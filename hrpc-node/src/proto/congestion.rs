@@ -10,7 +10,8 @@
 //! rate at once. Queueing delay is the other signal: a round whose smallest RTT sample is
 //! more than twice the path's smallest RTT plus [`QUEUE_DELAY`] shrinks the window too, so a
 //! slow bottleneck with a deep buffer (a relay, a busy receiver) is not filled until its
-//! buffer overflows. A probe timeout does not touch the window; only persistent congestion (no
+//! buffer overflows (not with Sync durability, whose RTT samples include both sides' flushes
+//! to disk). A probe timeout does not touch the window; only persistent congestion (no
 //! acknowledgement across several backed-off timeouts) collapses it to the minimum.
 
 use std::time::Duration;
@@ -49,6 +50,8 @@ pub(crate) struct Congestion {
     path_min_rtt: Option<Duration>,
     /// Rounds since the smallest RTT was measured afresh.
     rounds: u32,
+    /// Whether queueing delay counts as congestion.
+    delay_signal: bool,
 }
 
 impl Congestion {
@@ -69,7 +72,15 @@ impl Congestion {
             round_min_rtt: None,
             path_min_rtt: None,
             rounds: 0,
+            delay_signal: true,
         }
+    }
+
+    /// Ignores queueing delay: for nodes whose RTT samples include flushes to disk on both
+    /// sides (Sync durability), which vary by milliseconds without any queue on the path.
+    pub(crate) fn without_delay_signal(mut self) -> Self {
+        self.delay_signal = false;
+        self
     }
 
     pub(crate) fn window(&self) -> usize {
@@ -117,8 +128,8 @@ impl Congestion {
         if let Some(rate) = (self.round_lost as u64 * MILLE).checked_div(total) {
             self.loss_rate = (self.loss_rate * 3 + rate) / 4;
         }
-        let queued = match (self.round_min_rtt, self.path_min_rtt) {
-            (Some(round), Some(path)) => round > path.saturating_mul(2) + QUEUE_DELAY,
+        let queued = match (self.delay_signal, self.round_min_rtt, self.path_min_rtt) {
+            (true, Some(round), Some(path)) => round > path.saturating_mul(2) + QUEUE_DELAY,
             _ => false,
         };
         let lossy = self.round_new_loss && self.loss_rate > self.tolerance;
@@ -178,11 +189,29 @@ mod tests {
     use super::*;
 
     /// With a tolerance, rounds whose RTT stays near the path's smallest keep growing the
-    /// window; rounds whose every sample waits in a queue shrink it, once per round.
+    /// window; rounds whose every sample waits in a queue shrink it, once per round — unless
+    /// the delay signal is off (Sync durability), where the window keeps growing.
     #[test]
     fn queueing_delay_shrinks_the_window() {
+        for signal in [true, false] {
+            let grown = queued_rounds(signal);
+            assert_eq!(grown.0, 200_000);
+            if signal {
+                assert!(grown.1 < grown.0 / 2, "{grown:?}");
+            } else {
+                assert!(grown.1 > grown.0, "{grown:?}");
+            }
+        }
+    }
+
+    /// Ten rounds near the smallest RTT, then five with every sample queued: the window after
+    /// each phase.
+    fn queued_rounds(signal: bool) -> (usize, usize) {
         let us = Duration::from_micros;
         let mut c = Congestion::new(100_000, 3_000, 1 << 30, 100);
+        if !signal {
+            c = c.without_delay_signal();
+        }
         let mut seq = 0;
         for _ in 0..10 {
             c.on_rtt(us(150), us(100));
@@ -190,14 +219,13 @@ mod tests {
             seq += 10;
         }
         let grown = c.window();
-        assert_eq!(grown, 200_000);
         for _ in 0..5 {
             c.on_rtt(us(2_000), us(100));
             c.on_rtt(us(1_500), us(100));
             c.on_ack(1_000, seq + 9, seq + 10);
             seq += 10;
         }
-        assert!(c.window() < grown / 2, "{}", c.window());
+        (grown, c.window())
     }
 
     #[test]

@@ -528,12 +528,15 @@ impl Core {
             }
             let rtt = RttEstimator::new(self.cfg.initial_rtt, self.cfg.min_rto, self.cfg.max_rto);
             let min_cwnd = 2 * self.cfg.mtu;
-            let cc = Congestion::new(
+            let mut cc = Congestion::new(
                 self.cfg.initial_cwnd,
                 min_cwnd,
                 self.cfg.max_cwnd,
                 self.cfg.loss_tolerance_per_mille,
             );
+            if self.durable {
+                cc = cc.without_delay_signal();
+            }
             let mut send =
                 SendState::new(base, self.cfg.initial_window_msgs, self.cfg.mtu, rtt, cc);
             send.sent_limit = self.sent_before.get(&peer).copied().unwrap_or(1);
