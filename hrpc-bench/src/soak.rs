@@ -161,7 +161,7 @@ pub struct SoakResult {
     pub unexplained_duplicates: u64,
     /// Both sides finished (all sent, acknowledged, delivered) before the deadline.
     pub complete: bool,
-    /// Partition windows scheduled over the relay's lifetime.
+    /// Partition windows the relay began during the run.
     pub partitions: u32,
     /// Wall time in seconds.
     pub secs: f64,
@@ -362,6 +362,7 @@ pub fn run(opts: &SoakOpts) -> io::Result<SoakResult> {
         0
     };
     cfg.partitions = partition_schedule(opts.seed, cfg.lifetime, partitions, PARTITION_LEN);
+    let windows = cfg.partitions.clone();
     let relay = Relay::link(cfg, addrs[0], addrs[1])?;
     // A reaches B through the link address, B reaches A through the front.
     let peer_addrs = [
@@ -489,6 +490,7 @@ pub fn run(opts: &SoakOpts) -> io::Result<SoakResult> {
             let _ = p.finish(Duration::from_secs(5));
         }
     }
+    let elapsed = started.elapsed();
     let relay_stats = relay.stop();
     eprintln!("soak: relay {relay_stats:?}");
 
@@ -496,7 +498,7 @@ pub fn run(opts: &SoakOpts) -> io::Result<SoakResult> {
         kills,
         kills_per_side: [sides[0].kills, sides[1].kills],
         complete,
-        partitions,
+        partitions: windows.iter().filter(|w| w.start < elapsed).count() as u32,
         ..SoakResult::default()
     };
     for (i, side) in sides.iter().enumerate() {

@@ -13,7 +13,8 @@ fn count(v: &serde_json::Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {v}"))
 }
 
-/// Runs `soak --msgs msgs --kills kills --loss 5 extra… --json` and checks its JSON.
+/// Runs `soak --msgs msgs --kills kills --loss 5 --partition-every 0.5 extra… --json` and
+/// checks its JSON.
 fn soak(msgs: u64, kills: u64, extra: &[&str]) {
     let limit = Duration::from_secs(60);
     let started = Instant::now();
@@ -53,6 +54,7 @@ fn soak(msgs: u64, kills: u64, extra: &[&str]) {
     assert_eq!(count(&v, "corrupt"), 0, "{v}");
     assert_eq!(count(&v, "kills"), kills, "{v}");
     assert!(count(&v, "duplicated") <= kills, "{v}");
+    assert!(count(&v, "partitions") >= 1, "{v}");
     assert!(took < limit + Duration::from_secs(15), "took {took:?}");
 }
 
