@@ -13,6 +13,8 @@
 //! - [`raw`]: the plain-UDP ceiling with the same batching syscalls;
 //! - [`latency`]: ping-pong round trips, hrpc and raw UDP;
 //! - [`peer`]: the same one-way test with quinn and renet;
+//! - [`soak`]: two nodes exchanging messages through the relay while they are SIGKILLed and
+//!   restarted, every delivery checked from a durable log;
 //! - [`report`]: the matrix `cargo xtask bench` runs, written as Markdown and SVG;
 //! - [`procs`]: signals, peak RSS and child processes that die with their parent.
 #![forbid(unsafe_code)]
@@ -27,3 +29,4 @@ pub mod raw;
 pub mod relay;
 pub mod report;
 pub mod seed;
+pub mod soak;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hrpc_bench::{latency, pair, peer, raw, report, seed};
+use hrpc_bench::{latency, pair, peer, raw, report, seed, soak};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,8 +18,10 @@ use hrpc_bench::{latency, pair, peer, raw, report, seed};
     long_about = "Whole-node benchmarks of hrpc over loopback UDP.\n\n\
         `server`/`client` are the original C library's README benchmark, run by hand. \
         `pair` runs both sides as child processes and checks every message; `raw-udp`, \
-        `latency` and `peer` give the figures to compare with; `report` runs a matrix of \
-        all of them and writes a Markdown table and an SVG chart."
+        `latency` and `peer` give the figures to compare with; `soak` kills and restarts \
+        two nodes while they exchange messages through a chaos relay and checks every \
+        delivery; `report` runs a matrix of all of them and writes a Markdown table and an \
+        SVG chart."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -165,6 +167,42 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Two nodes (A = node 1, B = node 2, separate processes) exchange N numbered messages
+    /// through a seeded chaos relay, A sending ceil(N/2) to B and B floor(N/2) to A, while
+    /// the soak SIGKILLs one side or the other K times at random moments and restarts it on
+    /// the same store and port. Each side logs every delivery before its handler returns;
+    /// at the end the logs are checked: every message delivered, in order, intact, and
+    /// duplicates only of the handler-crash kind (at most one per kill). Exits 3 if not.
+    Soak {
+        /// Messages in all, both directions together.
+        #[arg(long, default_value_t = 50_000)]
+        msgs: u64,
+        /// SIGKILLs (each restarts the killed side).
+        #[arg(long, default_value_t = 30)]
+        kills: u32,
+        /// Relay drop, duplicate and reorder probability in percent (a fifth of it corrupts).
+        #[arg(long, default_value_t = 0.0, value_parser = parse_percent)]
+        loss: f64,
+        /// Nodes with Durability::Sync, delivery logs fdatasync'ed after each delivering poll.
+        #[arg(long)]
+        durable: bool,
+        /// Message size in bytes (at least 16).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seed of the kill schedule and the relay.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Mean seconds between relay partition windows (50-300 ms each, both directions
+        /// cut); 0 = none.
+        #[arg(long, default_value_t = 2.0)]
+        partition_every: f64,
+        /// Hard limit on the whole soak in seconds; reaching it fails the run.
+        #[arg(long, default_value_t = 1800)]
+        max_secs: u64,
+        /// Print the result as one JSON object on the last line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs the benchmark matrix (what `cargo xtask bench` runs) and writes report.md and
     /// throughput.svg.
     Report {
@@ -189,6 +227,32 @@ enum Cmd {
         store: PathBuf,
         #[arg(long)]
         mtu: usize,
+        #[arg(long)]
+        durable: bool,
+        #[arg(long)]
+        max_secs: u64,
+    },
+    /// Child process of `soak`: one side.
+    #[command(hide = true)]
+    SoakSide {
+        #[arg(long)]
+        id: u32,
+        #[arg(long)]
+        peer: u32,
+        #[arg(long)]
+        bind: SocketAddr,
+        #[arg(long)]
+        peer_addr: SocketAddr,
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        send: u64,
+        #[arg(long)]
+        expect: u64,
+        #[arg(long)]
+        size: usize,
         #[arg(long)]
         durable: bool,
         #[arg(long)]
@@ -279,6 +343,59 @@ fn run(cmd: Cmd) -> io::Result<bool> {
             // left some unacknowledged.
             return Ok(r.clean());
         }
+        Cmd::Soak {
+            msgs,
+            kills,
+            loss,
+            durable,
+            size,
+            seed,
+            partition_every,
+            max_secs,
+            json,
+        } => {
+            let opts = soak::SoakOpts {
+                msgs,
+                kills,
+                loss,
+                durable,
+                size,
+                seed,
+                partition_every: partition_every.max(0.0),
+                max_secs,
+            };
+            let r = soak::run(&opts)?;
+            println!("{}", soak::summary(&opts, &r));
+            if json {
+                json_line(&r)?;
+            }
+            return Ok(r.clean());
+        }
+        Cmd::SoakSide {
+            id,
+            peer,
+            bind,
+            peer_addr,
+            store,
+            log,
+            send,
+            expect,
+            size,
+            durable,
+            max_secs,
+        } => soak::side_child(&soak::SideOpts {
+            id,
+            peer,
+            bind,
+            peer_addr,
+            store,
+            log,
+            send,
+            expect,
+            size,
+            durable,
+            max_secs,
+        })?,
         Cmd::RawUdp { size, secs, json } => {
             let r = raw::run(size, secs)?;
             println!(

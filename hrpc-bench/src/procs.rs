@@ -132,6 +132,25 @@ impl ChildProc {
         }
     }
 
+    /// The next line the child printed, if one is waiting (never blocks).
+    pub fn try_line(&mut self) -> Option<String> {
+        self.lines.try_recv().ok()
+    }
+
+    /// Whether the child has exited (and was reaped).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILLs the child and reaps it: when this returns, the process is gone and its
+    /// sockets and locks are released.
+    pub fn kill(mut self) -> io::Result<()> {
+        if let Ok(None) = self.child.try_wait() {
+            self.child.kill()?;
+        }
+        self.child.wait().map(drop)
+    }
+
     /// Writes one line to the child's stdin.
     pub fn send_line(&mut self, line: &str) -> io::Result<()> {
         let stdin = self

@@ -8,6 +8,11 @@
 //! right socket to the right client. Both directions are impaired with the same
 //! [`RelayConfig`]. Only loopback addresses are used.
 //!
+//! [`Relay::link`] joins two fixed endpoints instead: each side is given the relay address that
+//! stands for the other ([`Relay::front_addr`] for `b`, [`Relay::link_addr`] for `a`), so
+//! either may send first, and a side that restarts on the same port is reached again through
+//! the same addresses. [`partition_schedule`] draws partition windows from a seed.
+//!
 //! What happens to each datagram is decided by [`Impairment`], a pure function of the seed and
 //! the order of datagrams, so it can be tested without sockets:
 //!
@@ -200,11 +205,51 @@ pub struct RelayStats {
     pub clients_refused: u64,
 }
 
+/// `count` partition windows within `span`, drawn from `seed`: the span is cut into `count`
+/// equal slots and each slot holds one window, its length uniform in `length` (capped at the
+/// slot) and its start uniform within what the slot leaves. The windows are sorted, disjoint
+/// and inside `span`; the same arguments give the same windows.
+pub fn partition_schedule(
+    seed: u64,
+    span: Duration,
+    count: u32,
+    length: Range<Duration>,
+) -> Vec<Range<Duration>> {
+    if count == 0 || span.is_zero() {
+        return Vec::new();
+    }
+    // A generator of its own, so the schedule does not shift the per-datagram decisions.
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x7061_7274_6974_696f);
+    let slot = span / count;
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let lo = length.start.min(slot);
+        let hi = length.end.min(slot).max(lo);
+        let len = if hi > lo {
+            Duration::from_nanos(rng.random_range(lo.as_nanos() as u64..=hi.as_nanos() as u64))
+        } else {
+            lo
+        };
+        let room = (slot - len).as_nanos() as u64;
+        let offset = Duration::from_nanos(if room > 0 {
+            rng.random_range(0..=room)
+        } else {
+            0
+        });
+        let start = slot * i + offset;
+        if !len.is_zero() {
+            out.push(start..start + len);
+        }
+    }
+    out
+}
+
 /// A running relay; stops when [`Relay::stop`] is called, when dropped, or when its lifetime
 /// ends.
 #[derive(Debug)]
 pub struct Relay {
     front: SocketAddr,
+    link: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<RelayStats>>,
 }
@@ -213,6 +258,24 @@ impl Relay {
     /// Starts a relay thread forwarding to `server` (a loopback address) from a front socket on
     /// 127.0.0.1 with an ephemeral port.
     pub fn start(cfg: RelayConfig, server: SocketAddr) -> io::Result<Relay> {
+        Self::spawn(cfg, server, None)
+    }
+
+    /// Starts a relay joining two fixed loopback endpoints `a` and `b`: `b` sends to
+    /// [`Relay::front_addr`] to reach `a`, `a` sends to [`Relay::link_addr`] to reach `b`. Both
+    /// addresses exist from the start, so either side may send first, and they stay the same
+    /// while the relay runs (a side that restarts must bind its old address again).
+    pub fn link(cfg: RelayConfig, a: SocketAddr, b: SocketAddr) -> io::Result<Relay> {
+        if !b.ip().is_loopback() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the relay only forwards to loopback addresses",
+            ));
+        }
+        Self::spawn(cfg, a, Some(b))
+    }
+
+    fn spawn(cfg: RelayConfig, server: SocketAddr, peer: Option<SocketAddr>) -> io::Result<Relay> {
         if !server.ip().is_loopback() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -221,21 +284,36 @@ impl Relay {
         }
         let front_sock = bind_loopback()?;
         let front = front_sock.local_addr()?;
+        let mut clients = Vec::new();
+        let mut link = None;
+        if let Some(b) = peer {
+            let sock = bind_loopback()?;
+            link = Some(sock.local_addr()?);
+            clients.push((b, sock));
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("hrpc-relay".to_owned())
-            .spawn(move || run(front_sock, server, cfg, &flag))?;
+            .spawn(move || run(front_sock, server, clients, cfg, &flag))?;
         Ok(Relay {
             front,
+            link,
             stop,
             thread: Some(thread),
         })
     }
 
-    /// Where clients send: the relay's front socket.
+    /// Where clients send: the relay's front socket. For a [`Relay::link`], the address `b`
+    /// sends to in order to reach `a`.
     pub fn front_addr(&self) -> SocketAddr {
         self.front
+    }
+
+    /// For a [`Relay::link`], the address `a` sends to in order to reach `b` (`None` for a
+    /// relay made by [`Relay::start`]).
+    pub fn link_addr(&self) -> Option<SocketAddr> {
+        self.link
     }
 
     /// Stops the relay and returns its counters.
@@ -393,14 +471,25 @@ impl State {
     }
 }
 
-fn run(front: UdpSocket, server: SocketAddr, cfg: RelayConfig, stop: &AtomicBool) -> RelayStats {
+fn run(
+    front: UdpSocket,
+    server: SocketAddr,
+    clients: Vec<(SocketAddr, UdpSocket)>,
+    cfg: RelayConfig,
+    stop: &AtomicBool,
+) -> RelayStats {
     let start = Instant::now();
     let deadline = start + cfg.lifetime;
+    let by_addr = clients
+        .iter()
+        .enumerate()
+        .map(|(i, (a, _))| (*a, i))
+        .collect();
     let mut st = State {
         front,
         server,
-        clients: Vec::new(),
-        by_addr: HashMap::new(),
+        clients,
+        by_addr,
         held: BinaryHeap::new(),
         order: 0,
         imp: Impairment::new(&cfg, start),
@@ -532,6 +621,67 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// A partition schedule is a pure function of its arguments: sorted, disjoint windows
+    /// inside the span with lengths in range, one per slot; another seed moves them.
+    #[test]
+    fn partition_schedules_are_seeded_and_bounded() {
+        let span = Duration::from_secs(30);
+        let len = Duration::from_millis(50)..Duration::from_millis(400);
+        let a = partition_schedule(5, span, 10, len.clone());
+        assert_eq!(a, partition_schedule(5, span, 10, len.clone()));
+        assert_ne!(a, partition_schedule(6, span, 10, len.clone()));
+        assert_eq!(a.len(), 10);
+        let slot = span / 10;
+        for (i, w) in a.iter().enumerate() {
+            let l = w.end - w.start;
+            assert!(len.start <= l && l <= len.end, "{w:?}");
+            assert!(
+                w.start >= slot * i as u32 && w.end <= slot * (i as u32 + 1),
+                "{w:?}"
+            );
+        }
+        assert!(a.windows(2).all(|p| p[0].end <= p[1].start));
+        // Windows longer than a slot are cut to the slot; no windows for no span or count.
+        let tight = partition_schedule(1, Duration::from_secs(1), 4, len.start * 10..len.end * 10);
+        assert!(
+            tight
+                .iter()
+                .all(|w| w.end - w.start <= Duration::from_millis(250))
+        );
+        assert!(partition_schedule(1, Duration::ZERO, 4, len.clone()).is_empty());
+        assert!(partition_schedule(1, span, 0, len).is_empty());
+    }
+
+    /// During a scheduled partition every datagram is dropped, whatever the other
+    /// probabilities, and outside all windows none is (with zero loss).
+    #[test]
+    fn scheduled_partitions_cut_everything() {
+        let start = Instant::now();
+        let mut cfg = RelayConfig::new(11);
+        cfg.duplicate = 0.5;
+        cfg.partitions = partition_schedule(
+            11,
+            Duration::from_secs(10),
+            5,
+            Duration::from_millis(100)..Duration::from_millis(500),
+        );
+        let windows = cfg.partitions.clone();
+        let mut imp = Impairment::new(&cfg, start);
+        let (mut cut, mut open) = (0, 0);
+        for ms in (0..10_000).step_by(7) {
+            let at = Duration::from_millis(ms);
+            let n = imp.fate(start + at, 100).copies().count();
+            if windows.iter().any(|w| w.contains(&at)) {
+                assert_eq!(n, 0, "at {at:?}");
+                cut += 1;
+            } else {
+                assert!(n >= 1, "at {at:?}");
+                open += 1;
+            }
+        }
+        assert!(cut > 50 && open > 500, "{cut} {open}");
     }
 
     proptest::proptest! {

@@ -7,13 +7,15 @@
 //! measurement finishes; at the end the table is printed and written with an SVG chart:
 //!
 //! - `OUT/report.md`: configuration, hrpc msg/s and MB/s, raw UDP, quinn and renet msg/s,
-//!   lost/duplicated/corrupt, peak RSS; then the latency figures;
+//!   lost/duplicated/corrupt, peak RSS; then the kill-and-restart soak ([`SOAK_QUICK`] or
+//!   [`SOAK_FULL`] messages and kills through a 5% lossy relay) and the latency figures;
 //! - `OUT/throughput.svg`: msg/s per configuration, hrpc, raw UDP, quinn and renet side by side
 //!   (log scale);
 //! - `OUT/report.json`: the same numbers.
 //!
 //! The run fails (returns `false`) if an hrpc row failed, reported lost, duplicated or
-//! corrupt messages, or ended its drain with messages unacknowledged.
+//! corrupt messages, or ended its drain with messages unacknowledged, or if the soak failed
+//! or was not clean.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,6 +30,14 @@ use crate::c_seed::{self, CSeedResult};
 use crate::latency::LatencyResult;
 use crate::pair::{EXIT_UNCLEAN, PairResult};
 use crate::peer::PeerResult;
+use crate::soak::SoakResult;
+
+/// The soak row of the quick matrix: (messages, kills), 5% loss.
+pub const SOAK_QUICK: (u64, u32) = (50_000, 30);
+/// The soak row with `--full`.
+pub const SOAK_FULL: (u64, u32) = (1_000_000, 500);
+/// Relay loss of the soak row, percent.
+pub const SOAK_LOSS: f64 = 5.0;
 
 /// Environment variable set on the report's children: they ask to die with their parent.
 pub const CHILD_ENV: &str = "HRPC_BENCH_CHILD";
@@ -173,6 +183,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Round trips, 100-byte messages.
     pub latency: Option<LatencyResult>,
+    /// The kill-and-restart soak (`Err` text if it failed to run).
+    #[serde(default)]
+    pub soak: Option<Result<SoakResult, String>>,
     /// The seed README's C benchmark on hrpc-capi, if it was run (`Err` text if it failed).
     #[serde(default)]
     pub c_seed: Option<Result<CSeedResult, String>>,
@@ -274,8 +287,8 @@ pub fn run(opts: &ReportOpts) -> io::Result<bool> {
     let limit = Duration::from_secs_f64(secs) + Duration::from_secs(90);
     let specs = matrix();
     let sizes: std::collections::BTreeSet<usize> = specs.iter().map(|s| s.size).collect();
-    // raw UDP and peer per size, one pair per row, latency.
-    let total = sizes.len() * 2 + specs.len() + 1;
+    // raw UDP and peer per size, one pair per row, the soak, latency.
+    let total = sizes.len() * 2 + specs.len() + 2;
     let mut step = 0;
     let mut progress = |what: &str, result: &str| {
         step += 1;
@@ -368,6 +381,43 @@ pub fn run(opts: &ReportOpts) -> io::Result<bool> {
         });
     }
 
+    let (soak_msgs, soak_kills) = if opts.full { SOAK_FULL } else { SOAK_QUICK };
+    let soak_args: Vec<String> = [
+        "soak",
+        "--json",
+        "--msgs",
+        &soak_msgs.to_string(),
+        "--kills",
+        &soak_kills.to_string(),
+        "--loss",
+        &SOAK_LOSS.to_string(),
+        "--max-secs",
+        &limit.as_secs().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let soak: io::Result<SoakResult> = parse(run_json(&soak_args, limit + Duration::from_secs(30)));
+    progress(
+        &format!("soak {soak_msgs} msgs, {soak_kills} kills, {SOAK_LOSS}% loss"),
+        &match &soak {
+            Ok(s) => format!(
+                "delivered {} of {}, lost {}, duplicated {}, reordered {}, corrupt {}, {} kills in {:.1} s{}",
+                s.delivered,
+                s.sent,
+                s.lost,
+                s.duplicated,
+                s.reordered,
+                s.corrupt,
+                s.kills,
+                s.secs,
+                if s.clean() { "" } else { ", NOT clean" }
+            ),
+            Err(e) => format!("FAILED ({e})"),
+        },
+    );
+    let soak = Some(soak.map_err(|e| e.to_string()));
+
     let lat_args = vec![
         "latency".to_owned(),
         "--json".to_owned(),
@@ -407,6 +457,7 @@ pub fn run(opts: &ReportOpts) -> io::Result<bool> {
         secs,
         rows,
         latency: latency.ok(),
+        soak,
         c_seed,
         wall_secs: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     };
@@ -458,6 +509,20 @@ pub fn run(opts: &ReportOpts) -> io::Result<bool> {
         eprintln!("report: FAILED: latency");
         ok = false;
     }
+    match &report.soak {
+        Some(Ok(s)) if !s.clean() => {
+            eprintln!(
+                "report: soak not clean: lost {}, duplicated {}, reordered {}, corrupt {}, complete {}",
+                s.lost, s.duplicated, s.reordered, s.corrupt, s.complete
+            );
+            ok = false;
+        }
+        Some(Err(e)) => {
+            eprintln!("report: FAILED: soak: {e}");
+            ok = false;
+        }
+        _ => {}
+    }
     if let Some(Err(e)) = &report.c_seed {
         eprintln!("report: FAILED: the C seed benchmark: {e}");
         ok = false;
@@ -505,6 +570,33 @@ pub fn markdown(r: &Report) -> String {
             fmt_rate(row.peer.as_ref().and_then(|p| p.quinn_msgs_per_sec)),
             fmt_rate(row.peer.as_ref().and_then(|p| p.renet_msgs_per_sec)),
         );
+    }
+    if let Some(soak) = &r.soak {
+        let _ = writeln!(
+            s,
+            "\nKill-and-restart soak (`hrpc-bench soak`): two nodes exchange messages both \
+             ways through a relay with {SOAK_LOSS}% loss, duplication and reordering and \
+             partition windows, while one or the other is SIGKILLed and restarted on its \
+             store; every delivery is checked from the receivers' logs.\n\n\
+             | messages | kills | delivered | lost | duplicated | reordered | corrupt | seconds |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let _ = match soak {
+            Ok(k) => writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {:.1}{} |",
+                k.sent,
+                k.kills,
+                k.delivered,
+                k.lost,
+                k.duplicated,
+                k.reordered,
+                k.corrupt,
+                k.secs,
+                if k.complete { "" } else { " (incomplete)" }
+            ),
+            Err(e) => writeln!(s, "| failed ({e}) | – | – | – | – | – | – | – |"),
+        };
     }
     let _ = writeln!(
         s,
@@ -679,6 +771,15 @@ mod tests {
             secs: 1.0,
             rows: vec![row(Some(ok.clone())), row(None), row(Some(lossy))],
             latency: None,
+            soak: Some(Ok(SoakResult {
+                sent: 50_000,
+                delivered: 50_000,
+                duplicated: 2,
+                kills: 30,
+                complete: true,
+                secs: 1.5,
+                ..SoakResult::default()
+            })),
             c_seed: Some(Err("no compiler".to_owned())),
             wall_secs: 1.0,
         };
@@ -690,6 +791,15 @@ mod tests {
         assert!(md.contains("| failed | – |"), "{md}");
         assert!(md.contains("3/0/0"), "{md}");
         assert!(md.contains("latency: failed"), "{md}");
+        assert!(
+            md.contains("| 50000 | 30 | 50000 | 0 | 2 | 0 | 0 | 1.5 |"),
+            "{md}"
+        );
+        let failed_soak = Report {
+            soak: Some(Err("timed out".to_owned())),
+            ..report.clone()
+        };
+        assert!(markdown(&failed_soak).contains("| failed (timed out) |"));
         assert!(
             md.contains("seed_bench.c on hrpc-capi | failed (no compiler)"),
             "{md}"

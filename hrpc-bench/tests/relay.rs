@@ -83,3 +83,81 @@ fn relay_duplicates_everything_at_probability_one() {
     // Each of the 2N datagrams the server got was echoed once and duplicated again.
     assert_eq!(c.len() as u32, 4 * N);
 }
+
+/// Sends `n` numbered datagrams each way between two sockets joined by a link relay (a to
+/// `a_to_b`, b to `b_to_a`); returns what each side received.
+fn link_round(
+    a: &UdpSocket,
+    b: &UdpSocket,
+    a_to_b: std::net::SocketAddr,
+    b_to_a: std::net::SocketAddr,
+    base: u32,
+    n: u32,
+) -> (Vec<u32>, Vec<u32>) {
+    let mut buf = [0u8; 64];
+    for i in base..base + n {
+        a.send_to(&i.to_be_bytes(), a_to_b).expect("send a");
+        b.send_to(&i.to_be_bytes(), b_to_a).expect("send b");
+    }
+    let read = |s: &UdpSocket, buf: &mut [u8]| {
+        let mut got = Vec::new();
+        while let Ok((4, _)) = s.recv_from(buf) {
+            got.push(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
+        }
+        got
+    };
+    let at_b = read(b, &mut buf);
+    let at_a = read(a, &mut buf);
+    (at_a, at_b)
+}
+
+/// A link relay joins two fixed endpoints: either may send first, each sees the other at
+/// the relay's address for it, and a partition window cuts both directions, then the link
+/// comes back.
+#[test]
+fn link_forwards_both_ways_and_partitions_cut_both() {
+    let a = socket();
+    let b = socket();
+    let mut cfg = RelayConfig::new(42);
+    cfg.partitions = vec![Duration::from_millis(400)..Duration::from_millis(1400)];
+    let relay =
+        Relay::link(cfg, a.local_addr().expect("a"), b.local_addr().expect("b")).expect("relay");
+    let b_to_a = relay.front_addr();
+    let a_to_b = relay.link_addr().expect("link address");
+    let started = Instant::now();
+
+    // Before the partition: a sends first, then b; everything arrives in order.
+    let (at_a, at_b) = link_round(&a, &b, a_to_b, b_to_a, 0, N);
+    let all: Vec<u32> = (0..N).collect();
+    assert_eq!(at_b, all);
+    assert_eq!(at_a, all);
+    let mut buf = [0u8; 8];
+    a.send_to(b"x", a_to_b).expect("send");
+    let (_, from) = b.recv_from(&mut buf).expect("recv at b");
+    assert_eq!(from, b_to_a, "b sees a at the address it sends to");
+    b.send_to(b"y", b_to_a).expect("send");
+    let (_, from) = a.recv_from(&mut buf).expect("recv at a");
+    assert_eq!(from, a_to_b, "a sees b at the address it sends to");
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "too slow to test"
+    );
+
+    // Inside the partition: nothing either way.
+    std::thread::sleep(Duration::from_millis(600).saturating_sub(started.elapsed()));
+    let (at_a, at_b) = link_round(&a, &b, a_to_b, b_to_a, N, N);
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "too slow to test"
+    );
+    assert!(at_a.is_empty() && at_b.is_empty(), "{at_a:?} {at_b:?}");
+
+    // After it: the link is back.
+    std::thread::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed()));
+    let (at_a, at_b) = link_round(&a, &b, a_to_b, b_to_a, 2 * N, N);
+    let later: Vec<u32> = (2 * N..3 * N).collect();
+    assert_eq!(at_b, later);
+    assert_eq!(at_a, later);
+    let stats = relay.stop();
+    assert!(stats.dropped >= u64::from(2 * N), "{stats:?}");
+}

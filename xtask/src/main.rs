@@ -1,6 +1,6 @@
 //! `cargo xtask`: the project's task runner.
 //!
-//! One binary with subcommands (`bench`, `test`, `ci`, `fuzz`, `loom`, `sim`). Each subcommand turns its
+//! One binary with subcommands (`bench`, `soak`, `test`, `ci`, `fuzz`, `loom`, `sim`). Each subcommand turns its
 //! options into a plan — a list of [`Step`]s, each one external command — then runs the plan,
 //! printing a timestamped header and the exact command line before each step. Every step runs
 //! even if an earlier one failed; a summary closes the run and the exit code is non-zero if any
@@ -28,6 +28,10 @@ const FUZZ_SECS_DEFAULT: u64 = 30;
 /// loom preemption bound: the short run (`ci`, `cargo xtask loom`) and `--long`.
 const LOOM_PREEMPTIONS_SHORT: u32 = 2;
 const LOOM_PREEMPTIONS_LONG: u32 = 3;
+/// `cargo xtask soak` defaults: messages (both directions together), kills, relay loss %.
+const SOAK_MSGS: u64 = 2_000_000;
+const SOAK_KILLS: u32 = 1000;
+const SOAK_LOSS: f64 = 5.0;
 /// Crates whose `tests/loom.rs` the loom step runs.
 const LOOM_CRATES: &[&str] = &["hrpc-store", "hrpc-node"];
 
@@ -55,6 +59,27 @@ enum Task {
         /// times (with --micro: only the latter).
         #[arg(long)]
         full: bool,
+    },
+    /// Run the long kill-and-restart soak (`hrpc-bench soak`, release build): two nodes
+    /// exchange messages through a lossy, partitioning relay while being SIGKILLed and
+    /// restarted; prints the checked result as JSON and fails if anything was lost,
+    /// reordered or corrupted.
+    Soak {
+        /// Messages in all, both directions together.
+        #[arg(long, default_value_t = SOAK_MSGS)]
+        msgs: u64,
+        /// SIGKILLs.
+        #[arg(long, default_value_t = SOAK_KILLS)]
+        kills: u32,
+        /// Relay drop/duplicate/reorder probability in percent.
+        #[arg(long, default_value_t = SOAK_LOSS)]
+        loss: f64,
+        /// Seed of the kill schedule and the relay.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Nodes in Durability::Sync, delivery logs fdatasync'ed.
+        #[arg(long)]
+        durable: bool,
     },
     /// Run the tests: cargo-nextest (installed if missing) plus doctests, or `cargo test` if
     /// nextest cannot be installed.
@@ -225,6 +250,13 @@ fn shell_quote(s: &str) -> String {
 fn build_plan(task: &Task, root: &Path) -> Result<Plan, String> {
     match task {
         Task::Bench { micro, full } => bench_plan(root, *micro, *full),
+        Task::Soak {
+            msgs,
+            kills,
+            loss,
+            seed,
+            durable,
+        } => Ok(soak_plan(root, *msgs, *kills, *loss, *seed, *durable)),
         Task::Test => Err("`test` is run by run_tests".to_owned()),
         Task::Ci => ci_plan(root),
         Task::Fuzz { target, secs } => {
@@ -303,6 +335,42 @@ fn c_seed_steps(root: &Path) -> Option<(Vec<Step>, PathBuf)> {
     .arg(exe.display().to_string())
     .after_ok();
     Some((vec![build, compile], exe))
+}
+
+/// `cargo xtask soak`: build `hrpc-bench` in release, then `hrpc-bench soak … --json` (its
+/// last line is the JSON result; it exits non-zero unless the run was clean).
+fn soak_plan(root: &Path, msgs: u64, kills: u32, loss: f64, seed: u64, durable: bool) -> Plan {
+    let exe = target_dir(root).join("release/hrpc-bench");
+    let build = Step::cargo(
+        "build hrpc-bench",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "hrpc-bench",
+            "--bin",
+            "hrpc-bench",
+        ],
+    );
+    let mut soak = Step::new("soak", &exe.display().to_string(), &["soak", "--json"])
+        .args(&[
+            "--msgs".to_owned(),
+            msgs.to_string(),
+            "--kills".to_owned(),
+            kills.to_string(),
+            "--loss".to_owned(),
+            loss.to_string(),
+            "--seed".to_owned(),
+            seed.to_string(),
+        ])
+        .after_ok();
+    if durable {
+        soak = soak.arg("--durable");
+    }
+    Plan {
+        steps: vec![build, soak],
+        ..Plan::default()
+    }
 }
 
 /// `cargo xtask bench`: by default the whole-node matrix: build `hrpc-bench` in release once,
@@ -849,6 +917,24 @@ path = "fuzz_targets/store_open.rs"
         let full_matrix = full.steps.iter().find(|s| s.name == "benchmark matrix");
         assert!(full_matrix.unwrap().args.contains(&"--full".to_owned()));
         assert!(full.steps.len() > names.len());
+    }
+
+    #[test]
+    fn soak_builds_then_runs_long_by_default() {
+        let root = workspace_root();
+        let plan = soak_plan(&root, SOAK_MSGS, SOAK_KILLS, SOAK_LOSS, 1, false);
+        let names: Vec<&str> = plan.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["build hrpc-bench", "soak"]);
+        let soak = &plan.steps[1];
+        assert!(soak.after_ok && soak.args[..2] == ["soak", "--json"]);
+        let value = |flag: &str| {
+            let i = soak.args.iter().position(|a| a == flag).unwrap();
+            soak.args[i + 1].parse::<f64>().unwrap()
+        };
+        assert!(value("--msgs") >= 1e6 && value("--kills") >= 500.0);
+        assert!(!soak.args.contains(&"--durable".to_owned()));
+        let plan = soak_plan(&root, 10, 2, 0.0, 3, true);
+        assert!(plan.steps[1].args.contains(&"--durable".to_owned()));
     }
 
     #[test]
