@@ -65,5 +65,6 @@ fn short_soak_loses_nothing_through_kills_and_chaos() {
 
 #[test]
 fn short_durable_soak_loses_nothing() {
-    soak(50_000, 30, &["--durable", "--seed", "7"]);
+    // Enough messages that the run outlasts a few partition intervals.
+    soak(300_000, 60, &["--durable", "--seed", "7"]);
 }
