@@ -134,15 +134,6 @@ impl Congestion {
     }
 
     fn reduce(&mut self, next_seq: u64) {
-        eprintln!(
-            "REDUCE cwnd {} lost {} acked {} rate {} rmin {:?} pmin {:?}",
-            self.cwnd,
-            self.round_lost,
-            self.round_acked,
-            self.loss_rate,
-            self.round_min_rtt,
-            self.path_min_rtt
-        );
         if next_seq <= self.recovery_until {
             return;
         }
