@@ -202,6 +202,9 @@ pub struct NodeStats {
     /// Events dropped because nobody called [`Node::next_event`] (the core's
     /// `events_dropped`).
     pub events_dropped: u64,
+    /// Bytes of half-assembled inbound messages held now (bounded by
+    /// [`CoreConfig::max_reassembly_bytes`](crate::proto::CoreConfig::max_reassembly_bytes)).
+    pub reassembly_bytes: usize,
 }
 
 /// What one [`Node::poll`] did.
@@ -613,6 +616,7 @@ impl Node {
             delivered: self.core.stats().messages_delivered,
             wakeups: self.wakeups,
             events_dropped: self.core.stats().events_dropped,
+            reassembly_bytes: self.core.reassembly_bytes(),
         }
     }
 
