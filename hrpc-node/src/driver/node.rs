@@ -252,9 +252,7 @@ impl Node {
     pub fn open(mut cfg: NodeConfig) -> Result<Node, NodeError> {
         cfg.validate()?;
         let now = Instant::now();
-        let bind = cfg
-            .bind
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let bind = cfg.bind.unwrap_or(super::config::DEFAULT_BIND);
         let io = UdpIo::bind(bind, &cfg.udp).map_err(|e| match e.kind() {
             io::ErrorKind::AddrInUse => NodeError::AddrInUse { addr: bind },
             io::ErrorKind::InvalidInput => NodeError::Config(ConfigError::Other(e.to_string())),
