@@ -283,3 +283,123 @@ fn full_disk_gives_backpressure_and_recovers() {
     drop(b);
     drop(fs);
 }
+
+/// Invariant: one peer (or anything forging on its path) cannot take the whole reassembly
+/// budget and keep it: while fragments of never-completed 16 MiB messages keep arriving
+/// with B's valid session values, each making progress so none ever goes idle, another
+/// peer's 4 MiB message is still assembled and delivered, intact, and so are B's own
+/// messages.
+#[test]
+fn a_peer_cannot_starve_others_of_reassembly_space() {
+    const BUDGET: usize = 32 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = Relay::new(local());
+    let c_sock = std::net::UdpSocket::bind(local()).unwrap();
+    let c_addr = c_sock.local_addr().unwrap();
+    drop(c_sock);
+    type Got = Vec<(u32, u64, Vec<u8>)>;
+    let mut core = CoreConfig::default();
+    core.max_reassembly_bytes = BUDGET;
+    let mut a = NodeConfig::new(dir.path().join("a"), A)
+        .bind(local())
+        .peer(B, relay.addr())
+        .peer(3, c_addr)
+        .core_config(core)
+        .open()
+        .unwrap();
+    relay.a_addr = a.local_addr();
+    let mut b = NodeConfig::new(dir.path().join("b"), B)
+        .bind(local())
+        .peer(A, relay.addr())
+        .open()
+        .unwrap();
+    let mut c = NodeConfig::new(dir.path().join("c"), 3)
+        .bind(c_addr)
+        .peer(A, a.local_addr())
+        .open()
+        .unwrap();
+    let (mut got_a, mut got_b, mut got_c): (Got, Got, Got) = (Vec::new(), Vec::new(), Vec::new());
+    b.send(A, b"b 0").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let round =
+        |a: &mut Node, b: &mut Node, c: &mut Node, relay: &mut Relay, got: [&mut Got; 3]| {
+            let [got_a, got_b, got_c] = got;
+            poll(a, got_a);
+            poll(b, got_b);
+            poll(c, got_c);
+            relay.pump(4096);
+            a.wait(Some(Duration::from_millis(2))).unwrap();
+        };
+    while got_a.is_empty() || relay.b_header.is_none() {
+        assert!(Instant::now() < deadline, "no warm-up");
+        round(
+            &mut a,
+            &mut b,
+            &mut c,
+            &mut relay,
+            [&mut got_a, &mut got_b, &mut got_c],
+        );
+    }
+    let genuine = relay.b_header.unwrap();
+    let payload = vec![0xEE; 1200];
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
+    let mut step = 0u32;
+    let mut c_sent = false;
+    let forge_until = Instant::now() + Duration::from_secs(25);
+    while Instant::now() < forge_until && !got_a.iter().any(|g| g.0 == 3) {
+        // Every 20 ms, a new fragment of each of 8 forged messages: all keep progressing.
+        for k in 0..8u64 {
+            let d = datagram(&genuine, |w| {
+                w.push_data(&DataFrame {
+                    seq: 50_000 + k,
+                    msg_len: MAX_MESSAGE_LEN as u32,
+                    offset: step * 1200,
+                    msg_crc: 0x0BAD_CAFE,
+                    payload: &payload,
+                })
+                .unwrap()
+            });
+            relay.inject(&d);
+        }
+        step += 1;
+        if step == 50 {
+            // The forged messages hold what they can by now.
+            c.send(A, &big).unwrap();
+            b.send(A, b"b 1").unwrap();
+            c_sent = true;
+        }
+        let step_end = Instant::now() + Duration::from_millis(20);
+        while Instant::now() < step_end {
+            round(
+                &mut a,
+                &mut b,
+                &mut c,
+                &mut relay,
+                [&mut got_a, &mut got_b, &mut got_c],
+            );
+        }
+    }
+    let st = a.stats();
+    assert!(c_sent, "the forging phase ended early");
+    let from_c: Vec<&(u32, u64, Vec<u8>)> = got_a.iter().filter(|g| g.0 == 3).collect();
+    assert_eq!(
+        from_c.len(),
+        1,
+        "C's 4 MiB message was not delivered while B's forged messages held {} bytes; {st:?}",
+        st.reassembly_bytes
+    );
+    assert!(from_c[0].2 == big, "C's message corrupt");
+    while got_a.iter().filter(|g| g.0 == B).count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "B's messages not delivered: {st:?}"
+        );
+        round(
+            &mut a,
+            &mut b,
+            &mut c,
+            &mut relay,
+            [&mut got_a, &mut got_b, &mut got_c],
+        );
+    }
+}
