@@ -269,7 +269,7 @@ impl NodeConfig {
     ///
     /// Binding a non-loopback address, or all interfaces (`0.0.0.0:port`, `[::]:port`), is the
     /// way to reach other hosts, and exposes the node to everyone who can send UDP to that
-    /// port: without a cluster key (none exists yet) any of them can attempt the handshake
+    /// port: without a cluster key any of them can attempt the handshake
     /// and, under an unused node id, become a peer and send it messages (see "Threat model"
     /// in `docs/design.md`). Bind the one address your peers use, and filter the port.
     pub fn bind(mut self, addr: SocketAddr) -> Self {
