@@ -455,7 +455,18 @@ fn three_hosts_all_to_all_with_kill_and_link_cut() {
         })
     });
     let elapsed = start.elapsed();
+    let names = hosts.names.clone();
     drop(hosts);
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left = String::from_utf8_lossy(&left.stdout);
+    for name in &names {
+        assert!(
+            !left
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "namespace {name} left behind"
+        );
+    }
 
     let receiver_kills = |r: u32| u32::from(r == 3);
     for r in NODES {

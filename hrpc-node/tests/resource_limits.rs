@@ -203,14 +203,14 @@ fn full_disk_gives_backpressure_and_recovers() {
             return;
         }
     };
-    // B's address, free for now: B starts only once A's disk is full.
-    let b_addr = std::net::UdpSocket::bind(local())
-        .unwrap()
-        .local_addr()
+    // B is open but not polled until A's disk is full: nothing is acknowledged meanwhile.
+    let mut b = NodeConfig::new(dir.path().join("b"), B)
+        .bind(local())
+        .open()
         .unwrap();
     let mut a = NodeConfig::new(fs.dir.join("a"), A)
         .bind(local())
-        .peer(B, b_addr)
+        .peer(B, b.local_addr())
         .open()
         .unwrap();
     let mut sent = 0u32;
@@ -245,11 +245,6 @@ fn full_disk_gives_backpressure_and_recovers() {
     }
     let at_full = sent;
 
-    let mut b = NodeConfig::new(dir.path().join("b"), B)
-        .bind(b_addr)
-        .peer(A, a.local_addr())
-        .open()
-        .unwrap();
     let mut got = Vec::new();
     let total = at_full * 3;
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -294,16 +289,12 @@ fn a_peer_cannot_starve_others_of_reassembly_space() {
     const BUDGET: usize = 32 << 20;
     let dir = tempfile::tempdir().unwrap();
     let mut relay = Relay::new(local());
-    let c_sock = std::net::UdpSocket::bind(local()).unwrap();
-    let c_addr = c_sock.local_addr().unwrap();
-    drop(c_sock);
     type Got = Vec<(u32, u64, Vec<u8>)>;
     let mut core = CoreConfig::default();
     core.max_reassembly_bytes = BUDGET;
     let mut a = NodeConfig::new(dir.path().join("a"), A)
         .bind(local())
         .peer(B, relay.addr())
-        .peer(3, c_addr)
         .core_config(core)
         .open()
         .unwrap();
@@ -314,7 +305,7 @@ fn a_peer_cannot_starve_others_of_reassembly_space() {
         .open()
         .unwrap();
     let mut c = NodeConfig::new(dir.path().join("c"), 3)
-        .bind(c_addr)
+        .bind(local())
         .peer(A, a.local_addr())
         .open()
         .unwrap();
