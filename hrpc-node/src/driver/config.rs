@@ -66,6 +66,13 @@ pub enum NodeError {
     },
 }
 
+/// Where a node listens unless [`NodeConfig::bind`] says otherwise: an ephemeral port on
+/// loopback (127.0.0.1:0), reachable from this host only.
+pub const DEFAULT_BIND: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    0,
+));
+
 /// Smallest socket buffer [`NodeConfig::socket_buffers`] accepts (128 KiB): room for two of
 /// the largest datagrams, so none is always dropped.
 pub const MIN_SOCKET_BUFFER: usize = 128 << 10;
@@ -215,7 +222,8 @@ impl fmt::Debug for NodeConfig {
 
 impl NodeConfig {
     /// A node with id `node_id` (nonzero) keeping its store in `store_dir` (created if
-    /// missing). Defaults: no fixed port (an ephemeral one on 0.0.0.0, like the seed's client),
+    /// missing). Defaults: [`DEFAULT_BIND`] (an ephemeral port on loopback: other hosts cannot
+    /// reach the node until [`NodeConfig::bind`] names an address they can reach),
     /// no peers known in advance, MTU 1472, [`Durability::Process`], 1 GiB store, GSO/GRO on.
     pub fn new(store_dir: impl Into<PathBuf>, node_id: u32) -> Self {
         NodeConfig {
@@ -255,9 +263,15 @@ impl NodeConfig {
         self
     }
 
-    /// Binds the socket to `addr` (a fixed port peers can resolve). Without it the node uses an
-    /// ephemeral port and peers learn its address by a handshake (a challenge it answers from
-    /// there).
+    /// Binds the socket to `addr` (a fixed port peers can resolve). Without it the node uses
+    /// [`DEFAULT_BIND`], an ephemeral port on loopback, and peers on this host learn its address
+    /// by a handshake (a challenge it answers from there).
+    ///
+    /// Binding a non-loopback address, or all interfaces (`0.0.0.0:port`, `[::]:port`), is the
+    /// way to reach other hosts, and exposes the node to everyone who can send UDP to that
+    /// port: without a cluster key any of them can attempt the handshake
+    /// and, under an unused node id, become a peer and send it messages (see "Threat model"
+    /// in `docs/design.md`). Bind the one address your peers use, and filter the port.
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = Some(addr);
         self

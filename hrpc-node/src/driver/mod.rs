@@ -66,7 +66,9 @@ pub mod udp;
 pub mod wait;
 pub mod waker;
 
-pub use config::{MAX_SOCKET_BUFFER, MIN_SOCKET_BUFFER, NodeConfig, NodeError, SendError};
+pub use config::{
+    DEFAULT_BIND, MAX_SOCKET_BUFFER, MIN_SOCKET_BUFFER, NodeConfig, NodeError, SendError,
+};
 pub use node::{Node, NodeStats, PollReport, SendReservation, Sender};
 pub use udp::{UdpCaps, UdpConfig, UdpIo, UdpStats};
 pub use wait::{Readiness, wait_fds};

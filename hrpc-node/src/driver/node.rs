@@ -202,6 +202,9 @@ pub struct NodeStats {
     /// Events dropped because nobody called [`Node::next_event`] (the core's
     /// `events_dropped`).
     pub events_dropped: u64,
+    /// Bytes of half-assembled inbound messages held now (bounded by
+    /// [`CoreConfig::max_reassembly_bytes`](crate::proto::CoreConfig::max_reassembly_bytes)).
+    pub reassembly_bytes: usize,
 }
 
 /// What one [`Node::poll`] did.
@@ -249,9 +252,7 @@ impl Node {
     pub fn open(mut cfg: NodeConfig) -> Result<Node, NodeError> {
         cfg.validate()?;
         let now = Instant::now();
-        let bind = cfg
-            .bind
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let bind = cfg.bind.unwrap_or(super::config::DEFAULT_BIND);
         let io = UdpIo::bind(bind, &cfg.udp).map_err(|e| match e.kind() {
             io::ErrorKind::AddrInUse => NodeError::AddrInUse { addr: bind },
             io::ErrorKind::InvalidInput => NodeError::Config(ConfigError::Other(e.to_string())),
@@ -613,6 +614,7 @@ impl Node {
             delivered: self.core.stats().messages_delivered,
             wakeups: self.wakeups,
             events_dropped: self.core.stats().events_dropped,
+            reassembly_bytes: self.core.reassembly_bytes(),
         }
     }
 

@@ -104,7 +104,9 @@ pub struct CoreConfig {
     pub initial_window_msgs: u32,
     /// Most bytes of half-assembled fragmented messages, over all peers. A message longer
     /// than this that needs fragments is never received: keep it at least the longest
-    /// message peers send (default 64 MiB).
+    /// message peers send (default 64 MiB). One peer may hold at most half of it, or one
+    /// largest message (16 MiB) if that is more, so a budget of at least 32 MiB always
+    /// leaves room for other peers.
     pub max_reassembly_bytes: usize,
     /// Most half-assembled messages per peer. At least 1.
     pub max_reassemblies_per_peer: usize,

@@ -245,11 +245,20 @@ impl Core {
         true
     }
 
-    /// Whether a new message of `len` bytes from `peer` may start assembling.
+    /// Whether a new message of `len` bytes from `peer` may start assembling: within the
+    /// per-peer count, the budget, and the peer's share of the budget, so that one peer
+    /// (or a forger on its path) whose messages never complete cannot hold all of it.
     fn reassembly_room(&self, peer: u32, len: u32) -> bool {
-        let per_peer = self.peers.get(&peer).map_or(0, |p| p.recv.reassembly.len());
-        per_peer < self.cfg.max_reassemblies_per_peer
-            && self.reassembly_bytes + len as usize <= self.cfg.max_reassembly_bytes
+        let (count, held) = self.peers.get(&peer).map_or((0, 0), |p| {
+            let held: usize = p.recv.reassembly.values().map(|a| a.msg_len as usize).sum();
+            (p.recv.reassembly.len(), held)
+        });
+        let max = self.cfg.max_reassembly_bytes;
+        // Half the budget, but at least one message of the largest size the budget can hold.
+        let share = (max / 2).max(max.min(hrpc_wire::MAX_MESSAGE_LEN));
+        count < self.cfg.max_reassemblies_per_peer
+            && self.reassembly_bytes + len as usize <= max
+            && held + len as usize <= share
     }
 
     /// Aborts every half-assembled message with no new bytes for
