@@ -1,10 +1,14 @@
 //! Test hooks: a callback told of every flushed byte range (the power-loss simulation
-//! replays only what was flushed), and an injected sync failure. Hidden from the docs; not
-//! used by the store itself.
+//! replays only what was flushed), and an injected sync failure. Hidden from the docs, not
+//! used by the store itself, and compiled only with the `testing` feature: a release build
+//! has no way to set them, so the flush hook slot stays empty.
 
+#[cfg(feature = "testing")]
 use super::Store;
+use std::fmt;
+#[cfg(feature = "testing")]
+use std::io;
 use std::path::Path;
-use std::{fmt, io};
 
 /// Test hook called after each successful flush: `(file, offset, len)`.
 type FlushHook = Box<dyn FnMut(&Path, u64, u64) + Send>;
@@ -19,6 +23,7 @@ impl fmt::Debug for HookSlot {
     }
 }
 
+#[cfg(feature = "testing")]
 impl Store {
     /// Test hook (power-loss simulation): `hook(file, offset, len)` is called after every
     /// successful flush of a byte range (segment creation reports the whole file).
