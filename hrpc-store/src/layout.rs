@@ -40,6 +40,9 @@
 //!  64     slot 0, slot 1, ... each `slot size` bytes (a multiple of 64)
 //! ```
 
+use zerocopy::byteorder::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
 /// Superblock area (one page; 64 bytes used).
 pub(crate) const SUPER_LEN: usize = 4096;
 /// One copy of a peer record.
@@ -126,25 +129,72 @@ pub(crate) fn class_for(n: usize) -> usize {
     (SMALL_CLASSES + (k - 12) * FINE_STEPS + i).min(NUM_CLASSES - 1)
 }
 
-#[inline]
-pub(crate) fn get_u32(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_le_bytes(a)
+/// The superblock as it lies at offset 0 of `meta` (see the diagram above).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RawSuperblock {
+    magic: [u8; 8],
+    version: U32,
+    node_id: U32,
+    epoch: U64,
+    max_peers: U32,
+    super_len: U32,
+    record_len: U32,
+    reserved: [u8; 24],
+    /// crc32c of bytes 0..60.
+    crc: U32,
 }
-#[inline]
-pub(crate) fn get_u64(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
+
+/// One copy of a peer record as it lies in a peer entry (see the diagram above).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RawRecord {
+    generation: U64,
+    peer: U32,
+    out_inc: U32,
+    in_inc: U32,
+    flags: U32,
+    next_out: U64,
+    acked_out: U64,
+    consumed_in: U64,
+    peer_epoch: U64,
+    reserved: [u8; 4],
+    /// crc32c of bytes 0..60.
+    crc: U32,
 }
-#[inline]
-pub(crate) fn put_u32(b: &mut [u8], off: usize, v: u32) {
-    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+
+/// A segment file's header, at offset 0 (see the diagram above).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RawSegHeader {
+    magic: [u8; 8],
+    version: U32,
+    index: U32,
+    class: U32,
+    slot_size: U32,
+    slots: U32,
+    reserved0: [u8; 4],
+    epoch: U64,
+    reserved: [u8; 20],
+    /// crc32c of bytes 0..60.
+    crc: U32,
 }
-#[inline]
-pub(crate) fn put_u64(b: &mut [u8], off: usize, v: u64) {
-    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+
+/// Bytes 8..64 of a slot: its header after the state word (see the diagram above; offsets
+/// here are 8 less than there).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RawSlotHeader {
+    generation: U64,
+    seq: U64,
+    peer: U32,
+    len: U32,
+    crc: U32,
+    inc: U32,
+    kind: u8,
+    reserved: [u8; 19],
+    /// crc32c of bytes 0..52 of this struct (8..60 of the slot).
+    hdr_crc: U32,
 }
 
 /// Superblock contents.
@@ -157,36 +207,40 @@ pub(crate) struct Superblock {
 
 impl Superblock {
     pub(crate) fn encode(&self) -> [u8; 64] {
-        let mut b = [0u8; 64];
-        b[0..8].copy_from_slice(&MAGIC);
-        put_u32(&mut b, 8, FORMAT_VERSION);
-        put_u32(&mut b, 12, self.node_id);
-        put_u64(&mut b, 16, self.epoch);
-        put_u32(&mut b, 24, self.max_peers);
-        put_u32(&mut b, 28, SUPER_LEN as u32);
-        put_u32(&mut b, 32, RECORD_LEN as u32);
-        let crc = crc32c::crc32c(&b[..60]);
-        put_u32(&mut b, 60, crc);
-        b
+        let mut raw = RawSuperblock {
+            magic: MAGIC,
+            version: U32::new(FORMAT_VERSION),
+            node_id: U32::new(self.node_id),
+            epoch: U64::new(self.epoch),
+            max_peers: U32::new(self.max_peers),
+            super_len: U32::new(SUPER_LEN as u32),
+            record_len: U32::new(RECORD_LEN as u32),
+            reserved: [0; 24],
+            crc: U32::ZERO,
+        };
+        raw.crc = U32::new(crc32c::crc32c(&raw.as_bytes()[..60]));
+        zerocopy::transmute!(raw)
     }
 
     pub(crate) fn decode(b: &[u8; 64]) -> Result<Self, &'static str> {
-        if b[0..8] != MAGIC {
+        let raw: &RawSuperblock = zerocopy::transmute_ref!(b);
+        if raw.magic != MAGIC {
             return Err("bad superblock magic");
         }
-        if crc32c::crc32c(&b[..60]) != get_u32(b, 60) {
+        if crc32c::crc32c(&b[..60]) != raw.crc.get() {
             return Err("superblock checksum mismatch");
         }
-        if get_u32(b, 8) != FORMAT_VERSION {
+        if raw.version.get() != FORMAT_VERSION {
             return Err("unsupported format version");
         }
-        if get_u32(b, 28) as usize != SUPER_LEN || get_u32(b, 32) as usize != RECORD_LEN {
+        if raw.super_len.get() as usize != SUPER_LEN || raw.record_len.get() as usize != RECORD_LEN
+        {
             return Err("unsupported superblock geometry");
         }
         let sb = Self {
-            node_id: get_u32(b, 12),
-            epoch: get_u64(b, 16),
-            max_peers: get_u32(b, 24),
+            node_id: raw.node_id.get(),
+            epoch: raw.epoch.get(),
+            max_peers: raw.max_peers.get(),
         };
         if sb.epoch == 0 || sb.max_peers == 0 || sb.max_peers > crate::MAX_PEERS {
             return Err("superblock field out of range");
@@ -217,36 +271,39 @@ pub(crate) const REC_INBOUND_STARTED: u32 = 1;
 
 impl Record {
     pub(crate) fn encode(&self) -> [u8; RECORD_LEN] {
-        let mut b = [0u8; RECORD_LEN];
-        put_u64(&mut b, 0, self.generation);
-        put_u32(&mut b, 8, self.peer);
-        put_u32(&mut b, 12, self.out_inc);
-        put_u32(&mut b, 16, self.in_inc);
-        put_u32(&mut b, 20, self.flags);
-        put_u64(&mut b, 24, self.next_out);
-        put_u64(&mut b, 32, self.acked_out);
-        put_u64(&mut b, 40, self.consumed_in);
-        put_u64(&mut b, 48, self.peer_epoch);
-        let crc = crc32c::crc32c(&b[..60]);
-        put_u32(&mut b, 60, crc);
-        b
+        let mut raw = RawRecord {
+            generation: U64::new(self.generation),
+            peer: U32::new(self.peer),
+            out_inc: U32::new(self.out_inc),
+            in_inc: U32::new(self.in_inc),
+            flags: U32::new(self.flags),
+            next_out: U64::new(self.next_out),
+            acked_out: U64::new(self.acked_out),
+            consumed_in: U64::new(self.consumed_in),
+            peer_epoch: U64::new(self.peer_epoch),
+            reserved: [0; 4],
+            crc: U32::ZERO,
+        };
+        raw.crc = U32::new(crc32c::crc32c(&raw.as_bytes()[..60]));
+        zerocopy::transmute!(raw)
     }
 
     /// `None` if never written or damaged.
     pub(crate) fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != RECORD_LEN || crc32c::crc32c(&b[..60]) != get_u32(b, 60) {
+        let raw = RawRecord::ref_from_bytes(b).ok()?;
+        if crc32c::crc32c(&b[..60]) != raw.crc.get() {
             return None;
         }
         let r = Self {
-            generation: get_u64(b, 0),
-            peer: get_u32(b, 8),
-            out_inc: get_u32(b, 12),
-            in_inc: get_u32(b, 16),
-            next_out: get_u64(b, 24),
-            acked_out: get_u64(b, 32),
-            consumed_in: get_u64(b, 40),
-            peer_epoch: get_u64(b, 48),
-            flags: get_u32(b, 20),
+            generation: raw.generation.get(),
+            peer: raw.peer.get(),
+            out_inc: raw.out_inc.get(),
+            in_inc: raw.in_inc.get(),
+            next_out: raw.next_out.get(),
+            acked_out: raw.acked_out.get(),
+            consumed_in: raw.consumed_in.get(),
+            peer_epoch: raw.peer_epoch.get(),
+            flags: raw.flags.get(),
         };
         (r.generation != 0 && r.flags & !REC_INBOUND_STARTED == 0).then_some(r)
     }
@@ -264,35 +321,39 @@ pub(crate) struct SegHeader {
 
 impl SegHeader {
     pub(crate) fn encode(&self) -> [u8; SEG_HDR] {
-        let mut b = [0u8; SEG_HDR];
-        b[0..8].copy_from_slice(&SEG_MAGIC);
-        put_u32(&mut b, 8, FORMAT_VERSION);
-        put_u32(&mut b, 12, self.index);
-        put_u32(&mut b, 16, self.class);
-        put_u32(&mut b, 20, self.slot_size);
-        put_u32(&mut b, 24, self.slots);
-        put_u64(&mut b, 32, self.epoch);
-        let crc = crc32c::crc32c(&b[..60]);
-        put_u32(&mut b, 60, crc);
-        b
+        let mut raw = RawSegHeader {
+            magic: SEG_MAGIC,
+            version: U32::new(FORMAT_VERSION),
+            index: U32::new(self.index),
+            class: U32::new(self.class),
+            slot_size: U32::new(self.slot_size),
+            slots: U32::new(self.slots),
+            reserved0: [0; 4],
+            epoch: U64::new(self.epoch),
+            reserved: [0; 20],
+            crc: U32::ZERO,
+        };
+        raw.crc = U32::new(crc32c::crc32c(&raw.as_bytes()[..60]));
+        zerocopy::transmute!(raw)
     }
 
     pub(crate) fn decode(b: &[u8; SEG_HDR]) -> Result<Self, &'static str> {
-        if b[0..8] != SEG_MAGIC {
+        let raw: &RawSegHeader = zerocopy::transmute_ref!(b);
+        if raw.magic != SEG_MAGIC {
             return Err("bad segment magic");
         }
-        if crc32c::crc32c(&b[..60]) != get_u32(b, 60) {
+        if crc32c::crc32c(&b[..60]) != raw.crc.get() {
             return Err("segment header checksum mismatch");
         }
-        if get_u32(b, 8) != FORMAT_VERSION {
+        if raw.version.get() != FORMAT_VERSION {
             return Err("unsupported segment version");
         }
         let h = Self {
-            index: get_u32(b, 12),
-            class: get_u32(b, 16),
-            slot_size: get_u32(b, 20),
-            slots: get_u32(b, 24),
-            epoch: get_u64(b, 32),
+            index: raw.index.get(),
+            class: raw.class.get(),
+            slot_size: raw.slot_size.get(),
+            slots: raw.slots.get(),
+            epoch: raw.epoch.get(),
         };
         if h.class as usize >= NUM_CLASSES
             || h.slot_size as usize != class_size(h.class as usize)
@@ -325,33 +386,36 @@ impl SlotHeader {
     /// Encodes bytes 8..64 of the slot.
     #[inline]
     pub(crate) fn encode(&self) -> [u8; SLOT_HDR - 8] {
-        let mut b = [0u8; SLOT_HDR - 8];
-        put_u64(&mut b, 0, self.generation);
-        put_u64(&mut b, 8, self.seq);
-        put_u32(&mut b, 16, self.peer);
-        put_u32(&mut b, 20, self.len);
-        put_u32(&mut b, 24, self.crc);
-        put_u32(&mut b, 28, self.inc);
-        b[32] = self.kind;
-        let crc = crc32c::crc32c(&b[..52]);
-        put_u32(&mut b, 52, crc);
-        b
+        let mut raw = RawSlotHeader {
+            generation: U64::new(self.generation),
+            seq: U64::new(self.seq),
+            peer: U32::new(self.peer),
+            len: U32::new(self.len),
+            crc: U32::new(self.crc),
+            inc: U32::new(self.inc),
+            kind: self.kind,
+            reserved: [0; 19],
+            hdr_crc: U32::ZERO,
+        };
+        raw.hdr_crc = U32::new(crc32c::crc32c(&raw.as_bytes()[..52]));
+        zerocopy::transmute!(raw)
     }
 
     /// Decodes bytes 8..64 of a slot; `None` if the checksum or a field is bad.
     #[inline]
     pub(crate) fn decode(b: &[u8; SLOT_HDR - 8]) -> Option<Self> {
-        if crc32c::crc32c(&b[..52]) != get_u32(b, 52) {
+        let raw: &RawSlotHeader = zerocopy::transmute_ref!(b);
+        if crc32c::crc32c(&b[..52]) != raw.hdr_crc.get() {
             return None;
         }
         let h = Self {
-            generation: get_u64(b, 0),
-            seq: get_u64(b, 8),
-            peer: get_u32(b, 16),
-            len: get_u32(b, 20),
-            crc: get_u32(b, 24),
-            inc: get_u32(b, 28),
-            kind: b[32],
+            generation: raw.generation.get(),
+            seq: raw.seq.get(),
+            peer: raw.peer.get(),
+            len: raw.len.get(),
+            crc: raw.crc.get(),
+            inc: raw.inc.get(),
+            kind: raw.kind,
         };
         let kind_ok = matches!(h.kind, KIND_OUT | KIND_IN | KIND_OUT_LOST | KIND_IN_LOST);
         let marker_ok = !matches!(h.kind, KIND_OUT_LOST | KIND_IN_LOST) || h.len == LOST_LEN;
@@ -360,75 +424,4 @@ impl SlotHeader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// class_for returns the smallest class that fits, for every boundary.
-    #[test]
-    fn classes_are_tight() {
-        for c in 0..NUM_CLASSES {
-            let s = class_size(c);
-            assert_eq!(class_for(s), c, "size {s}");
-            if c > 0 {
-                assert_eq!(class_for(class_size(c - 1) + 1), c);
-            }
-        }
-        assert_eq!(
-            class_size(NUM_CLASSES - 1),
-            crate::MAX_MESSAGE_LEN + SLOT_HDR
-        );
-        assert!(class_size(NUM_CLASSES - 2) < crate::MAX_MESSAGE_LEN + SLOT_HDR);
-        assert_eq!(class_for(1), 0);
-    }
-
-    /// Slots are multiples of 64 (8-aligned state words), ascend, and from 4 KiB up a slot is
-    /// at most 1/16 larger than the smallest size that needs it (so ≤ 6.25% waste).
-    #[test]
-    fn classes_are_fine_above_4k() {
-        for c in 1..NUM_CLASSES {
-            let (prev, s) = (class_size(c - 1), class_size(c));
-            assert!(s.is_multiple_of(64) && s > prev, "class {c}: {s}");
-            if prev >= 4096 {
-                assert!(s * 16 <= (prev + 1) * 17, "class {c}: {prev} -> {s}");
-            }
-        }
-        for n in [4097, 5000, 1 << 20, (1 << 20) + 65, 3_000_000, 16 << 20] {
-            let s = class_size(class_for(n));
-            assert!(s >= n && s * 16 <= n * 17, "{n} -> {s}");
-        }
-    }
-
-    /// Encodings round-trip and any single bit flip is detected.
-    #[test]
-    fn checksums_detect_flips() {
-        let h = SlotHeader {
-            generation: 7,
-            seq: 9,
-            peer: 3,
-            len: 100,
-            crc: 5,
-            inc: 1,
-            kind: KIND_OUT,
-        };
-        let b = h.encode();
-        assert_eq!(SlotHeader::decode(&b), Some(h));
-        for bit in 0..(b.len() * 8) {
-            let mut c = b;
-            c[bit / 8] ^= 1 << (bit % 8);
-            assert_ne!(SlotHeader::decode(&c), Some(h));
-        }
-        let r = Record {
-            generation: 1,
-            peer: 2,
-            next_out: 3,
-            ..Default::default()
-        };
-        assert_eq!(Record::decode(&r.encode()), Some(r));
-        let s = Superblock {
-            node_id: 1,
-            epoch: 2,
-            max_peers: 3,
-        };
-        assert_eq!(Superblock::decode(&s.encode()), Ok(s));
-    }
-}
+mod tests;

@@ -67,14 +67,22 @@
 //! counting reservations in progress, and is exact under any number of threads.
 #![deny(unsafe_code)] // allowed only in `map`, the mapping module
 
+// Test support (fail points, the damaged-store harness, the power-loss simulation and the
+// `Store::__*` hooks) exists only with the `testing` feature, which the crate's own tests and
+// those of its dependents enable as a dev-dependency feature; a normal build has none of it.
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod corruption;
 mod error;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod failpoint;
+#[cfg(not(feature = "testing"))]
+mod failpoint;
 mod inbound_index;
 mod layout;
 mod map;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod power_loss;
 mod store;

@@ -1,0 +1,586 @@
+//! Opening a store directory: the `LOCK`, the superblock, the peer records (per entry, the
+//! valid copy with the highest generation), the segment scan and slot validation, then the
+//! [`RecoveryPlan`](super::recovery::RecoveryPlan) applied and the in-memory state built.
+//! Phase 1 only reads; a damaged store that is not to be recovered is refused with nothing
+//! changed.
+
+use super::alloc::{ClassState, SEG_MAX, max_payload, seg_class, seg_use_of, sh_segments_set};
+use super::config::{Durability, StoreConfig};
+use super::files::{corrupt, create_file, fallocate, fsync_dir};
+use super::hooks::HookSlot;
+use super::producer::OutboundProducer;
+use super::records::new_state;
+use super::recovery::{Candidate, RecoveryPlan};
+use super::report::OpenReport;
+use super::{
+    IdMap, Inner, LOCK_FILE, MAX_SEGMENTS, META_FILE, OutEntry, PeerState, Result, Segment, Shared,
+    SlotId, Store,
+};
+use crate::error::StoreError;
+use crate::inbound_index::{InEntry, InboundIndex};
+use crate::layout::{
+    COPIES, ENTRY_LEN, KIND_IN_LOST, KIND_OUT_LOST, NUM_CLASSES, RECORD_LEN, Record, SEG_HDR,
+    SLOT_HDR, SUPER_LEN, SegHeader, SlotHeader, Superblock, class_size, is_outbound,
+};
+use crate::map::{MappedFile, SegCell};
+use crate::sync::{Arc, Condvar, Mutex, Ordering, lock};
+use crate::{MAX_PEERS, MIN_CAPACITY, failpoint};
+use std::fs::OpenOptions;
+use std::hash::Hasher;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::{fs, io};
+
+fn random_nonzero_u64() -> u64 {
+    use std::hash::BuildHasher;
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        h.write_u128(now);
+        h.write_u32(std::process::id());
+        let v = h.finish();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the store in directory `dir`, recovering its state.
+    ///
+    /// `open` is a safe function. Its soundness rests on the exclusive lock it takes on
+    /// `dir/LOCK` before mapping anything (a second `open`, in this or another process, gets
+    /// [`StoreError::Locked`]) and on this **user obligation: do not truncate, write, replace or
+    /// otherwise modify the store's files while a `Store` has them open** (reading/copying them
+    /// is fine). Doing so is outside the store's contract and may crash the process. Damaged or
+    /// truncated files found at open time are handled: torn records are dropped, unrecoverable
+    /// damage yields [`StoreError::Corrupt`].
+    ///
+    /// Recovery: validates every slot (header checksum before any length is used, bounds, payload
+    /// checksum, generation), frees torn or unpublished slots and slots already acknowledged or
+    /// consumed according to the peer records, dedupes on (peer, seq), and rebuilds the indexes.
+    /// Recovery is idempotent.
+    pub fn open(dir: &Path, cfg: &StoreConfig) -> Result<Store> {
+        failpoint::init();
+        if cfg.max_peers == 0 || cfg.max_peers > MAX_PEERS {
+            return Err(StoreError::Config("max_peers must be in 1..=MAX_PEERS"));
+        }
+        if cfg.capacity_bytes < MIN_CAPACITY {
+            return Err(StoreError::CapacityTooSmall {
+                capacity: cfg.capacity_bytes,
+                min: MIN_CAPACITY,
+            });
+        }
+        fs::create_dir_all(dir).map_err(StoreError::io("create store directory", dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(StoreError::io("open lock file", &lock_path))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::io("lock", &lock_path)(e)),
+        }
+        let sync = cfg.durability == Durability::Sync;
+
+        // Directory scan: drop leftovers of interrupted file creation, collect segments.
+        let mut seg_files = Vec::new();
+        for ent in fs::read_dir(dir).map_err(StoreError::io("read store directory", dir))? {
+            let ent = ent.map_err(StoreError::io("read store directory", dir))?;
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".tmp") {
+                tracing::info!(file = name, "removing leftover temporary file");
+                fs::remove_file(ent.path())
+                    .map_err(StoreError::io("remove leftover file", &ent.path()))?;
+            } else if let Some(n) = name.strip_prefix("seg-")
+                && n.len() == 6
+                && let Ok(i) = n.parse::<u32>()
+            {
+                seg_files.push((i, ent.path()));
+            }
+        }
+        seg_files.sort_unstable_by_key(|s| s.0);
+
+        // Superblock.
+        let meta_path = dir.join(META_FILE);
+        if !meta_path.exists() {
+            if !seg_files.is_empty() {
+                return Err(corrupt(&meta_path, "missing, but segment files exist"));
+            }
+            let sb = Superblock {
+                node_id: cfg.node_id,
+                epoch: new_epoch().map_err(StoreError::io("draw the store epoch", dir))?,
+                max_peers: cfg.max_peers,
+            };
+            let len = (SUPER_LEN + cfg.max_peers as usize * ENTRY_LEN) as u64;
+            let tmp = dir.join("meta.tmp");
+            drop(create_file(&tmp, len, &sb.encode(), true)?);
+            fs::rename(&tmp, &meta_path).map_err(StoreError::io("rename new meta", &tmp))?;
+            fsync_dir(dir)?;
+            tracing::info!(dir = %dir.display(), node_id = cfg.node_id, epoch = sb.epoch, "created store");
+        }
+        let meta_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&meta_path)
+            .map_err(StoreError::io("open", &meta_path))?;
+        let meta_len = meta_file
+            .metadata()
+            .map_err(StoreError::io("stat", &meta_path))?
+            .len();
+        if meta_len < 64 {
+            return Err(corrupt(
+                &meta_path,
+                format!("truncated to {meta_len} bytes"),
+            ));
+        }
+        let mut sbb = [0u8; 64];
+        meta_file
+            .read_exact_at(&mut sbb, 0)
+            .map_err(StoreError::io("read superblock of", &meta_path))?;
+        let sb = Superblock::decode(&sbb).map_err(|r| corrupt(&meta_path, r))?;
+        if sb.node_id != cfg.node_id {
+            return Err(StoreError::NodeIdMismatch {
+                stored: sb.node_id,
+                requested: cfg.node_id,
+            });
+        }
+        let table_end = SUPER_LEN + sb.max_peers as usize * ENTRY_LEN;
+        if meta_len < table_end as u64 {
+            return Err(corrupt(
+                &meta_path,
+                format!("truncated to {meta_len} of {table_end} bytes"),
+            ));
+        }
+        let meta = MappedFile::map(&meta_file, &meta_path, table_end, false, false)?;
+
+        // Phase 1, read-only: peer records and slots are read and checked, and every decision
+        // is made, before anything is written. A damaged store that is not to be recovered is
+        // refused with nothing changed.
+        let recover = cfg.recover_damaged;
+        let mut report = OpenReport::default();
+
+        // Peer records: per entry, the valid copy with the highest generation.
+        let mut states: Vec<PeerState> = Vec::new();
+        let mut peers: IdMap<u32> = IdMap::default();
+        let mut free_entries = Vec::new();
+        let mut buf = [0u8; RECORD_LEN];
+        for e in (0..sb.max_peers).rev() {
+            let mut best: Option<(Record, u8)> = None;
+            for c in 0..COPIES {
+                meta.read(
+                    SUPER_LEN + e as usize * ENTRY_LEN + c * RECORD_LEN,
+                    &mut buf,
+                );
+                if let Some(r) = Record::decode(&buf)
+                    && best.is_none_or(|(b, _)| r.generation > b.generation)
+                {
+                    best = Some((r, c as u8));
+                }
+            }
+            let Some((rec, c)) = best else {
+                free_entries.push(e);
+                continue;
+            };
+            if let Some(&other) = peers.get(&rec.peer) {
+                // Two entries for one peer: only possible through outside damage. Keep the newer.
+                report.damage(
+                    &meta_path,
+                    (SUPER_LEN + e as usize * ENTRY_LEN) as u64,
+                    format!("a second record for peer {}", rec.peer),
+                );
+                let o = &mut states[other as usize];
+                if o.rec.generation >= rec.generation {
+                    continue;
+                }
+                *o = new_state(rec, e, c);
+                continue;
+            }
+            peers.insert(rec.peer, states.len() as u32);
+            states.push(new_state(rec, e, c));
+        }
+        // Entries shadowed by duplicates are neither free nor used; zeroed below so they
+        // become free.
+        let used_entries: std::collections::HashSet<u32> = states.iter().map(|s| s.entry).collect();
+        let shadowed: Vec<u32> = (0..sb.max_peers)
+            .filter(|e| !used_entries.contains(e) && !free_entries.contains(e))
+            .collect();
+        free_entries.extend(&shadowed);
+        free_entries.sort_unstable_by(|a, b| b.cmp(a));
+
+        let segments: Box<[SegCell<Segment>]> = (0..MAX_SEGMENTS).map(|_| SegCell::new()).collect();
+        let mut classes: Vec<ClassState> =
+            (0..NUM_CLASSES).map(|_| ClassState::default()).collect();
+        let mut nsegs = 0u32;
+        let mut cands: Vec<Candidate> = Vec::new();
+        let mut max_gen = 0u64;
+        let mut torn: Vec<SlotId> = Vec::new();
+        let mut hdr = [0u8; SLOT_HDR - 8];
+        for (i, path) in &seg_files {
+            if *i as usize >= MAX_SEGMENTS {
+                return Err(corrupt(path, "segment index out of range"));
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(StoreError::io("open segment", path))?;
+            let flen = file
+                .metadata()
+                .map_err(StoreError::io("stat segment", path))?
+                .len();
+            if flen < SEG_HDR as u64 {
+                return Err(corrupt(path, format!("truncated to {flen} bytes")));
+            }
+            let mut hb = [0u8; SEG_HDR];
+            file.read_exact_at(&mut hb, 0)
+                .map_err(StoreError::io("read header of segment", path))?;
+            let h = SegHeader::decode(&hb).map_err(|r| corrupt(path, r))?;
+            if h.index != *i || h.epoch != sb.epoch {
+                return Err(corrupt(path, "segment belongs to another store or index"));
+            }
+            let len = h.file_len();
+            if len > (SEG_MAX + class_size(h.class as usize) + SEG_HDR) as u64 {
+                return Err(corrupt(path, "segment larger than any the store creates"));
+            }
+            if flen < len {
+                // Files are created at full length (fallocate before rename): a shorter one was
+                // cut while the store was closed, and the slots past the cut are gone.
+                report.damage(path, flen, format!("cut short: {flen} of {len} bytes"));
+                if !recover {
+                    continue;
+                }
+                fallocate(&file, path, len)?;
+            }
+            let map = MappedFile::map(&file, path, len as usize, true, true)?;
+            let seg = Segment {
+                path: path.clone(),
+                file,
+                map,
+                class: h.class as usize,
+                slot_size: h.slot_size as usize,
+                slots: h.slots,
+            };
+            let cap = seg.slot_size - SLOT_HDR;
+            let cs = &mut classes[seg.class];
+            cs.segs += 1;
+            for idx in (0..seg.slots).rev() {
+                let off = seg.off(idx);
+                let w = seg.map.word(off);
+                let state = w.load(Ordering::Acquire);
+                let slot = SlotId { seg: *i, idx };
+                if state == 0 {
+                    cs.free.push(slot);
+                    continue;
+                }
+                seg.map.read(off + 8, &mut hdr);
+                let valid = SlotHeader::decode(&hdr).filter(|h| {
+                    h.generation == state
+                        && (h.len as usize) <= cap
+                        && crc32c::crc32c(seg.map.bytes(off + SLOT_HDR, h.len as usize)) == h.crc
+                });
+                let lost_through = |h: &SlotHeader| -> Option<u64> {
+                    if h.kind != KIND_OUT_LOST && h.kind != KIND_IN_LOST {
+                        return Some(h.seq);
+                    }
+                    let mut b = [0u8; 8];
+                    seg.map.read(off + SLOT_HDR, &mut b);
+                    Some(u64::from_le_bytes(b)).filter(|&last| last >= h.seq)
+                };
+                match valid.and_then(|h| Some((h, lost_through(&h)?))) {
+                    Some((h, last)) => {
+                        max_gen = max_gen.max(h.generation);
+                        cands.push(Candidate {
+                            index: 0,
+                            peer: h.peer,
+                            kind: h.kind,
+                            seq: h.seq,
+                            last,
+                            generation: h.generation,
+                            inc: h.inc,
+                            len: h.len,
+                            crc: h.crc,
+                            slot,
+                        });
+                    }
+                    None => {
+                        // A published slot is complete and checksummed (I1). Only a power loss
+                        // can tear one (Sync mode: what it held was never durable); otherwise
+                        // it was damaged while the store was closed.
+                        if !sync {
+                            report.damage(
+                                path,
+                                off as u64,
+                                format!(
+                                    "slot {idx}: published, but its header or payload fails its checksum"
+                                ),
+                            );
+                        }
+                        torn.push(slot);
+                        cs.free.push(slot);
+                    }
+                }
+            }
+            if sh_segments_set(&segments, *i, seg).is_err() {
+                return Err(corrupt(path, "duplicate segment index"));
+            }
+            nsegs = nsegs.max(*i + 1);
+        }
+
+        // Streams: by (peer, direction, seq), highest generation first.
+        cands.sort_unstable_by(|a, b| {
+            (
+                a.peer,
+                is_outbound(a.kind),
+                a.seq,
+                std::cmp::Reverse(a.generation),
+            )
+                .cmp(&(
+                    b.peer,
+                    is_outbound(b.kind),
+                    b.seq,
+                    std::cmp::Reverse(b.generation),
+                ))
+        });
+        for (i, c) in cands.iter_mut().enumerate() {
+            c.index = i;
+        }
+        let mut plan = RecoveryPlan::default();
+        let mut at = 0;
+        while at < cands.len() {
+            let (peer, out) = (cands[at].peer, is_outbound(cands[at].kind));
+            let n = cands[at..].partition_point(|c| c.peer == peer && is_outbound(c.kind) == out);
+            let group = &cands[at..at + n];
+            at += n;
+            let rec = match peers.get(&peer) {
+                Some(&k) => states[k as usize].rec,
+                None => {
+                    // Every slot's peer record is written before the slot is published; only
+                    // a power loss between the two flushes explains a slot without one.
+                    if !sync {
+                        report.damage(
+                            &meta_path,
+                            SUPER_LEN as u64,
+                            format!("slots for peer {peer}, which has no record"),
+                        );
+                    }
+                    Record {
+                        peer,
+                        next_out: 1,
+                        ..Record::default()
+                    }
+                }
+            };
+            if out {
+                plan.outbound(group, &rec, sync, &meta_path, &mut report);
+            } else {
+                plan.inbound(group, &rec);
+            }
+        }
+        if !recover && report.damage_count > 0 {
+            let first = &report.damage[0];
+            return Err(StoreError::Damaged {
+                file: first.file.clone(),
+                offset: first.offset,
+                what: first.what.clone(),
+                problems: report.damage_count,
+            });
+        }
+        for d in &report.damage {
+            tracing::warn!(file = %d.file.display(), offset = d.offset, what = %d.what, "store damage: recovering");
+        }
+
+        // Phase 2: apply the plan.
+        for &e in &shadowed {
+            meta.write(SUPER_LEN + e as usize * ENTRY_LEN, &[0u8; ENTRY_LEN]);
+        }
+        let instance = random_nonzero_u64();
+        let (seg_use, empty) = seg_use_of(&segments, &classes);
+        let inner = Inner {
+            classes,
+            nsegs,
+            used: 0,
+            generation: 0,
+            peers,
+            states,
+            free_entries,
+            meta,
+            meta_file,
+            seg_dirty: vec![(0, 0); nsegs as usize],
+            dirty_segs: Vec::new(),
+            dirty_entries: Vec::new(),
+            committed: Vec::new(),
+            seg_use,
+            empty,
+            closed: false,
+            store_gone: false,
+            reservations: 0,
+            lock_file: Some(lock_file),
+        };
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            durability: cfg.durability,
+            node_id: sb.node_id,
+            epoch: sb.epoch,
+            capacity: cfg.capacity_bytes,
+            max_len: max_payload(cfg.capacity_bytes),
+            max_peers: sb.max_peers,
+            instance,
+            segments,
+            inner: Mutex::new(inner),
+            stopped: OnceLock::new(),
+            released: Condvar::new(),
+            hook: std::sync::Mutex::new(HookSlot(None)),
+        });
+        let sh = &*shared;
+        let mut inner = lock(&sh.inner);
+        for &slot in &torn {
+            if let Some(seg) = sh.seg(slot.seg) {
+                seg.map.word(seg.off(slot.idx)).store(0, Ordering::Release);
+            }
+        }
+        report.torn_slots = torn.len();
+        report.stale_slots = plan.free.len();
+        report.live_slots = plan.keep.len();
+        for &k in &plan.free {
+            let c = &cands[k];
+            inner.used += class_size(seg_class(sh, c.slot)) as u64;
+            inner.free_slot(sh, c.slot);
+        }
+        let mut inbound = InboundIndex::default();
+        let mut cur_peer: Option<(u32, usize)> = None;
+        for &k in &plan.keep {
+            let c = &cands[k];
+            inner.used += class_size(seg_class(sh, c.slot)) as u64;
+            let pidx = match cur_peer {
+                Some((p, i)) if p == c.peer => i,
+                _ => {
+                    let i = inner.peer_idx(sh, c.peer)?;
+                    cur_peer = Some((c.peer, i));
+                    i
+                }
+            };
+            let lost = c.kind == KIND_OUT_LOST || c.kind == KIND_IN_LOST;
+            if is_outbound(c.kind) {
+                let st = &mut inner.states[pidx];
+                st.out.push_back(OutEntry {
+                    seq: c.seq,
+                    last: c.last,
+                    lost,
+                    slot: c.slot,
+                    len: c.len,
+                    crc: c.crc,
+                });
+                st.out_bytes += u64::from(c.len);
+            } else {
+                inbound.insert(
+                    c.peer,
+                    c.seq,
+                    InEntry {
+                        last: c.last,
+                        lost,
+                        slot: c.slot,
+                        len: c.len,
+                        crc: c.crc,
+                    },
+                );
+            }
+        }
+        inner.generation = max_gen + 1;
+        // Gap markers for outbound seqs lost with the damage, so the peers are told.
+        for r in &plan.lost {
+            let pidx = inner.peer_idx(sh, r.peer)?;
+            let e = inner.publish_marker(sh, pidx, r.peer, r.first, r.last, KIND_OUT_LOST)?;
+            let st = &mut inner.states[pidx];
+            let at = st.out.partition_point(|x| x.seq < r.first);
+            st.out.insert(at, e);
+            st.out_bytes += u64::from(e.len);
+        }
+        report.lost = plan.lost;
+        for i in 0..inner.states.len() {
+            let st = &mut inner.states[i];
+            let last = st.out.back().map_or(0, |e| e.last);
+            st.next_out = st
+                .rec
+                .next_out
+                .max(st.rec.acked_out + 1)
+                .max(last + 1)
+                .max(1);
+            // Everything recovered may be transmitted: record the floor
+            // (made durable below in Sync mode) before anything is sent.
+            st.sendable = st.next_out;
+            if st.rec.next_out < st.next_out {
+                st.rec.next_out = st.next_out;
+                inner.write_record(sh, i);
+            }
+        }
+        if report.torn_slots + report.stale_slots > 0 {
+            tracing::info!(
+                torn = report.torn_slots,
+                stale = report.stale_slots,
+                "recovery freed slots"
+            );
+        }
+        tracing::info!(dir = %dir.display(), segments = nsegs, live = report.live_slots, peers = inner.states.len(), "store opened");
+        if sync {
+            // What recovery found may still be only in the page cache (the previous owner died
+            // before syncing): make it durable before treating it as the durable state.
+            inner
+                .meta_file
+                .sync_data()
+                .map_err(StoreError::io("fsync", &meta_path))?;
+            for i in 0..inner.nsegs {
+                if let Some(seg) = sh.seg(i) {
+                    seg.file
+                        .sync_data()
+                        .map_err(StoreError::io("fsync segment", &seg.path))?;
+                }
+            }
+            for i in std::mem::take(&mut inner.dirty_entries) {
+                let st = &mut inner.states[i as usize];
+                st.durable = st.latest;
+                st.dirty = false;
+            }
+            inner.dirty_segs.clear();
+            for d in &mut inner.seg_dirty {
+                *d = (0, 0);
+            }
+        }
+        drop(inner);
+        Ok(Store {
+            producer: OutboundProducer {
+                shared: shared.clone(),
+            },
+            shared,
+            inbound,
+            deferred: Vec::new(),
+            captured: Vec::new(),
+            report,
+        })
+    }
+}
+
+/// A new store epoch: 64 random bits from the operating system, never 0. Not derived from
+/// the clock: it is kept secret (the protocol shows peers only values derived from it), and
+/// nothing relies on later epochs comparing greater.
+fn new_epoch() -> io::Result<u64> {
+    loop {
+        let v = getrandom::u64().map_err(io::Error::from)?;
+        if v != 0 {
+            return Ok(v);
+        }
+    }
+}

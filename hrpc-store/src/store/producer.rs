@@ -1,0 +1,290 @@
+//! The any-thread send path: [`OutboundProducer`] reserves a slot (counted against the
+//! peer's [`SendWindow`] under the mutex), the caller fills it in place with no lock held,
+//! and [`OutboundReservation::commit`] assigns the next seq and publishes under the mutex,
+//! so publish order equals seq order (I2). A dropped reservation returns its slot.
+
+#[cfg(doc)]
+use super::Store;
+use super::{OutEntry, Result, Shared, SlotId};
+use crate::error::StoreError;
+use crate::failpoint;
+use crate::layout::{KIND_OUT, SLOT_HDR, SlotHeader, class_for};
+use crate::sync::{Arc, lock};
+use std::borrow::Cow;
+
+/// A per-peer limit on what is committed and not yet acknowledged, for
+/// [`OutboundProducer::reserve_within`]. A plain `u64` converts to a limit on messages only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendWindow {
+    /// Most messages (reservations in progress included).
+    pub msgs: u64,
+    /// Most payload bytes (reservations in progress included); one message is always allowed
+    /// when none is pending, whatever its size.
+    pub bytes: u64,
+}
+
+impl From<u64> for SendWindow {
+    fn from(msgs: u64) -> Self {
+        SendWindow {
+            msgs,
+            bytes: u64::MAX,
+        }
+    }
+}
+
+/// Clone + Send + Sync handle for committing outbound messages from any thread.
+#[derive(Debug, Clone)]
+pub struct OutboundProducer {
+    pub(super) shared: Arc<Shared>,
+}
+
+/// A reserved outbound slot being filled in place. Dropping it releases the slot.
+///
+/// [`OutboundProducer::reserve`] lends it the producer (`'a`);
+/// [`OutboundProducer::reserve_owned_within`] gives it a producer handle of its own
+/// (`OutboundReservation<'static>`), so it can be kept in a struct between calls.
+#[derive(Debug)]
+pub struct OutboundReservation<'a> {
+    producer: Cow<'a, OutboundProducer>,
+    slot: SlotId,
+    class: usize,
+    pidx: usize,
+    peer: u32,
+    len: u32,
+}
+
+impl OutboundProducer {
+    /// Like [`Store::outbound_pending`], from any thread: `(lowest pending
+    /// seq, next seq to assign)` for `peer`, so `next - lowest` messages are
+    /// committed and not yet acknowledged.
+    pub fn outbound_pending(&self, peer: u32) -> Option<(u64, u64)> {
+        self.shared.outbound_pending(peer)
+    }
+
+    /// Reserves a slot for an outbound message of `len` bytes to `peer`. Fill it with
+    /// [`OutboundReservation::payload_mut`], then [`OutboundReservation::commit`].
+    ///
+    /// Errors: [`StoreError::TooLarge`], [`StoreError::Full`], [`StoreError::NoSpace`],
+    /// [`StoreError::TooManyPeers`], [`StoreError::Stopped`], [`StoreError::Closed`]. On error
+    /// nothing changed.
+    pub fn reserve(&self, peer: u32, len: usize) -> Result<OutboundReservation<'_>> {
+        self.reserve_within(peer, len, u64::MAX)
+    }
+
+    /// [`OutboundProducer::reserve`], refused with [`StoreError::WindowFull`] when `peer`
+    /// already has `limit.msgs` messages committed and not acknowledged, or when this message
+    /// would take its unacknowledged payload bytes past `limit.bytes` (one message is always
+    /// allowed when none is pending), counting reservations for it in progress (not yet
+    /// committed or dropped). A plain `u64` limits messages only. The check and the count are
+    /// made under the store lock together with the claim, so any number of threads reserving
+    /// at once never exceed the limit.
+    pub fn reserve_within(
+        &self,
+        peer: u32,
+        len: usize,
+        limit: impl Into<SendWindow>,
+    ) -> Result<OutboundReservation<'_>> {
+        let limit = limit.into();
+        let (slot, class, pidx) = self.claim_within(peer, len, limit)?;
+        Ok(OutboundReservation {
+            producer: Cow::Borrowed(self),
+            slot,
+            class,
+            pidx,
+            peer,
+            len: len as u32,
+        })
+    }
+
+    /// [`OutboundProducer::reserve_within`], returning a reservation that holds its own
+    /// producer handle (one reference-count increment) instead of borrowing this one: it can
+    /// be stored and committed or dropped later, from any thread. Same errors, same limit.
+    pub fn reserve_owned_within(
+        &self,
+        peer: u32,
+        len: usize,
+        limit: impl Into<SendWindow>,
+    ) -> Result<OutboundReservation<'static>> {
+        let limit = limit.into();
+        let (slot, class, pidx) = self.claim_within(peer, len, limit)?;
+        Ok(OutboundReservation {
+            producer: Cow::Owned(self.clone()),
+            slot,
+            class,
+            pidx,
+            peer,
+            len: len as u32,
+        })
+    }
+
+    /// Checks and claims a slot for [`OutboundProducer::reserve_within`] and its owned form:
+    /// `(slot, size class, peer index)`, counted as a reservation in progress.
+    fn claim_within(
+        &self,
+        peer: u32,
+        len: usize,
+        limit: SendWindow,
+    ) -> Result<(SlotId, usize, usize)> {
+        let sh = &*self.shared;
+        sh.check_len(len)?;
+        sh.check_stopped()?;
+        let class = class_for(len + SLOT_HDR);
+        let mut inner = lock(&sh.inner);
+        if inner.closed {
+            return Err(StoreError::Closed);
+        }
+        let (unacked, unacked_bytes) = inner.peers.get(&peer).map_or((0, 0), |&i| {
+            let st = &inner.states[i as usize];
+            (
+                (st.next_out - st.low()).saturating_add(st.reserved),
+                st.out_bytes.saturating_add(st.reserved_bytes),
+            )
+        });
+        if unacked >= limit.msgs
+            || unacked > 0 && unacked_bytes.saturating_add(len as u64) > limit.bytes
+        {
+            return Err(StoreError::WindowFull {
+                peer,
+                unacked,
+                unacked_bytes,
+            });
+        }
+        let slot = inner.claim(sh, class)?;
+        let pidx = match inner.peer_idx(sh, peer) {
+            Ok(i) => i,
+            Err(e) => {
+                inner.unclaim(class, slot);
+                return Err(e);
+            }
+        };
+        inner.states[pidx].reserved += 1;
+        inner.states[pidx].reserved_bytes += len as u64;
+        inner.reservations += 1;
+        drop(inner);
+        failpoint::hit("reserve.after_claim");
+        Ok((slot, class, pidx))
+    }
+
+    /// Convenience: reserve, copy `payload`, commit. Returns the assigned seq.
+    pub fn send(&self, peer: u32, payload: &[u8]) -> Result<u64> {
+        let mut r = self.reserve(peer, payload.len())?;
+        r.payload_mut().copy_from_slice(payload);
+        r.commit()
+    }
+
+    /// Whether the store was closed ([`Store::close_producers`], or the [`Store`] dropped):
+    /// every reserve and commit through any producer now fails with [`StoreError::Closed`].
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared.inner).closed
+    }
+}
+
+impl OutboundReservation<'_> {
+    /// The payload area (exactly the reserved length), in the mapped file.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let sh = &*self.producer.shared;
+        match sh.seg(self.slot.seg) {
+            Some(seg) => seg
+                .map
+                .bytes_mut(seg.off(self.slot.idx) + SLOT_HDR, self.len as usize),
+            None => &mut [],
+        }
+    }
+
+    /// Peer this message goes to.
+    pub fn peer(&self) -> u32 {
+        self.peer
+    }
+
+    /// Length of the payload area in bytes.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// True for a zero-length message.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Commits: checksums the payload, then (under the store lock, so publish order == seq
+    /// order) assigns the next seq for the peer, writes the header and publishes. Returns seq.
+    ///
+    /// [`StoreError::Closed`] if the store was closed since the reserve: nothing is published
+    /// and the slot is released (the store's files are released with the last such
+    /// reservation, if the [`Store`] is already gone).
+    pub fn commit(self) -> Result<u64> {
+        let sh = &*self.producer.shared;
+        let crc = crc32c::crc32c(self.payload_ref());
+        failpoint::hit("commit.before_lock");
+        let mut inner = lock(&sh.inner);
+        if inner.closed {
+            drop(inner);
+            return Err(StoreError::Closed); // Drop releases the slot.
+        }
+        if let Err(e) = sh.check_stopped() {
+            drop(inner);
+            return Err(e); // Drop releases the slot.
+        }
+        inner.reservations -= 1;
+        let st = &mut inner.states[self.pidx];
+        st.reserved -= 1;
+        st.reserved_bytes -= u64::from(self.len);
+        let seq = st.next_out;
+        st.next_out += 1;
+        let inc = st.rec.out_inc;
+        let hdr = SlotHeader {
+            generation: 0,
+            seq,
+            peer: self.peer,
+            len: self.len,
+            crc,
+            inc,
+            kind: KIND_OUT,
+        };
+        inner.publish(sh, self.slot, hdr);
+        let st = &mut inner.states[self.pidx];
+        st.out.push_back(OutEntry {
+            seq,
+            last: seq,
+            lost: false,
+            slot: self.slot,
+            len: self.len,
+            crc,
+        });
+        st.out_bytes += u64::from(self.len);
+        if !st.listed {
+            st.listed = true;
+            inner.committed.push(self.pidx as u32);
+        }
+        drop(inner);
+        std::mem::forget(self);
+        failpoint::hit("commit.after_publish");
+        Ok(seq)
+    }
+
+    fn payload_ref(&self) -> &[u8] {
+        match self.producer.shared.seg(self.slot.seg) {
+            Some(seg) => seg
+                .map
+                .bytes(seg.off(self.slot.idx) + SLOT_HDR, self.len as usize),
+            None => &[],
+        }
+    }
+}
+
+impl Drop for OutboundReservation<'_> {
+    fn drop(&mut self) {
+        let sh = &*self.producer.shared;
+        let mut inner = lock(&sh.inner);
+        inner.unclaim(self.class, self.slot);
+        inner.states[self.pidx].reserved -= 1;
+        inner.states[self.pidx].reserved_bytes -= u64::from(self.len);
+        inner.reservations -= 1;
+        if inner.closed && inner.reservations == 0 {
+            if inner.store_gone {
+                inner.release(sh);
+            }
+            sh.released.notify_all();
+        }
+    }
+}

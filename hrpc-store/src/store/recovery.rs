@@ -1,0 +1,111 @@
+//! Recovery's decisions about the slots [`Store::open`](super::Store::open) found, made
+//! before anything is written: which to keep, which to free, and which outbound ranges were
+//! lost with damage (I7 tells a missing message from an acknowledged one).
+
+use super::SlotId;
+use super::report::{LostRange, OpenReport};
+use crate::layout::{KIND_IN_LOST, Record, SUPER_LEN};
+use std::path::Path;
+
+pub(super) struct Candidate {
+    /// Position in the candidate list (after sorting).
+    pub(super) index: usize,
+    pub(super) peer: u32,
+    pub(super) kind: u8,
+    pub(super) seq: u64,
+    /// Last seq it stands for (`seq`, or a gap marker's end).
+    pub(super) last: u64,
+    pub(super) generation: u64,
+    pub(super) inc: u32,
+    pub(super) len: u32,
+    pub(super) crc: u32,
+    pub(super) slot: SlotId,
+}
+
+/// Recovery's decisions about the slots found, made before anything is written.
+#[derive(Debug, Default)]
+pub(super) struct RecoveryPlan {
+    /// Candidates (indexes) to keep, in (peer, direction, seq) order.
+    pub(super) keep: Vec<usize>,
+    /// Candidates to free: superseded, acknowledged or consumed, of an older session, or
+    /// (Sync mode) committed after the last sync behind a hole.
+    pub(super) free: Vec<usize>,
+    /// Outbound ranges lost with the damage (gap markers to create).
+    pub(super) lost: Vec<LostRange>,
+}
+
+impl RecoveryPlan {
+    /// One peer's outbound slots, ascending by seq. An outbound stream is contiguous: the store
+    /// holds every seq from `acked + 1` to the last committed one (messages or gap markers), and
+    /// the recorded floor says how far it went at the last sync. A hole below the floor (or, in
+    /// Process mode, anywhere) is damage: it becomes a gap marker. In Sync mode a hole at or
+    /// above the floor is what a power loss leaves of commits made after the last sync (never
+    /// transmitted): the rest of the stream is dropped and its seqs reused.
+    pub(super) fn outbound(
+        &mut self,
+        group: &[Candidate],
+        rec: &Record,
+        sync: bool,
+        meta_path: &Path,
+        report: &mut OpenReport,
+    ) {
+        let peer = rec.peer;
+        let mut expected = rec.acked_out + 1;
+        let floor = rec.next_out.max(expected);
+        let mut dropping = false;
+        let mut prev: Option<u64> = None;
+        let damaged = |report: &mut OpenReport, lost: &mut Vec<LostRange>, first, last| {
+            report.damage(
+                meta_path,
+                SUPER_LEN as u64,
+                format!("peer {peer}: outbound seqs {first}..={last} are missing"),
+            );
+            lost.push(LostRange { peer, first, last });
+        };
+        for c in group {
+            if prev == Some(c.seq) || c.inc != rec.out_inc || c.last < expected || dropping {
+                self.free.push(c.index);
+                continue;
+            }
+            prev = Some(c.seq);
+            if c.seq > expected {
+                let gap_end = c.seq - 1;
+                if sync {
+                    let damaged_end = gap_end.min(floor - 1);
+                    if expected <= damaged_end {
+                        damaged(report, &mut self.lost, expected, damaged_end);
+                    }
+                    if gap_end >= floor {
+                        dropping = true;
+                        self.free.push(c.index);
+                        continue;
+                    }
+                } else {
+                    damaged(report, &mut self.lost, expected, gap_end);
+                }
+            }
+            self.keep.push(c.index);
+            expected = expected.max(c.last + 1);
+        }
+        if expected < floor {
+            damaged(report, &mut self.lost, expected, floor - 1);
+        }
+    }
+
+    /// One peer's inbound slots: messages (and gap markers) past the consumed cursor are kept.
+    pub(super) fn inbound(&mut self, group: &[Candidate], rec: &Record) {
+        let mut covered = rec.consumed_in;
+        let mut prev: Option<u64> = None;
+        for c in group {
+            if prev == Some(c.seq) || c.inc != rec.in_inc || c.seq <= covered {
+                self.free.push(c.index);
+                continue;
+            }
+            prev = Some(c.seq);
+            self.keep.push(c.index);
+            if c.kind == KIND_IN_LOST {
+                covered = covered.max(c.last);
+            }
+        }
+    }
+}
