@@ -300,13 +300,14 @@ impl SendState {
     /// least [`RttEstimator::loss_delay`] ago (RACK, RFC 8985: a reordered datagram
     /// arriving within that window is not lost). Sets `loss_at` to when the next of them
     /// would count as lost if nothing else arrives. Returns the lowest seq declared lost and
-    /// the bytes declared lost.
+    /// the bytes lost as the congestion controller should count them.
     pub(crate) fn detect_losses(&mut self, now: Instant) -> Option<(u64, usize)> {
         self.loss_at = None;
         let rack = self.rack_sent_at?;
         let delay = self.rtt.loss_delay();
         let mut first = None;
         let mut lost_bytes = 0;
+        let mut congestion_bytes = 0;
         let mut lost = 0;
         for (seq, e) in (self.base..).zip(self.sent.iter_mut().take(LOSS_SCAN_LIMIT)) {
             // Past the largest acked seq, first transmissions go out in seq order: from the
@@ -317,15 +318,14 @@ impl SendState {
             if e.state != SentState::InFlight || e.sent_at >= rack {
                 continue;
             }
-            // A fragmented message's losses are the peer's FRAG_ACKs to tell: what it lacks
-            // goes again, not the whole message.
-            if e.len as usize + FRAGMENT_MARGIN > self.mtu {
-                continue;
-            }
             let due = super::later(e.sent_at, delay);
             if due <= now {
                 e.state = SentState::Lost;
                 lost_bytes += e.len as usize;
+                // A fragmented message goes again only where the peer lacks it (from its
+                // prefix, skipping what it holds): count one datagram's worth as lost, not
+                // the whole message.
+                congestion_bytes += (e.len - e.peer_has.min(e.len)).min(self.mtu as u32) as usize;
                 lost += 1;
                 self.retransmit.push_back(seq);
                 first.get_or_insert(seq);
@@ -335,7 +335,7 @@ impl SendState {
         }
         self.in_flight_bytes -= lost_bytes;
         self.in_flight -= lost;
-        first.map(|f| (f, lost_bytes))
+        first.map(|f| (f, congestion_bytes))
     }
 
     /// The probe timer fired (RFC 9002 §6.2): nothing was acknowledged for a probe timeout.
