@@ -63,19 +63,7 @@ impl Sender {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<u64, SendError> {
-        let sh = &*self.shared;
-        if sh.closed.load(Ordering::Acquire) {
-            return Err(SendError::Closed);
-        }
-        if peer == 0 || peer == sh.node_id {
-            return Err(SendError::InvalidPeer(peer));
-        }
-        if len > hrpc_wire::MAX_MESSAGE_LEN {
-            return Err(SendError::TooLarge {
-                len,
-                max: hrpc_wire::MAX_MESSAGE_LEN,
-            });
-        }
+        let sh = self.check_send(peer, len)?;
         let mut r = sh.producer.reserve_within(peer, len, sh.max_unacked)?;
         fill(r.payload_mut());
         let seq = r.commit()?;
@@ -97,6 +85,24 @@ impl Sender {
     /// now on. Committing through a handle from [`Node::sender`] wakes the poll loop, as a
     /// send would.
     pub fn reserve(&self, peer: u32, len: usize) -> Result<SendReservation, SendError> {
+        let sh = self.check_send(peer, len)?;
+        let slot = sh
+            .producer
+            .reserve_owned_within(peer, len, sh.max_unacked)?;
+        Ok(SendReservation {
+            slot,
+            sender: self.clone(),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u32 {
+        self.shared.node_id
+    }
+
+    /// What every send checks before it reserves: the node is open, the peer is another
+    /// node, the message is not over the wire's limit.
+    fn check_send(&self, peer: u32, len: usize) -> Result<&Shared, SendError> {
         let sh = &*self.shared;
         if sh.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed);
@@ -110,18 +116,7 @@ impl Sender {
                 max: hrpc_wire::MAX_MESSAGE_LEN,
             });
         }
-        let slot = sh
-            .producer
-            .reserve_owned_within(peer, len, sh.max_unacked)?;
-        Ok(SendReservation {
-            slot,
-            sender: self.clone(),
-        })
-    }
-
-    /// This node's id.
-    pub fn node_id(&self) -> u32 {
-        self.shared.node_id
+        Ok(sh)
     }
 }
 
