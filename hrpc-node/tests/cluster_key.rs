@@ -13,8 +13,19 @@ use hrpc_node::proto::{ClusterKey, Core, CoreConfig, DropReason};
 use hrpc_store::StoreConfig;
 
 fn keyed(dir: &std::path::Path, id: u32, now: Instant, key: Option<[u8; 32]>) -> Core {
+    keyed_with(dir, id, now, key, false)
+}
+
+fn keyed_with(
+    dir: &std::path::Path,
+    id: u32,
+    now: Instant,
+    key: Option<[u8; 32]>,
+    encrypt: bool,
+) -> Core {
     let mut cfg = CoreConfig::default();
     cfg.cluster_key = key.map(ClusterKey::new);
+    cfg.encrypt = encrypt;
     open_with(dir, id, now, StoreConfig::new(id), cfg).unwrap()
 }
 
@@ -147,9 +158,74 @@ fn replayed_datagrams_change_nothing() {
     );
 }
 
-/// Invariant (real sockets): two nodes with the same key exchange messages over loopback; a
-/// third node without the key, sending to the same node, gets nothing delivered and its
-/// datagrams are counted as unauthenticated.
+/// Invariant: with encryption on, no datagram on the path carries a payload's bytes, every
+/// message is still delivered in order (also to and from a node that only authenticates), an
+/// altered enciphered datagram is dropped as `BadTag`, and encryption without a key is refused
+/// as a configuration error.
+#[test]
+fn enciphered_datagrams_hide_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut now = Instant::now();
+    let key = Some([4; 32]);
+    let mut a = keyed_with(dir.path(), 1, now, key, true);
+    let mut b = keyed_with(dir.path(), 2, now, key, false);
+    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let secret = |i: u32| {
+        let mut m = b"top secret payload ".to_vec();
+        m.extend_from_slice(&i.to_be_bytes());
+        m
+    };
+    for i in 0..40u32 {
+        a.producer().send(2, &secret(i)).unwrap();
+        b.producer().send(1, &secret(i)).unwrap();
+    }
+    let mut from_a: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..40 {
+        drive(
+            side(&mut a, &mut sa),
+            side(&mut b, &mut sb),
+            &mut now,
+            1,
+            &mut |from, d| {
+                if from == 1 {
+                    from_a.push(d.to_vec());
+                }
+                true
+            },
+        );
+    }
+    let expect: Vec<Vec<u8>> = (0..40).map(secret).collect();
+    let got_b: Vec<Vec<u8>> = sb.got.iter().map(|g| g.2.clone()).collect();
+    let got_a: Vec<Vec<u8>> = sa.got.iter().map(|g| g.2.clone()).collect();
+    assert_eq!(got_b, expect, "what the enciphering node sent");
+    assert_eq!(got_a, expect, "what the authenticating node sent");
+    assert!(!from_a.is_empty());
+    for d in &from_a {
+        assert!(
+            !d.windows(10).any(|w| w == b"top secret"),
+            "a payload travelled in the clear"
+        );
+        assert!(hrpc_wire::encrypted_parts(d).is_some(), "not enciphered");
+    }
+    let before = b.stats().dropped(DropReason::BadTag);
+    for d in &from_a {
+        let mut bad = d.clone();
+        let last = bad.len() - 20;
+        bad[last] ^= 0x40;
+        b.handle_datagram(now, addr(1), &bad);
+    }
+    assert_eq!(
+        b.stats().dropped(DropReason::BadTag) - before,
+        from_a.len() as u64
+    );
+    let mut cfg = CoreConfig::default();
+    cfg.encrypt = true;
+    assert!(cfg.validate().is_err(), "encryption without a key");
+}
+
+/// Invariant (real sockets): two nodes with the same key exchange messages over loopback (one
+/// enciphering, one only authenticating); a third node without the key, sending to the same
+/// node, gets nothing delivered and its datagrams are counted as unauthenticated.
 #[test]
 fn keyed_nodes_over_udp() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,9 +236,11 @@ fn keyed_nodes_over_udp() {
         .cluster_key(key.clone())
         .open()
         .unwrap();
+    // B also enciphers: A, which only authenticates, reads it as well.
     let mut b = NodeConfig::new(dir.path().join("b"), 2)
         .bind(lo)
         .cluster_key(key)
+        .encrypt(true)
         .peer(1, a.local_addr())
         .open()
         .unwrap();

@@ -4,8 +4,8 @@ use zerocopy::FromBytes;
 
 use crate::frame::decode_frame;
 use crate::header::{
-    AUTH_TAG_LEN, DatagramHeader, FLAG_AUTH, HEADER_LEN, KNOWN_FLAGS, MAGIC, VERSION,
-    datagram_checksum,
+    AUTH_TAG_LEN, DatagramHeader, FLAG_AUTH, FLAG_ENCRYPTED, HEADER_LEN, KNOWN_FLAGS, MAGIC,
+    VERSION, datagram_checksum,
 };
 use crate::{Frame, HeaderFields, WireError};
 
@@ -43,6 +43,9 @@ impl<'a> Datagram<'a> {
         }
         if header.flags & !KNOWN_FLAGS != 0 {
             return Err(WireError::ReservedBits("datagram flags"));
+        }
+        if header.flags & FLAG_ENCRYPTED != 0 {
+            return Err(WireError::Encrypted);
         }
         let (body, tag) = if header.flags & FLAG_AUTH != 0 {
             if header.checksum.get() != 0 {

@@ -4,7 +4,10 @@ use zerocopy::IntoBytes;
 use zerocopy::byteorder::network_endian::U32;
 
 use crate::frame::encode_frame;
-use crate::header::{AUTH_TAG_LEN, CHECKSUM_OFFSET, DatagramHeader, HEADER_LEN, datagram_checksum};
+use crate::header::{
+    AUTH_TAG_LEN, CHECKSUM_OFFSET, DatagramHeader, FLAG_ENCRYPTED, HEADER_LEN, NONCE_LEN,
+    datagram_checksum,
+};
 use crate::{
     AckFrame, CookieFrame, DATA_OVERHEAD, DataFrame, EncodeError, FragAckFrame, Frame,
     HeaderFields, HeartbeatFrame, LostFrame, MAX_DATAGRAM_LEN, ResetFrame, WireError,
@@ -39,6 +42,26 @@ impl<'a> DatagramWriter<'a> {
             limit,
             frames: 0,
         })
+    }
+
+    /// Starts a datagram to be enciphered: `header` with [`FLAG_AUTH`](crate::FLAG_AUTH)
+    /// and [`FLAG_ENCRYPTED`](crate::FLAG_ENCRYPTED), and room for the nonce before the
+    /// frames. After [`DatagramWriter::finish`] the caller writes the nonce, enciphers
+    /// `buf[HEADER_LEN + NONCE_LEN..len - AUTH_TAG_LEN]` in place with the header as
+    /// associated data, and writes the tag.
+    pub fn new_encrypted(buf: &'a mut [u8], header: &HeaderFields) -> Result<Self, WireError> {
+        let header = HeaderFields {
+            auth: true,
+            ..*header
+        };
+        if buf.len() < HEADER_LEN + NONCE_LEN + AUTH_TAG_LEN {
+            return Err(WireError::BadBufferSize(buf.len()));
+        }
+        let mut w = DatagramWriter::new(buf, &header)?;
+        w.buf[3] |= FLAG_ENCRYPTED;
+        w.buf[HEADER_LEN..HEADER_LEN + NONCE_LEN].fill(0);
+        w.len = HEADER_LEN + NONCE_LEN;
+        Ok(w)
     }
 
     /// The datagram's size limit: buffer length less any tag trailer.

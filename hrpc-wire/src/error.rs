@@ -25,6 +25,10 @@ pub enum WireError {
     /// The datagram checksum does not match its bytes.
     #[error("datagram checksum mismatch")]
     BadChecksum,
+    /// The frames are enciphered ([`FLAG_ENCRYPTED`](crate::FLAG_ENCRYPTED)): decipher them
+    /// first.
+    #[error("enciphered datagram")]
+    Encrypted,
     /// A flag, reserved field or padding that must be zero was not.
     #[error("reserved bits set in {0}")]
     ReservedBits(&'static str),

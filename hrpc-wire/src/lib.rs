@@ -62,7 +62,8 @@ pub use frame::{
     RawSack, ResetFrame, ResetReason, SACK_RANGE_LEN, SackRange, SackRanges,
 };
 pub use header::{
-    AUTH_TAG_LEN, DatagramHeader, FLAG_AUTH, HEADER_LEN, HeaderFields, MAGIC, VERSION,
+    AUTH_TAG_LEN, DatagramHeader, EncryptedParts, FLAG_AUTH, FLAG_ENCRYPTED, HEADER_LEN,
+    HeaderFields, MAGIC, NONCE_LEN, VERSION, encrypted_parts,
 };
 
 /// Largest message hrpc carries: 16 MiB.

@@ -305,6 +305,13 @@ impl NodeConfig {
         self
     }
 
+    /// With a [`NodeConfig::cluster_key`]: also encipher every datagram's frames, so payloads
+    /// are not readable on the path (see [`CoreConfig::encrypt`]). Off by default.
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.core.encrypt = on;
+        self
+    }
+
     /// Largest datagram to send (UDP payload bytes). 1472 suits Ethernet; loopback-only nodes
     /// may use up to 65 507. Bounds: 176..=65 507.
     pub fn mtu(mut self, mtu: usize) -> Self {

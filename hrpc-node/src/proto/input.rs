@@ -22,6 +22,28 @@ impl Core {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += bytes.len() as u64;
+        if let Some(parts) = hrpc_wire::encrypted_parts(bytes) {
+            // Enciphered: only a holder of the cluster key can read it, and its AEAD tag
+            // authenticates it; what it deciphers to is handled as an authenticated datagram.
+            let Some(cipher) = &self.cipher else {
+                return self.stats.drop(DropReason::Unauthenticated);
+            };
+            let mut plain = std::mem::take(&mut self.scratch);
+            let opened = cipher.open(&parts, &mut plain);
+            if opened {
+                self.handle_parsed(now, from, &plain, true);
+            } else {
+                self.stats.drop(DropReason::BadTag);
+            }
+            self.scratch = plain;
+            return;
+        }
+        self.handle_parsed(now, from, bytes, false);
+    }
+
+    /// [`Core::handle_datagram`] for a datagram that is not enciphered (any more);
+    /// `authenticated` if its AEAD tag was already verified.
+    fn handle_parsed(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], authenticated: bool) {
         let d = match Datagram::parse(bytes) {
             Ok(d) => d,
             Err(WireError::BadChecksum) => return self.stats.drop(DropReason::BadChecksum),
@@ -30,6 +52,7 @@ impl Core {
         let h = d.header();
         match (&self.cfg.cluster_key, d.auth_tag()) {
             (None, None) => {}
+            (Some(_), Some(_)) if authenticated => {}
             (Some(key), Some(tag)) => {
                 if !key.verify(d.authenticated_bytes(), tag) {
                     return self.stats.drop(DropReason::BadTag);

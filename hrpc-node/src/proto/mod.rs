@@ -69,6 +69,9 @@ pub enum CoreError {
     /// The configuration is out of bounds or inconsistent.
     #[error("bad configuration")]
     Config(#[source] ConfigError),
+    /// The operating system's random source failed (needed for nonces when enciphering).
+    #[error("no randomness from the operating system")]
+    Entropy(#[source] std::io::Error),
 }
 
 /// One or more datagrams for one destination, written by [`Core::poll_transmit`].
@@ -224,6 +227,11 @@ pub struct Core {
     epoch: u64,
     /// Keys derived from the store's secret epoch: session tokens and cookies.
     secrets: Secrets,
+    /// With a cluster key: deciphers enciphered datagrams, and enciphers outgoing ones when
+    /// `CoreConfig::encrypt` is on.
+    cipher: Option<auth::DatagramCipher>,
+    /// Where an enciphered datagram is deciphered before it is parsed.
+    scratch: Vec<u8>,
     durable: bool,
     /// Sync mode: something was persisted since the last group commit, so
     /// nothing may be acknowledged, sent or delivered until [`Core::sync`].
@@ -273,7 +281,13 @@ impl Core {
         now: Instant,
     ) -> Result<Core, CoreError> {
         cfg.validate().map_err(CoreError::Config)?;
+        let cipher = match &cfg.cluster_key {
+            Some(key) => Some(auth::DatagramCipher::new(key).map_err(CoreError::Entropy)?),
+            None => None,
+        };
         let mut core = Core {
+            cipher,
+            scratch: Vec::new(),
             id: store.node_id(),
             epoch: store.epoch(),
             secrets: Secrets::new(store.epoch(), store.node_id()),
@@ -503,6 +517,19 @@ impl Core {
         now.saturating_duration_since(self.start).as_micros() as u64 + 1
     }
 
+    /// Bytes of a datagram left for the header and frames once the authentication trailer
+    /// and (when enciphering) the nonce are taken off the MTU.
+    fn datagram_room(&self) -> usize {
+        let mut room = self.cfg.mtu;
+        if self.cfg.cluster_key.is_some() {
+            room -= hrpc_wire::AUTH_TAG_LEN;
+        }
+        if self.cfg.encrypt {
+            room -= hrpc_wire::NONCE_LEN;
+        }
+        room
+    }
+
     fn committed_next(&self, peer: u32) -> u64 {
         self.store
             .outbound_pending(peer)
@@ -537,8 +564,13 @@ impl Core {
             if self.durable {
                 cc = cc.without_delay_signal();
             }
-            let mut send =
-                SendState::new(base, self.cfg.initial_window_msgs, self.cfg.mtu, rtt, cc);
+            let mut send = SendState::new(
+                base,
+                self.cfg.initial_window_msgs,
+                self.datagram_room(),
+                rtt,
+                cc,
+            );
             send.sent_limit = self.sent_before.get(&peer).copied().unwrap_or(1);
             let p = Peer {
                 id: peer,

@@ -138,15 +138,19 @@ impl Core {
 
     fn write_reply(&mut self, r: &Reply, buf: &mut [u8]) -> Option<Transmit> {
         let mtu = self.cfg.mtu;
-        let mut w = DatagramWriter::new(&mut buf[..mtu], &r.header).ok()?;
+        let mut w = if self.cfg.encrypt {
+            DatagramWriter::new_encrypted(&mut buf[..mtu], &r.header).ok()?
+        } else {
+            DatagramWriter::new(&mut buf[..mtu], &r.header).ok()?
+        };
         let pushed = match r.frame {
             ReplyFrame::Challenge(c) => w.push_challenge(c),
             ReplyFrame::Response(c) => w.push_response(c),
         };
         pushed.ok()?;
         let len = w.finish();
-        if let Some(key) = &self.cfg.cluster_key {
-            key.seal(&mut buf[..len]);
+        if !self.seal(&mut buf[..len]) {
+            return None;
         }
         self.stats.datagrams_sent += 1;
         self.stats.bytes_sent += len as u64;
@@ -155,6 +159,18 @@ impl Core {
             len,
             segment_size: None,
         })
+    }
+
+    /// Fills the authentication trailer of a finished datagram (enciphering it first when
+    /// `encrypt` is on). False if it could not be sealed (then it must not be sent).
+    fn seal(&mut self, datagram: &mut [u8]) -> bool {
+        if self.cfg.encrypt {
+            return self.cipher.as_mut().is_some_and(|c| c.seal(datagram));
+        }
+        if let Some(key) = &self.cfg.cluster_key {
+            key.seal(datagram);
+        }
+        true
     }
 
     /// Writes up to `max_segments` datagrams for `peer`.
@@ -178,8 +194,8 @@ impl Core {
             if len == 0 {
                 break;
             }
-            if let Some(key) = &self.cfg.cluster_key {
-                key.seal(&mut buf[total..total + len]);
+            if !self.seal(&mut buf[total..total + len]) {
+                break;
             }
             segments += 1;
             total += len;
@@ -212,6 +228,7 @@ impl Core {
         let (used, cap) = self.store.usage();
         let free_bytes = u32::try_from(cap.saturating_sub(used)).unwrap_or(u32::MAX);
         let auth = self.cfg.cluster_key.is_some();
+        let encrypt = self.cfg.encrypt;
         let Core {
             peers,
             store,
@@ -229,7 +246,12 @@ impl Core {
             dst_epoch: p.epoch,
             auth,
         };
-        let Ok(mut w) = DatagramWriter::new(buf, &header) else {
+        let writer = if encrypt {
+            DatagramWriter::new_encrypted(buf, &header)
+        } else {
+            DatagramWriter::new(buf, &header)
+        };
+        let Ok(mut w) = writer else {
             return (0, false);
         };
         let mut full = false;
