@@ -262,6 +262,32 @@ impl Shared {
         let seg = self.seg(slot.seg)?;
         Some(seg.map.bytes(seg.off(slot.idx) + SLOT_HDR, len as usize))
     }
+
+    /// The view of a held message, or of a gap marker from `seq` on (`lost` = `Some(last)`).
+    /// Sound (M5): the slot is published and only `&mut Store` methods free it.
+    fn message_ref(
+        &self,
+        seq: u64,
+        lost: Option<u64>,
+        slot: SlotId,
+        len: u32,
+        crc: u32,
+    ) -> Option<MessageRef<'_>> {
+        if lost.is_some() {
+            return Some(MessageRef {
+                seq,
+                crc: 0,
+                payload: &[],
+                lost_through: lost,
+            });
+        }
+        Some(MessageRef {
+            seq,
+            crc,
+            payload: self.payload(slot, len)?,
+            lost_through: None,
+        })
+    }
 }
 
 /// A persistent message store. Owned by the poll thread; `Send`, not `Sync`-shared.

@@ -308,22 +308,8 @@ impl Store {
     /// starts at `seq`: [`MessageRef::lost_through`]).
     pub fn inbound_message(&self, peer: u32, seq: u64) -> Option<MessageRef<'_>> {
         let e = self.inbound.get(peer, seq)?;
-        if e.lost {
-            return Some(MessageRef {
-                seq,
-                crc: 0,
-                payload: &[],
-                lost_through: Some(e.last),
-            });
-        }
-        // Sound (M5): published; freed only through `&mut self`.
-        let payload = self.shared.payload(e.slot, e.len)?;
-        Some(MessageRef {
-            seq,
-            crc: e.crc,
-            payload,
-            lost_through: None,
-        })
+        let lost = e.lost.then_some(e.last);
+        self.shared.message_ref(seq, lost, e.slot, e.len, e.crc)
     }
 
     /// Persists an inbound gap marker: the sender will never deliver `first..=last` (it said so

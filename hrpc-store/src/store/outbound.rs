@@ -71,23 +71,8 @@ impl Store {
         let st = &inner.states[*inner.peers.get(&peer)? as usize];
         let e = st.out[st.find_out(seq)?];
         drop(inner);
-        if e.lost {
-            // A view of the marker from `seq` on.
-            return Some(MessageRef {
-                seq,
-                crc: 0,
-                payload: &[],
-                lost_through: Some(e.last),
-            });
-        }
-        // Sound (M5): the slot is published and only `&mut self` methods free it.
-        let payload = self.shared.payload(e.slot, e.len)?;
-        Some(MessageRef {
-            seq,
-            crc: e.crc,
-            payload,
-            lost_through: None,
-        })
+        let lost = e.lost.then_some(e.last);
+        self.shared.message_ref(seq, lost, e.slot, e.len, e.crc)
     }
 
     /// Cumulative acknowledgement: frees every pending message to `peer` with seq ≤ `seq` and
