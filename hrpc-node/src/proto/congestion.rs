@@ -44,7 +44,7 @@ pub(crate) struct Congestion {
     round_new_loss: bool,
     /// Smoothed per-round loss rate, per mille.
     loss_rate: u64,
-    /// Smallest RTT sample of this round, and of the previous one.
+    /// Smallest RTT sample of this round.
     round_min_rtt: Option<Duration>,
     /// Smallest RTT of the path, as the last [`Congestion::on_rtt`] reported it.
     path_min_rtt: Option<Duration>,
