@@ -6,10 +6,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Instant;
 
 use common::{Seen, Side, accounted, cut_in_half, drive, has_frame, open, open_with, side};
-use hrpc_node::proto::{CoreConfig, Event};
+use hrpc_node::proto::{Core, CoreConfig, Event};
 use hrpc_store::{StoreConfig, StoreError};
 use hrpc_wire::Frame;
 
@@ -17,10 +18,22 @@ fn pass_all(_: u32, _: &[u8]) -> bool {
     true
 }
 
-fn unacked(core: &hrpc_node::proto::Core, peer: u32) -> u64 {
+fn unacked(core: &Core, peer: u32) -> u64 {
     core.store()
         .outbound_pending(peer)
         .map_or(0, |(low, next)| next - low)
+}
+
+/// Nodes 1 and 2, opened on `dir`, and what each has seen (nothing yet).
+fn pair(dir: &Path, now: Instant) -> (Core, Core, Seen, Seen) {
+    let a = open(dir, 1, now);
+    let b = open(dir, 2, now);
+    (a, b, Seen::default(), Seen::default())
+}
+
+/// Drives `a` and `b`, both delivering, for `rounds` steps with every datagram arriving.
+fn run(a: &mut Core, sa: &mut Seen, b: &mut Core, sb: &mut Seen, now: &mut Instant, rounds: usize) {
+    drive(side(a, sa), side(b, sb), now, rounds, &mut pass_all);
 }
 
 /// Invariant: after `discard(peer, n)` the peer reports `Lost` for exactly the
@@ -30,19 +43,11 @@ fn unacked(core: &hrpc_node::proto::Core, peer: u32) -> u64 {
 fn discard_is_reported_and_the_stream_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let (mut a, mut b, mut sa, mut sb) = pair(dir.path(), now);
     for i in 1..=3u8 {
         a.producer().send(2, &[i; 10]).unwrap();
     }
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        50,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 50);
     assert_eq!(sb.seqs(1), vec![1, 2, 3]);
     // 4..=10 never reach b.
     for i in 4..=10u8 {
@@ -61,13 +66,7 @@ fn discard_is_reported_and_the_stream_goes_on() {
     assert_eq!(a.discard(2, 6, now).unwrap(), Some(4..=6));
     assert_eq!(a.discard(2, 3, now).unwrap(), None);
     a.producer().send(2, &[11; 10]).unwrap();
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        200,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 200);
     assert_eq!(sb.seqs(1), vec![1, 2, 3, 7, 8, 9, 10, 11]);
     assert_eq!(sb.lost(1), vec![4..=6]);
     assert_eq!(b.stats().messages_lost, 3);
@@ -80,9 +79,7 @@ fn discard_is_reported_and_the_stream_goes_on() {
 fn discard_of_persisted_messages_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let (mut a, mut b, mut sa, mut sb) = pair(dir.path(), now);
     for i in 1..=5u8 {
         a.producer().send(2, &[i; 10]).unwrap();
     }
@@ -100,13 +97,7 @@ fn discard_of_persisted_messages_loses_nothing() {
     assert!(unacked(&a, 2) > 0);
     a.discard(2, 5, now).unwrap();
     a.producer().send(2, b"six").unwrap();
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        200,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 200);
     assert_eq!(sb.seqs(1), vec![1, 2, 3, 4, 5, 6]);
     assert!(sb.lost(1).is_empty(), "{:?}", sb.lost(1));
     assert_eq!(unacked(&a, 2), 0);
@@ -121,9 +112,7 @@ fn discard_of_persisted_messages_loses_nothing() {
 fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let (mut a, mut b, mut sa, mut sb) = pair(dir.path(), now);
     for i in 0..300u32 {
         a.producer().send(2, &i.to_le_bytes().repeat(25)).unwrap();
     }
@@ -170,13 +159,7 @@ fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
         "numbering went back"
     );
     assert_eq!(a.producer().send(2, b"after").unwrap(), 301);
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        300,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 300);
     let out_lost: Vec<_> = sa
         .events
         .iter()
@@ -209,9 +192,7 @@ fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
 fn damaged_receiver_store_reports_what_it_lost() {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let (mut a, mut b, mut sa, mut sb) = pair(dir.path(), now);
     for i in 0..300u32 {
         a.producer().send(2, &i.to_le_bytes().repeat(25)).unwrap();
     }
@@ -236,13 +217,7 @@ fn damaged_receiver_store_reports_what_it_lost() {
     };
     let mut b = open_with(dir.path(), 2, now, recover, CoreConfig::default()).unwrap();
     a.producer().send(2, b"more").unwrap();
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        400,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 400);
     assert_eq!(
         accounted(&sb.seqs(1), &sb.lost(1)),
         (1..=301).collect::<Vec<_>>()
@@ -264,13 +239,7 @@ fn reset_after(before: u32, cfg: CoreConfig) {
     for i in 0..before {
         a.producer().send(2, &i.to_le_bytes()).unwrap();
     }
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        400,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 400);
     assert_eq!(sb.seqs(1).len(), before as usize);
     drop(b);
     std::fs::remove_dir_all(dir.path().join("2")).unwrap();
@@ -279,13 +248,7 @@ fn reset_after(before: u32, cfg: CoreConfig) {
     for i in 0..10u32 {
         a.producer().send(2, &i.to_le_bytes()).unwrap();
     }
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        600,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 600);
     let first = u64::from(before) + 1;
     assert_eq!(sb.seqs(1), (first..first + 10).collect::<Vec<_>>());
     assert!(sb.lost(1).is_empty());
@@ -314,9 +277,7 @@ fn peer_reset_after_70000_messages_default_window() {
 fn peer_reset_after_a_selectively_acknowledged_gap() {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let (mut a, mut b, mut sa, mut sb) = pair(dir.path(), now);
     for i in 1..=10u8 {
         a.producer().send(2, &[i; 700]).unwrap();
     }
@@ -341,13 +302,7 @@ fn peer_reset_after_a_selectively_acknowledged_gap() {
     let mut sb = Seen::default();
     a.producer().send(2, &[11; 700]).unwrap();
     a.producer().send(2, &[12; 700]).unwrap();
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        400,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 400);
     assert_eq!(sb.seqs(1), (6..=12).collect::<Vec<_>>());
     assert_eq!(unacked(&a, 2), 0);
 }
