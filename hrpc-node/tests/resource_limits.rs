@@ -27,6 +27,26 @@ fn poll(node: &mut Node, got: &mut Vec<(u32, u64, Vec<u8>)>) {
         .unwrap();
 }
 
+/// Nodes A (on `dir/a`, holding at most `budget` bytes of half-assembled messages) and B (on
+/// `dir/b`), each knowing the other by `relay`'s address; the relay forwards to A.
+fn relayed(dir: &Path, relay: &mut Relay, budget: usize) -> (Node, Node) {
+    let mut core = CoreConfig::default();
+    core.max_reassembly_bytes = budget;
+    let a = NodeConfig::new(dir.join("a"), A)
+        .bind(local())
+        .peer(B, relay.addr())
+        .core_config(core)
+        .open()
+        .unwrap();
+    relay.a_addr = a.local_addr();
+    let b = NodeConfig::new(dir.join("b"), B)
+        .bind(local())
+        .peer(A, relay.addr())
+        .open()
+        .unwrap();
+    (a, b)
+}
+
 /// Invariant: a stream of never-completed 16 MiB messages, injected from B's address with B's
 /// valid session values (a relay on the path forging fragments, seqs inside A's receive
 /// window that B never reaches), keeps A's half-assembled bytes within
@@ -38,21 +58,8 @@ fn forged_large_fragments_leave_store_and_memory_bounded() {
     const BUDGET: usize = 32 << 20;
     let dir = tempfile::tempdir().unwrap();
     let mut relay = Relay::new(local());
-    let mut core = CoreConfig::default();
-    core.max_reassembly_bytes = BUDGET;
     let a_store = dir.path().join("a");
-    let mut a = NodeConfig::new(&a_store, A)
-        .bind(local())
-        .peer(B, relay.addr())
-        .core_config(core)
-        .open()
-        .unwrap();
-    relay.a_addr = a.local_addr();
-    let mut b = NodeConfig::new(dir.path().join("b"), B)
-        .bind(local())
-        .peer(A, relay.addr())
-        .open()
-        .unwrap();
+    let (mut a, mut b) = relayed(dir.path(), &mut relay, BUDGET);
     let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
     b.send(A, b"b 0").unwrap();
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -290,20 +297,7 @@ fn a_peer_cannot_starve_others_of_reassembly_space() {
     let dir = tempfile::tempdir().unwrap();
     let mut relay = Relay::new(local());
     type Got = Vec<(u32, u64, Vec<u8>)>;
-    let mut core = CoreConfig::default();
-    core.max_reassembly_bytes = BUDGET;
-    let mut a = NodeConfig::new(dir.path().join("a"), A)
-        .bind(local())
-        .peer(B, relay.addr())
-        .core_config(core)
-        .open()
-        .unwrap();
-    relay.a_addr = a.local_addr();
-    let mut b = NodeConfig::new(dir.path().join("b"), B)
-        .bind(local())
-        .peer(A, relay.addr())
-        .open()
-        .unwrap();
+    let (mut a, mut b) = relayed(dir.path(), &mut relay, BUDGET);
     let mut c = NodeConfig::new(dir.path().join("c"), 3)
         .bind(local())
         .peer(A, a.local_addr())
