@@ -119,6 +119,12 @@ fn forged_large_fragments_leave_store_and_memory_bounded() {
         a.wait(Some(Duration::from_millis(2))).unwrap();
     }
     let st = a.stats();
+    // The forged fragments were taken in (each reserves its message's whole length), so the
+    // bounds below were pressed, not met by dropping everything.
+    assert!(
+        max_asm >= MAX_MESSAGE_LEN,
+        "no forged message was ever assembling ({injected} injected); {st:?}"
+    );
     assert!(
         max_asm <= BUDGET,
         "{max_asm} half-assembled bytes held, over the budget of {BUDGET}"
