@@ -336,6 +336,7 @@ fn a_peer_cannot_starve_others_of_reassembly_space() {
     let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
     let mut step = 0u32;
     let mut c_sent = false;
+    let mut held_when_c_sent = 0;
     let forge_until = Instant::now() + Duration::from_secs(25);
     while Instant::now() < forge_until && !got_a.iter().any(|g| g.0 == 3) {
         // Every 20 ms, a new fragment of each of 8 forged messages: all keep progressing.
@@ -355,6 +356,7 @@ fn a_peer_cannot_starve_others_of_reassembly_space() {
         step += 1;
         if step == 50 {
             // The forged messages hold what they can by now.
+            held_when_c_sent = a.stats().reassembly_bytes;
             c.send(A, &big).unwrap();
             b.send(A, b"b 1").unwrap();
             c_sent = true;
@@ -372,6 +374,10 @@ fn a_peer_cannot_starve_others_of_reassembly_space() {
     }
     let st = a.stats();
     assert!(c_sent, "the forging phase ended early");
+    assert!(
+        held_when_c_sent >= MAX_MESSAGE_LEN,
+        "the forged messages held only {held_when_c_sent} bytes when C sent; {st:?}"
+    );
     let from_c: Vec<&(u32, u64, Vec<u8>)> = got_a.iter().filter(|g| g.0 == 3).collect();
     assert_eq!(
         from_c.len(),
