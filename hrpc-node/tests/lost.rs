@@ -36,6 +36,20 @@ fn run(a: &mut Core, sa: &mut Seen, b: &mut Core, sb: &mut Seen, now: &mut Insta
     drive(side(a, sa), side(b, sb), now, rounds, &mut pass_all);
 }
 
+/// Cuts node `id`'s first store segment to half its length (the node must be stopped).
+fn cut_first_segment(dir: &Path, id: u32) {
+    cut_in_half(&dir.join(id.to_string()).join("seg-000000"));
+}
+
+/// Reopens node `id` with `recover_damaged`, so a damaged store opens and reports its loss.
+fn open_recovering(dir: &Path, id: u32, now: Instant) -> Core {
+    let recover = StoreConfig {
+        recover_damaged: true,
+        ..StoreConfig::new(id)
+    };
+    open_with(dir, id, now, recover, CoreConfig::default()).unwrap()
+}
+
 /// Invariant: after `discard(peer, n)` the peer reports `Lost` for exactly the
 /// discarded seqs it had not received, delivers the ones it had and every
 /// later message, in order, and the sender ends with nothing pending.
@@ -132,8 +146,7 @@ fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
     assert!(had >= 100, "b got only {had}");
     assert_eq!(sb.seqs(1), (1..=had).collect::<Vec<_>>());
     drop(a);
-    let seg = dir.path().join("1").join("seg-000000");
-    cut_in_half(&seg);
+    cut_first_segment(dir.path(), 1);
 
     let plain = open_with(
         dir.path(),
@@ -146,11 +159,7 @@ fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
         matches!(plain, Err(StoreError::Damaged { .. })),
         "{plain:?}"
     );
-    let recover = StoreConfig {
-        recover_damaged: true,
-        ..StoreConfig::new(1)
-    };
-    let mut a = open_with(dir.path(), 1, now, recover, CoreConfig::default()).unwrap();
+    let mut a = open_recovering(dir.path(), 1, now);
     let lost: Vec<_> = a.store().open_report().lost.clone();
     assert!(!lost.is_empty());
     assert_eq!(
@@ -209,13 +218,8 @@ fn damaged_receiver_store_reports_what_it_lost() {
     );
     assert_eq!(unacked(&a, 2), 0, "b acknowledged everything");
     drop(b);
-    let seg = dir.path().join("2").join("seg-000000");
-    cut_in_half(&seg);
-    let recover = StoreConfig {
-        recover_damaged: true,
-        ..StoreConfig::new(2)
-    };
-    let mut b = open_with(dir.path(), 2, now, recover, CoreConfig::default()).unwrap();
+    cut_first_segment(dir.path(), 2);
+    let mut b = open_recovering(dir.path(), 2, now);
     a.producer().send(2, b"more").unwrap();
     run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 400);
     assert_eq!(
