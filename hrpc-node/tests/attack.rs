@@ -9,14 +9,16 @@
 //! show the rejected attempts; and a legitimate new node still joins after the flood.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/forge.rs"]
+mod forge;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use forge::{hello, push_evil};
 use hrpc_node::driver::{Node, NodeConfig};
 use hrpc_node::proto::{DropReason, Event};
-use hrpc_wire::{
-    AckFrame, DataFrame, Datagram, DatagramWriter, Frame, HeaderFields, HeartbeatFrame, SackRanges,
-};
+use hrpc_wire::{AckFrame, Datagram, DatagramWriter, Frame, HeaderFields, SackRanges};
 
 const A: u32 = 1;
 const B: u32 = 2;
@@ -54,33 +56,6 @@ fn datagram(header: &HeaderFields, build: impl FnOnce(&mut DatagramWriter<'_>)) 
     let n = w.finish();
     buf.truncate(n);
     buf
-}
-
-fn hello() -> HeartbeatFrame {
-    HeartbeatFrame {
-        reply_requested: true,
-        next_seq: 1,
-        first_pending: 1,
-        expected: 1,
-        timestamp_us: 1,
-        echo_us: 0,
-    }
-}
-
-fn evil_data(seq: u64) -> Vec<u8> {
-    format!("evil {seq}").into_bytes()
-}
-
-fn push_evil(w: &mut DatagramWriter<'_>, seq: u64) {
-    let payload = evil_data(seq);
-    w.push_data(&DataFrame {
-        seq,
-        msg_len: payload.len() as u32,
-        offset: 0,
-        msg_crc: crc32c::crc32c(&payload),
-        payload: &payload,
-    })
-    .unwrap();
 }
 
 impl Attacker {

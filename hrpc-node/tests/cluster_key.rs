@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{Seen, addr, drive, open_with, side};
-use hrpc_node::driver::NodeConfig;
+use hrpc_node::driver::{Node, NodeConfig};
 use hrpc_node::proto::{ClusterKey, Core, CoreConfig, DropReason};
 use hrpc_store::StoreConfig;
 
@@ -46,6 +46,39 @@ fn push_all(from: &mut Core, to: &mut Core, from_addr: SocketAddr, now: &mut Ins
     }
 }
 
+/// Drives `a` and `b` for 40 rounds, everything arriving, and returns every datagram node
+/// `record` sent.
+fn exchange(
+    a: &mut Core,
+    sa: &mut Seen,
+    b: &mut Core,
+    sb: &mut Seen,
+    now: &mut Instant,
+    record: u32,
+) -> Vec<Vec<u8>> {
+    let mut recorded = Vec::new();
+    for _ in 0..40 {
+        drive(side(a, sa), side(b, sb), now, 1, &mut |from, d| {
+            if from == record {
+                recorded.push(d.to_vec());
+            }
+            true
+        });
+    }
+    recorded
+}
+
+/// Takes what `node` delivers, as (peer, the number its payload starts with).
+fn take(node: &mut Node, got: &mut Vec<(u32, u32)>) {
+    node.poll(&mut |_, d| {
+        got.push((
+            d.peer,
+            u32::from_be_bytes(d.payload[..4].try_into().unwrap()),
+        ))
+    })
+    .unwrap();
+}
+
 /// Invariant: nodes sharing a key exchange messages; a node with another key, or with none,
 /// gets nothing in — every one of its datagrams is dropped and counted (`BadTag`,
 /// `Unauthenticated`) before any state is touched: no peer entry, no persisted message, no
@@ -60,15 +93,7 @@ fn only_holders_of_the_key_get_in() {
     for i in 0..50u32 {
         b.producer().send(1, &i.to_be_bytes()).unwrap();
     }
-    for _ in 0..40 {
-        drive(
-            side(&mut a, &mut sa),
-            side(&mut b, &mut sb),
-            &mut now,
-            1,
-            &mut |_, _| true,
-        );
-    }
+    exchange(&mut a, &mut sa, &mut b, &mut sb, &mut now, 2);
     assert_eq!(sa.seqs(2), (1..=50).collect::<Vec<_>>());
 
     for (id, key, reason) in [
@@ -112,24 +137,10 @@ fn replayed_datagrams_change_nothing() {
     let mut a = keyed(dir.path(), 1, now, Some([9; 32]));
     let mut b = keyed(dir.path(), 2, now, Some([9; 32]));
     let (mut sa, mut sb) = (Seen::default(), Seen::default());
-    let mut recorded: Vec<Vec<u8>> = Vec::new();
     for i in 0..30u32 {
         b.producer().send(1, &i.to_be_bytes()).unwrap();
     }
-    for _ in 0..40 {
-        drive(
-            side(&mut a, &mut sa),
-            side(&mut b, &mut sb),
-            &mut now,
-            1,
-            &mut |from, d| {
-                if from == 2 {
-                    recorded.push(d.to_vec());
-                }
-                true
-            },
-        );
-    }
+    let recorded = exchange(&mut a, &mut sa, &mut b, &mut sb, &mut now, 2);
     assert_eq!(sa.seqs(2), (1..=30).collect::<Vec<_>>());
     assert!(!recorded.is_empty());
     let consumed = a.store().inbound_consumed(2);
@@ -179,21 +190,7 @@ fn enciphered_datagrams_hide_payloads() {
         a.producer().send(2, &secret(i)).unwrap();
         b.producer().send(1, &secret(i)).unwrap();
     }
-    let mut from_a: Vec<Vec<u8>> = Vec::new();
-    for _ in 0..40 {
-        drive(
-            side(&mut a, &mut sa),
-            side(&mut b, &mut sb),
-            &mut now,
-            1,
-            &mut |from, d| {
-                if from == 1 {
-                    from_a.push(d.to_vec());
-                }
-                true
-            },
-        );
-    }
+    let from_a = exchange(&mut a, &mut sa, &mut b, &mut sb, &mut now, 1);
     let expect: Vec<Vec<u8>> = (0..40).map(secret).collect();
     let got_b: Vec<Vec<u8>> = sb.got.iter().map(|g| g.2.clone()).collect();
     let got_a: Vec<Vec<u8>> = sa.got.iter().map(|g| g.2.clone()).collect();
@@ -256,13 +253,7 @@ fn keyed_nodes_over_udp() {
     let mut got: Vec<(u32, u32)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while got.len() < 100 && Instant::now() < deadline {
-        a.poll(&mut |_, d| {
-            got.push((
-                d.peer,
-                u32::from_be_bytes(d.payload[..4].try_into().unwrap()),
-            ))
-        })
-        .unwrap();
+        take(&mut a, &mut got);
         b.poll(&mut |_, _| {}).unwrap();
         c.poll(&mut |_, _| {}).unwrap();
         a.wait(Some(Duration::from_millis(2))).unwrap();
@@ -270,13 +261,7 @@ fn keyed_nodes_over_udp() {
     // A little longer, so C's retransmissions reach A too.
     let until = Instant::now() + Duration::from_millis(300);
     while Instant::now() < until {
-        a.poll(&mut |_, d| {
-            got.push((
-                d.peer,
-                u32::from_be_bytes(d.payload[..4].try_into().unwrap()),
-            ))
-        })
-        .unwrap();
+        take(&mut a, &mut got);
         c.poll(&mut |_, _| {}).unwrap();
         a.wait(Some(Duration::from_millis(2))).unwrap();
     }

@@ -8,17 +8,21 @@
 //! and sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/forge.rs"]
+mod forge;
+
 #[path = "common/relay.rs"]
 mod relay;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use forge::{hello, push_evil};
 use hrpc_node::driver::{Node, NodeConfig};
 use hrpc_node::proto::DropReason;
 use hrpc_wire::{
-    AckFrame, DataFrame, DatagramWriter, HEADER_LEN, HeaderFields, HeartbeatFrame, MAX_MESSAGE_LEN,
-    SackRange, SackRanges,
+    AckFrame, DataFrame, DatagramWriter, HEADER_LEN, HeaderFields, MAX_MESSAGE_LEN, SackRange,
+    SackRanges,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -32,29 +36,6 @@ const DEADLINE: Duration = Duration::from_secs(40);
 
 fn local() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
-}
-
-fn hello() -> HeartbeatFrame {
-    HeartbeatFrame {
-        reply_requested: true,
-        next_seq: 1,
-        first_pending: 1,
-        expected: 1,
-        timestamp_us: 1,
-        echo_us: 0,
-    }
-}
-
-fn push_evil(w: &mut DatagramWriter<'_>, seq: u64) {
-    let payload = format!("evil {seq}").into_bytes();
-    w.push_data(&DataFrame {
-        seq,
-        msg_len: payload.len() as u32,
-        offset: 0,
-        msg_crc: crc32c::crc32c(&payload),
-        payload: &payload,
-    })
-    .unwrap();
 }
 
 /// A fragment (the first 1000 bytes) of a message of `msg_len` bytes.

@@ -8,6 +8,7 @@ mod common;
 use std::time::Instant;
 
 use common::{Seen, drive, open, side};
+use hrpc_node::proto::Core;
 use hrpc_wire::{Datagram, Frame};
 
 fn message(len: usize, tag: u8) -> Vec<u8> {
@@ -24,6 +25,25 @@ fn data_bytes(d: &[u8]) -> usize {
             })
             .sum()
     })
+}
+
+/// One round of `a` (node 1) and `b`, everything arriving; adds the DATA payload bytes `a`
+/// sent to `sent`.
+fn step_counting(
+    a: &mut Core,
+    sa: &mut Seen,
+    b: &mut Core,
+    sb: &mut Seen,
+    now: &mut Instant,
+    sent: &mut usize,
+) {
+    let mut count = |from: u32, d: &[u8]| {
+        if from == 1 {
+            *sent += data_bytes(d);
+        }
+        true
+    };
+    drive(side(a, sa), side(b, sb), now, 1, &mut count);
 }
 
 /// Invariant: cutting only the receiver→sender path for a few milliseconds
@@ -80,19 +100,7 @@ fn sender_restart_in_the_middle_of_a_message() {
     a.producer().send(2, b"after").unwrap();
     let mut passed = 0usize;
     for _ in 0..4000 {
-        let mut count = |from: u32, d: &[u8]| {
-            if from == 1 {
-                passed += data_bytes(d);
-            }
-            true
-        };
-        drive(
-            side(&mut a, &mut sa),
-            side(&mut b, &mut sb),
-            &mut now,
-            1,
-            &mut count,
-        );
+        step_counting(&mut a, &mut sa, &mut b, &mut sb, &mut now, &mut passed);
         if passed >= 8 << 20 {
             break;
         }
@@ -104,19 +112,7 @@ fn sender_restart_in_the_middle_of_a_message() {
     let mut rounds = 0;
     while sb.got.len() < 2 && rounds < 4000 {
         rounds += 1;
-        let mut count = |from: u32, d: &[u8]| {
-            if from == 1 {
-                resent += data_bytes(d);
-            }
-            true
-        };
-        drive(
-            side(&mut a, &mut sa),
-            side(&mut b, &mut sb),
-            &mut now,
-            1,
-            &mut count,
-        );
+        step_counting(&mut a, &mut sa, &mut b, &mut sb, &mut now, &mut resent);
     }
     assert_eq!(
         sb.seqs(1),

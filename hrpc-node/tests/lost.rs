@@ -6,10 +6,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Instant;
 
 use common::{Seen, Side, accounted, cut_in_half, drive, has_frame, open, open_with, side};
-use hrpc_node::proto::{CoreConfig, Event};
+use hrpc_node::proto::{Core, CoreConfig, Event};
 use hrpc_store::{StoreConfig, StoreError};
 use hrpc_wire::Frame;
 
@@ -17,10 +18,36 @@ fn pass_all(_: u32, _: &[u8]) -> bool {
     true
 }
 
-fn unacked(core: &hrpc_node::proto::Core, peer: u32) -> u64 {
+fn unacked(core: &Core, peer: u32) -> u64 {
     core.store()
         .outbound_pending(peer)
         .map_or(0, |(low, next)| next - low)
+}
+
+/// Nodes 1 and 2, opened on `dir`, and what each has seen (nothing yet).
+fn pair(dir: &Path, now: Instant) -> (Core, Core, Seen, Seen) {
+    let a = open(dir, 1, now);
+    let b = open(dir, 2, now);
+    (a, b, Seen::default(), Seen::default())
+}
+
+/// Drives `a` and `b`, both delivering, for `rounds` steps with every datagram arriving.
+fn run(a: &mut Core, sa: &mut Seen, b: &mut Core, sb: &mut Seen, now: &mut Instant, rounds: usize) {
+    drive(side(a, sa), side(b, sb), now, rounds, &mut pass_all);
+}
+
+/// Cuts node `id`'s first store segment to half its length (the node must be stopped).
+fn cut_first_segment(dir: &Path, id: u32) {
+    cut_in_half(&dir.join(id.to_string()).join("seg-000000"));
+}
+
+/// Reopens node `id` with `recover_damaged`, so a damaged store opens and reports its loss.
+fn open_recovering(dir: &Path, id: u32, now: Instant) -> Core {
+    let recover = StoreConfig {
+        recover_damaged: true,
+        ..StoreConfig::new(id)
+    };
+    open_with(dir, id, now, recover, CoreConfig::default()).unwrap()
 }
 
 /// Invariant: after `discard(peer, n)` the peer reports `Lost` for exactly the
@@ -30,19 +57,11 @@ fn unacked(core: &hrpc_node::proto::Core, peer: u32) -> u64 {
 fn discard_is_reported_and_the_stream_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let (mut a, mut b, mut sa, mut sb) = pair(dir.path(), now);
     for i in 1..=3u8 {
         a.producer().send(2, &[i; 10]).unwrap();
     }
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        50,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 50);
     assert_eq!(sb.seqs(1), vec![1, 2, 3]);
     // 4..=10 never reach b.
     for i in 4..=10u8 {
@@ -61,13 +80,7 @@ fn discard_is_reported_and_the_stream_goes_on() {
     assert_eq!(a.discard(2, 6, now).unwrap(), Some(4..=6));
     assert_eq!(a.discard(2, 3, now).unwrap(), None);
     a.producer().send(2, &[11; 10]).unwrap();
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        200,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 200);
     assert_eq!(sb.seqs(1), vec![1, 2, 3, 7, 8, 9, 10, 11]);
     assert_eq!(sb.lost(1), vec![4..=6]);
     assert_eq!(b.stats().messages_lost, 3);
@@ -80,9 +93,7 @@ fn discard_is_reported_and_the_stream_goes_on() {
 fn discard_of_persisted_messages_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let (mut a, mut b, mut sa, mut sb) = pair(dir.path(), now);
     for i in 1..=5u8 {
         a.producer().send(2, &[i; 10]).unwrap();
     }
@@ -100,13 +111,7 @@ fn discard_of_persisted_messages_loses_nothing() {
     assert!(unacked(&a, 2) > 0);
     a.discard(2, 5, now).unwrap();
     a.producer().send(2, b"six").unwrap();
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        200,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 200);
     assert_eq!(sb.seqs(1), vec![1, 2, 3, 4, 5, 6]);
     assert!(sb.lost(1).is_empty(), "{:?}", sb.lost(1));
     assert_eq!(unacked(&a, 2), 0);
@@ -121,9 +126,7 @@ fn discard_of_persisted_messages_loses_nothing() {
 fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let (mut a, mut b, mut sa, mut sb) = pair(dir.path(), now);
     for i in 0..300u32 {
         a.producer().send(2, &i.to_le_bytes().repeat(25)).unwrap();
     }
@@ -143,8 +146,7 @@ fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
     assert!(had >= 100, "b got only {had}");
     assert_eq!(sb.seqs(1), (1..=had).collect::<Vec<_>>());
     drop(a);
-    let seg = dir.path().join("1").join("seg-000000");
-    cut_in_half(&seg);
+    cut_first_segment(dir.path(), 1);
 
     let plain = open_with(
         dir.path(),
@@ -157,11 +159,7 @@ fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
         matches!(plain, Err(StoreError::Damaged { .. })),
         "{plain:?}"
     );
-    let recover = StoreConfig {
-        recover_damaged: true,
-        ..StoreConfig::new(1)
-    };
-    let mut a = open_with(dir.path(), 1, now, recover, CoreConfig::default()).unwrap();
+    let mut a = open_recovering(dir.path(), 1, now);
     let lost: Vec<_> = a.store().open_report().lost.clone();
     assert!(!lost.is_empty());
     assert_eq!(
@@ -170,13 +168,7 @@ fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
         "numbering went back"
     );
     assert_eq!(a.producer().send(2, b"after").unwrap(), 301);
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        300,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 300);
     let out_lost: Vec<_> = sa
         .events
         .iter()
@@ -209,9 +201,7 @@ fn damaged_sender_store_is_refused_then_reported_and_the_peer_goes_on() {
 fn damaged_receiver_store_reports_what_it_lost() {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let (mut a, mut b, mut sa, mut sb) = pair(dir.path(), now);
     for i in 0..300u32 {
         a.producer().send(2, &i.to_le_bytes().repeat(25)).unwrap();
     }
@@ -228,21 +218,10 @@ fn damaged_receiver_store_reports_what_it_lost() {
     );
     assert_eq!(unacked(&a, 2), 0, "b acknowledged everything");
     drop(b);
-    let seg = dir.path().join("2").join("seg-000000");
-    cut_in_half(&seg);
-    let recover = StoreConfig {
-        recover_damaged: true,
-        ..StoreConfig::new(2)
-    };
-    let mut b = open_with(dir.path(), 2, now, recover, CoreConfig::default()).unwrap();
+    cut_first_segment(dir.path(), 2);
+    let mut b = open_recovering(dir.path(), 2, now);
     a.producer().send(2, b"more").unwrap();
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        400,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 400);
     assert_eq!(
         accounted(&sb.seqs(1), &sb.lost(1)),
         (1..=301).collect::<Vec<_>>()
@@ -264,13 +243,7 @@ fn reset_after(before: u32, cfg: CoreConfig) {
     for i in 0..before {
         a.producer().send(2, &i.to_le_bytes()).unwrap();
     }
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        400,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 400);
     assert_eq!(sb.seqs(1).len(), before as usize);
     drop(b);
     std::fs::remove_dir_all(dir.path().join("2")).unwrap();
@@ -279,13 +252,7 @@ fn reset_after(before: u32, cfg: CoreConfig) {
     for i in 0..10u32 {
         a.producer().send(2, &i.to_le_bytes()).unwrap();
     }
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        600,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 600);
     let first = u64::from(before) + 1;
     assert_eq!(sb.seqs(1), (first..first + 10).collect::<Vec<_>>());
     assert!(sb.lost(1).is_empty());
@@ -314,9 +281,7 @@ fn peer_reset_after_70000_messages_default_window() {
 fn peer_reset_after_a_selectively_acknowledged_gap() {
     let dir = tempfile::tempdir().unwrap();
     let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let (mut a, mut b, mut sa, mut sb) = pair(dir.path(), now);
     for i in 1..=10u8 {
         a.producer().send(2, &[i; 700]).unwrap();
     }
@@ -341,13 +306,7 @@ fn peer_reset_after_a_selectively_acknowledged_gap() {
     let mut sb = Seen::default();
     a.producer().send(2, &[11; 700]).unwrap();
     a.producer().send(2, &[12; 700]).unwrap();
-    drive(
-        side(&mut a, &mut sa),
-        side(&mut b, &mut sb),
-        &mut now,
-        400,
-        &mut pass_all,
-    );
+    run(&mut a, &mut sa, &mut b, &mut sb, &mut now, 400);
     assert_eq!(sb.seqs(1), (6..=12).collect::<Vec<_>>());
     assert_eq!(unacked(&a, 2), 0);
 }

@@ -27,6 +27,26 @@ fn poll(node: &mut Node, got: &mut Vec<(u32, u64, Vec<u8>)>) {
         .unwrap();
 }
 
+/// Nodes A (on `dir/a`, holding at most `budget` bytes of half-assembled messages) and B (on
+/// `dir/b`), each knowing the other by `relay`'s address; the relay forwards to A.
+fn relayed(dir: &Path, relay: &mut Relay, budget: usize) -> (Node, Node) {
+    let mut core = CoreConfig::default();
+    core.max_reassembly_bytes = budget;
+    let a = NodeConfig::new(dir.join("a"), A)
+        .bind(local())
+        .peer(B, relay.addr())
+        .core_config(core)
+        .open()
+        .unwrap();
+    relay.a_addr = a.local_addr();
+    let b = NodeConfig::new(dir.join("b"), B)
+        .bind(local())
+        .peer(A, relay.addr())
+        .open()
+        .unwrap();
+    (a, b)
+}
+
 /// Invariant: a stream of never-completed 16 MiB messages, injected from B's address with B's
 /// valid session values (a relay on the path forging fragments, seqs inside A's receive
 /// window that B never reaches), keeps A's half-assembled bytes within
@@ -38,21 +58,8 @@ fn forged_large_fragments_leave_store_and_memory_bounded() {
     const BUDGET: usize = 32 << 20;
     let dir = tempfile::tempdir().unwrap();
     let mut relay = Relay::new(local());
-    let mut core = CoreConfig::default();
-    core.max_reassembly_bytes = BUDGET;
     let a_store = dir.path().join("a");
-    let mut a = NodeConfig::new(&a_store, A)
-        .bind(local())
-        .peer(B, relay.addr())
-        .core_config(core)
-        .open()
-        .unwrap();
-    relay.a_addr = a.local_addr();
-    let mut b = NodeConfig::new(dir.path().join("b"), B)
-        .bind(local())
-        .peer(A, relay.addr())
-        .open()
-        .unwrap();
+    let (mut a, mut b) = relayed(dir.path(), &mut relay, BUDGET);
     let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
     b.send(A, b"b 0").unwrap();
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -112,6 +119,12 @@ fn forged_large_fragments_leave_store_and_memory_bounded() {
         a.wait(Some(Duration::from_millis(2))).unwrap();
     }
     let st = a.stats();
+    // The forged fragments were taken in (each reserves its message's whole length), so the
+    // bounds below were pressed, not met by dropping everything.
+    assert!(
+        max_asm >= MAX_MESSAGE_LEN,
+        "no forged message was ever assembling ({injected} injected); {st:?}"
+    );
     assert!(
         max_asm <= BUDGET,
         "{max_asm} half-assembled bytes held, over the budget of {BUDGET}"
@@ -290,20 +303,7 @@ fn a_peer_cannot_starve_others_of_reassembly_space() {
     let dir = tempfile::tempdir().unwrap();
     let mut relay = Relay::new(local());
     type Got = Vec<(u32, u64, Vec<u8>)>;
-    let mut core = CoreConfig::default();
-    core.max_reassembly_bytes = BUDGET;
-    let mut a = NodeConfig::new(dir.path().join("a"), A)
-        .bind(local())
-        .peer(B, relay.addr())
-        .core_config(core)
-        .open()
-        .unwrap();
-    relay.a_addr = a.local_addr();
-    let mut b = NodeConfig::new(dir.path().join("b"), B)
-        .bind(local())
-        .peer(A, relay.addr())
-        .open()
-        .unwrap();
+    let (mut a, mut b) = relayed(dir.path(), &mut relay, BUDGET);
     let mut c = NodeConfig::new(dir.path().join("c"), 3)
         .bind(local())
         .peer(A, a.local_addr())
@@ -336,6 +336,7 @@ fn a_peer_cannot_starve_others_of_reassembly_space() {
     let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
     let mut step = 0u32;
     let mut c_sent = false;
+    let mut held_when_c_sent = 0;
     let forge_until = Instant::now() + Duration::from_secs(25);
     while Instant::now() < forge_until && !got_a.iter().any(|g| g.0 == 3) {
         // Every 20 ms, a new fragment of each of 8 forged messages: all keep progressing.
@@ -355,6 +356,7 @@ fn a_peer_cannot_starve_others_of_reassembly_space() {
         step += 1;
         if step == 50 {
             // The forged messages hold what they can by now.
+            held_when_c_sent = a.stats().reassembly_bytes;
             c.send(A, &big).unwrap();
             b.send(A, b"b 1").unwrap();
             c_sent = true;
@@ -372,6 +374,10 @@ fn a_peer_cannot_starve_others_of_reassembly_space() {
     }
     let st = a.stats();
     assert!(c_sent, "the forging phase ended early");
+    assert!(
+        held_when_c_sent >= MAX_MESSAGE_LEN,
+        "the forged messages held only {held_when_c_sent} bytes when C sent; {st:?}"
+    );
     let from_c: Vec<&(u32, u64, Vec<u8>)> = got_a.iter().filter(|g| g.0 == 3).collect();
     assert_eq!(
         from_c.len(),
