@@ -280,9 +280,17 @@ enum Cmd {
     },
 }
 
-fn json_line(value: &impl serde::Serialize) -> io::Result<()> {
-    let s = serde_json::to_string(value).map_err(|e| io::Error::other(e.to_string()))?;
-    println!("{s}");
+/// Prints a command's human summary and, with `--json`, `value` as the last line.
+fn print_result(
+    summary: impl std::fmt::Display,
+    json: bool,
+    value: &impl serde::Serialize,
+) -> io::Result<()> {
+    println!("{summary}");
+    if json {
+        let s = serde_json::to_string(value).map_err(|e| io::Error::other(e.to_string()))?;
+        println!("{s}");
+    }
     Ok(())
 }
 
@@ -335,10 +343,7 @@ fn run(cmd: Cmd) -> io::Result<bool> {
                 seed,
             };
             let r = pair::run(&opts)?;
-            println!("{}", pair::summary(&opts, &r));
-            if json {
-                json_line(&r)?;
-            }
+            print_result(pair::summary(&opts, &r), json, &r)?;
             // Exit status EXIT_UNCLEAN: the run completed but lost, duplicated or corrupted messages, or
             // left some unacknowledged.
             return Ok(r.clean());
@@ -365,10 +370,7 @@ fn run(cmd: Cmd) -> io::Result<bool> {
                 max_secs,
             };
             let r = soak::run(&opts)?;
-            println!("{}", soak::summary(&opts, &r));
-            if json {
-                json_line(&r)?;
-            }
+            print_result(soak::summary(&opts, &r), json, &r)?;
             return Ok(r.clean());
         }
         Cmd::SoakSide {
@@ -398,30 +400,29 @@ fn run(cmd: Cmd) -> io::Result<bool> {
         })?,
         Cmd::RawUdp { size, secs, json } => {
             let r = raw::run(size, secs)?;
-            println!(
-                "raw-udp: {size} B x {secs} s: {:.0} datagrams/s received ({:.2} MB/s), {} sent, {} received",
-                r.msgs_per_sec, r.mb_per_sec, r.sent, r.received
-            );
-            if json {
-                json_line(&serde_json::json!({ "msgs_per_sec": r.msgs_per_sec }))?;
-            }
+            print_result(
+                format_args!(
+                    "raw-udp: {size} B x {secs} s: {:.0} datagrams/s received ({:.2} MB/s), {} sent, {} received",
+                    r.msgs_per_sec, r.mb_per_sec, r.sent, r.received
+                ),
+                json,
+                &serde_json::json!({ "msgs_per_sec": r.msgs_per_sec }),
+            )?;
         }
         Cmd::Latency { size, count, json } => {
             let r = latency::run(size, count)?;
-            println!(
-                "latency: {size} B, {count} round trips each: hrpc p50 {} us, p99 {} us; raw UDP p50 {} us, p99 {} us",
-                r.hrpc_p50_us, r.hrpc_p99_us, r.raw_p50_us, r.raw_p99_us
-            );
-            if json {
-                json_line(&r)?;
-            }
+            print_result(
+                format_args!(
+                    "latency: {size} B, {count} round trips each: hrpc p50 {} us, p99 {} us; raw UDP p50 {} us, p99 {} us",
+                    r.hrpc_p50_us, r.hrpc_p99_us, r.raw_p50_us, r.raw_p99_us
+                ),
+                json,
+                &r,
+            )?;
         }
         Cmd::Peer { size, secs, json } => {
             let r = peer::run(size, secs);
-            println!("{}", peer::summary(size, secs, &r));
-            if json {
-                json_line(&r)?;
-            }
+            print_result(peer::summary(size, secs, &r), json, &r)?;
         }
         Cmd::Report {
             out,
