@@ -222,62 +222,13 @@ enum Cmd {
     },
     /// Child process of `pair`: the receiving node.
     #[command(hide = true)]
-    PairServer {
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        mtu: usize,
-        #[arg(long)]
-        durable: bool,
-        #[arg(long)]
-        max_secs: u64,
-    },
+    PairServer(pair::ServerOpts),
     /// Child process of `soak`: one side.
     #[command(hide = true)]
-    SoakSide {
-        #[arg(long)]
-        id: u32,
-        #[arg(long)]
-        peer: u32,
-        #[arg(long)]
-        bind: SocketAddr,
-        #[arg(long)]
-        peer_addr: SocketAddr,
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        log: PathBuf,
-        #[arg(long)]
-        send: u64,
-        #[arg(long)]
-        expect: u64,
-        #[arg(long)]
-        size: usize,
-        #[arg(long)]
-        durable: bool,
-        #[arg(long)]
-        max_secs: u64,
-    },
+    SoakSide(soak::SideOpts),
     /// Child process of `pair`: the sending nodes.
     #[command(hide = true)]
-    PairClient {
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        server: SocketAddr,
-        #[arg(long)]
-        peers: u32,
-        #[arg(long)]
-        size: usize,
-        #[arg(long)]
-        secs: f64,
-        #[arg(long)]
-        mtu: usize,
-        #[arg(long)]
-        durable: bool,
-        #[arg(long)]
-        max_secs: u64,
-    },
+    PairClient(pair::ClientOpts),
 }
 
 /// Prints a command's human summary and, with `--json`, `value` as the last line.
@@ -373,31 +324,7 @@ fn run(cmd: Cmd) -> io::Result<bool> {
             print_result(soak::summary(&opts, &r), json, &r)?;
             return Ok(r.clean());
         }
-        Cmd::SoakSide {
-            id,
-            peer,
-            bind,
-            peer_addr,
-            store,
-            log,
-            send,
-            expect,
-            size,
-            durable,
-            max_secs,
-        } => soak::side_child(&soak::SideOpts {
-            id,
-            peer,
-            bind,
-            peer_addr,
-            store,
-            log,
-            send,
-            expect,
-            size,
-            durable,
-            max_secs,
-        })?,
+        Cmd::SoakSide(o) => soak::side_child(&o)?,
         Cmd::RawUdp { size, secs, json } => {
             let r = raw::run(size, secs)?;
             print_result(
@@ -437,36 +364,8 @@ fn run(cmd: Cmd) -> io::Result<bool> {
                 c_seed,
             });
         }
-        Cmd::PairServer {
-            store,
-            mtu,
-            durable,
-            max_secs,
-        } => pair::server_child(&pair::ServerOpts {
-            store,
-            mtu,
-            durable,
-            max_secs,
-        })?,
-        Cmd::PairClient {
-            store,
-            server,
-            peers,
-            size,
-            secs,
-            mtu,
-            durable,
-            max_secs,
-        } => pair::client_child(&pair::ClientOpts {
-            store,
-            server,
-            peers,
-            size,
-            secs,
-            mtu,
-            durable,
-            max_secs,
-        })?,
+        Cmd::PairServer(o) => pair::server_child(&o)?,
+        Cmd::PairClient(o) => pair::client_child(&o)?,
     }
     Ok(true)
 }

@@ -269,15 +269,19 @@ pub fn run(opts: &PairOpts) -> io::Result<PairResult> {
 }
 
 /// Options of the hidden `pair-server` child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServerOpts {
     /// Store directory.
+    #[arg(long)]
     pub store: PathBuf,
     /// UDP MTU.
+    #[arg(long)]
     pub mtu: usize,
     /// Sync durability.
+    #[arg(long)]
     pub durable: bool,
     /// Hard limit on the process's life.
+    #[arg(long)]
     pub max_secs: u64,
 }
 
@@ -354,23 +358,31 @@ pub fn server_child(opts: &ServerOpts) -> io::Result<()> {
 }
 
 /// Options of the hidden `pair-client` child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ClientOpts {
     /// Parent directory of the sending nodes' stores (`node-<id>` each).
+    #[arg(long)]
     pub store: PathBuf,
     /// Where node 1 is (the relay's front address with `--loss`).
+    #[arg(long)]
     pub server: SocketAddr,
     /// Number of sending nodes (ids 2..=peers+1).
+    #[arg(long)]
     pub peers: u32,
     /// Message size.
+    #[arg(long)]
     pub size: usize,
     /// Seconds of sending.
+    #[arg(long)]
     pub secs: f64,
     /// UDP MTU.
+    #[arg(long)]
     pub mtu: usize,
     /// Sync durability.
+    #[arg(long)]
     pub durable: bool,
     /// Hard limit on the process's life.
+    #[arg(long)]
     pub max_secs: u64,
 }
 

@@ -555,29 +555,40 @@ pub fn summary(opts: &SoakOpts, r: &SoakResult) -> String {
 }
 
 /// Options of the hidden `soak-side` child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SideOpts {
     /// This node's id.
+    #[arg(long)]
     pub id: u32,
     /// The peer's id.
+    #[arg(long)]
     pub peer: u32,
     /// The fixed loopback address to bind.
+    #[arg(long)]
     pub bind: SocketAddr,
     /// Where the peer is reached (the relay).
+    #[arg(long)]
     pub peer_addr: SocketAddr,
     /// Store directory.
+    #[arg(long)]
     pub store: PathBuf,
     /// Delivery log.
+    #[arg(long)]
     pub log: PathBuf,
     /// Messages to send to the peer in all (across restarts).
+    #[arg(long)]
     pub send: u64,
     /// Messages the peer sends.
+    #[arg(long)]
     pub expect: u64,
     /// Message size.
+    #[arg(long)]
     pub size: usize,
     /// Sync durability and fdatasync of the log.
+    #[arg(long)]
     pub durable: bool,
     /// Hard limit on the process's life.
+    #[arg(long)]
     pub max_secs: u64,
 }
 
