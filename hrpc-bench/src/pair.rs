@@ -146,8 +146,10 @@ pub struct ServerDone {
     pub rss_kb: u64,
 }
 
-fn node_config(dir: &Path, id: u32, mtu: usize, durable: bool) -> NodeConfig {
-    let cfg = NodeConfig::new(dir, id).mtu(mtu);
+/// Node `id` with its store in `dir`, in [`Durability::Sync`] if `durable`: the start of
+/// every node the `pair` and `soak` children open.
+pub(crate) fn node_config(dir: &Path, id: u32, durable: bool) -> NodeConfig {
+    let cfg = NodeConfig::new(dir, id);
     if durable {
         cfg.durability(Durability::Sync)
     } else {
@@ -296,7 +298,7 @@ pub fn server_child(opts: &ServerOpts) -> io::Result<()> {
     // quarters of its peer table (the rest stays for configured peers).
     let mut core = CoreConfig::default();
     core.max_peers = SERVER_PEER_TABLE as usize;
-    let mut node = node_config(&opts.store, 1, opts.mtu, opts.durable)
+    let mut node = node_config(&opts.store, 1, opts.durable)
         .core_config(core)
         .mtu(opts.mtu)
         .store_max_peers(SERVER_PEER_TABLE)
@@ -458,7 +460,8 @@ pub fn client_child(opts: &ClientOpts) -> io::Result<()> {
     let mut nodes = Vec::with_capacity(opts.peers as usize);
     for id in 2..opts.peers.saturating_add(2) {
         let dir = opts.store.join(format!("node-{id}"));
-        let mut cfg = node_config(&dir, id, opts.mtu, opts.durable)
+        let mut cfg = node_config(&dir, id, opts.durable)
+            .mtu(opts.mtu)
             .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .peer(1, opts.server);
         if opts.peers > 1 {

@@ -37,9 +37,9 @@
 //! the handler, before it returns (so before hrpc counts the message consumed): hrpc seq
 //! (u64), payload length (u32), a 32-bit FNV-1a [`digest`] of the payload, little-endian. A write that
 //! returned is in the page cache and survives SIGKILL; with `--durable` the nodes run
-//! [`Durability::Sync`] and the log is `fdatasync`ed after every poll that delivered, before
-//! the next group commit persists the consumption, so an OS crash could only add
-//! redeliveries. Each start appends a marker record; a record cut short by a kill (never seen
+//! [`Durability::Sync`](hrpc_node::Durability::Sync) and the log is `fdatasync`ed after
+//! every poll that delivered, before the next group commit persists the consumption, so an OS
+//! crash could only add redeliveries. Each start appends a marker record; a record cut short by a kill (never seen
 //! so far) is cut off at the next start and a "torn" marker written in its place.
 //!
 //! # The check
@@ -62,15 +62,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hrpc_node::driver::{Node, NodeConfig, NodeError};
-use hrpc_node::{CoreConfig, Durability};
+use hrpc_node::CoreConfig;
+use hrpc_node::driver::{Node, NodeError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::payload;
 use crate::procs::{self, ChildProc};
 use crate::relay::{Relay, RelayConfig, partition_schedule};
+use crate::{pair, payload};
 
 /// Bytes of one delivery-log record.
 pub const RECORD: usize = 16;
@@ -99,7 +99,8 @@ pub struct SoakOpts {
     pub kills: u32,
     /// Relay drop/duplicate/reorder probability in percent (corruption: a fifth of it).
     pub loss: f64,
-    /// Nodes in [`Durability::Sync`], logs `fdatasync`ed after each delivering poll.
+    /// Nodes in [`Durability::Sync`](hrpc_node::Durability::Sync), logs `fdatasync`ed after
+    /// each delivering poll.
     pub durable: bool,
     /// Message size in bytes (at least [`payload::MIN_SIZE`]).
     pub size: usize,
@@ -639,14 +640,11 @@ fn open_node(o: &SideOpts, hard: Instant) -> io::Result<Node> {
     core.unreachable_after = Duration::from_secs(1);
     let give_up = (Instant::now() + STARTUP).min(hard);
     loop {
-        let mut cfg = NodeConfig::new(&o.store, o.id)
+        let cfg = pair::node_config(&o.store, o.id, o.durable)
             .bind(o.bind)
             .peer(o.peer, o.peer_addr)
             .store_capacity(256 << 20)
             .core_config(core.clone());
-        if o.durable {
-            cfg = cfg.durability(Durability::Sync);
-        }
         match cfg.open() {
             Ok(n) => return Ok(n),
             // The killed predecessor's port or lock may take a moment to go.
