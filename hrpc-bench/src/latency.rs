@@ -17,6 +17,8 @@ use hdrhistogram::Histogram;
 use hrpc_node::driver::NodeConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::procs::io_err;
+
 /// Round trips run before recording.
 pub const WARMUP: u64 = 20;
 /// Longest one side (hrpc or raw) may run.
@@ -35,10 +37,6 @@ pub struct LatencyResult {
     pub raw_p50_us: f64,
     /// Raw UDP round trip, 99th percentile.
     pub raw_p99_us: f64,
-}
-
-fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
 }
 
 fn histogram() -> io::Result<Histogram<u64>> {

@@ -239,7 +239,7 @@ fn print_result(
 ) -> io::Result<()> {
     println!("{summary}");
     if json {
-        let s = serde_json::to_string(value).map_err(|e| io::Error::other(e.to_string()))?;
+        let s = serde_json::to_string(value).map_err(hrpc_bench::procs::io_err)?;
         println!("{s}");
     }
     Ok(())

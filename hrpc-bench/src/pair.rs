@@ -23,7 +23,7 @@ use hrpc_store::Durability;
 use serde::{Deserialize, Serialize};
 
 use crate::payload::{self, Tally};
-use crate::procs::{self, ChildProc};
+use crate::procs::{self, ChildProc, io_err};
 use crate::relay::{Relay, RelayConfig};
 
 /// Longest the sender waits for acknowledgements, and the receiver for deliveries, after the
@@ -155,10 +155,6 @@ pub(crate) fn node_config(dir: &Path, id: u32, durable: bool) -> NodeConfig {
     } else {
         cfg
     }
-}
-
-fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
 }
 
 /// Runs `pair`: both children, the optional relay, and returns the checked result.

@@ -9,6 +9,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+/// Any error as an [`io::Error`], the error type of every benchmark.
+pub fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
 /// A flag set when SIGINT or SIGTERM arrives (the signal no longer kills the process).
 pub fn signal_flag() -> io::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));

@@ -18,7 +18,7 @@ use hrpc_node::driver::NodeConfig;
 
 use crate::pair::{Sending, wait_any};
 use crate::payload::{self, Tally};
-use crate::procs;
+use crate::procs::{self, io_err};
 
 /// Options shared by `server` and `client`.
 #[derive(Debug, Clone)]
@@ -73,10 +73,6 @@ impl Meter {
         let _ = io::stdout().flush();
         *self = Meter::new();
     }
-}
-
-fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
 }
 
 /// The benchmark only ever talks to this machine: every address must be loopback.

@@ -68,7 +68,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::procs::{self, ChildProc};
+use crate::procs::{self, ChildProc, io_err};
 use crate::relay::{Relay, RelayConfig, partition_schedule};
 use crate::{pair, payload};
 
@@ -288,10 +288,6 @@ pub fn check_log(log: &[u8], sender: u32, size: usize, sent: u64) -> LogCheck {
     }
     c.lost = sent.saturating_sub(c.delivered);
     c
-}
-
-fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
 }
 
 /// A free loopback port: bound, read and released (the side binds it a moment later).
