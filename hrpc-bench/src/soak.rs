@@ -684,13 +684,17 @@ pub fn side_child(o: &SideOpts) -> io::Result<()> {
     let mut write_err: Option<io::Error> = None;
     while !stop.load(Ordering::Relaxed) && !exit.load(Ordering::Acquire) && Instant::now() < hard {
         let mut committed = 0;
+        // Each commit takes the next seq (checked below), so the store is asked once a burst.
+        let mut k = node.next_outbound_seq(peer);
         for _ in 0..BURST {
-            let k = node.next_outbound_seq(peer);
             if k > o.send {
                 break;
             }
             match node.send_with(peer, o.size, |b| payload::fill(b, o.id, k)) {
-                Ok(seq) if seq == k => committed += 1,
+                Ok(seq) if seq == k => {
+                    committed += 1;
+                    k += 1;
+                }
                 Ok(seq) => {
                     return Err(io::Error::other(format!(
                         "message {k} got seq {seq}: the numbering moved"
