@@ -103,11 +103,6 @@ impl ChildProc {
         })
     }
 
-    /// The process id.
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Waits until the child prints a line `KEY rest` and returns `rest`; other lines are
     /// echoed to stderr. Fails if the deadline passes or the child exits first.
     pub fn expect_line(&mut self, key: &str, deadline: Instant) -> io::Result<String> {
