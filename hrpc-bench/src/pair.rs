@@ -159,12 +159,7 @@ pub(crate) fn node_config(dir: &Path, id: u32, durable: bool) -> NodeConfig {
 
 /// Runs `pair`: both children, the optional relay, and returns the checked result.
 pub fn run(opts: &PairOpts) -> io::Result<PairResult> {
-    if opts.size < payload::MIN_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("--size must be at least {}", payload::MIN_SIZE),
-        ));
-    }
+    payload::check_size(opts.size)?;
     if opts.peers == 0 || opts.peers > MAX_PEERS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -126,12 +126,7 @@ pub fn server(opts: &SeedOpts) -> io::Result<()> {
 /// `hrpc-bench client`: sends to the first `--peer` as fast as the protocol allows until a
 /// signal arrives.
 pub fn client(opts: &SeedOpts) -> io::Result<()> {
-    if opts.size < payload::MIN_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("--size must be at least {}", payload::MIN_SIZE),
-        ));
-    }
+    payload::check_size(opts.size)?;
     check_loopback(opts)?;
     let Some(&(to, _)) = opts.peers.first() else {
         return Err(io::Error::new(

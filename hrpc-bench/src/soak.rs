@@ -338,12 +338,7 @@ impl Side {
 /// Runs the soak and returns the checked result. Errors are setup failures and a side that
 /// exits by itself; a deadline reached gives a result with `complete: false`.
 pub fn run(opts: &SoakOpts) -> io::Result<SoakResult> {
-    if opts.size < payload::MIN_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("--size must be at least {}", payload::MIN_SIZE),
-        ));
-    }
+    payload::check_size(opts.size)?;
     let started = Instant::now();
     let hard = started + Duration::from_secs(opts.max_secs);
     let tmp = tempfile::Builder::new().prefix("hrpc-soak-").tempdir()?;
