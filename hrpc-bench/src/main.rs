@@ -269,7 +269,7 @@ fn run(cmd: Cmd) -> io::Result<bool> {
         } => seed::client(&seed::SeedOpts {
             store,
             node,
-            bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            bind: Some(hrpc_bench::procs::LOOPBACK),
             peers: vec![peer],
             size,
             max_secs,

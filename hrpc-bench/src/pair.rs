@@ -293,7 +293,7 @@ pub fn server_child(opts: &ServerOpts) -> io::Result<()> {
         .core_config(core)
         .mtu(opts.mtu)
         .store_max_peers(SERVER_PEER_TABLE)
-        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .bind(procs::LOOPBACK)
         .open()
         .map_err(io_err)?;
     println!("READY {}", node.local_addr());
@@ -457,7 +457,7 @@ pub fn client_child(opts: &ClientOpts) -> io::Result<()> {
         let dir = opts.store.join(format!("node-{id}"));
         let mut cfg = node_config(&dir, id, opts.durable)
             .mtu(opts.mtu)
-            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .bind(procs::LOOPBACK)
             .peer(1, opts.server);
         if opts.peers > 1 {
             // Many nodes: smaller stores and windows so the whole set stays modest.

@@ -13,7 +13,7 @@
 //! reports `None` (JSON `null`) with a note on stderr.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::procs::io_err;
+use crate::procs::{LOOPBACK, io_err};
 
 /// Messages per quinn `write_all`.
 pub const QUINN_PER_WRITE: usize = 64;
@@ -61,10 +61,6 @@ pub fn summary(size: usize, secs: f64, r: &PeerResult) -> String {
         f(r.quinn_msgs_per_sec),
         f(r.renet_msgs_per_sec)
     )
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
@@ -120,7 +116,7 @@ pub fn quinn(size: usize, secs: Duration) -> io::Result<f64> {
         .name("quinn-rx".to_owned())
         .spawn(move || -> io::Result<f64> {
             runtime()?.block_on(async move {
-                let endpoint = quinn::Endpoint::server(server_cfg, loopback())?;
+                let endpoint = quinn::Endpoint::server(server_cfg, LOOPBACK)?;
                 let _ = addr_tx.send(endpoint.local_addr()?);
                 let work = async {
                     let incoming = endpoint
@@ -175,7 +171,7 @@ pub fn quinn(size: usize, secs: Duration) -> io::Result<f64> {
         .map_err(|_| io_err("quinn receiver did not start"))?;
 
     let sent = runtime()?.block_on(async move {
-        let mut endpoint = quinn::Endpoint::client(loopback())?;
+        let mut endpoint = quinn::Endpoint::client(LOOPBACK)?;
         endpoint.set_default_client_config(client_cfg);
         let work = async {
             let conn = endpoint
@@ -238,8 +234,8 @@ fn renet_config() -> renet::ConnectionConfig {
 /// renet: messages per second received on a ReliableOrdered channel.
 pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
     const CLIENT: renet::ClientId = 1;
-    let server_sock = UdpSocket::bind(loopback())?;
-    let client_sock = UdpSocket::bind(loopback())?;
+    let server_sock = UdpSocket::bind(LOOPBACK)?;
+    let client_sock = UdpSocket::bind(LOOPBACK)?;
     for s in [&server_sock, &client_sock] {
         s.set_nonblocking(true)?;
         use nix::sys::socket::{setsockopt, sockopt};

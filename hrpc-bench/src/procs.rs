@@ -3,11 +3,16 @@
 //! children report on stdout.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
+
+/// 127.0.0.1 port 0: an ephemeral loopback port, where every node, socket and relay of the
+/// benchmarks binds.
+pub const LOOPBACK: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 /// Any error as an [`io::Error`], the error type of every benchmark.
 pub fn io_err(e: impl std::fmt::Display) -> io::Error {

@@ -292,7 +292,7 @@ pub fn check_log(log: &[u8], sender: u32, size: usize, sent: u64) -> LogCheck {
 
 /// A free loopback port: bound, read and released (the side binds it a moment later).
 fn reserve_port() -> io::Result<SocketAddr> {
-    UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?.local_addr()
+    UdpSocket::bind(procs::LOOPBACK)?.local_addr()
 }
 
 fn log_records(path: &Path) -> u64 {
