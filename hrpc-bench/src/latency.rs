@@ -8,7 +8,7 @@
 //! [`LIMIT`].
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use hrpc_node::driver::NodeConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::procs::{LOOPBACK, io_err};
 
 /// Round trips run before recording.
 pub const WARMUP: u64 = 20;
@@ -37,10 +39,6 @@ pub struct LatencyResult {
     pub raw_p99_us: f64,
 }
 
-fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
-
 fn histogram() -> io::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).map_err(io_err)
 }
@@ -53,13 +51,12 @@ fn micros(start: Instant) -> u64 {
 pub fn hrpc(size: usize, count: u64) -> io::Result<Histogram<u64>> {
     let size = size.max(1);
     let tmp = tempfile::Builder::new().prefix("hrpc-latency-").tempdir()?;
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut server = NodeConfig::new(tmp.path().join("server"), 1)
-        .bind(loopback)
+        .bind(LOOPBACK)
         .open()
         .map_err(io_err)?;
     let mut client = NodeConfig::new(tmp.path().join("client"), 2)
-        .bind(loopback)
+        .bind(LOOPBACK)
         .peer(1, server.local_addr())
         .open()
         .map_err(io_err)?;
@@ -131,8 +128,8 @@ pub fn hrpc(size: usize, count: u64) -> io::Result<Histogram<u64>> {
 /// Raw UDP round trips with blocking sockets: `count` recorded ones.
 pub fn raw(size: usize, count: u64) -> io::Result<Histogram<u64>> {
     let size = size.clamp(1, 65_507);
-    let server = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    let client = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let server = UdpSocket::bind(LOOPBACK)?;
+    let client = UdpSocket::bind(LOOPBACK)?;
     server.set_read_timeout(Some(Duration::from_millis(20)))?;
     client.set_read_timeout(Some(RTT_TIMEOUT))?;
     client.connect(server.local_addr()?)?;

@@ -222,67 +222,26 @@ enum Cmd {
     },
     /// Child process of `pair`: the receiving node.
     #[command(hide = true)]
-    PairServer {
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        mtu: usize,
-        #[arg(long)]
-        durable: bool,
-        #[arg(long)]
-        max_secs: u64,
-    },
+    PairServer(pair::ServerOpts),
     /// Child process of `soak`: one side.
     #[command(hide = true)]
-    SoakSide {
-        #[arg(long)]
-        id: u32,
-        #[arg(long)]
-        peer: u32,
-        #[arg(long)]
-        bind: SocketAddr,
-        #[arg(long)]
-        peer_addr: SocketAddr,
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        log: PathBuf,
-        #[arg(long)]
-        send: u64,
-        #[arg(long)]
-        expect: u64,
-        #[arg(long)]
-        size: usize,
-        #[arg(long)]
-        durable: bool,
-        #[arg(long)]
-        max_secs: u64,
-    },
+    SoakSide(soak::SideOpts),
     /// Child process of `pair`: the sending nodes.
     #[command(hide = true)]
-    PairClient {
-        #[arg(long)]
-        store: PathBuf,
-        #[arg(long)]
-        server: SocketAddr,
-        #[arg(long)]
-        peers: u32,
-        #[arg(long)]
-        size: usize,
-        #[arg(long)]
-        secs: f64,
-        #[arg(long)]
-        mtu: usize,
-        #[arg(long)]
-        durable: bool,
-        #[arg(long)]
-        max_secs: u64,
-    },
+    PairClient(pair::ClientOpts),
 }
 
-fn json_line(value: &impl serde::Serialize) -> io::Result<()> {
-    let s = serde_json::to_string(value).map_err(|e| io::Error::other(e.to_string()))?;
-    println!("{s}");
+/// Prints a command's human summary and, with `--json`, `value` as the last line.
+fn print_result(
+    summary: impl std::fmt::Display,
+    json: bool,
+    value: &impl serde::Serialize,
+) -> io::Result<()> {
+    println!("{summary}");
+    if json {
+        let s = serde_json::to_string(value).map_err(hrpc_bench::procs::io_err)?;
+        println!("{s}");
+    }
     Ok(())
 }
 
@@ -310,7 +269,7 @@ fn run(cmd: Cmd) -> io::Result<bool> {
         } => seed::client(&seed::SeedOpts {
             store,
             node,
-            bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            bind: Some(hrpc_bench::procs::LOOPBACK),
             peers: vec![peer],
             size,
             max_secs,
@@ -335,10 +294,7 @@ fn run(cmd: Cmd) -> io::Result<bool> {
                 seed,
             };
             let r = pair::run(&opts)?;
-            println!("{}", pair::summary(&opts, &r));
-            if json {
-                json_line(&r)?;
-            }
+            print_result(pair::summary(&opts, &r), json, &r)?;
             // Exit status EXIT_UNCLEAN: the run completed but lost, duplicated or corrupted messages, or
             // left some unacknowledged.
             return Ok(r.clean());
@@ -365,63 +321,35 @@ fn run(cmd: Cmd) -> io::Result<bool> {
                 max_secs,
             };
             let r = soak::run(&opts)?;
-            println!("{}", soak::summary(&opts, &r));
-            if json {
-                json_line(&r)?;
-            }
+            print_result(soak::summary(&opts, &r), json, &r)?;
             return Ok(r.clean());
         }
-        Cmd::SoakSide {
-            id,
-            peer,
-            bind,
-            peer_addr,
-            store,
-            log,
-            send,
-            expect,
-            size,
-            durable,
-            max_secs,
-        } => soak::side_child(&soak::SideOpts {
-            id,
-            peer,
-            bind,
-            peer_addr,
-            store,
-            log,
-            send,
-            expect,
-            size,
-            durable,
-            max_secs,
-        })?,
+        Cmd::SoakSide(o) => soak::side_child(&o)?,
         Cmd::RawUdp { size, secs, json } => {
             let r = raw::run(size, secs)?;
-            println!(
-                "raw-udp: {size} B x {secs} s: {:.0} datagrams/s received ({:.2} MB/s), {} sent, {} received",
-                r.msgs_per_sec, r.mb_per_sec, r.sent, r.received
-            );
-            if json {
-                json_line(&serde_json::json!({ "msgs_per_sec": r.msgs_per_sec }))?;
-            }
+            print_result(
+                format_args!(
+                    "raw-udp: {size} B x {secs} s: {:.0} datagrams/s received ({:.2} MB/s), {} sent, {} received",
+                    r.msgs_per_sec, r.mb_per_sec, r.sent, r.received
+                ),
+                json,
+                &serde_json::json!({ "msgs_per_sec": r.msgs_per_sec }),
+            )?;
         }
         Cmd::Latency { size, count, json } => {
             let r = latency::run(size, count)?;
-            println!(
-                "latency: {size} B, {count} round trips each: hrpc p50 {} us, p99 {} us; raw UDP p50 {} us, p99 {} us",
-                r.hrpc_p50_us, r.hrpc_p99_us, r.raw_p50_us, r.raw_p99_us
-            );
-            if json {
-                json_line(&r)?;
-            }
+            print_result(
+                format_args!(
+                    "latency: {size} B, {count} round trips each: hrpc p50 {} us, p99 {} us; raw UDP p50 {} us, p99 {} us",
+                    r.hrpc_p50_us, r.hrpc_p99_us, r.raw_p50_us, r.raw_p99_us
+                ),
+                json,
+                &r,
+            )?;
         }
         Cmd::Peer { size, secs, json } => {
             let r = peer::run(size, secs);
-            println!("{}", peer::summary(size, secs, &r));
-            if json {
-                json_line(&r)?;
-            }
+            print_result(peer::summary(size, secs, &r), json, &r)?;
         }
         Cmd::Report {
             out,
@@ -436,36 +364,8 @@ fn run(cmd: Cmd) -> io::Result<bool> {
                 c_seed,
             });
         }
-        Cmd::PairServer {
-            store,
-            mtu,
-            durable,
-            max_secs,
-        } => pair::server_child(&pair::ServerOpts {
-            store,
-            mtu,
-            durable,
-            max_secs,
-        })?,
-        Cmd::PairClient {
-            store,
-            server,
-            peers,
-            size,
-            secs,
-            mtu,
-            durable,
-            max_secs,
-        } => pair::client_child(&pair::ClientOpts {
-            store,
-            server,
-            peers,
-            size,
-            secs,
-            mtu,
-            durable,
-            max_secs,
-        })?,
+        Cmd::PairServer(o) => pair::server_child(&o)?,
+        Cmd::PairClient(o) => pair::client_child(&o)?,
     }
     Ok(true)
 }

@@ -23,7 +23,7 @@ use hrpc_store::Durability;
 use serde::{Deserialize, Serialize};
 
 use crate::payload::{self, Tally};
-use crate::procs::{self, ChildProc};
+use crate::procs::{self, ChildProc, io_err};
 use crate::relay::{Relay, RelayConfig};
 
 /// Longest the sender waits for acknowledgements, and the receiver for deliveries, after the
@@ -146,8 +146,10 @@ pub struct ServerDone {
     pub rss_kb: u64,
 }
 
-fn node_config(dir: &Path, id: u32, mtu: usize, durable: bool) -> NodeConfig {
-    let cfg = NodeConfig::new(dir, id).mtu(mtu);
+/// Node `id` with its store in `dir`, in [`Durability::Sync`] if `durable`: the start of
+/// every node the `pair` and `soak` children open.
+pub(crate) fn node_config(dir: &Path, id: u32, durable: bool) -> NodeConfig {
+    let cfg = NodeConfig::new(dir, id);
     if durable {
         cfg.durability(Durability::Sync)
     } else {
@@ -155,18 +157,9 @@ fn node_config(dir: &Path, id: u32, mtu: usize, durable: bool) -> NodeConfig {
     }
 }
 
-fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
-
 /// Runs `pair`: both children, the optional relay, and returns the checked result.
 pub fn run(opts: &PairOpts) -> io::Result<PairResult> {
-    if opts.size < payload::MIN_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("--size must be at least {}", payload::MIN_SIZE),
-        ));
-    }
+    payload::check_size(opts.size)?;
     if opts.peers == 0 || opts.peers > MAX_PEERS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -269,15 +262,19 @@ pub fn run(opts: &PairOpts) -> io::Result<PairResult> {
 }
 
 /// Options of the hidden `pair-server` child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServerOpts {
     /// Store directory.
+    #[arg(long)]
     pub store: PathBuf,
     /// UDP MTU.
+    #[arg(long)]
     pub mtu: usize,
     /// Sync durability.
+    #[arg(long)]
     pub durable: bool,
     /// Hard limit on the process's life.
+    #[arg(long)]
     pub max_secs: u64,
 }
 
@@ -292,11 +289,11 @@ pub fn server_child(opts: &ServerOpts) -> io::Result<()> {
     // quarters of its peer table (the rest stays for configured peers).
     let mut core = CoreConfig::default();
     core.max_peers = SERVER_PEER_TABLE as usize;
-    let mut node = node_config(&opts.store, 1, opts.mtu, opts.durable)
+    let mut node = node_config(&opts.store, 1, opts.durable)
         .core_config(core)
         .mtu(opts.mtu)
         .store_max_peers(SERVER_PEER_TABLE)
-        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .bind(procs::LOOPBACK)
         .open()
         .map_err(io_err)?;
     println!("READY {}", node.local_addr());
@@ -316,22 +313,26 @@ pub fn server_child(opts: &ServerOpts) -> io::Result<()> {
         });
     }
     let mut tally = Tally::default();
+    // Kept beside the tally: its own total sums over every sender, too much for each poll.
+    let mut delivered = 0u64;
     let mut last_ns = 0;
     let mut drain_until: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) && Instant::now() < hard {
-        let before = tally.delivered();
+        let before = delivered;
         let report = node
             .poll(&mut |_, d| {
-                tally.record(d.peer, d.payload);
+                if tally.record(d.peer, d.payload) {
+                    delivered += 1;
+                }
             })
             .map_err(io_err)?;
-        if tally.delivered() != before {
+        if delivered != before {
             last_ns = procs::mono_ns();
         }
         let want = expected.load(Ordering::Acquire);
         if want != u64::MAX {
             let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN);
-            if tally.delivered() >= want || Instant::now() >= until {
+            if delivered >= want || Instant::now() >= until {
                 break;
             }
         }
@@ -354,23 +355,31 @@ pub fn server_child(opts: &ServerOpts) -> io::Result<()> {
 }
 
 /// Options of the hidden `pair-client` child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ClientOpts {
     /// Parent directory of the sending nodes' stores (`node-<id>` each).
+    #[arg(long)]
     pub store: PathBuf,
     /// Where node 1 is (the relay's front address with `--loss`).
+    #[arg(long)]
     pub server: SocketAddr,
     /// Number of sending nodes (ids 2..=peers+1).
+    #[arg(long)]
     pub peers: u32,
     /// Message size.
+    #[arg(long)]
     pub size: usize,
     /// Seconds of sending.
+    #[arg(long)]
     pub secs: f64,
     /// UDP MTU.
+    #[arg(long)]
     pub mtu: usize,
     /// Sync durability.
+    #[arg(long)]
     pub durable: bool,
     /// Hard limit on the process's life.
+    #[arg(long)]
     pub max_secs: u64,
 }
 
@@ -446,8 +455,9 @@ pub fn client_child(opts: &ClientOpts) -> io::Result<()> {
     let mut nodes = Vec::with_capacity(opts.peers as usize);
     for id in 2..opts.peers.saturating_add(2) {
         let dir = opts.store.join(format!("node-{id}"));
-        let mut cfg = node_config(&dir, id, opts.mtu, opts.durable)
-            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        let mut cfg = node_config(&dir, id, opts.durable)
+            .mtu(opts.mtu)
+            .bind(procs::LOOPBACK)
             .peer(1, opts.server);
         if opts.peers > 1 {
             // Many nodes: smaller stores and windows so the whole set stays modest.

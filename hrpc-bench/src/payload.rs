@@ -15,6 +15,17 @@
 /// Smallest message size that holds sender, seq and checksum.
 pub const MIN_SIZE: usize = 16;
 
+/// Refuses a `--size` below [`MIN_SIZE`], which could not carry a checkable message.
+pub fn check_size(size: usize) -> std::io::Result<()> {
+    if size < MIN_SIZE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("--size must be at least {MIN_SIZE}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes a message from `sender` numbered `seq` into `buf` (its whole length; at least
 /// [`MIN_SIZE`] bytes, else it is filled with zeros and will not verify).
 pub fn fill(buf: &mut [u8], sender: u32, seq: u64) {

@@ -13,13 +13,15 @@
 //! reports `None` (JSON `null`) with a note on stderr.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::procs::{LOOPBACK, io_err};
 
 /// Messages per quinn `write_all`.
 pub const QUINN_PER_WRITE: usize = 64;
@@ -61,14 +63,6 @@ pub fn summary(size: usize, secs: f64, r: &PeerResult) -> String {
     )
 }
 
-fn err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,7 +76,7 @@ pub fn quinn(size: usize, secs: Duration) -> io::Result<f64> {
     use quinn::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).map_err(err)?;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).map_err(io_err)?;
     let cert_der: CertificateDer<'static> = cert.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
 
@@ -95,24 +89,24 @@ pub fn quinn(size: usize, secs: Duration) -> io::Result<f64> {
 
     let server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(err)?
+        .map_err(io_err)?
         .with_no_client_auth()
         .with_single_cert(vec![cert_der.clone()], key)
-        .map_err(err)?;
+        .map_err(io_err)?;
     let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(
-        QuicServerConfig::try_from(server_tls).map_err(err)?,
+        QuicServerConfig::try_from(server_tls).map_err(io_err)?,
     ));
     server_cfg.transport_config(transport.clone());
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert_der).map_err(err)?;
+    roots.add(cert_der).map_err(io_err)?;
     let client_tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(err)?
+        .map_err(io_err)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let mut client_cfg = quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(client_tls).map_err(err)?,
+        QuicClientConfig::try_from(client_tls).map_err(io_err)?,
     ));
     client_cfg.transport_config(transport);
 
@@ -122,20 +116,20 @@ pub fn quinn(size: usize, secs: Duration) -> io::Result<f64> {
         .name("quinn-rx".to_owned())
         .spawn(move || -> io::Result<f64> {
             runtime()?.block_on(async move {
-                let endpoint = quinn::Endpoint::server(server_cfg, loopback())?;
+                let endpoint = quinn::Endpoint::server(server_cfg, LOOPBACK)?;
                 let _ = addr_tx.send(endpoint.local_addr()?);
                 let work = async {
                     let incoming = endpoint
                         .accept()
                         .await
-                        .ok_or_else(|| err("no connection"))?;
-                    let conn = incoming.await.map_err(err)?;
-                    let mut stream = conn.accept_uni().await.map_err(err)?;
+                        .ok_or_else(|| io_err("no connection"))?;
+                    let conn = incoming.await.map_err(io_err)?;
+                    let mut stream = conn.accept_uni().await.map_err(io_err)?;
                     let mut buf = vec![0u8; 1 << 20];
                     let mut pending = 0usize; // bytes of the current message still to come
                     let mut header = Vec::with_capacity(4);
                     let (mut count, mut first, mut last) = (0u64, None, Instant::now());
-                    while let Some(n) = stream.read(&mut buf).await.map_err(err)? {
+                    while let Some(n) = stream.read(&mut buf).await.map_err(io_err)? {
                         let mut data = buf.get(..n).unwrap_or_default();
                         first.get_or_insert_with(Instant::now);
                         while !data.is_empty() {
@@ -167,25 +161,25 @@ pub fn quinn(size: usize, secs: Duration) -> io::Result<f64> {
                 };
                 let r = tokio::time::timeout(limit, work)
                     .await
-                    .map_err(|_| err("quinn receiver timed out"))?;
+                    .map_err(|_| io_err("quinn receiver timed out"))?;
                 endpoint.wait_idle().await;
                 r
             })
         })?;
     let server_addr = addr_rx
         .recv_timeout(GRACE)
-        .map_err(|_| err("quinn receiver did not start"))?;
+        .map_err(|_| io_err("quinn receiver did not start"))?;
 
     let sent = runtime()?.block_on(async move {
-        let mut endpoint = quinn::Endpoint::client(loopback())?;
+        let mut endpoint = quinn::Endpoint::client(LOOPBACK)?;
         endpoint.set_default_client_config(client_cfg);
         let work = async {
             let conn = endpoint
                 .connect(server_addr, "localhost")
-                .map_err(err)?
+                .map_err(io_err)?
                 .await
-                .map_err(err)?;
-            let mut stream = conn.open_uni().await.map_err(err)?;
+                .map_err(io_err)?;
+            let mut stream = conn.open_uni().await.map_err(io_err)?;
             let mut chunk = Vec::with_capacity((size + 4) * QUINN_PER_WRITE);
             for _ in 0..QUINN_PER_WRITE {
                 chunk.extend_from_slice(&(size as u32).to_le_bytes());
@@ -194,22 +188,22 @@ pub fn quinn(size: usize, secs: Duration) -> io::Result<f64> {
             let end = Instant::now() + secs;
             let mut sent = 0u64;
             while Instant::now() < end {
-                stream.write_all(&chunk).await.map_err(err)?;
+                stream.write_all(&chunk).await.map_err(io_err)?;
                 sent += QUINN_PER_WRITE as u64;
             }
-            stream.finish().map_err(err)?;
+            stream.finish().map_err(io_err)?;
             conn.closed().await;
             Ok::<u64, io::Error>(sent)
         };
         let r = tokio::time::timeout(limit, work)
             .await
-            .map_err(|_| err("quinn sender timed out"))?;
+            .map_err(|_| io_err("quinn sender timed out"))?;
         endpoint.wait_idle().await;
         r
     });
     let received = receiver
         .join()
-        .map_err(|_| err("quinn receiver panicked"))??;
+        .map_err(|_| io_err("quinn receiver panicked"))??;
     sent?;
     Ok(received)
 }
@@ -240,8 +234,8 @@ fn renet_config() -> renet::ConnectionConfig {
 /// renet: messages per second received on a ReliableOrdered channel.
 pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
     const CLIENT: renet::ClientId = 1;
-    let server_sock = UdpSocket::bind(loopback())?;
-    let client_sock = UdpSocket::bind(loopback())?;
+    let server_sock = UdpSocket::bind(LOOPBACK)?;
+    let client_sock = UdpSocket::bind(LOOPBACK)?;
     for s in [&server_sock, &client_sock] {
         s.set_nonblocking(true)?;
         use nix::sys::socket::{setsockopt, sockopt};
@@ -272,7 +266,7 @@ pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
                     busy = true;
                     server
                         .process_packet_from(buf.get(..n).unwrap_or_default(), CLIENT)
-                        .map_err(err)?;
+                        .map_err(io_err)?;
                 }
                 let now = Instant::now();
                 server.update(now - last);
@@ -283,7 +277,7 @@ pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
                     last_msg = now;
                 }
                 if let Some(to) = peer {
-                    for p in server.get_packets_to_send(CLIENT).map_err(err)? {
+                    for p in server.get_packets_to_send(CLIENT).map_err(io_err)? {
                         let _ = server_sock.send_to(&p, to);
                     }
                 }
@@ -313,7 +307,7 @@ pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
         client.update(now - last);
         last = now;
         if client.is_disconnected() {
-            result = Err(err(format!(
+            result = Err(io_err(format!(
                 "renet client disconnected: {:?}",
                 client.disconnect_reason()
             )));
@@ -339,6 +333,6 @@ pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
     stop.store(true, Ordering::Release);
     let received = receiver
         .join()
-        .map_err(|_| err("renet receiver panicked"))??;
+        .map_err(|_| io_err("renet receiver panicked"))??;
     result.map(|()| received)
 }

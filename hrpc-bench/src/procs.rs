@@ -3,11 +3,21 @@
 //! children report on stdout.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
+
+/// 127.0.0.1 port 0: an ephemeral loopback port, where every node, socket and relay of the
+/// benchmarks binds.
+pub const LOOPBACK: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+/// Any error as an [`io::Error`], the error type of every benchmark.
+pub fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
 
 /// A flag set when SIGINT or SIGTERM arrives (the signal no longer kills the process).
 pub fn signal_flag() -> io::Result<Arc<AtomicBool>> {
@@ -96,11 +106,6 @@ impl ChildProc {
             child,
             lines: rx,
         })
-    }
-
-    /// The process id.
-    pub fn id(&self) -> u32 {
-        self.child.id()
     }
 
     /// Waits until the child prints a line `KEY rest` and returns `rest`; other lines are

@@ -5,13 +5,14 @@
 //! full; a receiver thread counts what arrives. What the kernel drops is simply not counted.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hrpc_node::driver::{UdpConfig, UdpIo, wait_fds};
 use serde::{Deserialize, Serialize};
+
+use crate::procs::LOOPBACK;
 
 /// The result of `raw-udp`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -35,9 +36,8 @@ pub fn run(size: usize, secs: f64) -> io::Result<RawResult> {
         ));
     }
     let cfg = UdpConfig::default();
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut rx = UdpIo::bind(loopback, &cfg)?;
-    let mut tx = UdpIo::bind(loopback, &cfg)?;
+    let mut rx = UdpIo::bind(LOOPBACK, &cfg)?;
+    let mut tx = UdpIo::bind(LOOPBACK, &cfg)?;
     let dst = rx.local_addr();
     let per_send = (tx.caps().gso_segments.max(1))
         .min(hrpc_node::driver::udp::MAX_UDP_PAYLOAD / size)

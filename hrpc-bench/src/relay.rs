@@ -337,7 +337,7 @@ impl Drop for Relay {
 
 fn bind_loopback() -> io::Result<UdpSocket> {
     use nix::sys::socket::{setsockopt, sockopt};
-    let s = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let s = UdpSocket::bind(crate::procs::LOOPBACK)?;
     s.set_nonblocking(true)?;
     // Large buffers so the relay itself drops as little as possible (the force variants
     // work as root; otherwise the kernel caps the plain ones at rmem_max/wmem_max).

@@ -30,6 +30,7 @@ use crate::c_seed::{self, CSeedResult};
 use crate::latency::LatencyResult;
 use crate::pair::{EXIT_UNCLEAN, PairResult};
 use crate::peer::PeerResult;
+use crate::procs::io_err;
 use crate::soak::SoakResult;
 
 /// The soak row of the quick matrix: (messages, kills), 5% loss.
@@ -267,7 +268,7 @@ pub fn run_json(args: &[String], limit: Duration) -> io::Result<serde_json::Valu
 }
 
 fn parse<T: serde::de::DeserializeOwned>(v: io::Result<serde_json::Value>) -> io::Result<T> {
-    serde_json::from_value(v?).map_err(|e| io::Error::other(e.to_string()))
+    serde_json::from_value(v?).map_err(io_err)
 }
 
 fn fmt_rate(v: Option<f64>) -> String {
@@ -467,7 +468,7 @@ pub fn run(opts: &ReportOpts) -> io::Result<bool> {
     std::fs::write(opts.out.join("report.md"), &md)?;
     std::fs::write(
         opts.out.join("report.json"),
-        serde_json::to_string_pretty(&report).map_err(|e| io::Error::other(e.to_string()))?,
+        serde_json::to_string_pretty(&report).map_err(io_err)?,
     )?;
     let svg = opts.out.join("throughput.svg");
     if let Err(e) = chart(&report, &svg) {

@@ -18,7 +18,7 @@ use hrpc_node::driver::NodeConfig;
 
 use crate::pair::{Sending, wait_any};
 use crate::payload::{self, Tally};
-use crate::procs;
+use crate::procs::{self, io_err};
 
 /// Options shared by `server` and `client`.
 #[derive(Debug, Clone)]
@@ -75,10 +75,6 @@ impl Meter {
     }
 }
 
-fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
-
 /// The benchmark only ever talks to this machine: every address must be loopback.
 fn check_loopback(opts: &SeedOpts) -> io::Result<()> {
     let addrs = opts.bind.iter().chain(opts.peers.iter().map(|(_, a)| a));
@@ -130,12 +126,7 @@ pub fn server(opts: &SeedOpts) -> io::Result<()> {
 /// `hrpc-bench client`: sends to the first `--peer` as fast as the protocol allows until a
 /// signal arrives.
 pub fn client(opts: &SeedOpts) -> io::Result<()> {
-    if opts.size < payload::MIN_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("--size must be at least {}", payload::MIN_SIZE),
-        ));
-    }
+    payload::check_size(opts.size)?;
     check_loopback(opts)?;
     let Some(&(to, _)) = opts.peers.first() else {
         return Err(io::Error::new(

@@ -37,9 +37,9 @@
 //! the handler, before it returns (so before hrpc counts the message consumed): hrpc seq
 //! (u64), payload length (u32), a 32-bit FNV-1a [`digest`] of the payload, little-endian. A write that
 //! returned is in the page cache and survives SIGKILL; with `--durable` the nodes run
-//! [`Durability::Sync`] and the log is `fdatasync`ed after every poll that delivered, before
-//! the next group commit persists the consumption, so an OS crash could only add
-//! redeliveries. Each start appends a marker record; a record cut short by a kill (never seen
+//! [`Durability::Sync`](hrpc_node::Durability::Sync) and the log is `fdatasync`ed after
+//! every poll that delivered, before the next group commit persists the consumption, so an OS
+//! crash could only add redeliveries. Each start appends a marker record; a record cut short by a kill (never seen
 //! so far) is cut off at the next start and a "torn" marker written in its place.
 //!
 //! # The check
@@ -62,15 +62,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hrpc_node::driver::{Node, NodeConfig, NodeError};
-use hrpc_node::{CoreConfig, Durability};
+use hrpc_node::CoreConfig;
+use hrpc_node::driver::{Node, NodeError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::payload;
-use crate::procs::{self, ChildProc};
+use crate::procs::{self, ChildProc, io_err};
 use crate::relay::{Relay, RelayConfig, partition_schedule};
+use crate::{pair, payload};
 
 /// Bytes of one delivery-log record.
 pub const RECORD: usize = 16;
@@ -99,7 +99,8 @@ pub struct SoakOpts {
     pub kills: u32,
     /// Relay drop/duplicate/reorder probability in percent (corruption: a fifth of it).
     pub loss: f64,
-    /// Nodes in [`Durability::Sync`], logs `fdatasync`ed after each delivering poll.
+    /// Nodes in [`Durability::Sync`](hrpc_node::Durability::Sync), logs `fdatasync`ed after
+    /// each delivering poll.
     pub durable: bool,
     /// Message size in bytes (at least [`payload::MIN_SIZE`]).
     pub size: usize,
@@ -289,13 +290,9 @@ pub fn check_log(log: &[u8], sender: u32, size: usize, sent: u64) -> LogCheck {
     c
 }
 
-fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
-
 /// A free loopback port: bound, read and released (the side binds it a moment later).
 fn reserve_port() -> io::Result<SocketAddr> {
-    UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?.local_addr()
+    UdpSocket::bind(procs::LOOPBACK)?.local_addr()
 }
 
 fn log_records(path: &Path) -> u64 {
@@ -341,12 +338,7 @@ impl Side {
 /// Runs the soak and returns the checked result. Errors are setup failures and a side that
 /// exits by itself; a deadline reached gives a result with `complete: false`.
 pub fn run(opts: &SoakOpts) -> io::Result<SoakResult> {
-    if opts.size < payload::MIN_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("--size must be at least {}", payload::MIN_SIZE),
-        ));
-    }
+    payload::check_size(opts.size)?;
     let started = Instant::now();
     let hard = started + Duration::from_secs(opts.max_secs);
     let tmp = tempfile::Builder::new().prefix("hrpc-soak-").tempdir()?;
@@ -555,29 +547,40 @@ pub fn summary(opts: &SoakOpts, r: &SoakResult) -> String {
 }
 
 /// Options of the hidden `soak-side` child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SideOpts {
     /// This node's id.
+    #[arg(long)]
     pub id: u32,
     /// The peer's id.
+    #[arg(long)]
     pub peer: u32,
     /// The fixed loopback address to bind.
+    #[arg(long)]
     pub bind: SocketAddr,
     /// Where the peer is reached (the relay).
+    #[arg(long)]
     pub peer_addr: SocketAddr,
     /// Store directory.
+    #[arg(long)]
     pub store: PathBuf,
     /// Delivery log.
+    #[arg(long)]
     pub log: PathBuf,
     /// Messages to send to the peer in all (across restarts).
+    #[arg(long)]
     pub send: u64,
     /// Messages the peer sends.
+    #[arg(long)]
     pub expect: u64,
     /// Message size.
+    #[arg(long)]
     pub size: usize,
     /// Sync durability and fdatasync of the log.
+    #[arg(long)]
     pub durable: bool,
     /// Hard limit on the process's life.
+    #[arg(long)]
     pub max_secs: u64,
 }
 
@@ -628,14 +631,11 @@ fn open_node(o: &SideOpts, hard: Instant) -> io::Result<Node> {
     core.unreachable_after = Duration::from_secs(1);
     let give_up = (Instant::now() + STARTUP).min(hard);
     loop {
-        let mut cfg = NodeConfig::new(&o.store, o.id)
+        let cfg = pair::node_config(&o.store, o.id, o.durable)
             .bind(o.bind)
             .peer(o.peer, o.peer_addr)
             .store_capacity(256 << 20)
             .core_config(core.clone());
-        if o.durable {
-            cfg = cfg.durability(Durability::Sync);
-        }
         match cfg.open() {
             Ok(n) => return Ok(n),
             // The killed predecessor's port or lock may take a moment to go.
@@ -679,13 +679,17 @@ pub fn side_child(o: &SideOpts) -> io::Result<()> {
     let mut write_err: Option<io::Error> = None;
     while !stop.load(Ordering::Relaxed) && !exit.load(Ordering::Acquire) && Instant::now() < hard {
         let mut committed = 0;
+        // Each commit takes the next seq (checked below), so the store is asked once a burst.
+        let mut k = node.next_outbound_seq(peer);
         for _ in 0..BURST {
-            let k = node.next_outbound_seq(peer);
             if k > o.send {
                 break;
             }
             match node.send_with(peer, o.size, |b| payload::fill(b, o.id, k)) {
-                Ok(seq) if seq == k => committed += 1,
+                Ok(seq) if seq == k => {
+                    committed += 1;
+                    k += 1;
+                }
                 Ok(seq) => {
                     return Err(io::Error::other(format!(
                         "message {k} got seq {seq}: the numbering moved"
