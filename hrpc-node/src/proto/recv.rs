@@ -95,24 +95,52 @@ impl RecvState {
         self.consumed = self.consumed.max(through);
     }
 
-    /// Fills `out` with the lowest selective-ack ranges; returns how many.
+    /// Fills `out` with selective-ack ranges, ascending; returns how many.
+    ///
+    /// When there are more ranges than fit, the ack names the lowest one (its start is
+    /// the first gap's end, which the cumulative ack waits on) and the highest others.
+    /// The highest matter most: the sender dates its RTT sample and detects loss from the
+    /// largest seq named, and a message never named stays in its flight window. Ranges in
+    /// between were the highest of earlier acks, so the sender has most likely heard of
+    /// them already.
     pub(crate) fn sack_ranges(&self, out: &mut [SackRange; MAX_SACK_RANGES]) -> usize {
-        let mut n = 0;
-        for &seq in &self.above {
-            if n > 0 && out[n - 1].last + 1 == seq {
-                out[n - 1].last = seq;
-                continue;
-            }
-            if n == MAX_SACK_RANGES {
+        let Some(lowest) = Self::ranges(self.above.iter().copied()).next() else {
+            return 0;
+        };
+        out[0] = lowest;
+        let mut n = 1;
+        // From the top down, stopping at the lowest range.
+        for r in Self::ranges(self.above.iter().rev().copied()) {
+            let r = SackRange {
+                first: r.last,
+                last: r.first,
+            };
+            if n == MAX_SACK_RANGES || r.first <= lowest.last {
                 break;
             }
-            out[n] = SackRange {
-                first: seq,
-                last: seq,
-            };
+            out[n] = r;
             n += 1;
         }
+        out[1..n].reverse();
         n
+    }
+
+    /// Groups a run of seqs (ascending or descending) into ranges of consecutive ones, each
+    /// as `first` = where the run met it and `last` = where it left it.
+    fn ranges(seqs: impl Iterator<Item = u64>) -> impl Iterator<Item = SackRange> {
+        let mut seqs = seqs.peekable();
+        std::iter::from_fn(move || {
+            let first = seqs.next()?;
+            let mut last = first;
+            while let Some(&next) = seqs.peek() {
+                if next.abs_diff(last) != 1 {
+                    break;
+                }
+                last = next;
+                seqs.next();
+            }
+            Some(SackRange { first, last })
+        })
     }
 
     /// Messages persisted and not yet consumed, in order from `consumed + 1`.
@@ -223,5 +251,25 @@ mod tests {
         assert!(fresh.is_fresh());
         fresh.skip_through(70_000);
         assert_eq!((fresh.cum, fresh.consumed), (70_000, 70_000));
+    }
+
+    /// With more ranges than an ack holds, it names the lowest range and the highest
+    /// others (so always the largest seq held), ascending and disjoint.
+    #[test]
+    fn overflowing_sacks_keep_the_lowest_and_the_highest() {
+        let mut r = RecvState::new(0);
+        // Ranges {3k+2, 3k+3} for k in 0..100: 100 ranges above cum = 0.
+        for k in 0..100u64 {
+            r.insert(3 * k + 2);
+            r.insert(3 * k + 3);
+        }
+        let mut out = [SackRange { first: 0, last: 0 }; MAX_SACK_RANGES];
+        let n = r.sack_ranges(&mut out);
+        assert_eq!(n, MAX_SACK_RANGES);
+        let got: Vec<_> = out[..n].iter().map(|r| (r.first, r.last)).collect();
+        let mut want = vec![(2, 3)];
+        want.extend((100 - (MAX_SACK_RANGES as u64 - 1)..100).map(|k| (3 * k + 2, 3 * k + 3)));
+        assert_eq!(got, want);
+        assert_eq!(got.last().map(|g| g.1), Some(r.largest()));
     }
 }
