@@ -62,7 +62,7 @@ fn more_gaps_than_sack_ranges_do_not_stall_the_window() {
         // The link carries LINK_RATE datagrams a round; the rest wait in its queue.
         for d in link.drain(..link.len().min(LINK_RATE)) {
             forward += 1;
-            if forward % 20 != 0 {
+            if !forward.is_multiple_of(20) {
                 b.handle_datagram(now, addr(1), &d);
             }
         }
