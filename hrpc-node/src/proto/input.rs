@@ -3,11 +3,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hrpc_store::{OutboundOnReset, StoreError};
+use hrpc_store::{InboundSlot, OutboundOnReset, StoreError};
 use hrpc_wire::{
     AckFrame, DataFrame, Datagram, FragAckFrame, Frame, HeartbeatFrame, SackRanges, WireError,
 };
 
+use super::inbound::Persist;
 use super::recv::{Reassembly, RecvState};
 use super::send::SentState;
 use super::{
@@ -166,17 +167,22 @@ impl Core {
         if f.seq > r.consumed + window || f.seq > MAX_SEQ {
             return self.stats.drop(DropReason::BeyondWindow);
         }
-        if f.is_whole() {
+        let persist = if f.is_whole() {
             // The store checks the payload against its checksum before it
             // takes a slot, so a corrupt message changes nothing.
-            let stored = self
-                .store
-                .put_inbound_checked(peer, f.seq, f.payload, f.msg_crc);
-            if let Err(e) = stored {
-                return self.stats.drop(store_drop_reason(&e));
+            Persist::Whole {
+                seq: f.seq,
+                payload: f.payload,
+                crc: f.msg_crc,
             }
-        } else if !self.on_fragment(now, peer, f) {
-            return;
+        } else {
+            match self.on_fragment(now, peer, f) {
+                Some(slot) => Persist::Assembled { seq: f.seq, slot },
+                None => return,
+            }
+        };
+        if let Err(e) = self.persist(peer, persist) {
+            return self.stats.drop(store_drop_reason(&e));
         }
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
@@ -189,10 +195,10 @@ impl Core {
             self.reassembly_bytes = self.reassembly_bytes.saturating_sub(a.msg_len as usize);
             self.store.abort_inbound(a.slot);
         }
-        if f.seq > r.largest() {
+        // It was not held before: it is the largest now only if nothing held was above it.
+        if f.seq == r.largest() {
             r.ack_delay_from = Some(now);
         }
-        r.insert(f.seq);
         r.ack_pending = true;
         self.stats.messages_received += 1;
         if self.durable {
@@ -200,9 +206,9 @@ impl Core {
         }
     }
 
-    /// Writes one fragment into its message's slot; returns whether the
-    /// message is now complete and persisted.
-    fn on_fragment(&mut self, now: Instant, peer: u32, f: &DataFrame<'_>) -> bool {
+    /// Writes one fragment into its message's slot; returns the slot once the message is
+    /// complete (for [`Core::persist`] to commit).
+    fn on_fragment(&mut self, now: Instant, peer: u32, f: &DataFrame<'_>) -> Option<InboundSlot> {
         let starting = self
             .peers
             .get(&peer)
@@ -214,14 +220,14 @@ impl Core {
                 self.evict_idle_reassemblies(now);
                 if !self.reassembly_room(peer, f.msg_len) {
                     self.stats.drop(DropReason::NoSpace);
-                    return false;
+                    return None;
                 }
             }
             let slot = match self.store.begin_inbound(peer, f.seq, f.msg_len, f.msg_crc) {
                 Ok(s) => s,
                 Err(e) => {
                     self.stats.drop(store_drop_reason(&e));
-                    return false;
+                    return None;
                 }
             };
             self.reassembly_bytes += f.msg_len as usize;
@@ -231,19 +237,19 @@ impl Core {
             }
         }
         let Some(p) = self.peers.get_mut(&peer) else {
-            return false;
+            return None;
         };
         let r = &mut p.recv;
         let Some(asm) = r.reassembly.get_mut(&f.seq) else {
-            return false;
+            return None;
         };
         if asm.msg_len != f.msg_len || asm.crc != f.msg_crc {
             self.stats.drop(DropReason::CorruptMessage);
-            return false;
+            return None;
         }
         if let Err(e) = self.store.write_inbound(&asm.slot, f.offset, f.payload) {
             self.stats.drop(store_drop_reason(&e));
-            return false;
+            return None;
         }
         // Report progress (or the gap) so the sender can pace and resume —
         // after a duplicate too: the sender is working from a stale view of
@@ -252,20 +258,16 @@ impl Core {
         r.ack_pending = true;
         if !asm.add(f.offset, f.payload.len() as u32, now) {
             self.stats.drop(DropReason::Duplicate);
-            return false;
+            return None;
         }
         if !asm.is_complete() {
-            return false;
+            return None;
         }
         let Some(asm) = r.reassembly.remove(&f.seq) else {
-            return false;
+            return None;
         };
         self.reassembly_bytes = self.reassembly_bytes.saturating_sub(asm.msg_len as usize);
-        if let Err(e) = self.store.commit_inbound(asm.slot) {
-            self.stats.drop(store_drop_reason(&e));
-            return false;
-        }
-        true
+        Some(asm.slot)
     }
 
     /// Whether a new message of `len` bytes from `peer` may start assembling: within the
@@ -449,11 +451,13 @@ impl Core {
         let through = hb.first_pending.saturating_sub(1).min(MAX_SEQ);
         if through > p.recv.cum {
             if p.recv.is_fresh() && !self.store.inbound_started(peer) {
-                if let Err(e) = self.store.skip_inbound_through(peer, through) {
-                    tracing::warn!(peer, error = %e, "cannot start the inbound stream");
-                } else {
-                    p.recv.skip_through(through);
-                    p.recv.ack_pending = true;
+                match self.persist(peer, Persist::StartAfter { through }) {
+                    Err(e) => tracing::warn!(peer, error = %e, "cannot start the inbound stream"),
+                    Ok(()) => {
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            p.recv.ack_pending = true;
+                        }
+                    }
                 }
             } else {
                 let first = p.recv.cum + 1;
@@ -519,12 +523,18 @@ impl Core {
                 .range(at..=last)
                 .next()
                 .map_or(last, |&held| held - 1);
-            if let Err(e) = self.store.put_inbound_lost(peer, at, end) {
+            if let Err(e) = self.persist(
+                peer,
+                Persist::Lost {
+                    first: at,
+                    last: end,
+                },
+            ) {
                 self.stats.drop(store_drop_reason(&e));
                 return false;
             }
-            p.recv.insert_range(at, end);
-            at = p.recv.cum + 1;
+            // Seqs held right after the run are now below cum too.
+            at = self.peers.get(&peer).map_or(last + 1, |p| p.recv.cum + 1);
         }
         let Some(p) = self.peers.get_mut(&peer) else {
             return false;

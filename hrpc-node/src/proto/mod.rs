@@ -16,6 +16,7 @@ mod congestion;
 mod delivery;
 mod event;
 mod handshake;
+mod inbound;
 mod input;
 mod output;
 mod recv;
