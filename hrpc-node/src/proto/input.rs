@@ -236,13 +236,9 @@ impl Core {
                 p.recv.reassembly.insert(f.seq, asm);
             }
         }
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return None;
-        };
+        let p = self.peers.get_mut(&peer)?;
         let r = &mut p.recv;
-        let Some(asm) = r.reassembly.get_mut(&f.seq) else {
-            return None;
-        };
+        let asm = r.reassembly.get_mut(&f.seq)?;
         if asm.msg_len != f.msg_len || asm.crc != f.msg_crc {
             self.stats.drop(DropReason::CorruptMessage);
             return None;
@@ -263,9 +259,7 @@ impl Core {
         if !asm.is_complete() {
             return None;
         }
-        let Some(asm) = r.reassembly.remove(&f.seq) else {
-            return None;
-        };
+        let asm = r.reassembly.remove(&f.seq)?;
         self.reassembly_bytes = self.reassembly_bytes.saturating_sub(asm.msg_len as usize);
         Some(asm.slot)
     }
