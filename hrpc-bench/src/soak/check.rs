@@ -85,8 +85,10 @@ pub fn check_log(log: &[u8], sender: u32, size: usize, sent: u64) -> LogCheck {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
-    use crate::soak::log::{marker, record};
+    use crate::soak::log::{marker, open_log, record};
 
     const SIZE: usize = 32;
 
@@ -197,5 +199,25 @@ mod tests {
         l.extend_from_slice(&[0; 5]);
         let c = check_log(&l, 2, SIZE, 2);
         assert_eq!((c.delivered, c.corrupt, c.lost), (1, 6, 1));
+    }
+
+    #[test]
+    fn the_log_reopens_after_its_last_delivery_and_cuts_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut f, last) = open_log(&path).unwrap();
+        assert_eq!(last, 0);
+        f.write_all(&record(1, &msg(2, 1))).unwrap();
+        f.write_all(&record(2, &msg(2, 2))).unwrap();
+        f.write_all(&[7; 3]).unwrap(); // torn
+        drop(f);
+        let (f, last) = open_log(&path).unwrap();
+        drop(f);
+        assert_eq!(last, 2);
+        let (f, last) = open_log(&path).unwrap();
+        drop(f);
+        assert_eq!(last, 2, "markers are skipped");
+        let c = check_log(&std::fs::read(&path).unwrap(), 2, SIZE, 2);
+        assert_eq!((c.delivered, c.corrupt, c.starts), (2, 1, 3));
     }
 }

@@ -83,38 +83,3 @@ pub(super) fn open_log(path: &Path) -> io::Result<(File, u64)> {
     f.write_all(&marker(START_MARK))?;
     Ok((f, last))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::payload;
-    use crate::soak::check::check_log;
-
-    const SIZE: usize = 32;
-
-    fn msg(sender: u32, seq: u64) -> Vec<u8> {
-        let mut b = vec![0; SIZE];
-        payload::fill(&mut b, sender, seq);
-        b
-    }
-
-    #[test]
-    fn the_log_reopens_after_its_last_delivery_and_cuts_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let (mut f, last) = open_log(&path).unwrap();
-        assert_eq!(last, 0);
-        f.write_all(&record(1, &msg(2, 1))).unwrap();
-        f.write_all(&record(2, &msg(2, 2))).unwrap();
-        f.write_all(&[7; 3]).unwrap(); // torn
-        drop(f);
-        let (f, last) = open_log(&path).unwrap();
-        drop(f);
-        assert_eq!(last, 2);
-        let (f, last) = open_log(&path).unwrap();
-        drop(f);
-        assert_eq!(last, 2, "markers are skipped");
-        let c = check_log(&std::fs::read(&path).unwrap(), 2, SIZE, 2);
-        assert_eq!((c.delivered, c.corrupt, c.starts), (2, 1, 3));
-    }
-}
