@@ -9,6 +9,10 @@
 //!
 //! `ci` is the single definition of what continuous integration checks: `.ci/run` only installs
 //! the tools a fresh machine lacks and then calls `cargo xtask ci`.
+//!
+//! This file holds the command line and the dispatch from a subcommand to its plan; plans and
+//! steps are in `plan`, running them in `runner`, and each subcommand's plan in a module named
+//! after it (`bench`, `soak`, `ci` for `test` and `ci`, `loom`, `fuzz`).
 
 #![forbid(unsafe_code)]
 
