@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use hrpc_store::Store;
 
-use super::super::udp::{UdpCaps, UdpStats};
 use super::Node;
+use crate::driver::udp::{UdpCaps, UdpStats};
 use crate::proto::{Event, PeerInfo, PeerState, Stats};
 
 /// Driver-level counters, with the core's and the socket's.

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use hrpc_store::{Store, StoreConfig, StoreError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
-use super::super::config::{DEFAULT_BIND, NodeConfig, NodeError};
-use super::super::udp::UdpIo;
-use super::super::wait::wait_fds;
-use super::super::waker::Waker;
 use super::sender::{Sender, Shared};
 use super::{Node, core_error};
+use crate::driver::config::{DEFAULT_BIND, NodeConfig, NodeError};
+use crate::driver::udp::UdpIo;
+use crate::driver::wait::wait_fds;
+use crate::driver::waker::Waker;
 use crate::proto::{ConfigError, Core};
 
 impl Node {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{EpollEvent, EpollFlags};
 
-use super::super::config::NodeError;
-use super::super::udp::RECV_BATCH;
-use super::super::wait::wait_fds;
 use super::sender::Sender;
 use super::{Node, core_error};
+use crate::driver::config::NodeError;
+use crate::driver::udp::RECV_BATCH;
+use crate::driver::wait::wait_fds;
 use crate::proto::Delivery;
 
 /// A transmit the socket refused (buffer full); its bytes stay in the node's transmit buffer.

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::super::config::{NodeError, SendError};
-use super::super::waker::Waker;
 use super::{Node, core_error};
+use crate::driver::config::{NodeError, SendError};
+use crate::driver::waker::Waker;
 
 #[derive(Debug)]
 pub(super) struct Shared {
