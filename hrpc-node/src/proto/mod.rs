@@ -19,6 +19,7 @@ mod handshake;
 mod inbound;
 mod input;
 mod output;
+mod peer;
 mod recv;
 mod resolver;
 mod rtt;
@@ -45,10 +46,7 @@ pub use event::{Event, PeerState};
 pub use resolver::{NoResolver, Resolver, StaticResolver};
 pub use stats::{DROP_REASONS, DropReason, PeerInfo, Stats};
 
-use congestion::Congestion;
-use recv::RecvState;
-use rtt::RttEstimator;
-use send::{SendState, SentState};
+use peer::Peer;
 
 /// Errors the core returns. Bad input from the network is never an error:
 /// it is dropped and counted in [`Stats`].
@@ -154,55 +152,6 @@ fn queue_event(events: &mut VecDeque<Event>, stats: &mut Stats, e: Event) {
         stats.events_dropped += 1;
     }
     events.push_back(e);
-}
-
-#[derive(Debug)]
-struct Peer {
-    id: u32,
-    /// The peer's session token for this node (what it sends as `src_epoch`); 0 until a
-    /// handshake validated it.
-    epoch: u64,
-    /// This node's session token for the peer (sent as `src_epoch`, expected as `dst_epoch`).
-    token: u64,
-    /// A validated restart of the peer (its new session token), applied once the old
-    /// session's messages are delivered.
-    pending_epoch: Option<u64>,
-    /// Where datagrams for the peer go: from the resolver, or validated by a handshake. Only
-    /// datagrams from here are processed.
-    addr: Option<SocketAddr>,
-    /// Since when a restart claimed from another address waits for the current session to
-    /// answer; cleared when it does.
-    restart_probe: Option<Instant>,
-    state: PeerState,
-    last_heard: Option<Instant>,
-    /// The application asked for liveness (`touch`).
-    touched: bool,
-    hb_pending: bool,
-    hb_reply_requested: bool,
-    hb_at: Instant,
-    hb_interval: Duration,
-    /// Newest timestamp the peer sent, echoed back in heartbeats.
-    peer_timestamp: u64,
-    /// No address: when to ask the resolver again.
-    resolve_at: Option<Instant>,
-    /// The current step of the resolver backoff (zero until a failure).
-    resolve_backoff: Duration,
-    /// When to probe a peer whose flow window is closed (its window update
-    /// may have been lost), like TCP's persist timer.
-    probe_at: Option<Instant>,
-    send: SendState,
-    recv: RecvState,
-}
-
-impl Peer {
-    /// Whether the peer deserves heartbeats.
-    fn engaged(&self, now: Instant, cfg: &CoreConfig, committed_next: u64) -> bool {
-        self.touched
-            || self.send.base < committed_next
-            || self.last_heard.is_some_and(|t| {
-                now.saturating_duration_since(t) < cfg.unreachable_after.saturating_mul(3)
-            })
-    }
 }
 
 /// An answer sent without creating any per-peer state: a challenge to an unvalidated
@@ -372,37 +321,6 @@ impl Core {
         &self.stats
     }
 
-    /// Liveness of `peer` as this node sees it.
-    pub fn peer_state(&self, peer: u32) -> PeerState {
-        self.peers
-            .get(&peer)
-            .map_or(PeerState::Unknown, |p| p.state)
-    }
-
-    /// Figures for `peer`, if this node has state for it.
-    pub fn peer_info(&self, peer: u32) -> Option<PeerInfo> {
-        let p = self.peers.get(&peer)?;
-        let committed = self.committed_next(peer);
-        Some(PeerInfo {
-            peer,
-            state: p.state,
-            addr: p.addr,
-            epoch: (p.epoch != 0).then_some(p.epoch),
-            srtt: p.send.rtt.has_sample().then(|| p.send.rtt.srtt()),
-            cwnd: p.send.cc.window(),
-            loss_per_mille: p.send.cc.loss_rate(),
-            unacked_messages: committed.saturating_sub(p.send.base),
-            in_flight_messages: p
-                .send
-                .sent
-                .iter()
-                .filter(|e| e.state == SentState::InFlight)
-                .count() as u64,
-            in_flight_bytes: p.send.in_flight_bytes,
-            undelivered_messages: p.recv.deliverable(),
-        })
-    }
-
     /// Next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -430,19 +348,6 @@ impl Core {
         }
         tracing::info!(peer, ?range, "outbound messages discarded");
         Ok(Some(range))
-    }
-
-    /// Starts heartbeats to `peer` now (with a reply requested), so its
-    /// liveness is known before there is anything to send.
-    pub fn touch(&mut self, peer: u32, now: Instant) {
-        if peer == self.id {
-            return;
-        }
-        if let Some(p) = self.peer_entry(peer, now) {
-            p.touched = true;
-            p.hb_pending = true;
-            p.hb_reply_requested = true;
-        }
     }
 
     /// Checks that the core's view of every peer's receive stream agrees
@@ -493,7 +398,7 @@ impl Core {
     /// The inbound seqs from `peer` the store holds past the consumed
     /// cursor, as ranges: `(seq, seq)` for a message, `(first, last)` for a
     /// gap marker.
-    fn persisted_inbound(&self, peer: u32) -> Vec<(u64, u64)> {
+    pub(super) fn persisted_inbound(&self, peer: u32) -> Vec<(u64, u64)> {
         self.store
             .inbound_seqs(peer)
             .into_iter()
@@ -531,72 +436,7 @@ impl Core {
         room
     }
 
-    fn committed_next(&self, peer: u32) -> u64 {
-        self.store
-            .outbound_pending(peer)
-            .map_or(1, |(_, next)| next)
-    }
-
     fn push_event(&mut self, e: Event) {
         queue_event(&mut self.events, &mut self.stats, e);
-    }
-
-    /// The state for `peer`, created from the store if needed (bounded by
-    /// `max_peers`).
-    fn peer_entry(&mut self, peer: u32, now: Instant) -> Option<&mut Peer> {
-        if !self.peers.contains_key(&peer) {
-            if self.peers.len() >= self.cfg.max_peers {
-                return None;
-            }
-            let (base, _) = self.store.outbound_pending(peer).unwrap_or((1, 1));
-            let consumed = self.store.inbound_consumed(peer);
-            let mut recv = RecvState::new(consumed);
-            for (seq, last) in self.persisted_inbound(peer) {
-                recv.insert_range(seq, last);
-            }
-            let rtt = RttEstimator::new(self.cfg.initial_rtt, self.cfg.min_rto, self.cfg.max_rto);
-            let min_cwnd = 2 * self.cfg.mtu;
-            let mut cc = Congestion::new(
-                self.cfg.initial_cwnd,
-                min_cwnd,
-                self.cfg.max_cwnd,
-                self.cfg.loss_tolerance_per_mille,
-            );
-            if self.durable {
-                cc = cc.without_delay_signal();
-            }
-            let mut send = SendState::new(
-                base,
-                self.cfg.initial_window_msgs,
-                self.datagram_room(),
-                rtt,
-                cc,
-            );
-            send.sent_limit = self.sent_before.get(&peer).copied().unwrap_or(1);
-            let p = Peer {
-                id: peer,
-                epoch: self.store.peer_epoch(peer).unwrap_or(0),
-                token: self.secrets.token(peer),
-                pending_epoch: None,
-                addr: None,
-                restart_probe: None,
-                state: PeerState::Unknown,
-                last_heard: None,
-                touched: false,
-                hb_pending: false,
-                hb_reply_requested: false,
-                hb_at: now,
-                hb_interval: self.cfg.heartbeat_interval,
-                peer_timestamp: 0,
-                probe_at: None,
-                resolve_at: None,
-                resolve_backoff: Duration::ZERO,
-                send,
-                recv,
-            };
-            self.peers.insert(peer, p);
-            self.order.push(peer);
-        }
-        self.peers.get_mut(&peer)
     }
 }
