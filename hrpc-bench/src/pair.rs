@@ -7,7 +7,7 @@
 //! seconds, then waits (at most [`DRAIN`]) until every message it got `Ok` for is
 //! acknowledged and reports how many it sent. The parent passes that count to the receiver,
 //! which keeps delivering until it has them all or [`DRAIN`] passes, and reports its
-//! [`Tally`](crate::payload::Tally). Children die with the parent (`PR_SET_PDEATHSIG`) and are
+//! [`crate::payload::Tally`]. Children die with the parent (`PR_SET_PDEATHSIG`) and are
 //! killed at a deadline.
 
 use std::io::{self, BufRead};

@@ -5,11 +5,11 @@ use hrpc_store::StoreError;
 use super::{Core, CoreError, Delivery, Event, queue_event};
 
 impl Core {
-    /// Group commit ([`Store::sync`]): in [`Durability::Sync`] mode makes
+    /// Group commit ([`Store::sync`](hrpc_store::Store::sync)): in [`Durability::Sync`](hrpc_store::Durability::Sync) mode makes
     /// everything persisted so far durable (one sync for the whole batch), and
     /// in both modes records the next-seq floors and the watermark below which
     /// outbound messages may be transmitted; and gives disk space back
-    /// ([`Store::maintain`]). Call once per loop iteration after handling
+    /// ([`Store::maintain`](hrpc_store::Store::maintain)). Call once per loop iteration after handling
     /// received datagrams; until it succeeds, the core acknowledges, sends and
     /// delivers nothing new.
     pub fn sync(&mut self) -> Result<(), CoreError> {

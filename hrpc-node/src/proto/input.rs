@@ -18,7 +18,7 @@ use super::{
 
 impl Core {
     /// Processes one received datagram. Never fails: malformed, misdirected,
-    /// stale or duplicate input is dropped and counted in [`Stats`], and
+    /// stale or duplicate input is dropped and counted in [`Stats`](super::Stats), and
     /// changes no persisted state.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         self.stats.datagrams_received += 1;
