@@ -8,18 +8,16 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use hrpc_node::driver::udp::MAX_UDP_PAYLOAD;
+use hrpc_node::driver::{UdpConfig, UdpIo};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::MAX_CLIENTS;
 use super::impairment::{Impairment, RelayConfig};
-
-/// Largest datagram the relay forwards.
-const MAX_DATAGRAM: usize = 65_535;
 
 /// Counters of a relay run (both directions together).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,20 +40,53 @@ pub struct RelayStats {
     pub clients_refused: u64,
 }
 
-pub(super) fn bind_loopback() -> io::Result<UdpSocket> {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let s = UdpSocket::bind(crate::procs::LOOPBACK)?;
-    s.set_nonblocking(true)?;
-    // Large buffers so the relay itself drops as little as possible (the force variants
-    // work as root; otherwise the kernel caps the plain ones at rmem_max/wmem_max).
-    if setsockopt(&s, sockopt::RcvBufForce, &(8 << 20)).is_err() {
-        let _ = setsockopt(&s, sockopt::RcvBuf, &(8 << 20));
-    }
-    if setsockopt(&s, sockopt::SndBufForce, &(4 << 20)).is_err() {
-        let _ = setsockopt(&s, sockopt::SndBuf, &(4 << 20));
-    }
-    Ok(s)
+/// A loopback socket with batched receive (`recvmmsg`, GRO) and segmented send (GSO): the
+/// socket type hrpc's own driver uses, so the relay keeps up with what it forwards.
+pub(super) fn bind_loopback() -> io::Result<UdpIo> {
+    // Large buffers so the relay itself drops as little as possible.
+    let cfg = UdpConfig {
+        mtu: MAX_UDP_PAYLOAD,
+        recv_buffer: 8 << 20,
+        send_buffer: 4 << 20,
+        gso: true,
+        gro: true,
+    };
+    UdpIo::bind(crate::procs::LOOPBACK, &cfg)
 }
+
+/// Datagrams for one direction, gathered into one segmented send: every one `seg` bytes
+/// long except possibly the last (what GSO and `UdpIo::send` take).
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    seg: usize,
+    count: usize,
+    /// A shorter datagram ended it: the next one starts a new batch.
+    closed: bool,
+}
+
+impl Batch {
+    /// Whether `len` bytes can join without breaking the segment rule or the size caps.
+    fn takes(&self, len: usize) -> bool {
+        self.count == 0
+            || (!self.closed
+                && len <= self.seg
+                && self.count < MAX_SEGMENTS
+                && self.buf.len() + len <= MAX_UDP_PAYLOAD)
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.count == 0 {
+            self.seg = bytes.len().max(1);
+        }
+        self.buf.extend_from_slice(bytes);
+        self.count += 1;
+        self.closed = bytes.len() < self.seg;
+    }
+}
+
+/// Datagrams per segmented send at most (the kernel's GSO limit).
+const MAX_SEGMENTS: usize = 64;
 
 /// Which way a held datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -91,32 +122,88 @@ impl Ord for Held {
 }
 
 struct State {
-    front: UdpSocket,
+    front: UdpIo,
     server: SocketAddr,
-    clients: Vec<(SocketAddr, UdpSocket)>,
+    clients: Vec<(SocketAddr, UdpIo)>,
     by_addr: HashMap<SocketAddr, usize>,
     held: BinaryHeap<Reverse<Held>>,
     order: u64,
     imp: Impairment,
     stats: RelayStats,
+    /// Per client: what goes to the server from it, and what goes back to it.
+    to_server: Vec<Batch>,
+    to_client: Vec<Batch>,
+    /// Directions with a batch waiting, in the order they were first written.
+    pending: Vec<Dir>,
 }
 
 impl State {
+    /// Queues a copy for `dir`; [`State::flush`] sends what was queued.
     fn send(&mut self, dir: Dir, bytes: &[u8]) {
-        let sent = match dir {
-            Dir::ToServer(i) => self
-                .clients
-                .get(i)
-                .map(|(_, s)| s.send_to(bytes, self.server)),
-            Dir::ToClient(i) => self
-                .clients
-                .get(i)
-                .map(|(a, _)| self.front.send_to(bytes, *a)),
-        };
-        match sent {
-            Some(Ok(_)) => self.stats.forwarded += 1,
-            _ => self.stats.send_failed += 1,
+        if !self.batch(dir).is_some_and(|b| b.takes(bytes.len())) {
+            self.flush_one(dir);
         }
+        let Some(b) = self.batch(dir) else {
+            self.stats.send_failed += 1;
+            return;
+        };
+        let first = b.count == 0;
+        b.push(bytes);
+        if first {
+            self.pending.push(dir);
+        }
+    }
+
+    fn batch(&mut self, dir: Dir) -> Option<&mut Batch> {
+        match dir {
+            Dir::ToServer(i) => self.to_server.get_mut(i),
+            Dir::ToClient(i) => self.to_client.get_mut(i),
+        }
+    }
+
+    /// Sends every queued batch.
+    fn flush(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        for &dir in &pending {
+            self.flush_one(dir);
+        }
+        pending.clear();
+        self.pending = pending;
+    }
+
+    fn flush_one(&mut self, dir: Dir) {
+        let (batch, io, dst) = match dir {
+            Dir::ToServer(i) => match (self.to_server.get_mut(i), self.clients.get_mut(i)) {
+                (Some(b), Some((_, io))) => (b, io, self.server),
+                _ => return,
+            },
+            Dir::ToClient(i) => match (self.to_client.get_mut(i), self.clients.get(i)) {
+                (Some(b), Some((a, _))) => (b, &mut self.front, *a),
+                _ => return,
+            },
+        };
+        if batch.count == 0 {
+            return;
+        }
+        let mut done = 0;
+        while done < batch.buf.len() {
+            match io.send(dst, &batch.buf[done..], Some(batch.seg)) {
+                Ok(n) if n > 0 => done += n,
+                // A full socket buffer or an error: the rest is lost, as on a real path.
+                _ => break,
+            }
+        }
+        let sent = if done == batch.buf.len() {
+            batch.count
+        } else {
+            done / batch.seg
+        };
+        self.stats.forwarded += sent as u64;
+        self.stats.send_failed += (batch.count - sent) as u64;
+        batch.buf.clear();
+        batch.count = 0;
+        batch.closed = false;
+        self.pending.retain(|&d| d != dir);
     }
 
     fn impair(&mut self, now: Instant, dir: Dir, bytes: &mut [u8]) {
@@ -172,6 +259,8 @@ impl State {
         }
         let sock = bind_loopback().ok()?;
         self.clients.push((addr, sock));
+        self.to_server.push(Batch::default());
+        self.to_client.push(Batch::default());
         let i = self.clients.len() - 1;
         self.by_addr.insert(addr, i);
         Some(i)
@@ -179,9 +268,9 @@ impl State {
 }
 
 pub(super) fn run(
-    front: UdpSocket,
+    front: UdpIo,
     server: SocketAddr,
-    clients: Vec<(SocketAddr, UdpSocket)>,
+    clients: Vec<(SocketAddr, UdpIo)>,
     cfg: RelayConfig,
     stop: &AtomicBool,
 ) -> RelayStats {
@@ -192,6 +281,7 @@ pub(super) fn run(
         .enumerate()
         .map(|(i, (a, _))| (*a, i))
         .collect();
+    let n = clients.len();
     let mut st = State {
         front,
         server,
@@ -201,8 +291,13 @@ pub(super) fn run(
         order: 0,
         imp: Impairment::new(&cfg, start),
         stats: RelayStats::default(),
+        to_server: (0..n).map(|_| Batch::default()).collect(),
+        to_client: (0..n).map(|_| Batch::default()).collect(),
+        pending: Vec::new(),
     };
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // One receive batch, copied out of the socket's ring: (source, range in `rx`).
+    let mut rx: Vec<u8> = Vec::new();
+    let mut got: Vec<(SocketAddr, usize, usize)> = Vec::new();
     let mut ready = Vec::new();
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
@@ -217,9 +312,9 @@ pub(super) fn run(
         ready.clear();
         {
             let mut fds = Vec::with_capacity(st.clients.len() + 1);
-            fds.push(PollFd::new(st.front.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(st.front.fd(), PollFlags::POLLIN));
             for (_, s) in &st.clients {
-                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(s.fd(), PollFlags::POLLIN));
             }
             let ms = wait.as_millis().min(5) as u8;
             let timeout = if wait.is_zero() {
@@ -237,32 +332,42 @@ pub(super) fn run(
         }
         for &i in &ready {
             // Bounded drain per socket so one busy direction cannot starve the other.
-            for _ in 0..256 {
-                let now = Instant::now();
-                if i == 0 {
-                    let Ok((n, from)) = st.front.recv_from(&mut buf) else {
-                        break;
-                    };
-                    if let Some(c) = st.client_index(from) {
-                        st.impair(now, Dir::ToServer(c), &mut buf[..n]);
-                    }
+            for _ in 0..8 {
+                rx.clear();
+                got.clear();
+                let io = if i == 0 {
+                    &mut st.front
                 } else {
-                    let c = i - 1;
-                    let Some((_, s)) = st.clients.get(c) else {
-                        break;
-                    };
-                    let Ok((n, from)) = s.recv_from(&mut buf) else {
-                        break;
-                    };
-                    if from != st.server {
-                        continue;
+                    match st.clients.get_mut(i - 1) {
+                        Some((_, io)) => io,
+                        None => break,
                     }
-                    st.impair(now, Dir::ToClient(c), &mut buf[..n]);
+                };
+                let received = io.recv_batch(|from, d| {
+                    let at = rx.len();
+                    rx.extend_from_slice(d);
+                    got.push((from, at, rx.len()));
+                });
+                if !matches!(received, Ok(n) if n > 0) {
+                    break;
                 }
-                st.release_due(Instant::now());
+                let now = Instant::now();
+                for &(from, a, b) in &got {
+                    let bytes = &mut rx[a..b];
+                    if i == 0 {
+                        if let Some(c) = st.client_index(from) {
+                            st.impair(now, Dir::ToServer(c), bytes);
+                        }
+                    } else if from == st.server {
+                        st.impair(now, Dir::ToClient(i - 1), bytes);
+                    }
+                }
+                st.release_due(now);
+                st.flush();
             }
         }
         st.release_due(Instant::now());
+        st.flush();
     }
     st.stats
 }

@@ -51,12 +51,12 @@ impl Relay {
             ));
         }
         let front_sock = bind_loopback()?;
-        let front = front_sock.local_addr()?;
+        let front = front_sock.local_addr();
         let mut clients = Vec::new();
         let mut link = None;
         if let Some(b) = peer {
             let sock = bind_loopback()?;
-            link = Some(sock.local_addr()?);
+            link = Some(sock.local_addr());
             clients.push((b, sock));
         }
         let stop = Arc::new(AtomicBool::new(false));
