@@ -40,8 +40,11 @@ pub const MAX_PEERS: u32 = 1000;
 /// The receiver's peer table: strangers (nodes it does not know in advance) may fill three
 /// quarters of it, which must hold [`MAX_PEERS`].
 const SERVER_PEER_TABLE: u32 = 2048;
-/// Messages one sending node tries per turn before the loop moves on.
+/// Messages one of several sending nodes tries per turn before the loop moves on.
 const BURST: usize = 256;
+/// Messages a lone sending node commits between two polls: in Sync mode each poll is one
+/// group commit, so this is the most one flush covers on the sending side.
+const BURST_ALONE: usize = 4096;
 
 /// Options of `hrpc-bench pair`.
 #[derive(Debug, Clone)]
@@ -471,10 +474,11 @@ pub fn client_child(opts: &ClientOpts) -> io::Result<()> {
     }
     let start_ns = procs::mono_ns();
     let send_end = Instant::now() + Duration::from_secs_f64(opts.secs);
+    let burst = if nodes.len() == 1 { BURST_ALONE } else { BURST };
     while !stop.load(Ordering::Relaxed) && Instant::now() < send_end.min(hard) {
         let mut busy = false;
         for s in &mut nodes {
-            let (n, _) = s.burst(1, opts.size, BURST)?;
+            let (n, _) = s.burst(1, opts.size, burst)?;
             let report = s.node.poll(&mut |_, _| {}).map_err(io_err)?;
             busy |= n > 0 || report.more || report.received > 0;
         }
