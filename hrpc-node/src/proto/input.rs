@@ -511,12 +511,7 @@ impl Core {
             };
             debug_assert_eq!(at, p.recv.cum + 1);
             // The run of missing seqs from `at`: up to the next one held, or `last`.
-            let end = p
-                .recv
-                .above
-                .range(at..=last)
-                .next()
-                .map_or(last, |&held| held - 1);
+            let end = p.recv.next_held(at, last).map_or(last, |held| held - 1);
             if let Err(e) = self.persist(
                 peer,
                 Persist::Lost {

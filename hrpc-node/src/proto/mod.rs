@@ -373,7 +373,7 @@ impl Core {
             if r.cum > r.consumed {
                 held.push((r.consumed + 1, r.cum));
             }
-            held.extend(r.above.iter().map(|&s| (s, s)));
+            held.extend(r.held_past_gap());
             let core = merge_ranges(held);
             if stored != core {
                 return Err(format!(

@@ -1,21 +1,21 @@
 //! Receive side of one peer's stream: what is persisted, what to acknowledge,
 //! and messages being assembled from fragments.
 
-use std::collections::BTreeSet;
-
 use rustc_hash::FxHashMap;
 use std::time::Instant;
 
 use hrpc_store::InboundSlot;
 use hrpc_wire::{MAX_SACK_RANGES, SackRange};
+use rangemap::RangeInclusiveSet;
 
 /// Which inbound seqs of one peer are persisted, and what is owed to it.
 #[derive(Debug)]
 pub(crate) struct RecvState {
     /// Every seq `<= cum` is persisted (delivered or waiting to be).
     pub(crate) cum: u64,
-    /// Persisted seqs above `cum + 1`, past a gap.
-    pub(crate) above: BTreeSet<u64>,
+    /// Persisted seqs above `cum + 1`, past a gap, as ranges (a window with a gap every
+    /// few datagrams holds a few ranges, not one entry per message).
+    above: RangeInclusiveSet<u64>,
     /// The application consumed every seq `<= consumed`.
     pub(crate) consumed: u64,
     /// Messages being assembled, by seq.
@@ -33,13 +33,13 @@ pub(crate) struct RecvState {
 impl RecvState {
     /// The largest seq held (persisted or consumed).
     pub(crate) fn largest(&self) -> u64 {
-        self.above.last().copied().unwrap_or(self.cum)
+        self.above.iter().next_back().map_or(self.cum, |r| *r.end())
     }
 
     pub(crate) fn new(consumed: u64) -> Self {
         RecvState {
             cum: consumed,
-            above: BTreeSet::new(),
+            above: RangeInclusiveSet::new(),
             consumed,
             reassembly: FxHashMap::default(),
             ack_pending: false,
@@ -55,31 +55,55 @@ impl RecvState {
 
     /// Records that `seq` is now persisted.
     pub(crate) fn insert(&mut self, seq: u64) {
-        if seq == self.cum + 1 {
-            self.cum = seq;
-            while self.above.remove(&(self.cum + 1)) {
-                self.cum += 1;
-            }
-        } else if seq > self.cum {
-            self.above.insert(seq);
-        }
+        self.insert_range(seq, seq);
     }
 
     /// Records that every seq of `first..=last` is persisted (a gap marker
-    /// stands for them). O(1) when `first == cum + 1`, as it is on the
-    /// protocol's paths; per seq otherwise.
+    /// stands for them). O(log ranges) whatever the length.
     pub(crate) fn insert_range(&mut self, first: u64, last: u64) {
-        if first <= self.cum + 1 {
-            self.cum = self.cum.max(last);
-            self.above = self.above.split_off(&(self.cum + 1));
-            while self.above.remove(&(self.cum + 1)) {
-                self.cum += 1;
-            }
-        } else {
-            for s in first..=last {
-                self.above.insert(s);
-            }
+        if last <= self.cum || last < first {
+            return;
         }
+        if first > self.cum + 1 {
+            self.above.insert(first..=last);
+            return;
+        }
+        self.cum = last;
+        // What was held past the gap may now join on.
+        let mut covered = None;
+        for r in self.above.iter() {
+            if *r.start() > self.cum + 1 {
+                break;
+            }
+            covered = Some(*r.end());
+        }
+        if let Some(end) = covered {
+            self.cum = self.cum.max(end);
+        }
+        if self
+            .above
+            .iter()
+            .next()
+            .is_some_and(|r| *r.start() <= self.cum)
+        {
+            self.above.remove(0..=self.cum);
+        }
+    }
+
+    /// The first seq held in `from..=to` past the gap, if any.
+    pub(crate) fn next_held(&self, from: u64, to: u64) -> Option<u64> {
+        if from > to {
+            return None;
+        }
+        self.above
+            .overlapping(&(from..=to))
+            .next()
+            .map(|r| (*r.start()).max(from))
+    }
+
+    /// The ranges held past the gap, ascending.
+    pub(crate) fn held_past_gap(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.above.iter().map(|r| (*r.start(), *r.end()))
     }
 
     /// Nothing received, held or consumed yet: the stream has not started.
@@ -104,43 +128,25 @@ impl RecvState {
     /// between were the highest of earlier acks, so the sender has most likely heard of
     /// them already.
     pub(crate) fn sack_ranges(&self, out: &mut [SackRange; MAX_SACK_RANGES]) -> usize {
-        let Some(lowest) = Self::ranges(self.above.iter().copied()).next() else {
+        let range = |r: &std::ops::RangeInclusive<u64>| SackRange {
+            first: *r.start(),
+            last: *r.end(),
+        };
+        let Some(lowest) = self.above.iter().next().map(range) else {
             return 0;
         };
         out[0] = lowest;
         let mut n = 1;
         // From the top down, stopping at the lowest range.
-        for r in Self::ranges(self.above.iter().rev().copied()) {
-            let r = SackRange {
-                first: r.last,
-                last: r.first,
-            };
-            if n == MAX_SACK_RANGES || r.first <= lowest.last {
+        for r in self.above.iter().rev() {
+            if n == MAX_SACK_RANGES || *r.start() <= lowest.last {
                 break;
             }
-            out[n] = r;
+            out[n] = range(r);
             n += 1;
         }
         out[1..n].reverse();
         n
-    }
-
-    /// Groups a run of seqs (ascending or descending) into ranges of consecutive ones, each
-    /// as `first` = where the run met it and `last` = where it left it.
-    fn ranges(seqs: impl Iterator<Item = u64>) -> impl Iterator<Item = SackRange> {
-        let mut seqs = seqs.peekable();
-        std::iter::from_fn(move || {
-            let first = seqs.next()?;
-            let mut last = first;
-            while let Some(&next) = seqs.peek() {
-                if next.abs_diff(last) != 1 {
-                    break;
-                }
-                last = next;
-                seqs.next();
-            }
-            Some(SackRange { first, last })
-        })
     }
 
     /// Messages persisted and not yet consumed, in order from `consumed + 1`.
@@ -246,7 +252,7 @@ mod tests {
         assert_eq!(r.cum, 7);
         r.insert_range(8, 9);
         assert_eq!(r.cum, 12);
-        assert!(r.above.is_empty());
+        assert_eq!(r.held_past_gap().count(), 0);
         let mut fresh = RecvState::new(0);
         assert!(fresh.is_fresh());
         fresh.skip_through(70_000);
