@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub(crate) mod cluster;
+pub(crate) mod nodes;
 pub(crate) mod sim;
 
 use std::net::SocketAddr;
