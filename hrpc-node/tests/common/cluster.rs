@@ -8,8 +8,10 @@
 //! commit, deliver, timers, transmit), and what it records (deliveries and events) lands in
 //! its [`Seen`].
 //!
-//! The network is data: a datagram sent in one round arrives at the start of the next. A
-//! link (sender, receiver) may be rate limited (so many datagrams a round; the rest wait in
+//! The network is data: a datagram sent in one round arrives in the receiver's next turn (a
+//! link's latency can be set in whole rounds; with 0, a datagram to a node later in id order
+//! arrives in the same round, as two cores driven in turn see it). A link (sender, receiver)
+//! may be rate limited (so many datagrams a round; the rest wait in
 //! a drop-tail queue), and every datagram leaving a link passes a filter that can pass,
 //! drop, duplicate or hold it ([`Verdict`]); held datagrams go on when released.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -30,6 +32,8 @@ pub(crate) struct Packet {
     pub(crate) from: u32,
     pub(crate) to: u32,
     pub(crate) bytes: Vec<u8>,
+    /// The round from which it may arrive.
+    due: u64,
 }
 
 /// What the network does with one datagram leaving a link.
@@ -59,12 +63,14 @@ pub(crate) struct Net {
     /// Per link (from, to): datagrams sent and not yet arrived, oldest first.
     links: BTreeMap<(u32, u32), VecDeque<Packet>>,
     limits: BTreeMap<(u32, u32), Limit>,
+    /// Per link: rounds from sending to arrival, if not 1.
+    latency: BTreeMap<(u32, u32), u64>,
     filter: Option<Filter>,
     /// Datagrams the filter held back.
     pub(crate) held: Vec<Packet>,
     /// Datagrams sent by any node.
     pub(crate) sent: u64,
-    /// Datagrams dropped: by the filter, by a full link queue, or to a closed or unknown node.
+    /// Datagrams dropped: by the filter, by a full link queue, or to a down or unknown node.
     pub(crate) dropped: u64,
 }
 
@@ -274,6 +280,11 @@ impl Cluster {
         std::mem::take(&mut self.node(id).seen.got)
     }
 
+    /// Takes what node `id` delivered and reported so far.
+    pub(crate) fn take_seen(&mut self, id: u32) -> Seen {
+        std::mem::take(&mut self.node(id).seen)
+    }
+
     /// Every datagram leaving a link passes `f` (replacing any earlier filter).
     pub(crate) fn filter(&mut self, f: impl FnMut(&Packet) -> Verdict + 'static) {
         self.net.filter = Some(Box::new(f));
@@ -290,6 +301,13 @@ impl Cluster {
         self.net.limits.insert((from, to), Limit { rate, cap });
     }
 
+    /// Datagrams from `from` to `to` arrive `rounds` rounds after they are sent (default 1);
+    /// with 0 they arrive in the same round if `to` runs after `from` (a higher id), else in
+    /// the next.
+    pub(crate) fn latency(&mut self, from: u32, to: u32, rounds: u64) {
+        self.net.latency.insert((from, to), rounds);
+    }
+
     /// Held datagrams arrive at the start of the next round, in the order they were held.
     pub(crate) fn release_held(&mut self) {
         for p in std::mem::take(&mut self.net.held) {
@@ -304,13 +322,21 @@ impl Cluster {
         }
     }
 
-    /// Moves what each link lets through this round to its receiver, through the filter.
-    fn carry(&mut self) {
-        let keys: Vec<(u32, u32)> = self.net.links.keys().copied().collect();
-        for link in keys {
+    /// Moves what each link into node `to` lets through by this round into its inbox, through
+    /// the filter.
+    fn carry_to(&mut self, to: u32) {
+        let links: Vec<(u32, u32)> = self
+            .net
+            .links
+            .keys()
+            .copied()
+            .filter(|k| k.1 == to)
+            .collect();
+        for link in links {
             let rate = self.net.limits.get(&link).map_or(usize::MAX, |l| l.rate);
             let q = self.net.links.get_mut(&link).unwrap();
-            let out: Vec<Packet> = q.drain(..q.len().min(rate)).collect();
+            let ready = q.iter().take_while(|p| p.due <= self.rounds).count();
+            let out: Vec<Packet> = q.drain(..ready.min(rate)).collect();
             for p in out {
                 let v = match self.net.filter.as_mut() {
                     Some(f) => f(&p),
@@ -329,15 +355,16 @@ impl Cluster {
         }
     }
 
-    /// One round: time advances by `tick`, datagrams sent in the previous round arrive, and
-    /// every open node runs [`round`] in id order.
+    /// One round: time advances by `tick`, and every node in id order takes what arrived for
+    /// it (datagrams sent in an earlier turn, after their link's latency) and, if it is up,
+    /// runs [`round`].
     pub(crate) fn step(&mut self) {
         self.now += self.tick;
         self.rounds += 1;
-        self.carry();
         let t = self.now;
         let ids: Vec<u32> = self.nodes.keys().copied().collect();
         for id in ids {
+            self.carry_to(id);
             let m = self.nodes.get_mut(&id).unwrap();
             let Some(core) = m.core.as_mut() else {
                 continue;
@@ -358,11 +385,12 @@ impl Cluster {
             );
             for (dst, bytes) in out {
                 self.net.sent += 1;
-                let Some(to) = id_of(dst) else {
+                let Some(to) = id_of(dst).filter(|to| self.nodes.contains_key(to)) else {
                     self.net.dropped += 1;
                     continue;
                 };
                 let cap = self.net.limits.get(&(id, to)).map(|l| l.cap);
+                let due = self.rounds + self.net.latency.get(&(id, to)).copied().unwrap_or(1);
                 let q = self.net.links.entry((id, to)).or_default();
                 if cap.is_some_and(|c| q.len() >= c) {
                     self.net.dropped += 1;
@@ -371,10 +399,25 @@ impl Cluster {
                         from: id,
                         to,
                         bytes,
+                        due,
                     });
                 }
             }
         }
+    }
+
+    /// Whether any datagram is on its way (sent and not yet handled; held ones excluded).
+    pub(crate) fn in_flight(&self) -> bool {
+        self.net.links.values().any(|q| !q.is_empty())
+            || self.nodes.values().any(|m| !m.inbox.is_empty())
+    }
+
+    /// The earliest timer of any open node.
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
+        self.nodes
+            .values()
+            .filter_map(|m| m.core.as_ref()?.poll_timeout())
+            .min()
     }
 
     /// Runs `rounds` rounds.
