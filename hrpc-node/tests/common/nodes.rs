@@ -1,7 +1,8 @@
 //! Real nodes on loopback UDP sockets, driven by the test's own thread: [`Mesh`] opens N
 //! nodes that find each other through a shared address table and polls them all until a
-//! condition holds (recording deliveries and events per node); [`pump_until`] drives a pair
-//! with handlers of the test's own; self-describing messages of every size.
+//! condition holds (recording deliveries and events per node); [`pump`] does the same for
+//! nodes the test holds itself; [`pump_until`] drives a pair with handlers of the test's own;
+//! self-describing messages of every size.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -152,8 +153,37 @@ pub(crate) fn pair(dir: &std::path::Path) -> (Node, Node) {
     (a, b)
 }
 
-/// What a node of a [`Mesh`] delivered: (peer, seq, payload).
+/// What a node delivered: (peer, seq, payload).
 pub(crate) type Got = Vec<(u32, u64, Vec<u8>)>;
+
+/// Polls `nodes` in turn, appending what `nodes[i]` delivers to `got[i]`, until
+/// `done(nodes, got)` holds (checked before each round); after each round waits up to `idle`
+/// on `nodes[0]` (zero: never). Returns whether `done` held within `limit` of wall time.
+pub(crate) fn pump(
+    nodes: &mut [&mut Node],
+    got: &mut [Got],
+    idle: Duration,
+    limit: Duration,
+    mut done: impl FnMut(&[&mut Node], &[Got]) -> bool,
+) -> bool {
+    assert_eq!(nodes.len(), got.len());
+    let deadline = Instant::now() + limit;
+    loop {
+        if done(nodes, got) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        for (n, g) in nodes.iter_mut().zip(got.iter_mut()) {
+            n.poll(&mut |_, d| g.push((d.peer, d.seq, d.payload.to_vec())))
+                .unwrap();
+        }
+        if !idle.is_zero() {
+            nodes[0].wait(Some(idle)).unwrap();
+        }
+    }
+}
 
 /// Real nodes on loopback, by id, that resolve each other through one address table.
 pub(crate) struct Mesh {
