@@ -1,7 +1,8 @@
-//! Helpers shared by the protocol-core tests: nodes 1..=9 at fixed loopback
-//! labels (no sockets are opened), each with its own store under a test dir;
-//! the N-node virtual-time harness ([`cluster::Cluster`]) and [`drive`], its
-//! two-node form over cores the caller owns.
+//! Helpers shared by the tests: nodes 1..=9 at fixed loopback labels (no
+//! sockets are opened), each with its own store under a test dir; the N-node
+//! virtual-time harness ([`cluster::Cluster`]) and [`drive`], its two-node form
+//! over cores the caller owns; real nodes on loopback ([`nodes`]); and the
+//! deterministic simulation's machinery ([`sim`]).
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub(crate) mod cluster;
