@@ -32,6 +32,8 @@ pub(crate) struct Packet {
     pub(crate) from: u32,
     pub(crate) to: u32,
     pub(crate) bytes: Vec<u8>,
+    /// The round it was sent in.
+    pub(crate) sent: u64,
     /// The round from which it may arrive.
     due: u64,
 }
@@ -399,6 +401,7 @@ impl Cluster {
                         from: id,
                         to,
                         bytes,
+                        sent: self.rounds,
                         due,
                     });
                 }
