@@ -11,9 +11,9 @@
 //! The network is data: a datagram sent in one round arrives in the receiver's next turn (a
 //! link's latency can be set in whole rounds; with 0, a datagram to a node later in id order
 //! arrives in the same round, as two cores driven in turn see it). A link (sender, receiver)
-//! may be rate limited (so many datagrams a round; the rest wait in
-//! a drop-tail queue), and every datagram leaving a link passes a filter that can pass,
-//! drop, duplicate or hold it ([`Verdict`]); held datagrams go on when released.
+//! may be rate limited (so many datagrams a round; the rest wait in a drop-tail queue), and
+//! every datagram leaving a link passes a filter that can pass, drop, duplicate or hold it
+//! ([`Verdict`]); held datagrams go on when released.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, VecDeque};
