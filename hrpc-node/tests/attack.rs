@@ -9,12 +9,14 @@
 //! show the rejected attempts; and a legitimate new node still joins after the flood.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 #[path = "common/forge.rs"]
 mod forge;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use common::nodes::pump;
 use forge::{hello, push_evil};
 use hrpc_node::driver::{Node, NodeConfig};
 use hrpc_node::proto::{DropReason, Event};
@@ -372,27 +374,20 @@ fn run_until(
     nodes: &mut [&mut Node],
     got: &mut [Vec<(u32, u64, Vec<u8>)>],
     what: &str,
-    mut done: impl FnMut(&[&mut Node], &[Vec<(u32, u64, Vec<u8>)>]) -> bool,
+    done: impl FnMut(&[&mut Node], &[Vec<(u32, u64, Vec<u8>)>]) -> bool,
 ) {
-    let deadline = Instant::now() + DEADLINE;
-    while !done(nodes, got) {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: got {:?}; A unacked {} {:?}; A {:?} {:?}; B {:?} {:?}",
-            got.iter().map(Vec::len).collect::<Vec<_>>(),
-            nodes[0].unacked(),
-            nodes[0].store().outbound_pending(B),
-            nodes[0].stats().core,
-            nodes[0].peer_info(B),
-            nodes[1].stats().core,
-            nodes[1].peer_info(A),
-        );
-        for (n, g) in nodes.iter_mut().zip(got.iter_mut()) {
-            n.poll(&mut |_, d| g.push((d.peer, d.seq, d.payload.to_vec())))
-                .unwrap();
-        }
-        nodes[0].wait(Some(Duration::from_millis(1))).unwrap();
-    }
+    let ok = pump(nodes, got, Duration::from_millis(1), DEADLINE, done);
+    assert!(
+        ok,
+        "{what}: got {:?}; A unacked {} {:?}; A {:?} {:?}; B {:?} {:?}",
+        got.iter().map(Vec::len).collect::<Vec<_>>(),
+        nodes[0].unacked(),
+        nodes[0].store().outbound_pending(B),
+        nodes[0].stats().core,
+        nodes[0].peer_info(B),
+        nodes[1].stats().core,
+        nodes[1].peer_info(A),
+    );
 }
 
 /// Payloads `node` received from `peer`, in delivery order.

@@ -4,79 +4,40 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::time::Duration;
 
-use common::{Seen, addr, drive, open_with, side};
-use hrpc_node::driver::{Node, NodeConfig};
-use hrpc_node::proto::{ClusterKey, Core, CoreConfig, DropReason};
+use common::addr;
+use common::cluster::{Cluster, Verdict};
+use common::nodes::Mesh;
+use hrpc_node::driver::NodeConfig;
+use hrpc_node::proto::{ClusterKey, CoreConfig, DropReason};
 use hrpc_store::StoreConfig;
 
-fn keyed(dir: &std::path::Path, id: u32, now: Instant, key: Option<[u8; 32]>) -> Core {
-    keyed_with(dir, id, now, key, false)
-}
-
-fn keyed_with(
-    dir: &std::path::Path,
-    id: u32,
-    now: Instant,
-    key: Option<[u8; 32]>,
-    encrypt: bool,
-) -> Core {
+/// Adds node `id` to `c`, holding `key` (if any) and enciphering if `encrypt`.
+fn keyed(c: &mut Cluster, id: u32, key: Option<[u8; 32]>, encrypt: bool) {
     let mut cfg = CoreConfig::default();
     cfg.cluster_key = key.map(ClusterKey::new);
     cfg.encrypt = encrypt;
-    open_with(dir, id, now, StoreConfig::new(id), cfg).unwrap()
+    c.add(id, StoreConfig::new(id), cfg);
 }
 
-/// Sends everything `from` has to send (a few rounds of timers and transmits) straight into
-/// `to`, as if from `from_addr`.
-fn push_all(from: &mut Core, to: &mut Core, from_addr: SocketAddr, now: &mut Instant) {
-    let mut buf = vec![0u8; 64 * 1500];
-    for _ in 0..20 {
-        *now += Duration::from_millis(5);
-        from.sync().unwrap();
-        from.handle_timeout(*now);
-        while let Some(t) = from.poll_transmit(*now, &mut buf) {
-            let seg = t.segment_size.unwrap_or(t.len).max(1);
-            for d in buf[..t.len].chunks(seg) {
-                to.handle_datagram(*now, from_addr, d);
-            }
+/// Runs `c` for 40 rounds, everything arriving, and returns every datagram node `record`
+/// sent that arrived.
+fn exchange(c: &mut Cluster, record: u32) -> Vec<Vec<u8>> {
+    let recorded: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    let r = recorded.clone();
+    c.filter(move |p| {
+        if p.from == record {
+            r.borrow_mut().push(p.bytes.clone());
         }
-    }
-}
-
-/// Drives `a` and `b` for 40 rounds, everything arriving, and returns every datagram node
-/// `record` sent.
-fn exchange(
-    a: &mut Core,
-    sa: &mut Seen,
-    b: &mut Core,
-    sb: &mut Seen,
-    now: &mut Instant,
-    record: u32,
-) -> Vec<Vec<u8>> {
-    let mut recorded = Vec::new();
-    for _ in 0..40 {
-        drive(side(a, sa), side(b, sb), now, 1, &mut |from, d| {
-            if from == record {
-                recorded.push(d.to_vec());
-            }
-            true
-        });
-    }
-    recorded
-}
-
-/// Takes what `node` delivers, as (peer, the number its payload starts with).
-fn take(node: &mut Node, got: &mut Vec<(u32, u32)>) {
-    node.poll(&mut |_, d| {
-        got.push((
-            d.peer,
-            u32::from_be_bytes(d.payload[..4].try_into().unwrap()),
-        ))
-    })
-    .unwrap();
+        Verdict::Pass
+    });
+    c.run(40);
+    c.clear_filter();
+    recorded.take()
 }
 
 /// Invariant: nodes sharing a key exchange messages; a node with another key, or with none,
@@ -85,26 +46,28 @@ fn take(node: &mut Node, got: &mut Vec<(u32, u32)>) {
 /// delivery.
 #[test]
 fn only_holders_of_the_key_get_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut now = Instant::now();
-    let mut a = keyed(dir.path(), 1, now, Some([7; 32]));
-    let mut b = keyed(dir.path(), 2, now, Some([7; 32]));
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let mut c = Cluster::empty();
+    keyed(&mut c, 1, Some([7; 32]), false);
+    keyed(&mut c, 2, Some([7; 32]), false);
     for i in 0..50u32 {
-        b.producer().send(1, &i.to_be_bytes()).unwrap();
+        c.core(2).producer().send(1, &i.to_be_bytes()).unwrap();
     }
-    exchange(&mut a, &mut sa, &mut b, &mut sb, &mut now, 2);
-    assert_eq!(sa.seqs(2), (1..=50).collect::<Vec<_>>());
+    exchange(&mut c, 2);
+    assert_eq!(c.seen(1).seqs(2), (1..=50).collect::<Vec<_>>());
 
     for (id, key, reason) in [
         (3, Some([8; 32]), DropReason::BadTag),
         (4, None, DropReason::Unauthenticated),
     ] {
-        let mut stranger = keyed(dir.path(), id, now, key);
+        keyed(&mut c, id, key, false);
+        let now = c.now;
+        let stranger = c.core(id);
         stranger.producer().send(1, b"let me in").unwrap();
         stranger.touch(1, now);
-        let before = a.stats().dropped(reason);
-        push_all(&mut stranger, &mut a, addr(id), &mut now);
+        let before = c.core(1).stats().dropped(reason);
+        // A few rounds of timers and transmits: everything the stranger has goes to a.
+        c.run(20);
+        let a = c.core(1);
         assert!(
             a.stats().dropped(reason) > before,
             "node {id}: {:?}",
@@ -112,19 +75,17 @@ fn only_holders_of_the_key_get_in() {
         );
         assert!(a.peer_info(id).is_none(), "node {id} got a peer entry");
         assert!(a.store().inbound_seqs(id).is_empty());
-        a.deliver(usize::MAX, &mut |d| {
-            sa.got.push((d.peer, d.seq, d.payload.to_vec()))
-        })
-        .unwrap();
-        assert!(sa.seqs(id).is_empty(), "node {id} got a message in");
+        assert!(c.seen(1).seqs(id).is_empty(), "node {id} got a message in");
     }
-    // And a keyed node drops what a keyless one sends the other way too.
-    let mut keyless = keyed(dir.path(), 5, now, None);
-    let before = keyless.stats().dropped(DropReason::Unauthenticated);
+    // And a keyless node drops what a keyed one sends it too.
+    keyed(&mut c, 5, None, false);
+    let before = c.core(5).stats().dropped(DropReason::Unauthenticated);
+    let now = c.now;
+    let a = c.core(1);
     a.producer().send(5, b"hello").unwrap();
     a.touch(5, now);
-    push_all(&mut a, &mut keyless, addr(1), &mut now);
-    assert!(keyless.stats().dropped(DropReason::Unauthenticated) > before);
+    c.run(20);
+    assert!(c.core(5).stats().dropped(DropReason::Unauthenticated) > before);
 }
 
 /// Invariant: replaying, later, every datagram a keyed peer sent (valid tags, old content)
@@ -132,17 +93,19 @@ fn only_holders_of_the_key_get_in() {
 /// as they were, and no peer reset happens — from the peer's address or from another.
 #[test]
 fn replayed_datagrams_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut now = Instant::now();
-    let mut a = keyed(dir.path(), 1, now, Some([9; 32]));
-    let mut b = keyed(dir.path(), 2, now, Some([9; 32]));
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    let mut c = Cluster::empty();
+    keyed(&mut c, 1, Some([9; 32]), false);
+    keyed(&mut c, 2, Some([9; 32]), false);
     for i in 0..30u32 {
-        b.producer().send(1, &i.to_be_bytes()).unwrap();
+        c.core(2).producer().send(1, &i.to_be_bytes()).unwrap();
     }
-    let recorded = exchange(&mut a, &mut sa, &mut b, &mut sb, &mut now, 2);
-    assert_eq!(sa.seqs(2), (1..=30).collect::<Vec<_>>());
+    let recorded = exchange(&mut c, 2);
+    assert_eq!(c.seen(1).seqs(2), (1..=30).collect::<Vec<_>>());
     assert!(!recorded.is_empty());
+    // The replays go straight into a's core, datagram by datagram, at later times.
+    let mut now = c.now;
+    let mut sa = std::mem::take(&mut c.node(1).seen);
+    let a = c.core(1);
     let consumed = a.store().inbound_consumed(2);
     let resets = a.stats().peer_resets;
     let dups = a.stats().dropped(DropReason::Duplicate);
@@ -175,25 +138,23 @@ fn replayed_datagrams_change_nothing() {
 /// as a configuration error.
 #[test]
 fn enciphered_datagrams_hide_payloads() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut now = Instant::now();
+    let mut c = Cluster::empty();
     let key = Some([4; 32]);
-    let mut a = keyed_with(dir.path(), 1, now, key, true);
-    let mut b = keyed_with(dir.path(), 2, now, key, false);
-    let (mut sa, mut sb) = (Seen::default(), Seen::default());
+    keyed(&mut c, 1, key, true);
+    keyed(&mut c, 2, key, false);
     let secret = |i: u32| {
         let mut m = b"top secret payload ".to_vec();
         m.extend_from_slice(&i.to_be_bytes());
         m
     };
     for i in 0..40u32 {
-        a.producer().send(2, &secret(i)).unwrap();
-        b.producer().send(1, &secret(i)).unwrap();
+        c.core(1).producer().send(2, &secret(i)).unwrap();
+        c.core(2).producer().send(1, &secret(i)).unwrap();
     }
-    let from_a = exchange(&mut a, &mut sa, &mut b, &mut sb, &mut now, 1);
+    let from_a = exchange(&mut c, 1);
     let expect: Vec<Vec<u8>> = (0..40).map(secret).collect();
-    let got_b: Vec<Vec<u8>> = sb.got.iter().map(|g| g.2.clone()).collect();
-    let got_a: Vec<Vec<u8>> = sa.got.iter().map(|g| g.2.clone()).collect();
+    let got_b: Vec<Vec<u8>> = c.seen(2).got.iter().map(|g| g.2.clone()).collect();
+    let got_a: Vec<Vec<u8>> = c.seen(1).got.iter().map(|g| g.2.clone()).collect();
     assert_eq!(got_b, expect, "what the enciphering node sent");
     assert_eq!(got_a, expect, "what the authenticating node sent");
     assert!(!from_a.is_empty());
@@ -204,6 +165,9 @@ fn enciphered_datagrams_hide_payloads() {
         );
         assert!(hrpc_wire::encrypted_parts(d).is_some(), "not enciphered");
     }
+    // Altered copies go straight into b's core, datagram by datagram.
+    let now = c.now;
+    let b = c.core(2);
     let before = b.stats().dropped(DropReason::BadTag);
     for d in &from_a {
         let mut bad = d.clone();
@@ -228,7 +192,7 @@ fn keyed_nodes_over_udp() {
     let dir = tempfile::tempdir().unwrap();
     let lo = SocketAddr::from(([127, 0, 0, 1], 0));
     let key = ClusterKey::new([3; 32]);
-    let mut a = NodeConfig::new(dir.path().join("a"), 1)
+    let a = NodeConfig::new(dir.path().join("a"), 1)
         .bind(lo)
         .cluster_key(key.clone())
         .open()
@@ -250,21 +214,28 @@ fn keyed_nodes_over_udp() {
         b.send(1, &i.to_be_bytes()).unwrap();
         c.send(1, &i.to_be_bytes()).unwrap();
     }
-    let mut got: Vec<(u32, u32)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while got.len() < 100 && Instant::now() < deadline {
-        take(&mut a, &mut got);
-        b.poll(&mut |_, _| {}).unwrap();
-        c.poll(&mut |_, _| {}).unwrap();
-        a.wait(Some(Duration::from_millis(2))).unwrap();
-    }
+    let mut mesh = Mesh::new();
+    mesh.insert(a);
+    mesh.insert(b);
+    mesh.insert(c);
+    mesh.run_until(
+        |m| m.got(1).len() >= 100,
+        Duration::from_millis(2),
+        Duration::from_secs(20),
+    );
     // A little longer, so C's retransmissions reach A too.
-    let until = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < until {
-        take(&mut a, &mut got);
-        c.poll(&mut |_, _| {}).unwrap();
-        a.wait(Some(Duration::from_millis(2))).unwrap();
-    }
+    mesh.run_until(
+        |_| false,
+        Duration::from_millis(2),
+        Duration::from_millis(300),
+    );
+    // What A delivered, as (peer, the number its payload starts with).
+    let got: Vec<(u32, u32)> = mesh
+        .got(1)
+        .iter()
+        .map(|g| (g.0, u32::from_be_bytes(g.2[..4].try_into().unwrap())))
+        .collect();
+    let a = mesh.node(1);
     let from_b: Vec<u32> = got.iter().filter(|g| g.0 == 2).map(|g| g.1).collect();
     assert_eq!(from_b, (0..100).collect::<Vec<_>>());
     assert!(got.iter().all(|g| g.0 == 2), "a keyless node got in");

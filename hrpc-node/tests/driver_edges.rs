@@ -5,8 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::nodes::Mesh;
 use hrpc_node::{Event, NodeConfig, NodeError, StoreError};
 
 /// A node with 300 messages pending for a peer that has not read them is
@@ -18,7 +19,7 @@ use hrpc_node::{Event, NodeConfig, NodeError, StoreError};
 #[test]
 fn damaged_store_is_refused_then_recovered_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let mut b = NodeConfig::new(dir.path().join("b"), 2)
+    let b = NodeConfig::new(dir.path().join("b"), 2)
         .bind("127.0.0.1:0".parse().unwrap())
         .open()
         .unwrap();
@@ -66,25 +67,29 @@ fn damaged_store_is_refused_then_recovered_and_reported() {
     );
     assert_eq!(a.send(2, b"after the damage").unwrap(), 301);
 
-    let mut got = Vec::new();
-    let mut lost_at_b = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while got.last() != Some(&301) && Instant::now() < deadline {
-        a.poll(&mut |_, _| {}).unwrap();
-        b.poll(&mut |_, d| got.push(d.seq)).unwrap();
-        while let Some(e) = b.next_event() {
-            if let Event::Lost { peer: 1, range } = e {
-                lost_at_b.push(range);
-            }
-        }
-        b.wait(Some(Duration::from_millis(2))).unwrap();
-    }
+    let mut mesh = Mesh::new();
+    mesh.insert(a);
+    mesh.insert(b);
+    mesh.run_until(
+        |m| m.got(2).last().map(|g| g.1) == Some(301),
+        Duration::from_millis(2),
+        Duration::from_secs(30),
+    );
+    let got: Vec<u64> = mesh.got(2).iter().map(|g| g.1).collect();
+    let lost_at_b: Vec<_> = mesh.events[&2]
+        .iter()
+        .filter_map(|e| match e {
+            Event::Lost { peer: 1, range } => Some(range.clone()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(
         common::accounted(&got, &lost_at_b),
         (1..=301).collect::<Vec<_>>(),
         "lost at b: {lost_at_b:?}"
     );
     assert!(got.windows(2).all(|w| w[0] < w[1]));
+    let a = mesh.node(1);
     let flushed = a.flush(Duration::from_secs(5));
     assert!(flushed.is_ok(), "{flushed:?}");
     assert!(a.is_acked(2, 301));
@@ -97,7 +102,7 @@ fn damaged_store_is_refused_then_recovered_and_reported() {
 #[test]
 fn sender_restarted_in_the_middle_of_a_large_message() {
     let dir = tempfile::tempdir().unwrap();
-    let mut b = NodeConfig::new(dir.path().join("b"), 2)
+    let b = NodeConfig::new(dir.path().join("b"), 2)
         .bind("127.0.0.1:0".parse().unwrap())
         .open()
         .unwrap();
@@ -112,23 +117,29 @@ fn sender_restarted_in_the_middle_of_a_large_message() {
     let big: Vec<u8> = (0..16usize << 20).map(|i| (i % 251) as u8).collect();
     a.send(2, &big).unwrap();
     a.send(2, b"after").unwrap();
-    let mut got: Vec<Vec<u8>> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while b.stats().core.bytes_received < 8 << 20 && Instant::now() < deadline {
-        a.poll(&mut |_, _| {}).unwrap();
-        b.poll(&mut |_, d| got.push(d.payload.to_vec())).unwrap();
-    }
-    assert!(b.stats().core.bytes_received >= 8 << 20);
-    assert!(got.is_empty(), "the whole message went before the restart");
-    drop(a);
-    let mut a = a_cfg(port).open().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < 2 && Instant::now() < deadline {
-        a.poll(&mut |_, _| {}).unwrap();
-        b.poll(&mut |_, d| got.push(d.payload.to_vec())).unwrap();
-        b.wait(Some(Duration::from_millis(1))).unwrap();
-    }
+    let mut mesh = Mesh::new();
+    mesh.insert(a);
+    mesh.insert(b);
+    let received = |m: &mut Mesh| m.node(2).stats().core.bytes_received;
+    mesh.run_until(
+        |m| received(m) >= 8 << 20,
+        Duration::ZERO,
+        Duration::from_secs(30),
+    );
+    assert!(received(&mut mesh) >= 8 << 20);
+    assert!(
+        mesh.got(2).is_empty(),
+        "the whole message went before the restart"
+    );
+    drop(mesh.remove(1));
+    mesh.insert(a_cfg(port).open().unwrap());
+    mesh.run_until(
+        |m| m.got(2).len() >= 2,
+        Duration::from_millis(1),
+        Duration::from_secs(30),
+    );
+    let got: Vec<&[u8]> = mesh.got(2).iter().map(|g| g.2.as_slice()).collect();
     assert_eq!(got.len(), 2, "not delivered within 30 s of the restart");
-    assert!(got[0] == big);
+    assert!(got[0] == big.as_slice());
     assert_eq!(got[1], b"after");
 }

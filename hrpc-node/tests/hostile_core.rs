@@ -1,6 +1,8 @@
 //! Hostile and malformed input at the protocol core (no sockets).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -42,11 +44,12 @@ mod targeted {
         AckFrame, DataFrame, DatagramWriter, HeaderFields, HeartbeatFrame, SackRange, SackRanges,
     };
 
+    use super::common::{Seen, Side, drive, side};
+
     struct Pair {
         a: Core,
         b: Core,
         now: Instant,
-        a_addr: SocketAddr,
         b_addr: SocketAddr,
         dir: tempfile::TempDir,
     }
@@ -67,38 +70,42 @@ mod targeted {
                 a: open(dir.path(), 1, now),
                 b: open(dir.path(), 2, now),
                 now,
-                a_addr: "127.0.0.1:1".parse().unwrap(),
                 b_addr: "127.0.0.2:2".parse().unwrap(),
                 dir,
             }
         }
 
+        /// Runs both loops for a round of [`drive`] (a does not deliver; b delivers if
+        /// `b_delivers`); returns what b delivered and whether any datagram moved.
+        fn round(&mut self, b_delivers: bool) -> (Vec<(u32, u64, Vec<u8>)>, bool) {
+            let (mut seen_a, mut seen_b) = (Seen::default(), Seen::default());
+            let mut moved = false;
+            drive(
+                Side {
+                    core: &mut self.a,
+                    seen: &mut seen_a,
+                    deliver: false,
+                },
+                Side {
+                    deliver: b_delivers,
+                    ..side(&mut self.b, &mut seen_b)
+                },
+                &mut self.now,
+                1,
+                &mut |_, _| {
+                    moved = true;
+                    true
+                },
+            );
+            (seen_b.got, moved)
+        }
+
         /// Runs both loops until quiet (bounded); returns b's deliveries.
         fn drive(&mut self) -> Vec<(u32, u64, Vec<u8>)> {
             let mut got = Vec::new();
-            let mut buf = vec![0u8; 1472];
             for _ in 0..200 {
-                self.now += Duration::from_millis(5);
-                let now = self.now;
-                for core in [&mut self.a, &mut self.b] {
-                    if core.poll_timeout().is_some_and(|t| t <= now) {
-                        core.handle_timeout(now);
-                    }
-                }
-                let mut moved = false;
-                while let Some(t) = self.a.poll_transmit(now, &mut buf) {
-                    self.b.handle_datagram(now, self.a_addr, &buf[..t.len]);
-                    moved = true;
-                }
-                while let Some(t) = self.b.poll_transmit(now, &mut buf) {
-                    self.a.handle_datagram(now, self.b_addr, &buf[..t.len]);
-                    moved = true;
-                }
-                self.b
-                    .deliver(usize::MAX, &mut |d| {
-                        got.push((d.peer, d.seq, d.payload.to_vec()))
-                    })
-                    .unwrap();
+                let (new, moved) = self.round(true);
+                got.extend(new);
                 if !moved && !got.is_empty() {
                     break;
                 }
@@ -348,18 +355,8 @@ mod targeted {
             p.a.producer().send(2, &[i]).unwrap();
         }
         // Get them persisted at b without delivering.
-        let mut buf = vec![0u8; 1472];
         for _ in 0..50 {
-            p.now += Duration::from_millis(5);
-            let now = p.now;
-            p.a.handle_timeout(now);
-            p.b.handle_timeout(now);
-            while let Some(t) = p.a.poll_transmit(now, &mut buf) {
-                p.b.handle_datagram(now, "127.0.0.1:1".parse().unwrap(), &buf[..t.len]);
-            }
-            while let Some(t) = p.b.poll_transmit(now, &mut buf) {
-                p.a.handle_datagram(now, "127.0.0.2:2".parse().unwrap(), &buf[..t.len]);
-            }
+            p.round(false);
         }
         let mut seen = Vec::new();
         let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

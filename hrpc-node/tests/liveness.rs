@@ -3,44 +3,31 @@
 
 mod common;
 
-use common::{addr, open};
+use common::cluster::{Cluster, Verdict};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hrpc_node::proto::{Core, Event, PeerState};
+use hrpc_node::proto::{Event, PeerState};
 
-/// Steps both cores for `dur` of virtual time in 10 ms ticks; `link` says
-/// whether datagrams get through. Returns datagrams a sent and b's deliveries.
-fn run(a: &mut Core, b: &mut Core, now: &mut Instant, dur: Duration, link: bool) -> (u64, usize) {
-    let mut buf = vec![0u8; 1472];
-    let sent_before = a.stats().datagrams_sent;
-    let mut delivered = 0;
-    let end = *now + dur;
-    while *now < end {
-        *now += Duration::from_millis(10);
-        let t = *now;
-        for c in [&mut *a, &mut *b] {
-            if c.poll_timeout().is_some_and(|x| x <= t) {
-                c.handle_timeout(t);
-            }
-        }
-        while let Some(x) = a.poll_transmit(t, &mut buf) {
-            if link {
-                b.handle_datagram(t, addr(1), &buf[..x.len]);
-            }
-        }
-        while let Some(x) = b.poll_transmit(t, &mut buf) {
-            if link {
-                a.handle_datagram(t, addr(2), &buf[..x.len]);
-            }
-        }
-        delivered += b.deliver(usize::MAX, &mut |_| {}).unwrap();
+/// Runs nodes 1 (a) and 2 (b) for `dur` of virtual time in 10 ms rounds; `link`
+/// says whether datagrams get through. Returns datagrams a sent and b's deliveries.
+fn run(c: &mut Cluster, dur: Duration, link: bool) -> (u64, usize) {
+    c.tick = Duration::from_millis(10);
+    if link {
+        c.clear_filter();
+    } else {
+        c.filter(|_| Verdict::Drop);
     }
-    (a.stats().datagrams_sent - sent_before, delivered)
+    let sent_before = c.core(1).stats().datagrams_sent;
+    c.run_for(dur);
+    let delivered = c.take_got(2).len();
+    (c.core(1).stats().datagrams_sent - sent_before, delivered)
 }
 
-fn states(core: &mut Core) -> Vec<PeerState> {
-    std::iter::from_fn(|| core.poll_event())
+/// The states node 1 reported for peer 2 since the last call.
+fn states(c: &mut Cluster) -> Vec<PeerState> {
+    c.take_events(1)
+        .into_iter()
         .filter_map(|e| match e {
             Event::PeerState { peer: 2, state } => Some(state),
             _ => None,
@@ -54,25 +41,23 @@ fn states(core: &mut Core) -> Vec<PeerState> {
 /// the link returns it is Active again and the waiting message arrives.
 #[test]
 fn unreachable_then_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
-    a.touch(2, now);
-    run(&mut a, &mut b, &mut now, Duration::from_millis(200), true);
-    assert_eq!(a.peer_state(2), PeerState::Active);
-    assert_eq!(states(&mut a), vec![PeerState::Active]);
+    let mut c = Cluster::new(1..=2);
+    let now = c.now;
+    c.core(1).touch(2, now);
+    run(&mut c, Duration::from_millis(200), true);
+    assert_eq!(c.core(1).peer_state(2), PeerState::Active);
+    assert_eq!(states(&mut c), vec![PeerState::Active]);
 
-    a.producer().send(2, b"waiting").unwrap();
-    let (sent, delivered) = run(&mut a, &mut b, &mut now, Duration::from_secs(120), false);
+    c.core(1).producer().send(2, b"waiting").unwrap();
+    let (sent, delivered) = run(&mut c, Duration::from_secs(120), false);
     assert_eq!(delivered, 0);
-    assert_eq!(a.peer_state(2), PeerState::Unreachable);
-    assert_eq!(states(&mut a), vec![PeerState::Unreachable]);
+    assert_eq!(c.core(1).peer_state(2), PeerState::Unreachable);
+    assert_eq!(states(&mut c), vec![PeerState::Unreachable]);
     // Heartbeats every 1 s would be 120; retransmissions back off to the RTO cap too.
     assert!(sent < 80, "probing backs off: {sent} datagrams in 120 s");
 
-    let (_, delivered) = run(&mut a, &mut b, &mut now, Duration::from_secs(20), true);
+    let (_, delivered) = run(&mut c, Duration::from_secs(20), true);
     assert_eq!(delivered, 1);
-    assert_eq!(a.peer_state(2), PeerState::Active);
-    assert_eq!(states(&mut a), vec![PeerState::Active]);
+    assert_eq!(c.core(1).peer_state(2), PeerState::Active);
+    assert_eq!(states(&mut c), vec![PeerState::Active]);
 }

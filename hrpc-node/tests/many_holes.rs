@@ -9,11 +9,11 @@
 
 mod common;
 
-use common::{Seen, addr, drive, open_with, side};
+use common::cluster::{Cluster, Verdict};
 
-use std::collections::VecDeque;
-
-use std::time::{Duration, Instant};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
 
 use hrpc_node::proto::CoreConfig;
 use hrpc_store::StoreConfig;
@@ -39,59 +39,54 @@ fn body(i: u64) -> [u8; 100] {
 /// growing with the age of messages it learns of late.
 #[test]
 fn more_gaps_than_sack_ranges_do_not_stall_the_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut now = Instant::now();
-    let mut store_cfg = StoreConfig::new(1);
-    store_cfg.capacity_bytes = 64 << 20;
-    let mut a = open_with(dir.path(), 1, now, store_cfg, CoreConfig::default()).unwrap();
-    let mut store_cfg = StoreConfig::new(2);
-    store_cfg.capacity_bytes = 64 << 20;
-    let mut b = open_with(dir.path(), 2, now, store_cfg, CoreConfig::default()).unwrap();
-    let producer = a.producer();
+    let mut c = Cluster::empty();
+    for id in [1, 2] {
+        let mut store_cfg = StoreConfig::new(id);
+        store_cfg.capacity_bytes = 64 << 20;
+        c.add(id, store_cfg, CoreConfig::default());
+    }
+    let producer = c.core(1).producer();
     let mut committed = 0u64;
-    let (mut seen_a, mut seen_b) = (Seen::default(), Seen::default());
-    let mut forward = 0u64;
-    let mut link: VecDeque<Vec<u8>> = VecDeque::new();
+    // The link carries LINK_RATE datagrams a round out of a drop-tail queue of two
+    // rounds' worth, and loses one datagram in 20 of those it carries.
+    c.limit(1, 2, LINK_RATE, 2 * LINK_RATE);
+    let forwarded = Rc::new(Cell::new(0u64));
+    let count = forwarded.clone();
+    c.filter(move |p| {
+        if p.from != 1 {
+            return Verdict::Pass;
+        }
+        count.set(count.get() + 1);
+        if count.get().is_multiple_of(20) {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        }
+    });
     let mut max_srtt = Duration::ZERO;
     let (mut delivered_before, mut since_progress, mut longest_stall) = (0, 0, 0);
     let mut rounds = 0;
-    while (seen_b.got.len() as u64) < COUNT && rounds < 600 {
+    while (c.seen(2).got.len() as u64) < COUNT && rounds < 600 {
         while committed < COUNT && producer.send(2, &body(committed)).is_ok() {
             committed += 1;
         }
-        // The link carries LINK_RATE datagrams a round; the rest wait in its queue.
-        for d in link.drain(..link.len().min(LINK_RATE)) {
-            forward += 1;
-            if !forward.is_multiple_of(20) {
-                b.handle_datagram(now, addr(1), &d);
-            }
-        }
-        drive(
-            side(&mut a, &mut seen_a),
-            side(&mut b, &mut seen_b),
-            &mut now,
-            1,
-            &mut |from, d| {
-                // A drop-tail queue of two rounds' worth.
-                if from == 1 && link.len() < 2 * LINK_RATE {
-                    link.push_back(d.to_vec());
-                }
-                from != 1
-            },
-        );
+        c.step();
         rounds += 1;
-        if seen_b.got.len() > delivered_before {
-            delivered_before = seen_b.got.len();
+        let delivered = c.seen(2).got.len();
+        if delivered > delivered_before {
+            delivered_before = delivered;
             since_progress = 0;
         } else {
             since_progress += 1;
             longest_stall = longest_stall.max(since_progress);
         }
-        if let Some(info) = a.peer_info(2) {
+        if let Some(info) = c.core(1).peer_info(2) {
             max_srtt = max_srtt.max(info.srtt.unwrap_or_default());
         }
     }
-    let got: Vec<u64> = seen_b
+    let forward = forwarded.get();
+    let got: Vec<u64> = c
+        .seen(2)
         .got
         .iter()
         .map(|g| u64::from_le_bytes(g.2[..8].try_into().unwrap()))
@@ -101,7 +96,7 @@ fn more_gaps_than_sack_ranges_do_not_stall_the_window() {
         COUNT,
         "delivered {} of {COUNT} in {rounds} rounds; sender: {:?}",
         got.len(),
-        a.peer_info(2)
+        c.core(1).peer_info(2)
     );
     assert!(got.iter().copied().eq(0..COUNT), "out of order or repeated");
     // A window of this stream spans several hundred datagrams, so far more than

@@ -3,43 +3,20 @@
 
 mod common;
 
-use common::{addr, open};
+use common::cluster::Cluster;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hrpc_node::proto::{Core, Event};
+use hrpc_node::proto::Event;
 
 /// What a core delivered: (peer, seq, payload).
 type Got = Vec<(u32, u64, Vec<u8>)>;
 
-/// Runs both cores until quiet; returns what each delivered as (peer, seq, payload).
-fn drive(a: &mut Core, b: &mut Core, now: &mut Instant) -> (Got, Got) {
-    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
-    let mut buf = vec![0u8; 1472];
-    for _ in 0..400 {
-        *now += Duration::from_millis(5);
-        let t = *now;
-        for c in [&mut *a, &mut *b] {
-            if c.poll_timeout().is_some_and(|x| x <= t) {
-                c.handle_timeout(t);
-            }
-        }
-        while let Some(x) = a.poll_transmit(t, &mut buf) {
-            b.handle_datagram(t, addr(1), &buf[..x.len]);
-        }
-        while let Some(x) = b.poll_transmit(t, &mut buf) {
-            a.handle_datagram(t, addr(2), &buf[..x.len]);
-        }
-        a.deliver(usize::MAX, &mut |d| {
-            got_a.push((d.peer, d.seq, d.payload.to_vec()))
-        })
-        .unwrap();
-        b.deliver(usize::MAX, &mut |d| {
-            got_b.push((d.peer, d.seq, d.payload.to_vec()))
-        })
-        .unwrap();
-    }
-    (got_a, got_b)
+/// Runs nodes 1 (a) and 2 (b) until quiet (400 rounds); returns what each delivered
+/// meanwhile as (peer, seq, payload).
+fn drive(c: &mut Cluster) -> (Got, Got) {
+    c.run(400);
+    (c.take_got(1), c.take_got(2))
 }
 
 /// Invariant: when b loses its store, a reports `PeerReset` with the range
@@ -48,26 +25,23 @@ fn drive(a: &mut Core, b: &mut Core, now: &mut Instant) -> (Got, Got) {
 /// b's new stream from seq 1; nothing a had not seen acknowledged is lost.
 #[test]
 fn store_loss_resends_unacknowledged_and_restarts_inbound() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut now = Instant::now();
-    let mut a = open(dir.path(), 1, now);
-    let mut b = open(dir.path(), 2, now);
+    let mut c = Cluster::new(1..=2);
     for m in [b"one", b"two", b"thr"] {
-        a.producer().send(2, m).unwrap();
+        c.core(1).producer().send(2, m).unwrap();
     }
-    b.producer().send(1, b"old-b").unwrap();
-    let (got_a, got_b) = drive(&mut a, &mut b, &mut now);
+    c.core(2).producer().send(1, b"old-b").unwrap();
+    let (got_a, got_b) = drive(&mut c);
     assert_eq!(got_b.iter().map(|g| g.1).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(got_a, vec![(2, 1, b"old-b".to_vec())]);
-    let old_epoch = b.session_token(1);
+    let old_epoch = c.core(2).session_token(1);
 
     // b's disk is wiped while a has two more queued for it.
-    drop(b);
-    std::fs::remove_dir_all(dir.path().join("2")).unwrap();
-    a.producer().send(2, b"four").unwrap();
-    a.producer().send(2, b"five").unwrap();
-    now += Duration::from_millis(1);
-    let mut b = open(dir.path(), 2, now);
+    c.crash(2);
+    std::fs::remove_dir_all(c.store_dir(2)).unwrap();
+    c.core(1).producer().send(2, b"four").unwrap();
+    c.core(1).producer().send(2, b"five").unwrap();
+    c.now += Duration::from_millis(1);
+    let b = c.open(2);
     assert_ne!(
         b.session_token(1),
         old_epoch,
@@ -75,7 +49,7 @@ fn store_loss_resends_unacknowledged_and_restarts_inbound() {
     );
     b.producer().send(1, b"new-b").unwrap();
 
-    let (got_a, got_b) = drive(&mut a, &mut b, &mut now);
+    let (got_a, got_b) = drive(&mut c);
     assert_eq!(
         got_b,
         vec![(1, 4, b"four".to_vec()), (1, 5, b"five".to_vec())],
@@ -86,7 +60,9 @@ fn store_loss_resends_unacknowledged_and_restarts_inbound() {
         vec![(2, 1, b"new-b".to_vec())],
         "b's new stream starts at 1"
     );
-    let resets: Vec<Event> = std::iter::from_fn(|| a.poll_event())
+    let resets: Vec<Event> = c
+        .take_events(1)
+        .into_iter()
         .filter(|e| matches!(e, Event::PeerReset { .. }))
         .collect();
     assert_eq!(
@@ -94,9 +70,9 @@ fn store_loss_resends_unacknowledged_and_restarts_inbound() {
         vec![Event::PeerReset {
             peer: 2,
             old_epoch,
-            new_epoch: b.session_token(1),
+            new_epoch: c.core(2).session_token(1),
             resent: 4..6
         }]
     );
-    assert_eq!(a.stats().peer_resets, 1);
+    assert_eq!(c.core(1).stats().peer_resets, 1);
 }

@@ -3,8 +3,11 @@
 //! after a close.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::nodes::pump;
 use hrpc_node::driver::{Node, NodeConfig, SendError, SendReservation};
 
 fn pair(dir: &std::path::Path) -> (Node, Node) {
@@ -22,16 +25,16 @@ fn pair(dir: &std::path::Path) -> (Node, Node) {
 
 /// Polls both nodes until the server has `n` messages or 20 s pass.
 fn drain(server: &mut Node, client: &mut Node, n: usize) -> Vec<(u64, Vec<u8>)> {
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while got.len() < n && Instant::now() < deadline {
-        client.poll(&mut |_, _| {}).unwrap();
-        server
-            .poll(&mut |_, d| got.push((d.seq, d.payload.to_vec())))
-            .unwrap();
-        server.wait(Some(Duration::from_millis(1))).unwrap();
-    }
-    got
+    let mut got = [Vec::new(), Vec::new()];
+    pump(
+        &mut [server, client],
+        &mut got,
+        Duration::from_millis(1),
+        Duration::from_secs(20),
+        |_, got| got[0].len() >= n,
+    );
+    let [at_server, _] = got;
+    at_server.into_iter().map(|g| (g.1, g.2)).collect()
 }
 
 /// A reservation held in a struct across a poll is filled in place and committed later; a

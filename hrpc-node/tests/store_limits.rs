@@ -7,8 +7,11 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::nodes::pump;
 use hrpc_node::{Durability, NodeConfig, NodeError, SendError};
 
 /// `(sum of file lengths, sum of allocated bytes)` of the files in `dir` (`ls -l`, `du`).
@@ -48,35 +51,33 @@ fn big_message_space_comes_back_on_both_sides() {
             .collect();
         let seq = a.send(2, &msg).unwrap();
         assert!(disk_usage(&a_dir).0 > 16 << 20);
-        let mut delivered = false;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !(delivered && a.store().outbound_pending(2) == Some((seq + 1, seq + 1))) {
-            assert!(
-                Instant::now() < deadline,
-                "{durability:?}: not delivered and acked"
-            );
-            a.poll(&mut |_, _| {}).unwrap();
-            b.poll(&mut |_, d| {
-                assert_eq!(d.payload, &msg[..]);
-                delivered = true;
-            })
-            .unwrap();
-            a.wait(Some(Duration::from_millis(1))).unwrap();
-        }
-        let start = Instant::now();
-        loop {
-            a.poll(&mut |_, _| {}).unwrap();
-            b.poll(&mut |_, _| {}).unwrap();
-            let (ua, ub) = (disk_usage(&a_dir), disk_usage(&b_dir));
-            if ua.0.max(ua.1).max(ub.0).max(ub.1) <= 1 << 20 {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(3),
-                "{durability:?}: sender {ua:?}, receiver {ub:?} (length, allocated) after 3 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut got = [Vec::new(), Vec::new()];
+        let acked = pump(
+            &mut [&mut a, &mut b],
+            &mut got,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+            |n, got| {
+                !got[1].is_empty() && n[0].store().outbound_pending(2) == Some((seq + 1, seq + 1))
+            },
+        );
+        assert!(acked, "{durability:?}: not delivered and acked");
+        assert!(got[1].iter().all(|g| g.2 == msg));
+        let usage = || (disk_usage(&a_dir), disk_usage(&b_dir));
+        let small =
+            |(ua, ub): ((u64, u64), (u64, u64))| ua.0.max(ua.1).max(ub.0).max(ub.1) <= 1 << 20;
+        let reclaimed = pump(
+            &mut [&mut a, &mut b],
+            &mut got,
+            Duration::from_millis(20),
+            Duration::from_secs(3),
+            |_, _| small(usage()),
+        );
+        let (ua, ub) = usage();
+        assert!(
+            reclaimed,
+            "{durability:?}: sender {ua:?}, receiver {ub:?} (length, allocated) after 3 s"
+        );
     }
 }
 

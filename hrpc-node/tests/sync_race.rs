@@ -16,10 +16,14 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, Verdict};
 
 use hrpc_node::proto::{Core, CoreConfig, StaticResolver};
 use hrpc_store::power_loss::{Images, crash_image, snapshot, track};
@@ -29,14 +33,12 @@ use hrpc_wire::{Datagram, Frame};
 const A: u32 = 1;
 const B: u32 = 2;
 
-fn data_seqs(bytes: &[u8], seg: Option<usize>, out: &mut BTreeSet<u64>) {
-    let step = seg.unwrap_or(bytes.len()).max(1);
-    for d in bytes.chunks(step) {
-        let Ok(d) = Datagram::parse(d) else { continue };
-        for f in d.frames() {
-            if let Frame::Data(f) = f {
-                out.insert(f.seq);
-            }
+/// Adds the seqs of the data frames in datagram `d` to `out`.
+fn data_seqs(d: &[u8], out: &mut BTreeSet<u64>) {
+    let Ok(d) = Datagram::parse(d) else { return };
+    for f in d.frames() {
+        if let Frame::Data(f) = f {
+            out.insert(f.seq);
         }
     }
 }
@@ -52,13 +54,14 @@ fn sync_watermark_covers_only_durable_commits() {
     let mut store = Store::open(&a_dir, &cfg).unwrap();
     let images: Images = Arc::new(Mutex::new(snapshot(&a_dir).unwrap()));
     track(&mut store, images.clone());
-    let now0 = Instant::now();
+    let mut c = Cluster::empty();
     let resolver = StaticResolver([(B, common::addr(B))].into_iter().collect());
-    let mut a = Core::new(store, CoreConfig::default(), Box::new(resolver), now0).unwrap();
-    let mut b = common::open(dir.path(), B, now0);
+    let a = Core::new(store, CoreConfig::default(), Box::new(resolver), c.now).unwrap();
+    let producer = a.producer();
+    c.insert(A, a);
+    c.add(B, StoreConfig::new(B), CoreConfig::default());
 
     let stop = Arc::new(AtomicBool::new(false));
-    let producer = a.producer();
     let stop2 = stop.clone();
     let thread = std::thread::spawn(move || {
         let mut n = 0u64;
@@ -78,37 +81,28 @@ fn sync_watermark_covers_only_durable_commits() {
         n
     });
 
-    let mut sent = BTreeSet::new();
-    let mut buf = vec![0u8; 64 * 1500];
+    // What A sends reaches B in the same round and B's answers reach A in the next, every
+    // 200 µs of virtual time; every seq A puts on the wire is recorded.
+    c.tick = Duration::from_micros(200);
+    c.latency(A, B, 0);
+    let sent: Rc<RefCell<BTreeSet<u64>>> = Rc::default();
+    let seen = sent.clone();
+    c.filter(move |p| {
+        if p.from == A {
+            data_seqs(&p.bytes, &mut seen.borrow_mut());
+        }
+        Verdict::Pass
+    });
     let started = Instant::now();
-    let mut now = now0;
     while started.elapsed() < Duration::from_millis(1500) {
-        now += Duration::from_micros(200);
-        a.sync().unwrap();
-        a.handle_timeout(now);
-        let mut to_b = Vec::new();
-        while let Some(t) = a.poll_transmit(now, &mut buf) {
-            data_seqs(&buf[..t.len], t.segment_size, &mut sent);
-            to_b.push(buf[..t.len].to_vec());
-        }
-        for d in &to_b {
-            b.handle_datagram(now, common::addr(A), d);
-        }
-        b.sync().unwrap();
-        b.deliver(usize::MAX, &mut |_| {}).unwrap();
-        let mut to_a = Vec::new();
-        while let Some(t) = b.poll_transmit(now, &mut buf) {
-            to_a.push(buf[..t.len].to_vec());
-        }
-        for d in &to_a {
-            a.handle_datagram(now, common::addr(B), d);
-        }
+        c.step();
     }
     stop.store(true, Ordering::Relaxed);
     let committed = thread.join().unwrap();
     assert!(committed > 1000, "the producer committed only {committed}");
+    let sent = sent.take();
     assert!(sent.len() > 1000, "only {} messages went out", sent.len());
-    drop(a);
+    c.crash(A);
 
     // Power loss: every page written since the last flush reverts.
     let durable = images.lock().unwrap().clone();

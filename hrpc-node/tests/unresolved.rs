@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::nodes::pump;
 use hrpc_node::proto::{Core, CoreConfig, Event, PeerState};
 use hrpc_node::{NodeConfig, PeerState as NodePeerState};
 use hrpc_store::{Store, StoreConfig};
@@ -135,15 +136,15 @@ fn node_sleeps_while_a_peer_is_unresolved() {
 
     // The resolver learns the address: the message is delivered.
     server_port.store(u32::from(server.local_addr().port()), Ordering::Relaxed);
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while got.is_empty() && Instant::now() < deadline {
-        client.poll(&mut |_, _| {}).unwrap();
-        server
-            .poll(&mut |_, d| got.push(d.payload.to_vec()))
-            .unwrap();
-        client.wait(Some(Duration::from_millis(5))).unwrap();
-    }
+    let mut got = [Vec::new(), Vec::new()];
+    pump(
+        &mut [&mut client, &mut server],
+        &mut got,
+        Duration::from_millis(5),
+        Duration::from_secs(10),
+        |_, got| !got[1].is_empty(),
+    );
+    let got: Vec<Vec<u8>> = got[1].iter().map(|g| g.2.clone()).collect();
     assert_eq!(got, vec![b"hello".to_vec()]);
 }
 

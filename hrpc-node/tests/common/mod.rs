@@ -1,6 +1,13 @@
-//! Helpers shared by the protocol-core tests: nodes 1..=9 at fixed loopback
-//! labels (no sockets are opened), each with its own store under a test dir.
+//! Helpers shared by the tests: nodes 1..=9 at fixed loopback labels (no
+//! sockets are opened), each with its own store under a test dir; the N-node
+//! virtual-time harness ([`cluster::Cluster`]) and [`drive`], its two-node form
+//! over cores the caller owns; real nodes on loopback ([`nodes`]); and the
+//! deterministic simulation's machinery ([`sim`]).
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub(crate) mod cluster;
+pub(crate) mod nodes;
+pub(crate) mod sim;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -61,8 +68,10 @@ pub(crate) struct Side<'a> {
     pub(crate) deliver: bool,
 }
 
-/// Drives two cores for `rounds` steps of 5 ms of virtual time, as a driver
-/// would (receive, group commit, deliver, timers, transmit). A datagram from
+/// Drives two cores the caller owns for `rounds` steps of 5 ms of virtual time,
+/// each a [`cluster::round`] as a driver would (receive, group commit, deliver,
+/// timers, transmit); what a sends reaches b in the same step, what b sends
+/// reaches a in the next. A datagram from
 /// node `from` arrives only if `pass(from, bytes)` says so.
 pub(crate) fn drive(
     a: Side<'_>,
@@ -80,32 +89,25 @@ pub(crate) fn drive(
         let t = *now;
         for i in 0..2 {
             let s = &mut sides[i];
-            for d in std::mem::take(&mut inflight[i]) {
-                s.core.handle_datagram(t, addr(ids[1 - i]), &d);
-            }
-            s.core.sync().unwrap();
-            if s.deliver {
-                let got = &mut s.seen.got;
-                s.core
-                    .deliver(usize::MAX, &mut |d| {
-                        got.push((d.peer, d.seq, d.payload.to_vec()))
-                    })
-                    .unwrap();
-            }
-            if s.core.poll_timeout().is_some_and(|x| x <= t) {
-                s.core.handle_timeout(t);
-            }
-            while let Some(x) = s.core.poll_transmit(t, &mut buf) {
-                let seg = x.segment_size.unwrap_or(x.len).max(1);
-                for d in buf[..x.len].chunks(seg) {
+            let inbox = std::mem::take(&mut inflight[i])
+                .into_iter()
+                .map(|d| (addr(ids[1 - i]), d));
+            let (to, other) = inflight.split_at_mut(1);
+            let out = if i == 0 { &mut other[0] } else { &mut to[0] };
+            cluster::round(
+                s.core,
+                s.seen,
+                s.deliver,
+                t,
+                inbox,
+                usize::MAX,
+                &mut buf,
+                &mut |_, d| {
                     if pass(ids[i], d) {
-                        inflight[1 - i].push(d.to_vec());
+                        out.push(d.to_vec());
                     }
-                }
-            }
-            while let Some(e) = s.core.poll_event() {
-                s.seen.events.push(e);
-            }
+                },
+            );
         }
     }
     // What b sent in the last round reaches a now, so calls of a few rounds
