@@ -36,6 +36,7 @@ mod publish;
 mod records;
 mod recovery;
 mod report;
+mod scan;
 
 pub use self::config::{Durability, StoreConfig};
 pub use self::inbound::InboundSlot;
