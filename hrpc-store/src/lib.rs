@@ -89,6 +89,7 @@ mod store;
 mod sync;
 
 pub use error::StoreError;
+pub use store::inspect;
 pub use store::{
     Damage, Durability, FileReport, InboundSlot, LostRange, MessageRef, OpenReport,
     OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, ResetReport, SendWindow,

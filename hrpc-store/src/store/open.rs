@@ -23,8 +23,8 @@ use super::{
 use crate::error::StoreError;
 use crate::inbound_index::{InEntry, InboundIndex};
 use crate::layout::{
-    ENTRY_LEN, KIND_IN_LOST, KIND_OUT_LOST, NUM_CLASSES, SEG_HDR, SLOT_HDR, SUPER_LEN,
-    Superblock, class_size, is_outbound,
+    ENTRY_LEN, KIND_IN_LOST, KIND_OUT_LOST, NUM_CLASSES, SEG_HDR, SLOT_HDR, SUPER_LEN, Superblock,
+    class_size, is_outbound,
 };
 use crate::map::{MappedFile, SegCell};
 use crate::sync::{Arc, Condvar, Mutex, Ordering, lock};

@@ -22,10 +22,7 @@ use std::path::Path;
 /// A file shorter than the superblock, or a superblock failing its checks, is
 /// [`StoreError::Corrupt`].
 pub(super) fn read_superblock(file: &File, path: &Path) -> Result<(Superblock, u64)> {
-    let meta_len = file
-        .metadata()
-        .map_err(StoreError::io("stat", path))?
-        .len();
+    let meta_len = file.metadata().map_err(StoreError::io("stat", path))?.len();
     if meta_len < 64 {
         return Err(corrupt(path, format!("truncated to {meta_len} bytes")));
     }
