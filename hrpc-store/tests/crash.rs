@@ -3,7 +3,9 @@
 //! (`@@B ...`) and after (`@@E ...`) doing it. The parent SIGKILLs it at a random point, or the
 //! child aborts itself at a named fail point (`HRPC_STORE_FAILPOINT`). The parent then reopens
 //! the store and checks it equals the model of all completed operations, or that model plus the
-//! one operation that was in flight — byte for byte, nothing missing and nothing extra.
+//! one operation that was in flight — byte for byte, nothing missing and nothing extra. Before
+//! reopening, it inspects the crashed store (`hrpc_store::inspect`): no damage, the lock free,
+//! and the same cursors, counts and bytes the reopened store reports.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,6 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use hrpc_store::inspect::{LockState, inspect_dir};
 use hrpc_store::{Store, StoreConfig, StoreError};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -381,7 +384,23 @@ fn run_once(
         "child (fp {fp:?}, kill_after {kill_after:?}): {done} ops done, in flight {}, {status:?}",
         in_flight.is_some()
     );
+    // Inspection of the crashed store (read-only, no lock) succeeds, finds nothing wrong
+    // (a process crash damages nothing) and says what the reopened store says.
+    let inspected = inspect_dir(dir).expect("inspect after crash");
+    assert!(
+        inspected.is_healthy(),
+        "after crash: {:?}",
+        inspected.damage
+    );
+    assert_eq!(inspected.lock, LockState::Free);
     let store = Store::open(dir, &cfg()).expect("reopen after crash");
+    let reported: Vec<_> = inspected.peers.iter().map(|p| p.peer_report()).collect();
+    assert_eq!(
+        reported,
+        store.inspect().peers,
+        "inspection disagrees with the store"
+    );
+    assert_eq!(inspected.used_bytes, store.usage().0);
     let seen = normalize(observe(&store));
     let before = normalize(model.clone());
     let mut after_model = model.clone();
