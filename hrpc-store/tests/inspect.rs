@@ -385,3 +385,48 @@ proptest! {
         }
     }
 }
+
+/// A peer record copy (64 bytes) with a valid checksum: generation, peer, then the cursors.
+fn record(generation: u64, peer: u32, next_out: u64, acked_out: u64, consumed_in: u64) -> Vec<u8> {
+    let mut r = Vec::with_capacity(64);
+    r.extend_from_slice(&generation.to_le_bytes());
+    r.extend_from_slice(&peer.to_le_bytes());
+    r.extend_from_slice(&[0; 12]); // incarnations, flags
+    r.extend_from_slice(&next_out.to_le_bytes());
+    r.extend_from_slice(&acked_out.to_le_bytes());
+    r.extend_from_slice(&consumed_in.to_le_bytes());
+    r.extend_from_slice(&[0; 12]); // peer epoch, reserved
+    let crc = crc32c::crc32c(&r);
+    r.extend_from_slice(&crc.to_le_bytes());
+    r
+}
+
+/// Crafted records with valid checksums and extreme cursors (a newer record for a peer that
+/// has slots, acknowledging and consuming everything up to `u64::MAX`): reported, no panic,
+/// no overflow.
+#[test]
+fn extreme_cursors_do_not_overflow() {
+    let t = template();
+    let meta = t.files.iter().position(|(n, _)| n == "meta").unwrap();
+    for (next, acked, consumed) in [
+        (u64::MAX, u64::MAX, u64::MAX),
+        (u64::MAX, 0, 0),
+        (1, u64::MAX - 1, u64::MAX - 1),
+    ] {
+        for peer in [1u32, 9, 77] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut files = t.files.clone();
+            let at = 4096 + 6 * 192;
+            files[meta].1[at..at + 64].copy_from_slice(&record(
+                1 << 40,
+                peer,
+                next,
+                acked,
+                consumed,
+            ));
+            write(dir.path(), &files);
+            let i = inspect_and_compare(dir.path()).unwrap();
+            assert!(i.peer(peer).is_some());
+        }
+    }
+}

@@ -410,8 +410,8 @@ impl Store {
             st.next_out = st
                 .rec
                 .next_out
-                .max(st.rec.acked_out + 1)
-                .max(last + 1)
+                .max(st.rec.acked_out.saturating_add(1))
+                .max(last.saturating_add(1))
                 .max(1);
             // Everything recovered may be transmitted: record the floor
             // (made durable below in Sync mode) before anything is sent.

@@ -114,7 +114,8 @@ impl RecoveryPlan {
         report: &mut OpenReport,
     ) {
         let peer = rec.peer;
-        let mut expected = rec.acked_out + 1;
+        // Saturating: a record is only checksummed, its cursors may hold any value.
+        let mut expected = rec.acked_out.saturating_add(1);
         let floor = rec.next_out.max(expected);
         let mut dropping = false;
         let mut prev: Option<u64> = None;
@@ -149,7 +150,7 @@ impl RecoveryPlan {
                 }
             }
             self.keep.push(c.index);
-            expected = expected.max(c.last + 1);
+            expected = expected.max(c.last.saturating_add(1));
         }
         if expected < floor {
             damaged(report, &mut self.lost, expected, floor - 1);
