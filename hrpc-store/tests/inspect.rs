@@ -430,3 +430,28 @@ fn extreme_cursors_do_not_overflow() {
         }
     }
 }
+
+/// The largest peer table (`MAX_PEERS` entries, all free but one) is read in linear time.
+#[test]
+fn largest_peer_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        max_peers: hrpc_store::MAX_PEERS,
+        ..StoreConfig::new(2)
+    };
+    let t0 = std::time::Instant::now();
+    drop(Store::open(dir.path(), &cfg).unwrap());
+    let s = Store::open(dir.path(), &cfg).unwrap();
+    s.producer().send(5, b"x").unwrap();
+    drop(s);
+    let i = inspect_dir(dir.path()).unwrap();
+    // Quadratic, this took 50 s in a debug build; linear, well under one.
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(i.is_healthy());
+    assert_eq!(i.max_peers, hrpc_store::MAX_PEERS);
+    assert_eq!(i.peers.len(), 1);
+}

@@ -93,10 +93,14 @@ pub(super) fn scan_records(
     }
     // Entries shadowed by duplicates are neither free nor used; `open` zeroes them so they
     // become free.
-    let used: std::collections::HashSet<u32> = out.found.iter().map(|f| f.0).collect();
-    out.shadowed = (0..max_peers)
-        .filter(|e| !used.contains(e) && !out.free.contains(e))
+    // Sets, not list scans: the table may have `MAX_PEERS` entries.
+    let taken: std::collections::HashSet<u32> = out
+        .found
+        .iter()
+        .map(|f| f.0)
+        .chain(out.free.iter().copied())
         .collect();
+    out.shadowed = (0..max_peers).filter(|e| !taken.contains(e)).collect();
     out.free.extend(&out.shadowed);
     out.free.sort_unstable_by(|a, b| b.cmp(a));
     out
