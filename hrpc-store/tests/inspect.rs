@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
 
 use hrpc_store::corruption::{Template, config, mutate};
@@ -454,4 +455,43 @@ fn largest_peer_table() {
     assert!(i.is_healthy());
     assert_eq!(i.max_peers, hrpc_store::MAX_PEERS);
     assert_eq!(i.peers.len(), 1);
+}
+
+/// FIFOs and directories under the names of store files: inspection neither hangs nor
+/// panics; a segment that is not a regular file is damage, a `meta` that is not one an error.
+#[test]
+fn special_files_do_not_hang() {
+    let t = template();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &t.files);
+    std::fs::remove_file(dir.path().join("LOCK")).unwrap();
+    let fifo = |name: &str| {
+        Command::new("mkfifo")
+            .arg(dir.path().join(name))
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !fifo("LOCK") || !fifo("seg-000500") {
+        eprintln!("skipped: mkfifo unavailable");
+        return;
+    }
+    std::fs::create_dir(dir.path().join("seg-000501")).unwrap();
+    let path = dir.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(inspect_dir(&path)).unwrap());
+    let i = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("inspection hung")
+        .unwrap();
+    assert!(matches!(i.lock, LockState::Unknown(_)), "{:?}", i.lock);
+    let d = places(&i.damage);
+    assert!(d.contains(&("seg-000500".into(), 0)), "{:?}", i.damage);
+    assert!(d.contains(&("seg-000501".into(), 0)), "{:?}", i.damage);
+
+    std::fs::remove_file(dir.path().join("meta")).unwrap();
+    std::fs::create_dir(dir.path().join("meta")).unwrap();
+    assert!(matches!(
+        inspect_dir(dir.path()),
+        Err(StoreError::Io { .. })
+    ));
 }

@@ -334,7 +334,7 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
     let lock = probe_lock(dir);
 
     let meta_path = dir.join(META_FILE);
-    let meta_file = match File::open(&meta_path) {
+    let meta_file = match open_regular(&meta_path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let reason = if seg_files.is_empty() {
@@ -483,9 +483,23 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
     })
 }
 
+/// Opens `path` read-only, refusing anything but a regular file. `O_NONBLOCK`, so that a
+/// FIFO (or device) planted under a store file's name cannot make the open wait forever.
+fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
 /// Probes the lock without taking it from anyone (see [`LockState`]).
 fn probe_lock(dir: &Path) -> LockState {
-    let file = match File::open(dir.join(LOCK_FILE)) {
+    let file = match open_regular(&dir.join(LOCK_FILE)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return LockState::NoLockFile,
         Err(e) => return LockState::Unknown(format!("open {LOCK_FILE}: {e}")),
@@ -605,7 +619,7 @@ fn scan_segment(
         report.damage(path, 0, "segment index out of range");
         return;
     }
-    let file = match File::open(path) {
+    let file = match open_regular(path) {
         Ok(f) => f,
         Err(e) => {
             report.damage(path, 0, format!("cannot open: {e}"));
