@@ -16,10 +16,12 @@
 //! - [`soak`]: two nodes exchanging messages through the relay while they are SIGKILLed and
 //!   restarted, every delivery checked from a durable log;
 //! - [`report`]: the matrix `cargo xtask bench` runs, written as Markdown and SVG;
-//! - [`procs`]: signals, peak RSS and child processes that die with their parent.
+//! - [`procs`]: signals, peak RSS and child processes that die with their parent;
+//! - [`inspect`]: `hrpc-bench inspect`, a read-only report on a store directory.
 #![forbid(unsafe_code)]
 
 pub mod c_seed;
+pub mod inspect;
 pub mod latency;
 pub mod pair;
 pub mod payload;

@@ -50,6 +50,12 @@
 //! contract. Damage found while the store is closed is handled by recovery: every byte read from
 //! disk is validated before use.
 //!
+//! ## Inspection
+//!
+//! [`inspect::inspect_dir`] reports on a store directory without opening it: it takes no lock
+//! and writes nothing, so it is safe beside a live node and on a damaged store, and it judges
+//! the files by the same checks as [`Store::open`] (`hrpc-bench inspect` prints it).
+//!
 //! ## Threads
 //!
 //! [`Store`] is owned by the poll thread. [`OutboundProducer`] (Clone + Send + Sync) lets other
@@ -89,6 +95,7 @@ mod store;
 mod sync;
 
 pub use error::StoreError;
+pub use store::inspect;
 pub use store::{
     Damage, Durability, FileReport, InboundSlot, LostRange, MessageRef, OpenReport,
     OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, ResetReport, SendWindow,

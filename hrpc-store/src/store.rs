@@ -18,6 +18,8 @@
 //! - `maintain`: giving disk space back by deleting empty segments (I8).
 //! - `lifecycle`: closing to producers and releasing the files.
 //! - `report`: the value types the API returns, and [`Store::inspect`].
+//! - `inspect`: read-only inspection of a store directory, without opening it; `scan` holds
+//!   the checks of the superblock, records, segment headers and slots it shares with `open`.
 //! - `files`, `hooks`: file-creation helpers, and test hooks.
 
 mod alloc;
@@ -26,6 +28,7 @@ mod files;
 mod flush;
 mod hooks;
 mod inbound;
+pub mod inspect;
 mod lifecycle;
 mod maintain;
 mod open;
@@ -36,6 +39,7 @@ mod publish;
 mod records;
 mod recovery;
 mod report;
+mod scan;
 
 pub use self::config::{Durability, StoreConfig};
 pub use self::inbound::InboundSlot;

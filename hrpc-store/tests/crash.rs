@@ -3,7 +3,9 @@
 //! (`@@B ...`) and after (`@@E ...`) doing it. The parent SIGKILLs it at a random point, or the
 //! child aborts itself at a named fail point (`HRPC_STORE_FAILPOINT`). The parent then reopens
 //! the store and checks it equals the model of all completed operations, or that model plus the
-//! one operation that was in flight — byte for byte, nothing missing and nothing extra.
+//! one operation that was in flight — byte for byte, nothing missing and nothing extra. Before
+//! reopening, it inspects the crashed store (`hrpc_store::inspect`): no damage, the lock free,
+//! and the same cursors, counts and bytes the reopened store reports.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,6 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use hrpc_store::inspect::{LockState, inspect_dir};
 use hrpc_store::{Store, StoreConfig, StoreError};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -381,7 +384,23 @@ fn run_once(
         "child (fp {fp:?}, kill_after {kill_after:?}): {done} ops done, in flight {}, {status:?}",
         in_flight.is_some()
     );
+    // Inspection of the crashed store (read-only, no lock) succeeds, finds nothing wrong
+    // (a process crash damages nothing) and says what the reopened store says.
+    let inspected = inspect_dir(dir).expect("inspect after crash");
+    assert!(
+        inspected.is_healthy(),
+        "after crash: {:?}",
+        inspected.damage
+    );
+    assert_eq!(inspected.lock, LockState::Free);
     let store = Store::open(dir, &cfg()).expect("reopen after crash");
+    let reported: Vec<_> = inspected.peers.iter().map(|p| p.peer_report()).collect();
+    assert_eq!(
+        reported,
+        store.inspect().peers,
+        "inspection disagrees with the store"
+    );
+    assert_eq!(inspected.used_bytes, store.usage().0);
     let seen = normalize(observe(&store));
     let before = normalize(model.clone());
     let mut after_model = model.clone();
@@ -491,6 +510,74 @@ fn abort_at_fail_points() {
             }
         }
     }
+}
+
+/// Inspection beside a live writer in another process: every inspection succeeds (what changed
+/// under the read may show as damage, nothing worse), reports the lock held while the writer
+/// lives, and the writer is not disturbed: killed afterwards, its store reopens as the model of
+/// its operations says (`run_once`'s checks).
+#[test]
+fn inspection_beside_a_live_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_child(dir.path(), &[(SEED_ENV, "4242".to_string())]);
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut ops = Vec::new();
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if line.ends_with("@@READY") {
+                let _ = tx.send(());
+            }
+            ops.push(line);
+        }
+        ops
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("child ready");
+    let (mut inspections, mut held, mut transient) = (0, 0, 0);
+    while inspections < 200 {
+        let i = inspect_dir(dir.path()).expect("inspect beside a live writer");
+        inspections += 1;
+        transient += usize::from(!i.is_healthy());
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        // Alive after the inspection, so alive during it.
+        assert_eq!(i.lock, LockState::Held);
+        held += 1;
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    let ops = reader.join().unwrap();
+    eprintln!(
+        "{inspections} inspections, {held} while the writer lived, {transient} saw it moving; \
+         the writer got through {} lines",
+        ops.len()
+    );
+    // The writer's store is intact: replay the ops it completed into a model and let the
+    // usual post-crash checks (inspection, reopen, model) run on it.
+    let mut model = State::new();
+    let mut in_flight = None;
+    for l in ops.iter().filter_map(|l| l.strip_prefix("@@")) {
+        if let Some(op) = l.strip_prefix("B ") {
+            in_flight = Some(Op::decode(op));
+        } else if l == "E"
+            && let Some(op) = in_flight.take()
+        {
+            op.apply(&mut model);
+        }
+    }
+    let store = Store::open(dir.path(), &cfg()).unwrap();
+    let seen = normalize(observe(&store));
+    let mut after = model.clone();
+    if let Some(op) = &in_flight {
+        op.apply(&mut after);
+    }
+    assert!(
+        seen == normalize(model) || seen == normalize(after),
+        "the writer's store does not match its operations"
+    );
 }
 
 /// A second process opening a locked store gets `Locked`; once the owner is gone it opens.

@@ -4,7 +4,7 @@
 //! Phase 1 only reads; a damaged store that is not to be recovered is refused with nothing
 //! changed.
 
-use super::alloc::{ClassState, SEG_MAX, max_payload, seg_class, seg_use_of, sh_segments_set};
+use super::alloc::{ClassState, max_payload, seg_class, seg_use_of, sh_segments_set};
 use super::config::{Durability, StoreConfig};
 use super::files::{corrupt, create_file, fallocate, fsync_dir};
 use super::hooks::HookSlot;
@@ -12,6 +12,10 @@ use super::producer::OutboundProducer;
 use super::records::new_state;
 use super::recovery::{Candidate, RecoveryPlan};
 use super::report::OpenReport;
+use super::scan::{
+    PeerRecords, check_segment_header, check_slot_header, check_slot_payload, read_superblock,
+    scan_records,
+};
 use super::{
     IdMap, Inner, LOCK_FILE, MAX_SEGMENTS, META_FILE, OutEntry, PeerState, Result, Segment, Shared,
     SlotId, Store,
@@ -19,8 +23,8 @@ use super::{
 use crate::error::StoreError;
 use crate::inbound_index::{InEntry, InboundIndex};
 use crate::layout::{
-    COPIES, ENTRY_LEN, KIND_IN_LOST, KIND_OUT_LOST, NUM_CLASSES, RECORD_LEN, Record, SEG_HDR,
-    SLOT_HDR, SUPER_LEN, SegHeader, SlotHeader, Superblock, class_size, is_outbound,
+    ENTRY_LEN, KIND_IN_LOST, KIND_OUT_LOST, NUM_CLASSES, SEG_HDR, SLOT_HDR, SUPER_LEN, Superblock,
+    class_size, is_outbound,
 };
 use crate::map::{MappedFile, SegCell};
 use crate::sync::{Arc, Condvar, Mutex, Ordering, lock};
@@ -137,21 +141,7 @@ impl Store {
             .write(true)
             .open(&meta_path)
             .map_err(StoreError::io("open", &meta_path))?;
-        let meta_len = meta_file
-            .metadata()
-            .map_err(StoreError::io("stat", &meta_path))?
-            .len();
-        if meta_len < 64 {
-            return Err(corrupt(
-                &meta_path,
-                format!("truncated to {meta_len} bytes"),
-            ));
-        }
-        let mut sbb = [0u8; 64];
-        meta_file
-            .read_exact_at(&mut sbb, 0)
-            .map_err(StoreError::io("read superblock of", &meta_path))?;
-        let sb = Superblock::decode(&sbb).map_err(|r| corrupt(&meta_path, r))?;
+        let (sb, meta_len) = read_superblock(&meta_file, &meta_path)?;
         if sb.node_id != cfg.node_id {
             return Err(StoreError::NodeIdMismatch {
                 stored: sb.node_id,
@@ -174,52 +164,25 @@ impl Store {
         let mut report = OpenReport::default();
 
         // Peer records: per entry, the valid copy with the highest generation.
+        let records = scan_records(
+            sb.max_peers,
+            |e, buf| meta.read(SUPER_LEN + e as usize * ENTRY_LEN, buf),
+            &meta_path,
+            &mut report,
+        );
         let mut states: Vec<PeerState> = Vec::new();
         let mut peers: IdMap<u32> = IdMap::default();
-        let mut free_entries = Vec::new();
-        let mut buf = [0u8; RECORD_LEN];
-        for e in (0..sb.max_peers).rev() {
-            let mut best: Option<(Record, u8)> = None;
-            for c in 0..COPIES {
-                meta.read(
-                    SUPER_LEN + e as usize * ENTRY_LEN + c * RECORD_LEN,
-                    &mut buf,
-                );
-                if let Some(r) = Record::decode(&buf)
-                    && best.is_none_or(|(b, _)| r.generation > b.generation)
-                {
-                    best = Some((r, c as u8));
-                }
-            }
-            let Some((rec, c)) = best else {
-                free_entries.push(e);
-                continue;
-            };
-            if let Some(&other) = peers.get(&rec.peer) {
-                // Two entries for one peer: only possible through outside damage. Keep the newer.
-                report.damage(
-                    &meta_path,
-                    (SUPER_LEN + e as usize * ENTRY_LEN) as u64,
-                    format!("a second record for peer {}", rec.peer),
-                );
-                let o = &mut states[other as usize];
-                if o.rec.generation >= rec.generation {
-                    continue;
-                }
-                *o = new_state(rec, e, c);
-                continue;
-            }
+        for &(e, rec, c) in &records.found {
             peers.insert(rec.peer, states.len() as u32);
             states.push(new_state(rec, e, c));
         }
         // Entries shadowed by duplicates are neither free nor used; zeroed below so they
         // become free.
-        let used_entries: std::collections::HashSet<u32> = states.iter().map(|s| s.entry).collect();
-        let shadowed: Vec<u32> = (0..sb.max_peers)
-            .filter(|e| !used_entries.contains(e) && !free_entries.contains(e))
-            .collect();
-        free_entries.extend(&shadowed);
-        free_entries.sort_unstable_by(|a, b| b.cmp(a));
+        let PeerRecords {
+            free: free_entries,
+            shadowed,
+            ..
+        } = records;
 
         let segments: Box<[SegCell<Segment>]> = (0..MAX_SEGMENTS).map(|_| SegCell::new()).collect();
         let mut classes: Vec<ClassState> =
@@ -248,14 +211,8 @@ impl Store {
             let mut hb = [0u8; SEG_HDR];
             file.read_exact_at(&mut hb, 0)
                 .map_err(StoreError::io("read header of segment", path))?;
-            let h = SegHeader::decode(&hb).map_err(|r| corrupt(path, r))?;
-            if h.index != *i || h.epoch != sb.epoch {
-                return Err(corrupt(path, "segment belongs to another store or index"));
-            }
+            let h = check_segment_header(*i, &hb, sb.epoch).map_err(|r| corrupt(path, r))?;
             let len = h.file_len();
-            if len > (SEG_MAX + class_size(h.class as usize) + SEG_HDR) as u64 {
-                return Err(corrupt(path, "segment larger than any the store creates"));
-            }
             if flen < len {
                 // Files are created at full length (fallocate before rename): a shorter one was
                 // cut while the store was closed, and the slots past the cut are gone.
@@ -287,36 +244,16 @@ impl Store {
                     continue;
                 }
                 seg.map.read(off + 8, &mut hdr);
-                let valid = SlotHeader::decode(&hdr).filter(|h| {
-                    h.generation == state
-                        && (h.len as usize) <= cap
-                        && crc32c::crc32c(seg.map.bytes(off + SLOT_HDR, h.len as usize)) == h.crc
+                let valid = check_slot_header(state, &hdr, cap).and_then(|h| {
+                    let payload = seg.map.bytes(off + SLOT_HDR, h.len as usize);
+                    check_slot_payload(&h, payload, slot)
                 });
-                let lost_through = |h: &SlotHeader| -> Option<u64> {
-                    if h.kind != KIND_OUT_LOST && h.kind != KIND_IN_LOST {
-                        return Some(h.seq);
+                match valid {
+                    Ok(c) => {
+                        max_gen = max_gen.max(c.generation);
+                        cands.push(c);
                     }
-                    let mut b = [0u8; 8];
-                    seg.map.read(off + SLOT_HDR, &mut b);
-                    Some(u64::from_le_bytes(b)).filter(|&last| last >= h.seq)
-                };
-                match valid.and_then(|h| Some((h, lost_through(&h)?))) {
-                    Some((h, last)) => {
-                        max_gen = max_gen.max(h.generation);
-                        cands.push(Candidate {
-                            index: 0,
-                            peer: h.peer,
-                            kind: h.kind,
-                            seq: h.seq,
-                            last,
-                            generation: h.generation,
-                            inc: h.inc,
-                            len: h.len,
-                            crc: h.crc,
-                            slot,
-                        });
-                    }
-                    None => {
+                    Err(_) => {
                         // A published slot is complete and checksummed (I1). Only a power loss
                         // can tear one (Sync mode: what it held was never durable); otherwise
                         // it was damaged while the store was closed.
@@ -340,56 +277,13 @@ impl Store {
             nsegs = nsegs.max(*i + 1);
         }
 
-        // Streams: by (peer, direction, seq), highest generation first.
-        cands.sort_unstable_by(|a, b| {
-            (
-                a.peer,
-                is_outbound(a.kind),
-                a.seq,
-                std::cmp::Reverse(a.generation),
-            )
-                .cmp(&(
-                    b.peer,
-                    is_outbound(b.kind),
-                    b.seq,
-                    std::cmp::Reverse(b.generation),
-                ))
-        });
-        for (i, c) in cands.iter_mut().enumerate() {
-            c.index = i;
-        }
-        let mut plan = RecoveryPlan::default();
-        let mut at = 0;
-        while at < cands.len() {
-            let (peer, out) = (cands[at].peer, is_outbound(cands[at].kind));
-            let n = cands[at..].partition_point(|c| c.peer == peer && is_outbound(c.kind) == out);
-            let group = &cands[at..at + n];
-            at += n;
-            let rec = match peers.get(&peer) {
-                Some(&k) => states[k as usize].rec,
-                None => {
-                    // Every slot's peer record is written before the slot is published; only
-                    // a power loss between the two flushes explains a slot without one.
-                    if !sync {
-                        report.damage(
-                            &meta_path,
-                            SUPER_LEN as u64,
-                            format!("slots for peer {peer}, which has no record"),
-                        );
-                    }
-                    Record {
-                        peer,
-                        next_out: 1,
-                        ..Record::default()
-                    }
-                }
-            };
-            if out {
-                plan.outbound(group, &rec, sync, &meta_path, &mut report);
-            } else {
-                plan.inbound(group, &rec);
-            }
-        }
+        let plan = RecoveryPlan::build(
+            &mut cands,
+            |peer| peers.get(&peer).map(|&k| states[k as usize].rec),
+            sync,
+            &meta_path,
+            &mut report,
+        );
         if !recover && report.damage_count > 0 {
             let first = &report.damage[0];
             return Err(StoreError::Damaged {
@@ -516,8 +410,8 @@ impl Store {
             st.next_out = st
                 .rec
                 .next_out
-                .max(st.rec.acked_out + 1)
-                .max(last + 1)
+                .max(st.rec.acked_out.saturating_add(1))
+                .max(last.saturating_add(1))
                 .max(1);
             // Everything recovered may be transmitted: record the floor
             // (made durable below in Sync mode) before anything is sent.

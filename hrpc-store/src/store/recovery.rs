@@ -4,7 +4,7 @@
 
 use super::SlotId;
 use super::report::{LostRange, OpenReport};
-use crate::layout::{KIND_IN_LOST, Record, SUPER_LEN};
+use crate::layout::{KIND_IN_LOST, Record, SUPER_LEN, is_outbound};
 use std::path::Path;
 
 pub(super) struct Candidate {
@@ -35,6 +35,70 @@ pub(super) struct RecoveryPlan {
 }
 
 impl RecoveryPlan {
+    /// Sorts the candidates by (peer, direction, seq, generation descending), numbers them, and
+    /// decides about each peer's streams. `record(peer)` is the peer's current record; a peer
+    /// without one has slots only through damage (Process mode) or a power loss between the
+    /// two flushes (Sync mode), and its streams are judged against an empty record.
+    pub(super) fn build(
+        cands: &mut [Candidate],
+        record: impl Fn(u32) -> Option<Record>,
+        sync: bool,
+        meta_path: &Path,
+        report: &mut OpenReport,
+    ) -> RecoveryPlan {
+        // Streams: by (peer, direction, seq), highest generation first.
+        cands.sort_unstable_by(|a, b| {
+            (
+                a.peer,
+                is_outbound(a.kind),
+                a.seq,
+                std::cmp::Reverse(a.generation),
+            )
+                .cmp(&(
+                    b.peer,
+                    is_outbound(b.kind),
+                    b.seq,
+                    std::cmp::Reverse(b.generation),
+                ))
+        });
+        for (i, c) in cands.iter_mut().enumerate() {
+            c.index = i;
+        }
+        let mut plan = RecoveryPlan::default();
+        let mut at = 0;
+        while at < cands.len() {
+            let (peer, out) = (cands[at].peer, is_outbound(cands[at].kind));
+            let n = cands[at..].partition_point(|c| c.peer == peer && is_outbound(c.kind) == out);
+            let group = &cands[at..at + n];
+            at += n;
+            let rec = match record(peer) {
+                Some(rec) => rec,
+                None => {
+                    // Every slot's peer record is written before the slot is published; only
+                    // a power loss between the two flushes explains a slot without one.
+                    if !sync {
+                        report.damage(
+                            meta_path,
+                            SUPER_LEN as u64,
+                            format!("slots for peer {peer}, which has no record"),
+                        );
+                    }
+                    Record {
+                        peer,
+                        next_out: 1,
+                        ..Record::default()
+                    }
+                }
+            };
+            if out {
+                plan.outbound(group, &rec, sync, meta_path, report);
+            } else {
+                plan.inbound(group, &rec);
+            }
+        }
+        plan
+    }
+
     /// One peer's outbound slots, ascending by seq. An outbound stream is contiguous: the store
     /// holds every seq from `acked + 1` to the last committed one (messages or gap markers), and
     /// the recorded floor says how far it went at the last sync. A hole below the floor (or, in
@@ -50,7 +114,8 @@ impl RecoveryPlan {
         report: &mut OpenReport,
     ) {
         let peer = rec.peer;
-        let mut expected = rec.acked_out + 1;
+        // Saturating: a record is only checksummed, its cursors may hold any value.
+        let mut expected = rec.acked_out.saturating_add(1);
         let floor = rec.next_out.max(expected);
         let mut dropping = false;
         let mut prev: Option<u64> = None;
@@ -85,7 +150,7 @@ impl RecoveryPlan {
                 }
             }
             self.keep.push(c.index);
-            expected = expected.max(c.last + 1);
+            expected = expected.max(c.last.saturating_add(1));
         }
         if expected < floor {
             damaged(report, &mut self.lost, expected, floor - 1);

@@ -39,8 +39,10 @@ impl<'a> MessageRef<'a> {
     }
 }
 
-/// Something wrong found in a store's files by [`Store::open`].
+/// Something wrong found in a store's files by [`Store::open`] (or by
+/// [`inspect_dir`](crate::inspect::inspect_dir)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Damage {
     /// The damaged file.
     pub file: PathBuf,
@@ -52,6 +54,7 @@ pub struct Damage {
 
 /// Outbound messages lost from a damaged store: seqs `first..=last` to `peer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct LostRange {
     /// Peer node id.
     pub peer: u32,
