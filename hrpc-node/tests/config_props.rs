@@ -168,10 +168,8 @@ fn exchange(cfg: &CoreConfig, steps: usize) -> (Seen, Seen) {
         c.core(2).producer().send(1, &m).unwrap();
     }
     let want = messages(cfg, 1).len();
-    // What node 1 sends reaches node 2 in the same round, as with two cores driven in turn.
-    // (With perfectly symmetric timing — both first datagrams in flight at once — and
-    // `max_unsolicited_per_sec` = 1, the two never complete their handshake; that is not what
-    // this property is about.)
+    // What node 1 sends reaches node 2 in the same round, as with two cores driven in turn
+    // (symmetric timing has its own test: `handshake.rs::simultaneous_open_completes`).
     c.latency(1, 2, 0);
     // The first round runs at the time the cores were opened.
     c.tick = Duration::ZERO;

@@ -219,3 +219,35 @@ fn no_takeover_of_an_unaddressed_peer_after_a_restart() {
     assert!(handshake(&mut a, now, STRANGER, real, TOKEN));
     assert_eq!(a.peer_info(STRANGER).and_then(|p| p.addr), Some(real));
 }
+
+/// Invariant: two nodes that start at the same instant and send to each other, each seeing
+/// the other's first datagram before its answer (a symmetric simultaneous open), complete
+/// the handshake and deliver both ways — even when each may answer only one unsolicited
+/// datagram per second.
+#[test]
+fn simultaneous_open_completes() {
+    use common::cluster::Cluster;
+    use hrpc_node::proto::CoreConfig;
+    use hrpc_store::StoreConfig;
+    for per_sec in [1, 1000] {
+        let mut cfg = CoreConfig::default();
+        cfg.max_unsolicited_per_sec = per_sec;
+        let mut c = Cluster::empty();
+        c.add(1, StoreConfig::new(1), cfg.clone());
+        c.add(2, StoreConfig::new(2), cfg.clone());
+        c.latency(1, 2, 1);
+        c.latency(2, 1, 1);
+        c.core(1).producer().send(2, b"from 1").unwrap();
+        c.core(2).producer().send(1, b"from 2").unwrap();
+        let done = c.run_until(
+            |c| !c.seen(1).got.is_empty() && !c.seen(2).got.is_empty(),
+            4000,
+        );
+        let drops1 = c.core(1).stats().dropped_by_reason;
+        let drops2 = c.core(2).stats().dropped_by_reason;
+        assert!(
+            done.is_some(),
+            "{per_sec}/s: no delivery in 20 s; drops at 1: {drops1:?}; at 2: {drops2:?}"
+        );
+    }
+}

@@ -136,8 +136,9 @@ pub struct CoreConfig {
     /// window at once. Bounds: 0..=1000.
     pub loss_tolerance_per_mille: u32,
     /// Most unsolicited answers (to datagrams from senders that do not know
-    /// this node's epoch) per second, over all sources. At least 1: a node that never
-    /// answers can never be reached by a peer that does not know it yet.
+    /// this node's epoch) per second, over all sources, for challenges and for responses
+    /// each. At least 1: a node that never answers can never be reached by a peer that
+    /// does not know it yet.
     pub max_unsolicited_per_sec: u32,
     /// The cluster key, if any: every datagram this node sends carries a tag made with it,
     /// and every datagram without a valid tag is dropped before any state is touched

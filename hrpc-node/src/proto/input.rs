@@ -13,7 +13,7 @@ use super::recv::{Reassembly, RecvState};
 use super::send::SentState;
 use super::{
     Core, CoreError, DropReason, Event, MAX_QUEUED_REPLIES, MAX_SEQ, PeerState, REASSEMBLY_IDLE,
-    Reply, later,
+    Reply, ReplyFrame, later,
 };
 
 impl Core {
@@ -108,15 +108,24 @@ impl Core {
         }
     }
 
+    /// Queues an answer to a datagram from a sender that does not know this node's token,
+    /// within `max_unsolicited_per_sec`. Challenges and responses each have a budget of
+    /// their own: when two nodes meet at the same instant each receives the other's hello
+    /// and then its challenge, and a shared budget of one would be spent on the challenge
+    /// every time, leaving no response for either side, forever.
     pub(super) fn queue_reply(&mut self, now: Instant, reply: Reply) {
         if now >= self.reply_refill_at {
-            self.reply_tokens = self.cfg.max_unsolicited_per_sec;
+            self.reply_tokens = [self.cfg.max_unsolicited_per_sec; 2];
             self.reply_refill_at = later(now, Duration::from_secs(1));
         }
-        if self.reply_tokens == 0 || self.replies.len() >= MAX_QUEUED_REPLIES {
+        let kind = match reply.frame {
+            ReplyFrame::Challenge(_) => 0,
+            ReplyFrame::Response(_) => 1,
+        };
+        if self.reply_tokens[kind] == 0 || self.replies.len() >= MAX_QUEUED_REPLIES {
             return;
         }
-        self.reply_tokens -= 1;
+        self.reply_tokens[kind] -= 1;
         self.replies.push_back(reply);
     }
 

@@ -202,7 +202,8 @@ pub struct Core {
     /// Round-robin position for delivery.
     deliver_rr: usize,
     replies: VecDeque<Reply>,
-    reply_tokens: u32,
+    /// Answers left this second: challenges, responses.
+    reply_tokens: [u32; 2],
     reply_refill_at: Instant,
     reassembly_bytes: usize,
     events: VecDeque<Event>,
@@ -252,7 +253,7 @@ impl Core {
             rr: 0,
             deliver_rr: 0,
             replies: VecDeque::new(),
-            reply_tokens: cfg.max_unsolicited_per_sec,
+            reply_tokens: [cfg.max_unsolicited_per_sec; 2],
             reply_refill_at: now,
             reassembly_bytes: 0,
             events: VecDeque::new(),
