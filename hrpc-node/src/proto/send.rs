@@ -86,6 +86,11 @@ pub(crate) struct SendState {
     /// peer's newest held range and below this, written less than a loss delay ago, may
     /// still be on their way: a resend of the holes before them does not resend them.
     pub(crate) frag_high: FxHashMap<u64, (u32, Instant)>,
+    /// Fragmented messages whose peer reported a prefix short of what this side has
+    /// written: that prefix, and when it was first reported. No progress for a loss delay
+    /// after that, and the bytes past it count as lost (RACK's reordering window, applied to
+    /// fragments: a hole, or a lost last fragment, is found without a probe timeout).
+    pub(crate) frag_hole: FxHashMap<u64, (u32, Instant)>,
     /// Whose turn it is to start the next datagram while a fragment stream
     /// runs: the fragments (`true`) or the messages behind them.
     pub(crate) frag_turn: bool,
@@ -131,6 +136,7 @@ impl SendState {
             frag: None,
             frag_held: FxHashMap::default(),
             frag_high: FxHashMap::default(),
+            frag_hole: FxHashMap::default(),
             frag_turn: false,
             in_flight_bytes: 0,
             in_flight: 0,
@@ -263,6 +269,9 @@ impl SendState {
         if !self.frag_high.is_empty() {
             self.frag_high.retain(|&seq, _| seq > cum);
         }
+        if !self.frag_hole.is_empty() {
+            self.frag_hole.retain(|&seq, _| seq > cum);
+        }
         if !self.frag_held.is_empty() {
             self.frag_held.retain(|&seq, _| seq > cum);
         }
@@ -291,6 +300,7 @@ impl SendState {
         }
         self.frag_held.remove(&seq);
         self.frag_high.remove(&seq);
+        self.frag_hole.remove(&seq);
         self.largest_acked = self.largest_acked.max(seq);
         self.rack_sent_at = self.rack_sent_at.max(Some(sent_at));
         Some(len)
@@ -303,6 +313,16 @@ impl SendState {
     /// the bytes lost as the congestion controller should count them.
     pub(crate) fn detect_losses(&mut self, now: Instant) -> Option<(u64, usize)> {
         self.loss_at = None;
+        let holes = self.fragment_holes_due(now);
+        let rack = self.rack_losses(now);
+        match (holes, rack) {
+            (Some((a, x)), Some((b, y))) => Some((a.min(b), x + y)),
+            (h, r) => h.or(r),
+        }
+    }
+
+    /// The RACK part of [`SendState::detect_losses`]: whole messages.
+    fn rack_losses(&mut self, now: Instant) -> Option<(u64, usize)> {
         let rack = self.rack_sent_at?;
         let delay = self.rtt.loss_delay();
         let mut first = None;
@@ -336,6 +356,56 @@ impl SendState {
         self.in_flight_bytes -= lost_bytes;
         self.in_flight -= lost;
         first.map(|f| (f, congestion_bytes))
+    }
+
+    /// The fragment part of [`SendState::detect_losses`]: every fragmented message whose
+    /// peer's prefix has not moved for a loss delay since it was first reported short of
+    /// what was written goes again from that prefix (skipping what the peer holds and what
+    /// was written too recently to be missed). Counts one datagram's worth per message as
+    /// lost.
+    fn fragment_holes_due(&mut self, now: Instant) -> Option<(u64, usize)> {
+        if self.frag_hole.is_empty() {
+            return None;
+        }
+        let delay = self.rtt.loss_delay();
+        let mut due = Vec::new();
+        for (&seq, &(received, since)) in &self.frag_hole {
+            let at = super::later(since, delay);
+            if at <= now {
+                due.push((seq, received));
+            } else {
+                self.loss_at = Some(self.loss_at.map_or(at, |t| t.min(at)));
+            }
+        }
+        // In seq order, whatever the map's.
+        due.sort_unstable();
+        let mut first = None;
+        let mut bytes = 0;
+        for (seq, received) in due {
+            self.frag_hole.remove(&seq);
+            let Some(e) = self.entry_mut(seq) else {
+                continue;
+            };
+            if e.state == SentState::Acked || e.peer_has != received {
+                continue;
+            }
+            let (state, len) = (e.state, e.len as usize);
+            match self.frag.as_mut() {
+                Some(fc) if fc.seq == seq => fc.next_offset = fc.next_offset.min(received),
+                _ if state == SentState::InFlight => {
+                    if let Some(e) = self.entry_mut(seq) {
+                        e.state = SentState::Lost;
+                    }
+                    self.in_flight_bytes -= len;
+                    self.in_flight -= 1;
+                    self.retransmit.push_back(seq);
+                }
+                _ => continue,
+            }
+            first.get_or_insert(seq);
+            bytes += self.mtu.min(len);
+        }
+        first.map(|f| (f, bytes))
     }
 
     /// The probe timer fired (RFC 9002 §6.2): nothing was acknowledged for a probe timeout.
@@ -390,6 +460,7 @@ impl SendState {
         self.in_flight -= lost;
         self.frag = None;
         self.frag_high.clear();
+        self.frag_hole.clear();
         if persistent {
             self.cc.on_persistent_congestion(self.next_new());
             TimeoutAction::Persistent
@@ -458,6 +529,21 @@ impl SendState {
         if ranges.is_empty() {
             self.frag_held.remove(&seq);
         }
+        // Short of what was written: lost if no report moves the prefix for a loss delay.
+        let written = self.frag_high.get(&seq).map_or(len, |&(high, _)| high);
+        if received < written && self.rtt.has_sample() {
+            let since = match self.frag_hole.get(&seq) {
+                Some(&(r, since)) if r == received => since,
+                _ => {
+                    self.frag_hole.insert(seq, (received, now));
+                    now
+                }
+            };
+            let at = super::later(since, self.rtt.loss_delay());
+            self.loss_at = Some(self.loss_at.map_or(at, |t| t.min(at)));
+        } else {
+            self.frag_hole.remove(&seq);
+        }
         if let Some(fc) = self.frag.as_mut()
             && fc.seq == seq
             && fc.next_offset < received
@@ -470,6 +556,7 @@ impl SendState {
         if let Some(e) = self.entry_mut(seq) {
             e.frag_dups = 0;
         }
+        self.frag_hole.remove(&seq);
         let in_flight = self
             .entry_mut(seq)
             .is_some_and(|e| e.state == SentState::InFlight);
@@ -563,6 +650,7 @@ impl SendState {
         self.frag = None;
         self.frag_held.clear();
         self.frag_high.clear();
+        self.frag_hole.clear();
         self.in_flight_bytes = 0;
         self.in_flight = 0;
         self.rto_at = None;
