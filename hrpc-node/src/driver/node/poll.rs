@@ -46,6 +46,8 @@ impl Node {
     /// timers and transmits. `handler` gets a [`Sender`] it may reply with.
     ///
     /// Errors are fatal store or socket failures; the node should then be closed.
+    ///
+    /// Runs in a debug-level `tracing` span `poll` (field `node`).
     pub fn poll<H>(&mut self, handler: &mut H) -> Result<PollReport, NodeError>
     where
         H: FnMut(&Sender, Delivery<'_>),
@@ -53,6 +55,7 @@ impl Node {
         if self.closed {
             return Err(NodeError::Closed);
         }
+        let _span = tracing::debug_span!("poll", node = self.shared.node_id).entered();
         self.polls += 1;
         let mut report = PollReport::default();
         let woken = self.waker.take();
