@@ -47,7 +47,9 @@ impl Node {
     ///
     /// Errors are fatal store or socket failures; the node should then be closed.
     ///
-    /// Runs in a debug-level `tracing` span `poll` (field `node`).
+    /// Runs in a debug-level `tracing` span `poll` (field `node`). With the `metrics` feature,
+    /// publishes the node's metrics when `NodeConfig::metrics_interval` has passed since the
+    /// last publication.
     pub fn poll<H>(&mut self, handler: &mut H) -> Result<PollReport, NodeError>
     where
         H: FnMut(&Sender, Delivery<'_>),
@@ -105,6 +107,8 @@ impl Node {
             self.waker.drain()?;
         }
         self.dirty |= report.more;
+        #[cfg(feature = "metrics")]
+        self.metrics.maybe_publish(now, &self.core);
         Ok(report)
     }
 
