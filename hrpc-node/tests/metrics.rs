@@ -280,3 +280,43 @@ fn publishes_only_when_due() {
         Some(1)
     );
 }
+
+/// A node closed and opened again in the same process continues its counter series: the
+/// second node adds to what the first published instead of starting again from 0.
+#[test]
+fn reopened_node_continues_its_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = Capture::default();
+    let mut delivered = 0;
+    metrics::with_local_recorder(&capture, || {
+        for round in 1..=2 {
+            let mut a = NodeConfig::new(dir.path().join("a"), 1)
+                .bind(loopback())
+                .metrics_interval(Duration::ZERO)
+                .open()
+                .unwrap();
+            let mut b = NodeConfig::new(dir.path().join("b"), 2)
+                .peer(1, a.local_addr())
+                .metrics_interval(Duration::ZERO)
+                .open()
+                .unwrap();
+            for _ in 0..5 {
+                b.send(1, b"again").unwrap();
+            }
+            pump(&mut a, &mut b, &mut delivered, |_, b| {
+                b.acked_through(1) == 5 * round
+            });
+            a.close(Duration::from_millis(100)).unwrap();
+            b.close(Duration::from_millis(100)).unwrap();
+        }
+    });
+    assert_eq!(delivered, 10);
+    assert_eq!(
+        capture.counter("hrpc_messages_delivered_total{node=1}"),
+        Some(10)
+    );
+    assert_eq!(
+        capture.counter("hrpc_messages_acked_total{node=2}"),
+        Some(10)
+    );
+}

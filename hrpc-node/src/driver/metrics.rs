@@ -4,11 +4,12 @@
 //! loop calls [`Metrics::maybe_publish`] once per [`Node::poll`](super::Node::poll); it
 //! compares two instants and returns until the interval set with
 //! [`NodeConfig::metrics_interval`](super::NodeConfig::metrics_interval) has passed since the
-//! last publication. Then it sets every counter to the core's monotonic count
-//! ([`Counter::absolute`]) and every gauge to its current value. Handles are registered with
-//! the recorder installed at the first publication (and for each peer when it is first seen),
-//! so publishing allocates nothing afterwards. The names, types, labels and units are listed
-//! in the crate's README ("Metrics and tracing").
+//! last publication. Then it adds to every counter what the core counted since the last
+//! publication ([`Counter::increment`]: a node reopened in the same process continues the
+//! series instead of restarting it) and sets every gauge to its current value. Handles are
+//! registered with the recorder installed at the first publication (and for each peer when
+//! it is first seen), so publishing allocates nothing afterwards. The names, types, labels
+//! and units are listed in the crate's README ("Metrics and tracing").
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -96,28 +97,48 @@ impl Metrics {
 
 /// Node-wide counters and store gauges, labelled `node`.
 struct Handles {
-    messages_sent: Counter,
-    messages_retransmitted: Counter,
-    messages_acked: Counter,
-    messages_received: Counter,
-    messages_delivered: Counter,
-    messages_lost: Counter,
-    datagrams_sent: Counter,
-    datagrams_received: Counter,
-    bytes_sent: Counter,
-    bytes_received: Counter,
-    timeouts: Counter,
-    peer_resets: Counter,
+    messages_sent: Published,
+    messages_retransmitted: Published,
+    messages_acked: Published,
+    messages_received: Published,
+    messages_delivered: Published,
+    messages_lost: Published,
+    datagrams_sent: Published,
+    datagrams_received: Published,
+    bytes_sent: Published,
+    bytes_received: Published,
+    timeouts: Published,
+    peer_resets: Published,
     /// Indexed like [`DropReason::ALL`], labelled `reason` too.
-    dropped: [Counter; DROP_REASONS],
+    dropped: [Published; DROP_REASONS],
     store_used: Gauge,
     store_capacity: Gauge,
 }
 
+/// A counter and the count it was last brought to.
+struct Published {
+    counter: Counter,
+    last: u64,
+}
+
+impl Published {
+    fn new(counter: Counter) -> Published {
+        Published { counter, last: 0 }
+    }
+
+    /// Brings the counter to `count` (monotonic) by adding what is new.
+    fn publish(&mut self, count: u64) {
+        if count > self.last {
+            self.counter.increment(count - self.last);
+        }
+        self.last = count;
+    }
+}
+
 /// Declares a counter's unit and help text, and registers its handle for `node`.
-fn counter(name: &'static str, help: &'static str, node: &SharedString) -> Counter {
+fn counter(name: &'static str, help: &'static str, node: &SharedString) -> Published {
     metrics::describe_counter!(name, Unit::Count, help);
-    metrics::counter!(name, "node" => node.clone())
+    Published::new(metrics::counter!(name, "node" => node.clone()))
 }
 
 impl Handles {
@@ -128,7 +149,9 @@ impl Handles {
             "Incoming datagrams (or frames) dropped, by reason"
         );
         let dropped = DropReason::ALL.map(|r| {
-            metrics::counter!("hrpc_dropped_total", "node" => node.clone(), "reason" => r.name())
+            Published::new(
+                metrics::counter!("hrpc_dropped_total", "node" => node.clone(), "reason" => r.name()),
+            )
         });
         metrics::describe_gauge!("hrpc_store_used_bytes", Unit::Bytes, "Store bytes in use");
         metrics::describe_gauge!("hrpc_store_capacity_bytes", Unit::Bytes, "Store capacity");
@@ -187,22 +210,22 @@ impl Handles {
         }
     }
 
-    fn publish(&self, s: &Stats) {
-        self.messages_sent.absolute(s.messages_sent);
+    fn publish(&mut self, s: &Stats) {
+        self.messages_sent.publish(s.messages_sent);
         self.messages_retransmitted
-            .absolute(s.messages_retransmitted);
-        self.messages_acked.absolute(s.messages_acked);
-        self.messages_received.absolute(s.messages_received);
-        self.messages_delivered.absolute(s.messages_delivered);
-        self.messages_lost.absolute(s.messages_lost);
-        self.datagrams_sent.absolute(s.datagrams_sent);
-        self.datagrams_received.absolute(s.datagrams_received);
-        self.bytes_sent.absolute(s.bytes_sent);
-        self.bytes_received.absolute(s.bytes_received);
-        self.timeouts.absolute(s.timeouts);
-        self.peer_resets.absolute(s.peer_resets);
-        for (c, &n) in self.dropped.iter().zip(&s.dropped_by_reason) {
-            c.absolute(n);
+            .publish(s.messages_retransmitted);
+        self.messages_acked.publish(s.messages_acked);
+        self.messages_received.publish(s.messages_received);
+        self.messages_delivered.publish(s.messages_delivered);
+        self.messages_lost.publish(s.messages_lost);
+        self.datagrams_sent.publish(s.datagrams_sent);
+        self.datagrams_received.publish(s.datagrams_received);
+        self.bytes_sent.publish(s.bytes_sent);
+        self.bytes_received.publish(s.bytes_received);
+        self.timeouts.publish(s.timeouts);
+        self.peer_resets.publish(s.peer_resets);
+        for (c, &n) in self.dropped.iter_mut().zip(&s.dropped_by_reason) {
+            c.publish(n);
         }
     }
 }
