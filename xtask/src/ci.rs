@@ -9,12 +9,51 @@ use crate::loom::loom_steps;
 use crate::plan::{Plan, Step};
 use crate::runner::Runner;
 
+/// Optional features the tests build with: hrpc-node's `metrics` (its test,
+/// `hrpc-node/tests/metrics.rs`, requires it). Every test command uses the same set, so the
+/// workspace is built once.
+const TEST_FEATURES: [&str; 2] = ["--features", "hrpc-node/metrics"];
 /// The test command `cargo xtask test` and CI run. Keep README.md ("Development") in sync.
-const TEST_ARGS: &[&str] = &["nextest", "run", "--workspace", "--release"];
+const TEST_ARGS: &[&str] = &[
+    "nextest",
+    "run",
+    "--workspace",
+    "--release",
+    TEST_FEATURES[0],
+    TEST_FEATURES[1],
+];
 /// The doctests (nextest does not run them).
-const DOCTEST_ARGS: &[&str] = &["test", "--workspace", "--release", "--doc"];
+const DOCTEST_ARGS: &[&str] = &[
+    "test",
+    "--workspace",
+    "--release",
+    "--doc",
+    TEST_FEATURES[0],
+    TEST_FEATURES[1],
+];
 /// What `cargo xtask test` runs when cargo-nextest cannot be installed.
-const FALLBACK_TEST_ARGS: &[&str] = &["test", "--workspace", "--release"];
+const FALLBACK_TEST_ARGS: &[&str] = &[
+    "test",
+    "--workspace",
+    "--release",
+    TEST_FEATURES[0],
+    TEST_FEATURES[1],
+];
+/// The Prometheus example as a smoke check: two nodes for 2 s, then it scrapes itself and
+/// fails if their metrics are missing.
+const METRICS_EXAMPLE_ARGS: &[&str] = &[
+    "run",
+    "--release",
+    "-p",
+    "hrpc-node",
+    TEST_FEATURES[0],
+    "metrics",
+    "--example",
+    "prometheus",
+    "--",
+    "0",
+    "2",
+];
 
 fn has_nextest() -> bool {
     Command::new("cargo")
@@ -62,6 +101,8 @@ pub(crate) fn ci_plan(root: &Path) -> Result<Plan, String> {
             "--workspace",
             "--all-targets",
             "--release",
+            TEST_FEATURES[0],
+            TEST_FEATURES[1],
             "--",
             "-D",
             "warnings",
@@ -72,6 +113,8 @@ pub(crate) fn ci_plan(root: &Path) -> Result<Plan, String> {
     plan.steps
         .push(Step::cargo("tests", TEST_ARGS).keep_line("tests run:"));
     plan.steps.push(Step::cargo("doctests", DOCTEST_ARGS));
+    plan.steps
+        .push(Step::cargo("metrics example", METRICS_EXAMPLE_ARGS));
     plan.steps.extend(loom_steps(false));
     check_fuzz_tools()?;
     let targets = fuzz_targets(root)?;

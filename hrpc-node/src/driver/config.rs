@@ -197,6 +197,8 @@ pub struct NodeConfig {
     pub(crate) deliveries_per_poll: usize,
     pub(crate) recv_batches_per_poll: usize,
     pub(crate) transmits_per_poll: usize,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_interval: std::time::Duration,
 }
 
 impl fmt::Debug for NodeConfig {
@@ -245,6 +247,8 @@ impl NodeConfig {
             deliveries_per_poll: 1 << 16,
             recv_batches_per_poll: 64,
             transmits_per_poll: 256,
+            #[cfg(feature = "metrics")]
+            metrics_interval: super::DEFAULT_METRICS_INTERVAL,
         }
     }
 
@@ -397,6 +401,16 @@ impl NodeConfig {
     pub fn core_config(mut self, core: CoreConfig) -> Self {
         self.udp.mtu = core.mtu;
         self.core = core;
+        self
+    }
+
+    /// How often [`Node::poll`](super::Node::poll) publishes the node's metrics (feature
+    /// `metrics`; default [`DEFAULT_METRICS_INTERVAL`](super::DEFAULT_METRICS_INTERVAL), 1 s).
+    /// Between publications a poll only compares two instants. Zero publishes on every poll
+    /// (for tests). [`Node::close`](super::Node::close) publishes a last time.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_interval(mut self, every: std::time::Duration) -> Self {
+        self.metrics_interval = every;
         self
     }
 

@@ -57,15 +57,27 @@
 //! other threads cost one atomic swap each and at most one `eventfd` write per poll iteration
 //! ([`waker`]). Nothing allocates per message on the hot path.
 //!
-//! Debug-level `tracing` events report opens, peer events, dropped transmits and closes.
+//! Debug-level `tracing` events report opens, peer events, dropped transmits and closes;
+//! each [`Node::poll`] runs in a debug-level `poll` span with the node id.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature the node publishes its counters and gauges through the
+//! [`metrics`](https://docs.rs/metrics) facade from [`Node::poll`], at most once per
+//! `NodeConfig::metrics_interval` (every series labelled with the node id); without it
+//! none of that is compiled in. The metric list is in the crate's README.
 
 mod config;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod node;
 mod sync;
 pub mod udp;
 pub mod wait;
 pub mod waker;
 
+#[cfg(feature = "metrics")]
+pub use self::metrics::DEFAULT_METRICS_INTERVAL;
 pub use config::{
     DEFAULT_BIND, MAX_SOCKET_BUFFER, MIN_SOCKET_BUFFER, NodeConfig, NodeError, SendError,
 };

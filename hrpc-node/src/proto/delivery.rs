@@ -11,8 +11,11 @@ impl Core {
     /// outbound messages may be transmitted; and gives disk space back
     /// ([`Store::maintain`](hrpc_store::Store::maintain)). Call once per loop iteration after handling
     /// received datagrams; until it succeeds, the core acknowledges, sends and
-    /// delivers nothing new.
+    /// delivers nothing new. Runs in a debug-level `tracing` span `group_commit` (fields
+    /// `node`, `durable`).
     pub fn sync(&mut self) -> Result<(), CoreError> {
+        let _span =
+            tracing::debug_span!("group_commit", node = self.id, durable = self.durable).entered();
         self.take_fatal()?;
         // Both modes: deletes long-empty store segments (cheap when there are none).
         self.store.maintain();

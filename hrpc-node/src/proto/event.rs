@@ -78,3 +78,16 @@ pub enum Event {
         range: RangeInclusive<u64>,
     },
 }
+
+impl Event {
+    /// The peer the event is about.
+    pub fn peer(&self) -> u32 {
+        match self {
+            Event::PeerState { peer, .. }
+            | Event::PeerReset { peer, .. }
+            | Event::PeerAddress { peer, .. }
+            | Event::Lost { peer, .. }
+            | Event::OutboundLost { peer, .. } => *peer,
+        }
+    }
+}

@@ -146,7 +146,7 @@ fn merge_ranges(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 /// Queues an event for [`Core::poll_event`], dropping (and counting) the
 /// oldest beyond [`MAX_EVENTS`].
 fn queue_event(events: &mut VecDeque<Event>, stats: &mut Stats, e: Event) {
-    tracing::debug!(event = ?e, "peer event");
+    tracing::debug!(peer = e.peer(), event = ?e, "peer event");
     if events.len() >= MAX_EVENTS {
         events.pop_front();
         stats.events_dropped += 1;

@@ -73,6 +73,12 @@ impl Core {
             .map_or(PeerState::Unknown, |p| p.state)
     }
 
+    /// The peers this node has state for (each has [`Core::peer_info`]), in the order they
+    /// became known.
+    pub fn peer_ids(&self) -> &[u32] {
+        &self.order
+    }
+
     /// Figures for `peer`, if this node has state for it.
     pub fn peer_info(&self, peer: u32) -> Option<PeerInfo> {
         let p = self.peers.get(&peer)?;

@@ -123,6 +123,32 @@ impl DropReason {
         DropReason::BadTag,
     ];
 
+    /// The reason's name in snake case (`"malformed"`, `"bad_checksum"`, ...): the `reason`
+    /// label of the `hrpc_dropped_total` metric.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::Unauthenticated => "unauthenticated",
+            DropReason::WrongDestination => "wrong_destination",
+            DropReason::WrongEpoch => "wrong_epoch",
+            DropReason::UnknownEpoch => "unknown_epoch",
+            DropReason::TooManyPeers => "too_many_peers",
+            DropReason::Duplicate => "duplicate",
+            DropReason::BeyondWindow => "beyond_window",
+            DropReason::CorruptMessage => "corrupt_message",
+            DropReason::NoSpace => "no_space",
+            DropReason::BogusAck => "bogus_ack",
+            DropReason::ResetPending => "reset_pending",
+            DropReason::UnvalidatedAddress => "unvalidated_address",
+            DropReason::UnvalidatedRestart => "unvalidated_restart",
+            DropReason::BadCookie => "bad_cookie",
+            DropReason::UnsolicitedChallenge => "unsolicited_challenge",
+            DropReason::AddressInUse => "address_in_use",
+            DropReason::BadTag => "bad_tag",
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }

@@ -68,7 +68,36 @@ impl Store {
     /// checksum, generation), frees torn or unpublished slots and slots already acknowledged or
     /// consumed according to the peer records, dedupes on (peer, seq), and rebuilds the indexes.
     /// Recovery is idempotent.
+    ///
+    /// Runs in an info-level `tracing` span `store_open` (fields `dir`, `node_id`) that
+    /// records what recovery found: `live`, `torn` and `stale` slots, `damaged` problems and
+    /// `lost` outbound ranges.
     pub fn open(dir: &Path, cfg: &StoreConfig) -> Result<Store> {
+        use tracing::field::Empty;
+        let span = tracing::info_span!(
+            "store_open",
+            dir = %dir.display(),
+            node_id = cfg.node_id,
+            live = Empty,
+            torn = Empty,
+            stale = Empty,
+            damaged = Empty,
+            lost = Empty,
+        );
+        let _entered = span.enter();
+        let store = Self::open_inner(dir, cfg)?;
+        if !span.is_disabled() {
+            let r = store.open_report();
+            span.record("live", r.live_slots);
+            span.record("torn", r.torn_slots);
+            span.record("stale", r.stale_slots);
+            span.record("damaged", r.damage_count);
+            span.record("lost", r.lost.len());
+        }
+        Ok(store)
+    }
+
+    fn open_inner(dir: &Path, cfg: &StoreConfig) -> Result<Store> {
         failpoint::init();
         if cfg.max_peers == 0 || cfg.max_peers > MAX_PEERS {
             return Err(StoreError::Config("max_peers must be in 1..=MAX_PEERS"));

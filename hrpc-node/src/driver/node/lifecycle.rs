@@ -112,6 +112,8 @@ impl Node {
             polls: 0,
             wakeups: 0,
             closed: false,
+            #[cfg(feature = "metrics")]
+            metrics: crate::driver::metrics::Metrics::new(cfg.node_id, cfg.metrics_interval, now),
         })
     }
 
@@ -191,6 +193,8 @@ impl Node {
             );
         }
         self.closed = true;
+        #[cfg(feature = "metrics")]
+        self.metrics.publish(Instant::now(), &self.core);
         tracing::debug!(node = self.shared.node_id, "node closed");
         Ok(())
     }

@@ -49,6 +49,8 @@ pub struct Node {
     polls: u64,
     wakeups: u64,
     closed: bool,
+    #[cfg(feature = "metrics")]
+    metrics: super::metrics::Metrics,
 }
 
 impl AsRawFd for Node {

@@ -46,6 +46,10 @@ impl Node {
     /// timers and transmits. `handler` gets a [`Sender`] it may reply with.
     ///
     /// Errors are fatal store or socket failures; the node should then be closed.
+    ///
+    /// Runs in a debug-level `tracing` span `poll` (field `node`). With the `metrics` feature,
+    /// publishes the node's metrics when `NodeConfig::metrics_interval` has passed since the
+    /// last publication.
     pub fn poll<H>(&mut self, handler: &mut H) -> Result<PollReport, NodeError>
     where
         H: FnMut(&Sender, Delivery<'_>),
@@ -53,6 +57,7 @@ impl Node {
         if self.closed {
             return Err(NodeError::Closed);
         }
+        let _span = tracing::debug_span!("poll", node = self.shared.node_id).entered();
         self.polls += 1;
         let mut report = PollReport::default();
         let woken = self.waker.take();
@@ -102,6 +107,8 @@ impl Node {
             self.waker.drain()?;
         }
         self.dirty |= report.more;
+        #[cfg(feature = "metrics")]
+        self.metrics.maybe_publish(now, &self.core);
         Ok(report)
     }
 
