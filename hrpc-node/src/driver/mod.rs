@@ -59,6 +59,8 @@
 //!
 //! Debug-level `tracing` events report opens, peer events, dropped transmits and closes.
 
+#[cfg(feature = "tokio")]
+pub mod async_node;
 mod config;
 mod node;
 mod sync;
@@ -66,6 +68,8 @@ pub mod udp;
 pub mod wait;
 pub mod waker;
 
+#[cfg(feature = "tokio")]
+pub use async_node::{AsyncDelivery, AsyncNode, AsyncSender};
 pub use config::{
     DEFAULT_BIND, MAX_SOCKET_BUFFER, MIN_SOCKET_BUFFER, NodeConfig, NodeError, SendError,
 };
