@@ -9,12 +9,14 @@ use crate::loom::loom_steps;
 use crate::plan::{Plan, Step};
 use crate::runner::Runner;
 
+/// The optional features the tests cover. Keep README.md ("Development") in sync.
+const FEATURES: &str = "--features=hrpc-node/tokio";
 /// The test command `cargo xtask test` and CI run. Keep README.md ("Development") in sync.
-const TEST_ARGS: &[&str] = &["nextest", "run", "--workspace", "--release"];
+const TEST_ARGS: &[&str] = &["nextest", "run", "--workspace", "--release", FEATURES];
 /// The doctests (nextest does not run them).
-const DOCTEST_ARGS: &[&str] = &["test", "--workspace", "--release", "--doc"];
+const DOCTEST_ARGS: &[&str] = &["test", "--workspace", "--release", "--doc", FEATURES];
 /// What `cargo xtask test` runs when cargo-nextest cannot be installed.
-const FALLBACK_TEST_ARGS: &[&str] = &["test", "--workspace", "--release"];
+const FALLBACK_TEST_ARGS: &[&str] = &["test", "--workspace", "--release", FEATURES];
 
 fn has_nextest() -> bool {
     Command::new("cargo")
