@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use hrpc_node::{AsyncNode, NodeConfig};
+use hrpc_node::{AsyncNode, NodeConfig, NodeError, SendError};
 use tokio::time::timeout;
 
 /// Wall-time bound for any step that waits on the network.
@@ -142,6 +142,26 @@ async fn send_waits_out_backpressure() {
     b.close(Duration::ZERO).await.unwrap();
 }
 
+/// A send waiting out backpressure returns `SendError::Closed` when the node closes.
+#[tokio::test]
+async fn waiting_send_sees_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::UdpSocket::bind(local()).unwrap();
+    let b = NodeConfig::new(dir.path().join("b"), 2)
+        .peer(1, silent.local_addr().unwrap())
+        .max_unacked_per_peer(1)
+        .open_async()
+        .unwrap();
+    let sb = b.sender();
+    sb.try_send(1, b"one").unwrap();
+    let waiting = tokio::spawn(async move { sb.send(1, b"two").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished());
+    b.close(Duration::ZERO).await.unwrap();
+    let r = timeout(DEADLINE, waiting).await.unwrap().unwrap();
+    assert!(matches!(r, Err(SendError::Closed)), "{r:?}");
+}
+
 /// A delivery dropped without commit comes again at once, and again after a close and a
 /// reopen of the store; committed ones (also committed out of order) never come again.
 #[tokio::test]
@@ -168,9 +188,11 @@ async fn uncommitted_delivery_comes_again_committed_never() {
     assert_eq!((d2.seq(), d2.payload()), (2, &msg(2, 1)[..]));
     let d3 = timeout(DEADLINE, a.recv()).await.unwrap().unwrap();
     assert_eq!(d3.seq(), 3);
-    // Dropped again, never committed: the close keeps 2 and what follows in the store.
-    drop((d2, d3));
+    // Never committed: the close keeps 2 and what follows in the store. A commit after the
+    // close is refused.
+    drop(d2);
     a.close(Duration::ZERO).await.unwrap();
+    assert!(matches!(d3.commit(), Err(NodeError::Closed)));
 
     let mut a = open_a(dir.path(), a_addr);
     let d2 = timeout(DEADLINE, a.recv()).await.unwrap().unwrap();

@@ -160,6 +160,7 @@ impl AsyncNode {
             own_gens: FxHashMap::default(),
             commits: FxHashMap::default(),
             room: sender.room.clone(),
+            _wake: WakeOnExit(sender.room.clone()),
         };
         let task = runtime.spawn(driver.run(close_rx));
         Ok(AsyncNode {
@@ -305,9 +306,10 @@ impl AsyncDelivery {
     }
 
     /// Marks the message done: the driver task consumes it in the store (in order per peer,
-    /// once every earlier message from the peer is committed) before it next polls, and it is
-    /// never delivered again. A crash before that delivers it again after the restart.
-    /// [`NodeError::Closed`] if the driver task has stopped (the message stays unconsumed).
+    /// once every earlier message from the peer is committed) before it next polls, and at
+    /// the latest before the node closes; from then on it is never delivered again. A crash
+    /// before that delivers it again after the restart. [`NodeError::Closed`] if the node is
+    /// closing or its driver task has stopped (the message stays unconsumed).
     pub fn commit(mut self) -> Result<(), NodeError> {
         self.done = true;
         self.control
@@ -366,6 +368,8 @@ struct Driver {
     /// Per peer, committed seqs past the first unconsumed one.
     commits: FxHashMap<u32, BTreeSet<u64>>,
     room: Arc<Notify>,
+    /// Last: dropped after the node, so the senders it wakes see the node closed.
+    _wake: WakeOnExit,
 }
 
 /// Wakes the senders waiting for room when the driver task ends, however it ends (they then
@@ -380,7 +384,6 @@ impl Drop for WakeOnExit {
 
 impl Driver {
     async fn run(mut self, mut close: oneshot::Receiver<Duration>) -> Result<(), NodeError> {
-        let _wake = WakeOnExit(self.room.clone());
         let linger = match self.drive(&mut close).await {
             Ok(linger) => linger,
             Err(e) => {
@@ -388,7 +391,9 @@ impl Driver {
                 return Err(e);
             }
         };
-        // Commits sent before the close are consumed before the node closes.
+        // Every commit that was accepted is consumed before the node closes; later ones are
+        // refused (`NodeError::Closed`).
+        self.control.close();
         self.apply_control()?;
         let Driver { fd, node, .. } = self;
         drop(fd);
