@@ -41,6 +41,10 @@
 //!   inside the handler, that one message is delivered again after restart (at most one
 //!   redelivery per crash, always the message that was being handled). Handlers that must not
 //!   repeat an effect can record the last `(peer, seq)` they completed.
+//! - A handler that finishes with a message later uses [`Node::poll_deferred`]: messages are
+//!   handed without being consumed, and [`Node::consume`] consumes them later, in order per
+//!   peer; everything handed and not consumed is delivered again after a restart (or after
+//!   [`Node::redeliver`]). The tokio handle (`AsyncNode`, feature `tokio`) is built on it.
 //! - In Sync mode, one group commit per poll iteration happens after receiving and before
 //!   anything is acknowledged, delivered or transmitted.
 //! - **Closing** ([`Node::close`] or drop) is seen by every [`Sender`] at once: a send that
