@@ -125,8 +125,9 @@ impl NodeConfig {
 
 impl AsyncNode {
     /// Opens the node ([`Node::open`]'s errors) and spawns its driver task on the current tokio
-    /// runtime, which must have I/O and time enabled. Outside a runtime:
-    /// [`NodeError::Io`].
+    /// runtime. Outside a runtime: [`NodeError::Io`]. The runtime must have I/O and time
+    /// enabled (`enable_all`): like tokio's own I/O types, this panics on a runtime without
+    /// I/O, and the driver task stops at once on one without time.
     pub fn open(cfg: NodeConfig) -> Result<AsyncNode, NodeError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| NodeError::Io(io::Error::other(e)))?;
