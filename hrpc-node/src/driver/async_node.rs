@@ -21,8 +21,11 @@
 //! Exactly once in order per peer, as for [`Node::poll`], with *commit* in place of the
 //! handler's return:
 //!
-//! - A process that dies (or a node closed) before a delivery's commit reached the driver gets
-//!   that delivery again after it reopens the store, and every later one from that peer.
+//! - A delivery the driver has not consumed when the process dies (or the node is closed) is
+//!   delivered again after the store is reopened, with every later unconsumed one from that
+//!   peer. The driver consumes a commit before its next poll, and every commit that returned
+//!   `Ok` before the node closes; a process that dies between a commit and its consumption
+//!   gets that message again, as a [`Node::poll`] handler that dies before returning does.
 //! - A delivery dropped without commit comes again from [`AsyncNode::recv`], in this process:
 //!   the peer's unconsumed messages are handed again from that one. Later deliveries from that
 //!   peer received before the drop are void (their commit does nothing); they come again too.
@@ -69,14 +72,14 @@ pub const DELIVERY_QUEUE: usize = 64;
 /// What deliveries tell the driver task.
 #[derive(Debug)]
 enum Control {
-    /// The application is done with `seq` from `peer`, handed in generation `gen`.
+    /// The application is done with `seq` from `peer`, handed in `generation`.
     Commit {
         peer: u32,
         seq: u64,
         generation: u64,
     },
     /// A delivery from `peer` was dropped without commit: hand the peer's unconsumed messages
-    /// again, as generation `gen`.
+    /// again, as `generation`.
     Release { peer: u32, generation: u64 },
 }
 
@@ -408,8 +411,10 @@ impl Driver {
         &mut self,
         close: &mut oneshot::Receiver<Duration>,
     ) -> Result<Duration, NodeError> {
+        // A commit applied while waiting consumed messages: tell the senders after the poll.
+        let mut freed = false;
         loop {
-            let consumed = self.apply_control()?;
+            let consumed = self.apply_control()? || std::mem::take(&mut freed);
             let room = self.tx.capacity();
             let gens = &self.own_gens;
             let tx = &self.tx;
@@ -464,7 +469,7 @@ impl Driver {
                 }
             };
             if let Some(c) = woke {
-                self.apply(c)?;
+                freed = self.apply(c)?;
             }
         }
     }
