@@ -18,6 +18,10 @@
 //!   polls, any thread sends through a [`Sender`]. Its docs state the
 //!   delivery contract.
 //!
+//! With the `tokio` feature, `AsyncNode` (module `driver::async_node`) drives a node from a
+//! tokio task: `AsyncSender::send` waits out backpressure, and `AsyncNode::recv` hands out
+//! owned deliveries that are consumed only when committed.
+//!
 //! The design (wire format, store layout, crash model, protocol state
 //! machine) is in `docs/design.md`.
 #![forbid(unsafe_code)]
@@ -31,6 +35,8 @@ pub mod proto;
 
 // Every type in a public signature of this crate, nameable from its root (so users need not
 // depend on hrpc-store themselves to name an error or a report).
+#[cfg(feature = "tokio")]
+pub use driver::{AsyncDelivery, AsyncNode, AsyncSender};
 pub use driver::{
     Node, NodeConfig, NodeError, NodeStats, PollReport, Readiness, SendError, SendReservation,
     Sender, UdpCaps, UdpConfig, UdpIo, UdpStats, WakeFlag, Waker,

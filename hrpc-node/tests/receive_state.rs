@@ -1,6 +1,7 @@
 //! The receive side has one source of truth: whatever a peer sends (whole
 //! messages, fragments, LOST frames, heartbeats that skip), whatever the
-//! application consumes, and across reopens, the core's view of each stream
+//! application is handed and consumes (at once, or later with
+//! `deliver_deferred`/`consume`/`redeliver`), and across reopens, the core's view of each stream
 //! equals the store's, and the reassembly budget equals what is being
 //! assembled — back at zero once nothing is.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -35,6 +36,15 @@ enum Op {
         first_pending: u64,
     },
     Deliver,
+    /// Hand up to `max` without consuming.
+    DeliverDeferred {
+        max: usize,
+    },
+    /// Consume up to `n` past the consumed cursor.
+    Consume {
+        n: u64,
+    },
+    Redeliver,
     Advance {
         ms: u64,
     },
@@ -47,6 +57,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u64..60, 0u64..8).prop_map(|(first, n)| Op::Lost { first, n }),
         1 => (1u64..70).prop_map(|first_pending| Op::Heartbeat { first_pending }),
         3 => Just(Op::Deliver),
+        3 => (0usize..6).prop_map(|max| Op::DeliverDeferred { max }),
+        3 => (0u64..6).prop_map(|n| Op::Consume { n }),
+        1 => Just(Op::Redeliver),
         2 => (1u64..7000).prop_map(|ms| Op::Advance { ms }),
         1 => Just(Op::Reopen),
     ]
@@ -101,18 +114,23 @@ fn run(ops: Vec<Op>) {
     let mut now = Instant::now();
     let mut core = open(dir.path(), now);
     let mut out = vec![0u8; 1500];
-    let mut delivered = 0u64;
-    let mut step = |core: &mut Core, now: Instant, delivered: &mut u64| {
+    // The last seq handed to the application (at least the consumed cursor).
+    let mut handed = 0u64;
+    let check = |d: &hrpc_node::proto::Delivery<'_>, handed: &mut u64| {
+        assert!(d.seq > *handed, "out of order or twice");
+        assert_eq!(d.payload, &payload(d.seq)[..]);
+        *handed = d.seq;
+    };
+    let mut step = |core: &mut Core, now: Instant, handed: &mut u64| {
         core.sync().unwrap();
-        core.deliver(usize::MAX, &mut |d| {
-            assert!(d.seq > *delivered, "out of order or twice");
-            assert_eq!(d.payload, &payload(d.seq)[..]);
-            *delivered = d.seq;
-        })
-        .unwrap();
+        // A plain delivery hands again what was handed and not consumed.
+        *handed = core.consumed_through(PEER);
+        core.deliver(usize::MAX, &mut |d| check(&d, handed))
+            .unwrap();
         while core.poll_transmit(now, &mut out).is_some() {}
     };
     for op in ops {
+        let before_op = core.consumed_through(PEER);
         match op {
             Op::Data { seq, part } => {
                 let p = payload(seq);
@@ -150,17 +168,38 @@ fn run(ops: Vec<Op>) {
                 };
                 send(&mut core, now, Frame::Heartbeat(hb));
             }
-            Op::Deliver => step(&mut core, now, &mut delivered),
+            Op::Deliver => step(&mut core, now, &mut handed),
             Op::Advance { ms } => {
                 now += Duration::from_millis(ms);
                 core.handle_timeout(now);
-                step(&mut core, now, &mut delivered);
+                step(&mut core, now, &mut handed);
+            }
+            Op::DeliverDeferred { max } => {
+                core.sync().unwrap();
+                core.deliver_deferred(max, &mut |d| check(&d, &mut handed))
+                    .unwrap();
+            }
+            Op::Consume { n } => {
+                let before = core.consumed_through(PEER);
+                let want = (before + n).min(handed.max(before));
+                assert_eq!(core.consume(PEER, before + n).unwrap(), want - before);
+                assert_eq!(core.consumed_through(PEER), want);
+            }
+            Op::Redeliver => {
+                core.redeliver(PEER);
+                handed = core.consumed_through(PEER);
             }
             Op::Reopen => {
                 drop(core);
                 core = open(dir.path(), now);
+                // Handed and not consumed comes again after a restart.
+                handed = core.consumed_through(PEER);
             }
         }
+        let consumed = core.consumed_through(PEER);
+        assert!(consumed >= before_op, "consumed cursor went back");
+        // A gap marker (or a skip) moves the cursor without handing anything.
+        handed = handed.max(consumed);
         core.check_receive_state().unwrap();
     }
     // The sender moves past everything: what is assembled is dropped, the rest delivered or
@@ -174,7 +213,7 @@ fn run(ops: Vec<Op>) {
         echo_us: 0,
     };
     send(&mut core, now, Frame::Heartbeat(hb));
-    step(&mut core, now, &mut delivered);
+    step(&mut core, now, &mut handed);
     core.check_receive_state().unwrap();
     assert_eq!(core.reassembly_bytes(), 0);
     assert_eq!(core.store().inbound_consumed(PEER), 99);

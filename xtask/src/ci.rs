@@ -9,36 +9,16 @@ use crate::loom::loom_steps;
 use crate::plan::{Plan, Step};
 use crate::runner::Runner;
 
-/// Optional features the tests build with: hrpc-node's `metrics` (its test,
-/// `hrpc-node/tests/metrics.rs`, requires it). Every test command uses the same set, so the
-/// workspace is built once.
-const TEST_FEATURES: [&str; 2] = ["--features", "hrpc-node/metrics"];
+/// Optional features the tests build with: hrpc-node's `metrics` and `tokio` (their tests,
+/// `hrpc-node/tests/metrics.rs` and `async_node.rs`, require them). Every test command uses
+/// the same set, so the workspace is built once. Keep README.md ("Development") in sync.
+const FEATURES: &str = "--features=hrpc-node/metrics,hrpc-node/tokio";
 /// The test command `cargo xtask test` and CI run. Keep README.md ("Development") in sync.
-const TEST_ARGS: &[&str] = &[
-    "nextest",
-    "run",
-    "--workspace",
-    "--release",
-    TEST_FEATURES[0],
-    TEST_FEATURES[1],
-];
+const TEST_ARGS: &[&str] = &["nextest", "run", "--workspace", "--release", FEATURES];
 /// The doctests (nextest does not run them).
-const DOCTEST_ARGS: &[&str] = &[
-    "test",
-    "--workspace",
-    "--release",
-    "--doc",
-    TEST_FEATURES[0],
-    TEST_FEATURES[1],
-];
+const DOCTEST_ARGS: &[&str] = &["test", "--workspace", "--release", "--doc", FEATURES];
 /// What `cargo xtask test` runs when cargo-nextest cannot be installed.
-const FALLBACK_TEST_ARGS: &[&str] = &[
-    "test",
-    "--workspace",
-    "--release",
-    TEST_FEATURES[0],
-    TEST_FEATURES[1],
-];
+const FALLBACK_TEST_ARGS: &[&str] = &["test", "--workspace", "--release", FEATURES];
 /// The Prometheus example as a smoke check: two nodes for 2 s, then it scrapes itself and
 /// fails if their metrics are missing.
 const METRICS_EXAMPLE_ARGS: &[&str] = &[
@@ -46,8 +26,7 @@ const METRICS_EXAMPLE_ARGS: &[&str] = &[
     "--release",
     "-p",
     "hrpc-node",
-    TEST_FEATURES[0],
-    "metrics",
+    FEATURES,
     "--example",
     "prometheus",
     "--",
@@ -101,8 +80,21 @@ pub(crate) fn ci_plan(root: &Path) -> Result<Plan, String> {
             "--workspace",
             "--all-targets",
             "--release",
-            TEST_FEATURES[0],
-            TEST_FEATURES[1],
+            FEATURES,
+            "--",
+            "-D",
+            "warnings",
+        ],
+    ));
+    // The optional features are off by default: hrpc-node must stay clean without them.
+    plan.steps.push(Step::cargo(
+        "clippy (hrpc-node, default features)",
+        &[
+            "clippy",
+            "-p",
+            "hrpc-node",
+            "--all-targets",
+            "--release",
             "--",
             "-D",
             "warnings",

@@ -41,6 +41,10 @@
 //!   inside the handler, that one message is delivered again after restart (at most one
 //!   redelivery per crash, always the message that was being handled). Handlers that must not
 //!   repeat an effect can record the last `(peer, seq)` they completed.
+//! - A handler that finishes with a message later uses [`Node::poll_deferred`]: messages are
+//!   handed without being consumed, and [`Node::consume`] consumes them later, in order per
+//!   peer; everything handed and not consumed is delivered again after a restart (or after
+//!   [`Node::redeliver`]). The tokio handle (`AsyncNode`, feature `tokio`) is built on it.
 //! - In Sync mode, one group commit per poll iteration happens after receiving and before
 //!   anything is acknowledged, delivered or transmitted.
 //! - **Closing** ([`Node::close`] or drop) is seen by every [`Sender`] at once: a send that
@@ -67,6 +71,8 @@
 //! `NodeConfig::metrics_interval` (every series labelled with the node id); without it
 //! none of that is compiled in. The metric list is in the crate's README.
 
+#[cfg(feature = "tokio")]
+pub mod async_node;
 mod config;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -78,6 +84,8 @@ pub mod waker;
 
 #[cfg(feature = "metrics")]
 pub use self::metrics::DEFAULT_METRICS_INTERVAL;
+#[cfg(feature = "tokio")]
+pub use async_node::{AsyncDelivery, AsyncNode, AsyncSender};
 pub use config::{
     DEFAULT_BIND, MAX_SOCKET_BUFFER, MIN_SOCKET_BUFFER, NodeConfig, NodeError, SendError,
 };

@@ -42,9 +42,69 @@ impl Core {
     /// Hands up to `max` persisted messages to `f`, in order per peer, and
     /// consumes each after `f` returns (so a crash inside `f` redelivers that
     /// one message on restart). Returns how many were delivered.
+    ///
+    /// Messages handed by [`Core::deliver_deferred`] and not yet consumed are handed again
+    /// first.
     pub fn deliver(
         &mut self,
         max: usize,
+        f: &mut dyn FnMut(Delivery<'_>),
+    ) -> Result<usize, CoreError> {
+        self.deliver_inner(max, true, f)
+    }
+
+    /// Hands up to `max` persisted messages to `f`, in order per peer, **without consuming
+    /// them**: each stays in the store until [`Core::consume`] covers it, and is not handed
+    /// again by this call meanwhile. A restart before `consume` (or [`Core::redeliver`])
+    /// hands it again. A gap marker ([`Event::Lost`]) waits until everything handed before
+    /// it is consumed. Returns how many were handed.
+    pub fn deliver_deferred(
+        &mut self,
+        max: usize,
+        f: &mut dyn FnMut(Delivery<'_>),
+    ) -> Result<usize, CoreError> {
+        self.deliver_inner(max, false, f)
+    }
+
+    /// Consumes the messages from `peer` that were handed by [`Core::deliver_deferred`], in
+    /// order, from the first unconsumed one through `through` (at most through the last one
+    /// handed). Returns how many were consumed (0 for an unknown peer or nothing to consume).
+    pub fn consume(&mut self, peer: u32, through: u64) -> Result<u64, CoreError> {
+        self.take_fatal()?;
+        let Some(p) = self.peers.get(&peer) else {
+            return Ok(0);
+        };
+        let (first, last) = (p.recv.consumed + 1, through.min(p.recv.handed));
+        if last < first {
+            return Ok(0);
+        }
+        for seq in first..=last {
+            // Only whole messages lie between `consumed` and `handed`: a gap marker is
+            // handed (and consumed at once) only when nothing before it waits.
+            self.store.consume_inbound(peer, seq)?;
+            self.set_consumed(peer, seq);
+        }
+        self.apply_reset_if_drained(peer)?;
+        Ok(last - first + 1)
+    }
+
+    /// Forgets that the unconsumed messages from `peer` were handed: the next delivery hands
+    /// them again, from the first unconsumed one.
+    pub fn redeliver(&mut self, peer: u32) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.recv.handed = p.recv.consumed;
+        }
+    }
+
+    /// The last seq from `peer` consumed (0 if none, or the peer is unknown).
+    pub fn consumed_through(&self, peer: u32) -> u64 {
+        self.peers.get(&peer).map_or(0, |p| p.recv.consumed)
+    }
+
+    fn deliver_inner(
+        &mut self,
+        max: usize,
+        consume_now: bool,
         f: &mut dyn FnMut(Delivery<'_>),
     ) -> Result<usize, CoreError> {
         self.take_fatal()?;
@@ -58,18 +118,23 @@ impl Core {
         self.deliver_rr = if n == 0 { 0 } else { (self.deliver_rr + 1) % n };
         for i in 0..n {
             let peer = self.order[(self.deliver_rr + i) % n];
+            if consume_now {
+                self.redeliver(peer);
+            }
             while let Some(p) = self.peers.get(&peer) {
-                if p.recv.consumed >= p.recv.cum || delivered >= max {
+                if p.recv.handed >= p.recv.cum || delivered >= max {
                     break;
                 }
-                let seq = p.recv.consumed + 1;
+                let waiting = p.recv.handed > p.recv.consumed;
+                let seq = p.recv.handed + 1;
                 // `cum` only ever covers seqs the store holds, so a missing
                 // message is a broken invariant, never something to skip.
                 let m = self
                     .store
                     .inbound_message(peer, seq)
                     .ok_or(CoreError::MissingDelivery { peer, seq })?;
-                let through = match m.lost_through() {
+                match m.lost_through() {
+                    Some(_) if waiting => break,
                     Some(last) => {
                         // A gap marker: the range will never arrive; say so, in order.
                         self.store.consume_inbound(peer, seq)?;
@@ -84,7 +149,7 @@ impl Core {
                                 range: seq..=last,
                             },
                         );
-                        last
+                        self.set_consumed(peer, last);
                     }
                     None => {
                         // Checked once, on receipt, before it was persisted (and at
@@ -94,29 +159,45 @@ impl Core {
                             seq,
                             payload: m.payload(),
                         });
-                        self.store.consume_inbound(peer, seq)?;
                         delivered += 1;
                         self.stats.messages_delivered += 1;
-                        seq
-                    }
-                };
-                let window = self.cfg.recv_window_msgs;
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.recv.consumed = through;
-                    // Window reopened well past what was advertised: tell the sender.
-                    if p.recv.advertised_window < window / 2 {
-                        p.recv.ack_pending = true;
+                        if consume_now {
+                            self.store.consume_inbound(peer, seq)?;
+                            self.set_consumed(peer, seq);
+                        } else if let Some(p) = self.peers.get_mut(&peer) {
+                            p.recv.handed = seq;
+                        }
                     }
                 }
             }
-            let pending_reset = self
-                .peers
-                .get(&peer)
-                .is_some_and(|p| p.pending_epoch.is_some() && p.recv.deliverable() == 0);
-            if pending_reset {
-                self.apply_reset(peer)?;
-            }
+            self.apply_reset_if_drained(peer)?;
         }
         Ok(delivered)
+    }
+
+    /// Records that every seq from `peer` through `through` is consumed (and so handed).
+    fn set_consumed(&mut self, peer: u32, through: u64) {
+        let window = self.cfg.recv_window_msgs;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.recv.consumed = through;
+            p.recv.handed = p.recv.handed.max(through);
+            // Window reopened well past what was advertised: tell the sender.
+            if p.recv.advertised_window < window / 2 {
+                p.recv.ack_pending = true;
+            }
+        }
+    }
+
+    /// A peer's reset waits until every message of its old stream is consumed; applies it
+    /// once that is so.
+    fn apply_reset_if_drained(&mut self, peer: u32) -> Result<(), CoreError> {
+        let pending_reset = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.pending_epoch.is_some() && p.recv.deliverable() == 0);
+        if pending_reset {
+            self.apply_reset(peer)?;
+        }
+        Ok(())
     }
 }

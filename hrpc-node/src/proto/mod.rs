@@ -353,7 +353,8 @@ impl Core {
 
     /// Checks that the core's view of every peer's receive stream agrees
     /// with the store's (the store is the source of truth; the core keeps an
-    /// index of it): the consumed cursor, the seqs persisted past it
+    /// index of it): the consumed cursor (and the handed one between it and
+    /// the last seq held in order), the seqs persisted past it
     /// (messages and gap markers), and the reassembly budget in use. For
     /// tests; `Err` names the first disagreement.
     #[doc(hidden)]
@@ -361,6 +362,12 @@ impl Core {
         let mut budget = 0usize;
         for (&peer, p) in &self.peers {
             let r = &p.recv;
+            if !(r.consumed <= r.handed && r.handed <= r.cum) {
+                return Err(format!(
+                    "peer {peer}: consumed {} handed {} cum {} out of order",
+                    r.consumed, r.handed, r.cum
+                ));
+            }
             let consumed = self.store.inbound_consumed(peer);
             if consumed != r.consumed {
                 return Err(format!(

@@ -18,6 +18,10 @@ pub(crate) struct RecvState {
     above: RangeInclusiveSet<u64>,
     /// The application consumed every seq `<= consumed`.
     pub(crate) consumed: u64,
+    /// Every seq `<= handed` was handed to the application (`handed >= consumed`); those
+    /// above `consumed` wait for [`Core::consume`](super::Core::consume). Not persisted: after
+    /// a restart it starts at `consumed`, so what was handed and not consumed comes again.
+    pub(crate) handed: u64,
     /// Messages being assembled, by seq.
     pub(crate) reassembly: FxHashMap<u64, Reassembly>,
     /// An acknowledgement should go out.
@@ -41,6 +45,7 @@ impl RecvState {
             cum: consumed,
             above: RangeInclusiveSet::new(),
             consumed,
+            handed: consumed,
             reassembly: FxHashMap::default(),
             ack_pending: false,
             ack_delay_from: None,
@@ -117,6 +122,7 @@ impl RecvState {
         debug_assert!(self.is_fresh());
         self.cum = self.cum.max(through);
         self.consumed = self.consumed.max(through);
+        self.handed = self.handed.max(self.consumed);
     }
 
     /// Fills `out` with selective-ack ranges, ascending; returns how many.

@@ -54,6 +54,59 @@ impl Node {
     where
         H: FnMut(&Sender, Delivery<'_>),
     {
+        self.poll_inner(self.deliveries_per_poll, true, handler)
+    }
+
+    /// [`Node::poll`] for handlers that finish with a message later: each message is handed
+    /// to `handler` (at most `max` this call, within the per-poll budget) **without being
+    /// consumed**. It is not handed again (unless [`Node::redeliver`]) and stays in the store
+    /// until [`Node::consume`] covers it; a crash or a close before that delivers it again
+    /// after the restart. A gap marker ([`Event::Lost`](crate::Event::Lost)) from a peer waits
+    /// until everything handed before it is consumed. A later [`Node::poll`] hands the
+    /// unconsumed messages again first (and consumes them).
+    pub fn poll_deferred<H>(&mut self, max: usize, handler: &mut H) -> Result<PollReport, NodeError>
+    where
+        H: FnMut(&Sender, Delivery<'_>),
+    {
+        self.poll_inner(max, false, handler)
+    }
+
+    /// Consumes the messages from `peer` handed by [`Node::poll_deferred`], in order, from the
+    /// first unconsumed one through `through` (at most through the last one handed). Returns
+    /// how many were consumed. Once consumed a message is never delivered again.
+    pub fn consume(&mut self, peer: u32, through: u64) -> Result<u64, NodeError> {
+        if self.closed {
+            return Err(NodeError::Closed);
+        }
+        let n = self.core.consume(peer, through).map_err(core_error)?;
+        if n > 0 {
+            // The receive window reopened: the next poll may owe the peer an ack.
+            self.dirty = true;
+        }
+        Ok(n)
+    }
+
+    /// Hands the unconsumed messages from `peer` again, from the first unconsumed one, on the
+    /// next [`Node::poll_deferred`] (for a handler that gave up on what it was handed).
+    pub fn redeliver(&mut self, peer: u32) {
+        self.core.redeliver(peer);
+        self.dirty = true;
+    }
+
+    /// The last seq from `peer` consumed (0 if none, or the peer is unknown).
+    pub fn consumed_through(&self, peer: u32) -> u64 {
+        self.core.consumed_through(peer)
+    }
+
+    fn poll_inner<H>(
+        &mut self,
+        max: usize,
+        consume_now: bool,
+        handler: &mut H,
+    ) -> Result<PollReport, NodeError>
+    where
+        H: FnMut(&Sender, Delivery<'_>),
+    {
         if self.closed {
             return Err(NodeError::Closed);
         }
@@ -82,10 +135,14 @@ impl Node {
 
         // 3. Deliver.
         let sender = &self.local_sender;
-        let delivered = self
-            .core
-            .deliver(self.deliveries_per_poll, &mut |d| handler(sender, d))
-            .map_err(core_error)?;
+        let max = max.min(self.deliveries_per_poll);
+        let f = &mut |d: Delivery<'_>| handler(sender, d);
+        let delivered = if consume_now {
+            self.core.deliver(max, f)
+        } else {
+            self.core.deliver_deferred(max, f)
+        }
+        .map_err(core_error)?;
         report.delivered = delivered;
         if delivered >= self.deliveries_per_poll {
             report.more = true;
