@@ -514,7 +514,7 @@ fn abort_at_fail_points() {
 
 /// Inspection beside a live writer in another process: every inspection succeeds (what changed
 /// under the read may show as damage, nothing worse), reports the lock held while the writer
-/// lives, and the writer is not disturbed: killed afterwards, its store reopens as the model of
+/// works, and the writer is not disturbed: killed afterwards, its store reopens as the model of
 /// its operations says (`run_once`'s checks).
 #[test]
 fn inspection_beside_a_live_writer() {
@@ -522,12 +522,16 @@ fn inspection_beside_a_live_writer() {
     let mut child = spawn_child(dir.path(), &[(SEED_ENV, "4242".to_string())]);
     let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut ops = Vec::new();
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
             if line.ends_with("@@READY") {
                 let _ = tx.send(());
+            }
+            if line.ends_with("@@DONE") {
+                let _ = done_tx.send(());
             }
             ops.push(line);
         }
@@ -543,7 +547,15 @@ fn inspection_beside_a_live_writer() {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        // Alive after the inspection, so alive during it.
+        // Alive after the inspection, so alive during it. The writer drops its store, and
+        // with it the lock, after its last operation and before its process exits: a free
+        // lock is right only once it has said DONE (written before the drop).
+        if i.lock == LockState::Free {
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("the lock was free while the writer was still working");
+            break;
+        }
         assert_eq!(i.lock, LockState::Held);
         held += 1;
     }

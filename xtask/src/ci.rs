@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use crate::fuzz::{FUZZ_SECS_DEFAULT, check_fuzz_tools, fuzz_run_steps, fuzz_targets};
 use crate::loom::loom_steps;
 use crate::plan::{Plan, Step};
+use crate::release::{check_deny_tool, deny_offline_step, doc_step, msrv_step};
 use crate::runner::Runner;
 
 /// Optional features the tests build with: hrpc-node's `metrics` and `tokio` (their tests,
@@ -73,6 +74,10 @@ pub(crate) fn ci_plan(root: &Path) -> Result<Plan, String> {
     let mut plan = Plan::default();
     plan.steps
         .push(Step::cargo("fmt", &["fmt", "--all", "--", "--check"]));
+    // The RustSec advisories need the advisory database from GitHub, which a CI machine may
+    // not reach; they are `cargo xtask deny`.
+    check_deny_tool()?;
+    plan.steps.push(deny_offline_step());
     plan.steps.push(Step::cargo(
         "clippy",
         &[
@@ -100,6 +105,8 @@ pub(crate) fn ci_plan(root: &Path) -> Result<Plan, String> {
             "warnings",
         ],
     ));
+    plan.steps.push(doc_step());
+    plan.steps.push(msrv_step(root)?);
     // nextest prints its summary ("N tests run: N passed, ...") on stderr; it is repeated as
     // the run's closing line so the test count is what a reader of the log sees last.
     plan.steps

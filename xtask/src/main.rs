@@ -1,8 +1,9 @@
 //! `cargo xtask`: the project's task runner.
 //!
-//! One binary with subcommands (`bench`, `soak`, `test`, `ci`, `fuzz`, `loom`, `sim`). Each subcommand turns its
-//! options into a plan — a list of [`Step`]s, each one external command — then runs the plan,
-//! printing a timestamped header and the exact command line before each step. Every step runs
+//! One binary with subcommands (`bench`, `soak`, `test`, `ci`, `fuzz`, `loom`, `sim`, `msrv`,
+//! `deny`, `semver`). Each subcommand turns its options into a plan — a list of [`Step`]s, each
+//! one external command — then runs the plan, printing a timestamped header and the exact
+//! command line before each step. Every step runs
 //! even if an earlier one failed; a summary closes the run and the exit code is non-zero if any
 //! step failed. A step can be marked to run only if every step before it succeeded (the
 //! benchmark matrix never runs a stale binary after a failed build).
@@ -12,7 +13,8 @@
 //!
 //! This file holds the command line and the dispatch from a subcommand to its plan; plans and
 //! steps are in `plan`, running them in `runner`, and each subcommand's plan in a module named
-//! after it (`bench`, `soak`, `ci` for `test` and `ci`, `loom`, `fuzz`).
+//! after it (`bench`, `soak`, `ci` for `test` and `ci`, `loom`, `fuzz`, `release` for `msrv`,
+//! `deny` and `semver`).
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,7 @@ mod ci;
 mod fuzz;
 mod loom;
 mod plan;
+mod release;
 mod runner;
 mod soak;
 
@@ -34,6 +37,7 @@ use crate::ci::{ci_plan, run_tests};
 use crate::fuzz::{FUZZ_SECS_DEFAULT, check_fuzz_tools, fuzz_run_steps, fuzz_targets};
 use crate::loom::loom_steps;
 use crate::plan::{Plan, Step};
+use crate::release::{check_deny_tool, deny_all_step, msrv_step, semver_plan};
 use crate::runner::Runner;
 use crate::soak::{SOAK_KILLS, SOAK_LOSS, SOAK_MSGS, soak_plan};
 
@@ -86,8 +90,22 @@ enum Task {
     /// Run the tests: cargo-nextest (installed if missing) plus doctests, or `cargo test` if
     /// nextest cannot be installed.
     Test,
-    /// Run every check CI runs: fmt, clippy, tests, doctests, loom, fuzz smoke.
+    /// Run every check CI runs: fmt, cargo-deny (licenses, bans, sources), clippy, rustdoc,
+    /// the MSRV build, tests, doctests, loom, fuzz smoke.
     Ci,
+    /// Check the workspace with the minimum supported Rust version (`rust-version` in
+    /// Cargo.toml; the toolchain must be installed).
+    Msrv,
+    /// Run every cargo-deny check of deny.toml, the RustSec advisories included (needs
+    /// cargo-deny and network access to GitHub).
+    Deny,
+    /// Check the published crates' API against the last release (`v<version>` tag) with
+    /// cargo-semver-checks; nothing to do before the first release.
+    Semver {
+        /// Compare with this git revision instead of the newest release tag.
+        #[arg(long)]
+        baseline: Option<String>,
+    },
     /// Run fuzz targets (needs cargo-fuzz and a nightly toolchain; installs nothing).
     Fuzz {
         /// One target from fuzz/Cargo.toml; all targets if omitted.
@@ -184,6 +202,18 @@ fn build_plan(task: &Task, root: &Path) -> Result<Plan, String> {
             steps: loom_steps(*long),
             ..Plan::default()
         }),
+        Task::Msrv => Ok(Plan {
+            steps: vec![msrv_step(root)?],
+            ..Plan::default()
+        }),
+        Task::Deny => {
+            check_deny_tool()?;
+            Ok(Plan {
+                steps: vec![deny_all_step()],
+                ..Plan::default()
+            })
+        }
+        Task::Semver { baseline } => semver_plan(root, baseline.as_deref()),
         Task::Sim { seeds } => {
             let mut step = Step::cargo(
                 "sim",
