@@ -55,18 +55,8 @@ pub(crate) fn bench_plan(root: &Path, micro: bool, full: bool) -> Result<Plan, S
     let mut plan = Plan::default();
     if !micro {
         let report_dir = target_dir(root).join("hrpc-report");
-        let exe = target_dir(root).join("release/hrpc-bench");
-        plan.steps.push(Step::cargo(
-            "build hrpc-bench",
-            &[
-                "build",
-                "--release",
-                "-p",
-                "hrpc-bench",
-                "--bin",
-                "hrpc-bench",
-            ],
-        ));
+        let (build, exe) = build_hrpc_bench(root);
+        plan.steps.push(build);
         let mut matrix = Step::new(
             "benchmark matrix",
             &exe.display().to_string(),
@@ -167,6 +157,23 @@ fn criterion_benches(root: &Path) -> Result<Vec<String>, String> {
     }
     names.sort();
     Ok(names)
+}
+
+/// The step that builds the `hrpc-bench` binary in release mode, and where it lands.
+pub(crate) fn build_hrpc_bench(root: &Path) -> (Step, PathBuf) {
+    let exe = target_dir(root).join("release/hrpc-bench");
+    let step = Step::cargo(
+        "build hrpc-bench",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "hrpc-bench",
+            "--bin",
+            "hrpc-bench",
+        ],
+    );
+    (step, exe)
 }
 
 #[cfg(test)]

@@ -43,27 +43,17 @@ pub(crate) fn fuzz_targets(root: &Path) -> Result<Vec<String>, String> {
 }
 
 fn parse_bin_names(manifest: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut in_bin = false;
-    for line in manifest.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.starts_with('[') {
-            in_bin = line == "[[bin]]";
-            continue;
-        }
-        if !in_bin {
-            continue;
-        }
-        if let Some((key, value)) = line.split_once('=')
-            && key.trim() == "name"
-        {
-            let value = value.trim().trim_matches('"').trim_matches('\'');
-            if !value.is_empty() {
-                names.push(value.to_owned());
-            }
-        }
-    }
-    names
+    let Ok(doc) = manifest.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    doc.get("bin")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|bin| bin.get("name")?.as_str())
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// One `cargo +nightly fuzz run` per target. The corpus is `fuzz/corpus/<target>` (created if

@@ -28,24 +28,13 @@ pub(crate) fn msrv(root: &Path) -> Result<String, String> {
 }
 
 fn parse_workspace_rust_version(manifest: &str) -> Option<String> {
-    let mut in_section = false;
-    for line in manifest.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.starts_with('[') {
-            in_section = line == "[workspace.package]";
-            continue;
-        }
-        if !in_section {
-            continue;
-        }
-        if let Some((key, value)) = line.split_once('=')
-            && key.trim() == "rust-version"
-        {
-            let value = value.trim().trim_matches('"');
-            return (!value.is_empty()).then(|| value.to_owned());
-        }
-    }
-    None
+    let doc = manifest.parse::<toml::Table>().ok()?;
+    let version = doc
+        .get("workspace")?
+        .get("package")?
+        .get("rust-version")?
+        .as_str()?;
+    (!version.is_empty()).then(|| version.to_owned())
 }
 
 fn cargo_works(args: &[&str]) -> bool {

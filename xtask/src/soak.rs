@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use crate::plan::{Plan, Step};
-use crate::target_dir;
 
 /// `cargo xtask soak` defaults: messages (both directions together), kills, relay loss %.
 pub(crate) const SOAK_MSGS: u64 = 2_000_000;
@@ -20,18 +19,7 @@ pub(crate) fn soak_plan(
     seed: u64,
     durable: bool,
 ) -> Plan {
-    let exe = target_dir(root).join("release/hrpc-bench");
-    let build = Step::cargo(
-        "build hrpc-bench",
-        &[
-            "build",
-            "--release",
-            "-p",
-            "hrpc-bench",
-            "--bin",
-            "hrpc-bench",
-        ],
-    );
+    let (build, exe) = crate::bench::build_hrpc_bench(root);
     let mut soak = Step::new("soak", &exe.display().to_string(), &["soak", "--json"])
         .args(&[
             "--msgs".to_owned(),
