@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use super::congestion::Congestion;
 use super::rtt::RttEstimator;
 
+mod fragments;
+
 /// What became of a message this node has sent at least once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SentState {
@@ -358,56 +360,6 @@ impl SendState {
         first.map(|f| (f, congestion_bytes))
     }
 
-    /// The fragment part of [`SendState::detect_losses`]: every fragmented message whose
-    /// peer's prefix has not moved for a loss delay since it was first reported short of
-    /// what was written goes again from that prefix (skipping what the peer holds and what
-    /// was written too recently to be missed). Counts one datagram's worth per message as
-    /// lost.
-    fn fragment_holes_due(&mut self, now: Instant) -> Option<(u64, usize)> {
-        if self.frag_hole.is_empty() {
-            return None;
-        }
-        let delay = self.rtt.loss_delay();
-        let mut due = Vec::new();
-        for (&seq, &(received, since)) in &self.frag_hole {
-            let at = super::later(since, delay);
-            if at <= now {
-                due.push((seq, received));
-            } else {
-                self.loss_at = Some(self.loss_at.map_or(at, |t| t.min(at)));
-            }
-        }
-        // In seq order, whatever the map's.
-        due.sort_unstable();
-        let mut first = None;
-        let mut bytes = 0;
-        for (seq, received) in due {
-            self.frag_hole.remove(&seq);
-            let Some(e) = self.entry_mut(seq) else {
-                continue;
-            };
-            if e.state == SentState::Acked || e.peer_has != received {
-                continue;
-            }
-            let (state, len) = (e.state, e.len as usize);
-            match self.frag.as_mut() {
-                Some(fc) if fc.seq == seq => fc.next_offset = fc.next_offset.min(received),
-                _ if state == SentState::InFlight => {
-                    if let Some(e) = self.entry_mut(seq) {
-                        e.state = SentState::Lost;
-                    }
-                    self.in_flight_bytes -= len;
-                    self.in_flight -= 1;
-                    self.retransmit.push_back(seq);
-                }
-                _ => continue,
-            }
-            first.get_or_insert(seq);
-            bytes += self.mtu.min(len);
-        }
-        first.map(|f| (f, bytes))
-    }
-
     /// The probe timer fired (RFC 9002 §6.2): nothing was acknowledged for a probe timeout.
     /// The window stays, and the timer backs off. The first timeout of a fragmented message
     /// asks the peer where it stands instead ([`TimeoutAction::AskPeer`]: its FRAG_ACK
@@ -469,122 +421,6 @@ impl SendState {
         }
     }
 
-    /// Another fragment of `seq` went out: its clock (and the timer) start
-    /// from the newest fragment, so a long message is not declared lost
-    /// while it is still being written.
-    pub(crate) fn fragment_sent(&mut self, seq: u64, end: u32, now: Instant, rto: Duration) {
-        if let Some(e) = self.entry_mut(seq) {
-            e.sent_at = now;
-        }
-        let high = self.frag_high.entry(seq).or_insert((end, now));
-        if end >= high.0 {
-            *high = (end, now);
-        }
-        let at = super::later(now, rto);
-        self.rto_at = Some(self.rto_at.map_or(at, |t| t.max(at)));
-    }
-
-    /// The peer reports every byte of `seq` below `received` written, and
-    /// the byte ranges `held` past it. Returns the bytes newly acknowledged.
-    /// A lower value than before is believed too (the peer restarted and lost
-    /// the partial copy). A report past where this side is writing (this side
-    /// restarted, or its view was stale) moves the writing on: what the peer
-    /// holds is not sent again. The third report in a row without progress of
-    /// the prefix means a fragment was lost: the message is sent again from
-    /// `received`, skipping what the peer holds (selective retransmission).
-    pub(crate) fn fragment_progress(
-        &mut self,
-        seq: u64,
-        received: u32,
-        held: impl Iterator<Item = (u32, u32)>,
-        now: Instant,
-    ) -> u32 {
-        let Some(e) = self.entry_mut(seq) else {
-            return 0;
-        };
-        if e.state == SentState::Acked || received > e.len {
-            return 0;
-        }
-        let len = e.len;
-        let delta = received.saturating_sub(e.peer_has);
-        if received == e.peer_has {
-            e.frag_dups = e.frag_dups.saturating_add(1);
-        } else {
-            e.frag_dups = 0;
-        }
-        e.peer_has = received;
-        let dups = e.frag_dups;
-        // The newest report replaces the last (its ranges reuse the same vector).
-        let ranges = self.frag_held.entry(seq).or_default();
-        ranges.clear();
-        ranges.extend(held.filter(|&(a, b)| a < b && b <= len && a > received));
-        if let Some(&(_, last_end)) = ranges.last()
-            && let Some(&(high, at)) = self.frag_high.get(&seq)
-            && last_end < high
-            && now.saturating_duration_since(at) < self.rtt.loss_delay()
-        {
-            // Written after the newest range the peer reported, recently: in flight.
-            ranges.push((last_end, high));
-        }
-        if ranges.is_empty() {
-            self.frag_held.remove(&seq);
-        }
-        // Short of what was written: lost if no report moves the prefix for a loss delay.
-        let written = self.frag_high.get(&seq).map_or(len, |&(high, _)| high);
-        if received < written && self.rtt.has_sample() {
-            let since = match self.frag_hole.get(&seq) {
-                Some(&(r, since)) if r == received => since,
-                _ => {
-                    self.frag_hole.insert(seq, (received, now));
-                    now
-                }
-            };
-            let at = super::later(since, self.rtt.loss_delay());
-            self.loss_at = Some(self.loss_at.map_or(at, |t| t.min(at)));
-        } else {
-            self.frag_hole.remove(&seq);
-        }
-        if let Some(fc) = self.frag.as_mut()
-            && fc.seq == seq
-            && fc.next_offset < received
-        {
-            fc.next_offset = received;
-        }
-        if dups < REORDER_THRESHOLD as u8 {
-            return delta;
-        }
-        if let Some(e) = self.entry_mut(seq) {
-            e.frag_dups = 0;
-        }
-        self.frag_hole.remove(&seq);
-        let in_flight = self
-            .entry_mut(seq)
-            .is_some_and(|e| e.state == SentState::InFlight);
-        match self.frag.as_mut() {
-            Some(fc) if fc.seq == seq => fc.next_offset = fc.next_offset.min(received),
-            _ if in_flight => {
-                if let Some(e) = self.entry_mut(seq) {
-                    e.state = SentState::Lost;
-                }
-                self.in_flight_bytes -= len as usize;
-                self.in_flight -= 1;
-                self.retransmit.push_back(seq);
-            }
-            _ => return delta,
-        }
-        // What is lost: from the prefix to the first range the peer holds (with no range
-        // held, an unknown part of the tail: counted as a loss event, not in bytes).
-        let gap_end = self
-            .frag_held
-            .get(&seq)
-            .and_then(|r| r.iter().map(|&(a, _)| a).min())
-            .unwrap_or(received);
-        let next = self.next_new();
-        self.cc
-            .on_loss(seq, gap_end.saturating_sub(received) as usize, next);
-        delta
-    }
-
     /// Whether a retransmission can go out now: one is queued, and it is not
     /// a message to fragment that waits for the older fragment stream in
     /// progress (which `poll_transmit` would skip).
@@ -598,41 +434,6 @@ impl SendState {
                 .is_none_or(|e| e.len as usize + FRAGMENT_MARGIN <= mtu),
             _ => true,
         }
-    }
-
-    /// Stops writing the fragment stream of `seq` for now: the message is
-    /// declared lost and queued for retransmission, which resumes where the
-    /// peer's copy stops.
-    pub(crate) fn pause_fragments(&mut self, seq: u64) {
-        if self.frag.is_some_and(|f| f.seq == seq) {
-            self.frag = None;
-        }
-        if let Some(e) = self.entry_mut(seq)
-            && e.state == SentState::InFlight
-        {
-            e.state = SentState::Lost;
-            let len = e.len as usize;
-            self.in_flight_bytes -= len;
-            self.in_flight -= 1;
-            self.retransmit.push_back(seq);
-        }
-    }
-
-    /// Byte ranges of `seq` the peer holds past its contiguous prefix.
-    pub(crate) fn held(&self, seq: u64) -> &[(u32, u32)] {
-        self.frag_held.get(&seq).map_or(&[], Vec::as_slice)
-    }
-
-    /// Whether the fragment stream of `seq` may write more past `next_offset`:
-    /// at most `window` bytes beyond what the peer reported written.
-    pub(crate) fn fragment_window_open(
-        &mut self,
-        seq: u64,
-        next_offset: u32,
-        window: usize,
-    ) -> bool {
-        self.entry_mut(seq)
-            .is_none_or(|e| (next_offset.saturating_sub(e.peer_has) as usize) < window)
     }
 
     /// Re-arms the retransmission timer after progress (or clears it when
