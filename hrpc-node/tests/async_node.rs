@@ -314,3 +314,38 @@ fn idle_node_uses_no_cpu() {
         "idle nodes used {used:?} of CPU in 1 s"
     );
 }
+
+/// The node's events reach the async side: once two nodes have exchanged a message, each
+/// reports the other as active (`Event::PeerState`), in order, through `next_event`.
+#[tokio::test]
+async fn events_reach_the_async_side() {
+    use hrpc_node::{Event, PeerState};
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = open_a(dir.path(), local());
+    let mut b = NodeConfig::new(dir.path().join("b"), 2)
+        .peer(1, a.local_addr())
+        .open_async()
+        .unwrap();
+    b.sender().send(1, b"hello").await.unwrap();
+    let got = recv_commit(&mut a, 1).await;
+    assert_eq!(got[0].2, b"hello");
+    for (node, peer) in [(&mut a, 2u32), (&mut b, 1u32)] {
+        let active = timeout(DEADLINE, async {
+            while let Some(e) = node.next_event().await {
+                if let Event::PeerState {
+                    peer: p,
+                    state: PeerState::Active,
+                } = e
+                {
+                    return p;
+                }
+            }
+            0
+        })
+        .await
+        .unwrap();
+        assert_eq!(active, peer);
+    }
+    a.close(Duration::from_millis(100)).await.unwrap();
+    b.close(Duration::from_millis(100)).await.unwrap();
+}

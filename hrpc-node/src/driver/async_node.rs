@@ -15,6 +15,8 @@
 //!   consumed in the store only when the application calls [`AsyncDelivery::commit`]; the
 //!   driver hands messages with [`Node::poll_deferred`] and consumes them with
 //!   [`Node::consume`], in order per peer.
+//! - [`AsyncNode::next_event`] hands out the node's [`Event`]s (peer state, address changes,
+//!   resets, messages reported lost) in order.
 //!
 //! # Delivery contract
 //!
@@ -65,6 +67,10 @@ use tokio::task::JoinHandle;
 
 use super::config::{NodeConfig, NodeError, SendError};
 use super::node::{Node, Sender};
+use crate::proto::Event;
+
+/// The most events waiting between the driver task and [`AsyncNode::next_event`].
+pub const EVENT_QUEUE: usize = 1024;
 
 /// How many deliveries wait at most between the driver task and [`AsyncNode::recv`].
 pub const DELIVERY_QUEUE: usize = 64;
@@ -101,6 +107,7 @@ fn generation_of(gens: &Generations, peer: u32) -> u64 {
 /// [`AsyncNode::close`].
 pub struct AsyncNode {
     deliveries: mpsc::Receiver<AsyncDelivery>,
+    events: mpsc::Receiver<Event>,
     sender: AsyncSender,
     gens: Generations,
     close: Option<oneshot::Sender<Duration>>,
@@ -151,6 +158,7 @@ impl AsyncNode {
             AsyncFd::with_interest(EpollFd(node.as_raw_fd()), Interest::READABLE)?
         };
         let (tx, deliveries) = mpsc::channel(DELIVERY_QUEUE);
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (control_tx, control) = mpsc::unbounded_channel();
         let (close, close_rx) = oneshot::channel();
         let gens = Generations::default();
@@ -158,6 +166,8 @@ impl AsyncNode {
             fd,
             node,
             tx,
+            events: events_tx,
+            events_dropped: 0,
             control,
             control_tx,
             gens: gens.clone(),
@@ -169,6 +179,7 @@ impl AsyncNode {
         let task = runtime.spawn(driver.run(close_rx));
         Ok(AsyncNode {
             deliveries,
+            events,
             sender,
             gens,
             close: Some(close),
@@ -195,6 +206,20 @@ impl AsyncNode {
             // Handed before a drop without commit: it comes again.
             d.done = true;
         }
+    }
+
+    /// The next event ([`Node::next_event`]: peer state and address changes, resets,
+    /// messages reported lost), in the order the node reported them; `None` once the driver
+    /// task has stopped and every queued event was taken. At most [`EVENT_QUEUE`] wait: past
+    /// that, the newest are dropped and counted (a [`Node`] keeps the same count in
+    /// `NodeStats::events_dropped`). Cancel-safe.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The next event if one is waiting, without waiting.
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
     }
 
     /// This node's id.
@@ -362,6 +387,10 @@ struct Driver {
     fd: AsyncFd<EpollFd>,
     node: Node,
     tx: mpsc::Sender<AsyncDelivery>,
+    /// The node's events, for [`AsyncNode::next_event`].
+    events: mpsc::Sender<Event>,
+    /// Events that found the queue full.
+    events_dropped: u64,
     control: mpsc::UnboundedReceiver<Control>,
     /// Cloned into each delivery (and keeps `control` open).
     control_tx: mpsc::UnboundedSender<Control>,
@@ -440,6 +469,7 @@ impl Driver {
             if report.received > 0 || consumed {
                 self.room.notify_waiters();
             }
+            self.forward_events();
             if report.more {
                 tokio::task::yield_now().await;
                 continue;
@@ -470,6 +500,16 @@ impl Driver {
             };
             if let Some(c) = woke {
                 freed = self.apply(c)?;
+            }
+        }
+    }
+
+    /// Moves the node's events to the event queue; what finds it full is dropped and counted.
+    fn forward_events(&mut self) {
+        while let Some(e) = self.node.next_event() {
+            if self.events.try_send(e).is_err() {
+                self.events_dropped += 1;
+                tracing::debug!(dropped = self.events_dropped, "async node event queue full");
             }
         }
     }
