@@ -58,11 +58,7 @@ impl Core {
             }
         };
         if let Some(p) = self.peers.get_mut(&peer) {
-            if first == last {
-                p.recv.insert(first);
-            } else {
-                p.recv.insert_range(first, last);
-            }
+            p.recv.insert_range(first, last);
         }
         Ok(())
     }

@@ -58,11 +58,6 @@ impl RecvState {
         seq <= self.cum || self.above.contains(&seq)
     }
 
-    /// Records that `seq` is now persisted.
-    pub(crate) fn insert(&mut self, seq: u64) {
-        self.insert_range(seq, seq);
-    }
-
     /// Records that every seq of `first..=last` is persisted (a gap marker
     /// stands for them). O(log ranges) whatever the length.
     pub(crate) fn insert_range(&mut self, first: u64, last: u64) {
@@ -244,14 +239,14 @@ mod tests {
     fn cumulative_and_sack() {
         let mut r = RecvState::new(0);
         for s in [1, 2, 4, 5, 7, 10, 11, 12] {
-            r.insert(s);
+            r.insert_range(s, s);
         }
         assert_eq!(r.cum, 2);
         let mut out = [SackRange { first: 0, last: 0 }; MAX_SACK_RANGES];
         let n = r.sack_ranges(&mut out);
         let got: Vec<_> = out[..n].iter().map(|r| (r.first, r.last)).collect();
         assert_eq!(got, vec![(4, 5), (7, 7), (10, 12)]);
-        r.insert(3);
+        r.insert_range(3, 3);
         assert_eq!(r.cum, 5);
         assert!(r.has(7) && !r.has(6) && !r.has(8));
         r.insert_range(6, 6);
@@ -272,8 +267,8 @@ mod tests {
         let mut r = RecvState::new(0);
         // Ranges {3k+2, 3k+3} for k in 0..100: 100 ranges above cum = 0.
         for k in 0..100u64 {
-            r.insert(3 * k + 2);
-            r.insert(3 * k + 3);
+            r.insert_range(3 * k + 2, 3 * k + 2);
+            r.insert_range(3 * k + 3, 3 * k + 3);
         }
         let mut out = [SackRange { first: 0, last: 0 }; MAX_SACK_RANGES];
         let n = r.sack_ranges(&mut out);

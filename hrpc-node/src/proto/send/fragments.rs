@@ -39,18 +39,9 @@ impl SendState {
             if e.state == SentState::Acked || e.peer_has != received {
                 continue;
             }
-            let (state, len) = (e.state, e.len as usize);
-            match self.frag.as_mut() {
-                Some(fc) if fc.seq == seq => fc.next_offset = fc.next_offset.min(received),
-                _ if state == SentState::InFlight => {
-                    if let Some(e) = self.entry_mut(seq) {
-                        e.state = SentState::Lost;
-                    }
-                    self.in_flight_bytes -= len;
-                    self.in_flight -= 1;
-                    self.retransmit.push_back(seq);
-                }
-                _ => continue,
+            let len = e.len as usize;
+            if !self.resend_from(seq, received) {
+                continue;
             }
             first.get_or_insert(seq);
             bytes += self.mtu.min(len);
@@ -146,20 +137,8 @@ impl SendState {
             e.frag_dups = 0;
         }
         self.frag_hole.remove(&seq);
-        let in_flight = self
-            .entry_mut(seq)
-            .is_some_and(|e| e.state == SentState::InFlight);
-        match self.frag.as_mut() {
-            Some(fc) if fc.seq == seq => fc.next_offset = fc.next_offset.min(received),
-            _ if in_flight => {
-                if let Some(e) = self.entry_mut(seq) {
-                    e.state = SentState::Lost;
-                }
-                self.in_flight_bytes -= len as usize;
-                self.in_flight -= 1;
-                self.retransmit.push_back(seq);
-            }
-            _ => return delta,
+        if !self.resend_from(seq, received) {
+            return delta;
         }
         // What is lost: from the prefix to the first range the peer holds (with no range
         // held, an unknown part of the tail: counted as a loss event, not in bytes).
@@ -181,15 +160,37 @@ impl SendState {
         if self.frag.is_some_and(|f| f.seq == seq) {
             self.frag = None;
         }
-        if let Some(e) = self.entry_mut(seq)
-            && e.state == SentState::InFlight
-        {
-            e.state = SentState::Lost;
-            let len = e.len as usize;
-            self.in_flight_bytes -= len;
-            self.in_flight -= 1;
-            self.retransmit.push_back(seq);
+        self.declare_lost(seq);
+    }
+
+    /// The bytes of `seq` past the peer's prefix `received` go again: the stream being
+    /// written rewinds to it; a message written whole and in flight is declared lost.
+    /// Returns whether either applied.
+    fn resend_from(&mut self, seq: u64, received: u32) -> bool {
+        match self.frag.as_mut() {
+            Some(fc) if fc.seq == seq => {
+                fc.next_offset = fc.next_offset.min(received);
+                true
+            }
+            _ => self.declare_lost(seq),
         }
+    }
+
+    /// An in-flight message is lost: out of the flight, queued for retransmission (which
+    /// resumes where the peer's copy stops). Returns whether it was in flight.
+    fn declare_lost(&mut self, seq: u64) -> bool {
+        let Some(e) = self.entry_mut(seq) else {
+            return false;
+        };
+        if e.state != SentState::InFlight {
+            return false;
+        }
+        e.state = SentState::Lost;
+        let len = e.len as usize;
+        self.in_flight_bytes -= len;
+        self.in_flight -= 1;
+        self.retransmit.push_back(seq);
+        true
     }
 
     /// Byte ranges of `seq` the peer holds past its contiguous prefix.
