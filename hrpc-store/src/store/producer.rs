@@ -51,6 +51,8 @@ pub struct OutboundReservation<'a> {
     pidx: usize,
     peer: u32,
     len: u32,
+    /// Published: dropping it then gives back only the producer handle, not the slot.
+    committed: bool,
 }
 
 impl OutboundProducer {
@@ -93,6 +95,7 @@ impl OutboundProducer {
             pidx,
             peer,
             len: len as u32,
+            committed: false,
         })
     }
 
@@ -114,6 +117,7 @@ impl OutboundProducer {
             pidx,
             peer,
             len: len as u32,
+            committed: false,
         })
     }
 
@@ -212,7 +216,7 @@ impl OutboundReservation<'_> {
     /// [`StoreError::Closed`] if the store was closed since the reserve: nothing is published
     /// and the slot is released (the store's files are released with the last such
     /// reservation, if the [`Store`] is already gone).
-    pub fn commit(self) -> Result<u64> {
+    pub fn commit(mut self) -> Result<u64> {
         let sh = &*self.producer.shared;
         let crc = crc32c::crc32c(self.payload_ref());
         failpoint::hit("commit.before_lock");
@@ -257,7 +261,7 @@ impl OutboundReservation<'_> {
             inner.committed.push(self.pidx as u32);
         }
         drop(inner);
-        std::mem::forget(self);
+        self.committed = true;
         failpoint::hit("commit.after_publish");
         Ok(seq)
     }
@@ -274,6 +278,9 @@ impl OutboundReservation<'_> {
 
 impl Drop for OutboundReservation<'_> {
     fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
         let sh = &*self.producer.shared;
         let mut inner = lock(&sh.inner);
         inner.unclaim(self.class, self.slot);
