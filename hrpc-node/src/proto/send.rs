@@ -300,9 +300,17 @@ impl SendState {
         if self.frag.is_some_and(|f| f.seq == seq) {
             self.frag = None;
         }
-        self.frag_held.remove(&seq);
-        self.frag_high.remove(&seq);
-        self.frag_hole.remove(&seq);
+        // Only fragmented messages have entries here: no lookups per selectively acked seq
+        // of a stream of small ones.
+        if !self.frag_held.is_empty() {
+            self.frag_held.remove(&seq);
+        }
+        if !self.frag_high.is_empty() {
+            self.frag_high.remove(&seq);
+        }
+        if !self.frag_hole.is_empty() {
+            self.frag_hole.remove(&seq);
+        }
         self.largest_acked = self.largest_acked.max(seq);
         self.rack_sent_at = self.rack_sent_at.max(Some(sent_at));
         Some(len)
