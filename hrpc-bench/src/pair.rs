@@ -101,9 +101,13 @@ pub struct PairResult {
 }
 
 impl PairResult {
-    /// Every message sent was delivered once, intact, and acknowledged.
+    /// Every message sent was delivered once, in order, intact, and acknowledged.
     pub fn clean(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.corrupt == 0 && self.acked_all
+        self.lost == 0
+            && self.duplicated == 0
+            && self.reordered == 0
+            && self.corrupt == 0
+            && self.acked_all
     }
 }
 
