@@ -203,7 +203,7 @@ impl State {
         batch.buf.clear();
         batch.count = 0;
         batch.closed = false;
-        self.pending.retain(|&d| d != dir);
+        // `dir` may stay in `pending`: flushing an empty batch does nothing.
     }
 
     fn impair(&mut self, now: Instant, dir: Dir, bytes: &mut [u8]) {
