@@ -167,7 +167,6 @@ impl AsyncNode {
             node,
             tx,
             events: events_tx,
-            events_dropped: 0,
             control,
             control_tx,
             gens: gens.clone(),
@@ -210,9 +209,10 @@ impl AsyncNode {
 
     /// The next event ([`Node::next_event`]: peer state and address changes, resets,
     /// messages reported lost), in the order the node reported them; `None` once the driver
-    /// task has stopped and every queued event was taken. At most [`EVENT_QUEUE`] wait: past
-    /// that, the newest are dropped and counted (a [`Node`] keeps the same count in
-    /// `NodeStats::events_dropped`). Cancel-safe.
+    /// task has stopped and every queued event was taken. At most [`EVENT_QUEUE`] wait here;
+    /// past that, events wait in the node, whose bounded queue drops the oldest and counts
+    /// them (`NodeStats::events_dropped`), as for a [`Node`] whose events are not read.
+    /// Cancel-safe.
     pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await
     }
@@ -389,8 +389,6 @@ struct Driver {
     tx: mpsc::Sender<AsyncDelivery>,
     /// The node's events, for [`AsyncNode::next_event`].
     events: mpsc::Sender<Event>,
-    /// Events that found the queue full.
-    events_dropped: u64,
     control: mpsc::UnboundedReceiver<Control>,
     /// Cloned into each delivery (and keeps `control` open).
     control_tx: mpsc::UnboundedSender<Control>,
@@ -504,12 +502,15 @@ impl Driver {
         }
     }
 
-    /// Moves the node's events to the event queue; what finds it full is dropped and counted.
+    /// Moves the node's events to the event queue, as many as it has room for.
     fn forward_events(&mut self) {
-        while let Some(e) = self.node.next_event() {
+        // Only as many as the queue takes: the rest wait in the node, whose own bounded
+        // queue drops (and counts, `NodeStats::events_dropped`) what overflows it.
+        while self.events.capacity() > 0
+            && let Some(e) = self.node.next_event()
+        {
             if self.events.try_send(e).is_err() {
-                self.events_dropped += 1;
-                tracing::debug!(dropped = self.events_dropped, "async node event queue full");
+                break;
             }
         }
     }
