@@ -145,9 +145,8 @@ impl Inner {
         if sh.durability == Durability::Sync {
             self.mark_dirty(slot.seg, off, off + 8);
         }
-        self.classes[class].free.push(slot);
-        self.used -= class_size(class) as u64;
-        self.note_free(slot.seg);
+        // Its state word is 0 again: back on the free list as a never-published one.
+        self.unclaim(class, slot);
     }
 
     fn add_segment(&mut self, sh: &Shared, class: usize) -> Result<()> {

@@ -21,25 +21,12 @@ impl Inner {
             return Err(StoreError::TooManyPeers { max: sh.max_peers });
         };
         let i = self.states.len();
-        self.states.push(PeerState {
+        let rec = Record {
             peer,
-            entry,
-            rec: Record {
-                peer,
-                next_out: 1,
-                ..Record::default()
-            },
-            latest: 0,
-            durable: 0,
-            dirty: false,
-            listed: false,
-            sendable: 1,
             next_out: 1,
-            out: VecDeque::new(),
-            out_bytes: 0,
-            reserved: 0,
-            reserved_bytes: 0,
-        });
+            ..Record::default()
+        };
+        self.states.push(new_state(rec, entry, 0));
         self.peers.insert(peer, i as u32);
         self.write_record(sh, i);
         Ok(i)
