@@ -35,6 +35,10 @@ pub struct Template {
     pub files: Vec<(String, Vec<u8>)>,
     /// Pending outbound messages by (peer, seq).
     pub outbound: BTreeMap<(u32, u64), Vec<u8>>,
+    /// Outbound messages committed and then released (acknowledged). Damage that erases the
+    /// record of the release (a peer record and a freed slot's state word, say) can bring one
+    /// back as pending: it was still committed, byte for byte, and the peer drops the repeat.
+    pub released: BTreeMap<(u32, u64), Vec<u8>>,
     /// Persisted, unconsumed inbound messages by (peer, seq).
     pub inbound: BTreeMap<(u32, u64), Vec<u8>>,
     /// Next outbound seq per peer.
@@ -45,6 +49,7 @@ impl Template {
     /// Builds the template store in the empty directory `dir` and reads its files.
     pub fn build(dir: &Path) -> Result<Template, StoreError> {
         let mut outbound = BTreeMap::new();
+        let mut released = BTreeMap::new();
         let mut inbound = BTreeMap::new();
         let mut next = BTreeMap::new();
         {
@@ -57,7 +62,11 @@ impl Template {
                 next.insert(peer, seq + 1);
             }
             s.release_outbound_through(1, 5)?;
-            outbound.retain(|k, _| !(k.0 == 1 && k.1 <= 5));
+            for seq in 1..=5 {
+                if let Some(p) = outbound.remove(&(1, seq)) {
+                    released.insert((1, seq), p);
+                }
+            }
             for seq in 1..=10u64 {
                 let p = payload(9, seq, 200 * seq as usize);
                 s.put_inbound(9, seq, &p)?;
@@ -79,6 +88,7 @@ impl Template {
         Ok(Template {
             files,
             outbound,
+            released,
             inbound,
             next,
         })
@@ -166,8 +176,12 @@ fn check_contents(s: &Store, template: &Template, strict: bool) -> (Vec<(u32, u6
                 markers.push((peer, seq, last));
                 continue;
             }
+            let committed = template
+                .outbound
+                .get(&(peer, seq))
+                .or_else(|| template.released.get(&(peer, seq)));
             assert!(
-                template.outbound.get(&(peer, seq)).map(Vec::as_slice) == Some(m.payload()),
+                committed.map(Vec::as_slice) == Some(m.payload()),
                 "recovered outbound {peer}/{seq} was never committed as is"
             );
             held.push((peer, seq));
