@@ -2,7 +2,8 @@
 //! ways in order exactly once (single- and multi-threaded runtimes); `send().await` rides out
 //! backpressure and sees a close; a delivery dropped without commit comes again (in this
 //! process, also under load, and after a close and reopen) while a committed one never does;
-//! an idle node uses no CPU.
+//! an idle node uses no CPU; counters and peer figures asked through the handle tell the
+//! traffic.
 #![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -348,4 +349,97 @@ async fn events_reach_the_async_side() {
     }
     a.close(Duration::from_millis(100)).await.unwrap();
     b.close(Duration::from_millis(100)).await.unwrap();
+}
+
+/// Waits (bounded by [`DEADLINE`]) until `done` holds for what `node` answers.
+async fn wait_for<T>(
+    node: &AsyncNode,
+    what: &str,
+    ask: impl Fn(&hrpc_node::Node) -> T + Clone + Send + 'static,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    T: Send + std::fmt::Debug + 'static,
+{
+    let mut last = None;
+    let waited = timeout(DEADLINE, async {
+        loop {
+            let v = node.inspect(ask.clone()).await.unwrap();
+            if done(&v) {
+                return v;
+            }
+            last = Some(v);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    match waited {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: still {last:?}"),
+    }
+}
+
+/// B sends N messages to A, which commits them: asked through the async handles, B's
+/// counters show N messages sent and (once acknowledged) nothing unacknowledged, A's show N
+/// received and delivered; each side knows the other (`peer_info` with its id and address,
+/// `peer_state` active) and knows nothing of an id that never appeared.
+#[tokio::test]
+async fn stats_and_peer_info_reflect_traffic() {
+    use hrpc_node::PeerState;
+    const N: u64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = open_a(dir.path(), local());
+    let b = NodeConfig::new(dir.path().join("b"), 2)
+        .peer(1, a.local_addr())
+        .open_async()
+        .unwrap();
+    assert_eq!(b.stats().await.unwrap().core.messages_sent, 0);
+    let sb = b.sender();
+    for i in 0..N {
+        sb.send(1, &msg(2, i)).await.unwrap();
+    }
+    let got = recv_commit(&mut a, N as usize).await;
+    assert_eq!(got.len(), N as usize);
+
+    // Each message was transmitted before it arrived.
+    let sent = b.stats().await.unwrap();
+    assert_eq!(sent.core.messages_sent, N);
+    assert!(sent.polls > 0 && sent.udp.datagrams_sent > 0, "{sent:?}");
+    let received = a.stats().await.unwrap();
+    assert_eq!(received.core.messages_received, N);
+    assert_eq!(received.delivered, N);
+    assert_eq!(received.core.messages_sent, 0);
+
+    wait_for(
+        &b,
+        "B's unacknowledged messages",
+        |n| n.unacked(),
+        |u| *u == 0,
+    )
+    .await;
+    assert_eq!(b.unacked().await.unwrap(), 0);
+    let to_a = b.peer_info(1).await.unwrap().expect("B knows A");
+    assert_eq!(to_a.peer, 1);
+    assert_eq!(to_a.addr, Some(a.local_addr()));
+    assert_eq!(to_a.unacked_messages, 0);
+    // The commits went to A's driver before this request: all consumed.
+    let from_b = a.peer_info(2).await.unwrap().expect("A knows B");
+    assert_eq!(from_b.peer, 2);
+    assert_eq!(from_b.undelivered_messages, 0);
+    assert!(from_b.addr.is_some(), "{from_b:?}");
+
+    wait_for(
+        &a,
+        "A's view of B",
+        |n| n.peer_state(2),
+        |s| *s == PeerState::Active,
+    )
+    .await;
+    assert_eq!(a.peer_state(2).await.unwrap(), PeerState::Active);
+    for node in [&a, &b] {
+        assert_eq!(node.peer_info(99).await.unwrap(), None);
+        assert_eq!(node.peer_state(99).await.unwrap(), PeerState::Unknown);
+    }
+    a.close(Duration::ZERO).await.unwrap();
+    b.close(Duration::ZERO).await.unwrap();
 }

@@ -17,6 +17,10 @@
 //!   [`Node::consume`], in order per peer.
 //! - [`AsyncNode::next_event`] hands out the node's [`Event`]s (peer state, address changes,
 //!   resets, messages reported lost) in order.
+//! - [`AsyncNode::stats`], [`AsyncNode::peer_info`], [`AsyncNode::peer_state`] and
+//!   [`AsyncNode::unacked`] (and [`AsyncNode::inspect`] for any other read of the [`Node`])
+//!   ask the driver task, which answers between two polls: the figures are the node's own,
+//!   current as of the driver's latest poll. Nothing is published while nobody asks.
 //!
 //! # Delivery contract
 //!
@@ -66,8 +70,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::config::{NodeConfig, NodeError, SendError};
-use super::node::{Node, Sender};
-use crate::proto::Event;
+use super::node::{Node, NodeStats, Sender};
+use crate::proto::{Event, PeerInfo, PeerState};
 
 /// The most events waiting between the driver task and [`AsyncNode::next_event`].
 pub const EVENT_QUEUE: usize = 1024;
@@ -75,8 +79,10 @@ pub const EVENT_QUEUE: usize = 1024;
 /// How many deliveries wait at most between the driver task and [`AsyncNode::recv`].
 pub const DELIVERY_QUEUE: usize = 64;
 
-/// What deliveries tell the driver task.
-#[derive(Debug)]
+/// A read of the node run by the driver task ([`AsyncNode::inspect`]); it sends its own answer.
+type Inspection = Box<dyn FnOnce(&Node) + Send>;
+
+/// What deliveries and the [`AsyncNode`] tell the driver task.
 enum Control {
     /// The application is done with `seq` from `peer`, handed in `generation`.
     Commit {
@@ -87,6 +93,31 @@ enum Control {
     /// A delivery from `peer` was dropped without commit: hand the peer's unconsumed messages
     /// again, as `generation`.
     Release { peer: u32, generation: u64 },
+    /// Run a read of the node and answer it ([`AsyncNode::inspect`]).
+    Inspect(Inspection),
+}
+
+impl fmt::Debug for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Control::Commit {
+                peer,
+                seq,
+                generation,
+            } => f
+                .debug_struct("Commit")
+                .field("peer", peer)
+                .field("seq", seq)
+                .field("generation", generation)
+                .finish(),
+            Control::Release { peer, generation } => f
+                .debug_struct("Release")
+                .field("peer", peer)
+                .field("generation", generation)
+                .finish(),
+            Control::Inspect(_) => f.write_str("Inspect"),
+        }
+    }
 }
 
 /// Per peer, the generation of the deliveries [`AsyncNode::recv`] hands out: a drop without
@@ -110,6 +141,8 @@ pub struct AsyncNode {
     events: mpsc::Receiver<Event>,
     sender: AsyncSender,
     gens: Generations,
+    /// Inspection requests to the driver task.
+    control: mpsc::UnboundedSender<Control>,
     close: Option<oneshot::Sender<Duration>>,
     task: Option<JoinHandle<Result<(), NodeError>>>,
     node_id: u32,
@@ -168,7 +201,7 @@ impl AsyncNode {
             tx,
             events: events_tx,
             control,
-            control_tx,
+            control_tx: control_tx.clone(),
             gens: gens.clone(),
             own_gens: FxHashMap::default(),
             commits: FxHashMap::default(),
@@ -181,6 +214,7 @@ impl AsyncNode {
             events,
             sender,
             gens,
+            control: control_tx,
             close: Some(close),
             task: Some(task),
             node_id,
@@ -230,6 +264,84 @@ impl AsyncNode {
     /// The socket's bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Runs `f` on the node in the driver task, between two polls, and returns its result: any
+    /// read of the [`Node`] ([`Node::acked_through`], [`Node::store`], ...) from the async
+    /// side. [`AsyncNode::stats`] and the other inspection methods are made of it.
+    ///
+    /// The answer is as current as the driver's latest poll (the node's state when `f` runs,
+    /// not a copy kept on the side); it waits at most for the poll under way. `f` runs on the
+    /// driver task: it should be quick, as the node does nothing else while it runs. A panic in
+    /// `f` is resumed here, in the caller; the driver goes on. [`NodeError::Closed`] once the
+    /// driver task has stopped (after a close, or a fatal error). Cancel-safe: dropping the
+    /// future drops the answer, nothing else.
+    ///
+    /// ```no_run
+    /// # async fn run(node: &hrpc_node::AsyncNode) -> Result<(), hrpc_node::NodeError> {
+    /// let acked = node.inspect(|n| n.acked_through(2)).await?;
+    /// println!("peer 2 has persisted every message through #{acked}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn inspect<T, F>(&self, f: F) -> Result<T, NodeError>
+    where
+        F: FnOnce(&Node) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (answer, rx) = oneshot::channel();
+        let run: Inspection = Box::new(move |node: &Node| {
+            // The node is only read: a panic leaves nothing half-changed in it.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(node)));
+            // The caller may have stopped waiting.
+            let _ = answer.send(r);
+        });
+        self.control
+            .send(Control::Inspect(run))
+            .map_err(|_| NodeError::Closed)?;
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // The driver stopped before it got to the request.
+            Err(_) => Err(NodeError::Closed),
+        }
+    }
+
+    /// The node's counters ([`Node::stats`]), as of the driver's latest poll: messages sent,
+    /// delivered, retransmitted, dropped, the socket's figures. Asked of the driver task (see
+    /// [`AsyncNode::inspect`]); [`NodeError::Closed`] once it has stopped.
+    ///
+    /// ```no_run
+    /// # async fn run(node: &hrpc_node::AsyncNode) -> Result<(), hrpc_node::NodeError> {
+    /// let stats = node.stats().await?;
+    /// println!(
+    ///     "sent {} messages, delivered {}, retransmitted {}",
+    ///     stats.core.messages_sent, stats.delivered, stats.core.messages_retransmitted
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub async fn stats(&self) -> Result<NodeStats, NodeError> {
+        self.inspect(Node::stats).await
+    }
+
+    /// Per-peer figures ([`Node::peer_info`]: address, epoch, RTT, window, queued messages),
+    /// `None` for a peer the node does not know; as of the driver's latest poll (see
+    /// [`AsyncNode::inspect`]). [`NodeError::Closed`] once the driver task has stopped.
+    pub async fn peer_info(&self, peer: u32) -> Result<Option<PeerInfo>, NodeError> {
+        self.inspect(move |n| n.peer_info(peer)).await
+    }
+
+    /// Liveness of `peer` ([`Node::peer_state`]), as of the driver's latest poll (see
+    /// [`AsyncNode::inspect`]; [`AsyncNode::next_event`] reports the changes as they happen).
+    /// [`NodeError::Closed`] once the driver task has stopped.
+    pub async fn peer_state(&self, peer: u32) -> Result<PeerState, NodeError> {
+        self.inspect(move |n| n.peer_state(peer)).await
+    }
+
+    /// Messages committed to any peer and not yet acknowledged ([`Node::unacked`]), as of the
+    /// driver's latest poll (see [`AsyncNode::inspect`]). [`NodeError::Closed`] once the
+    /// driver task has stopped.
+    pub async fn unacked(&self) -> Result<u64, NodeError> {
+        self.inspect(Node::unacked).await
     }
 
     /// Stops the driver task and closes the node ([`Node::close`] with `linger`, run on the
@@ -551,6 +663,10 @@ impl Driver {
                 self.own_gens.insert(peer, generation);
                 self.commits.remove(&peer);
                 self.node.redeliver(peer);
+                Ok(false)
+            }
+            Control::Inspect(run) => {
+                run(&self.node);
                 Ok(false)
             }
         }
