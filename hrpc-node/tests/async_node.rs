@@ -3,7 +3,7 @@
 //! backpressure and sees a close; a delivery dropped without commit comes again (in this
 //! process, also under load, and after a close and reopen) while a committed one never does;
 //! an idle node uses no CPU; counters and peer figures asked through the handle tell the
-//! traffic.
+//! traffic; `reserve().await` fills messages in place and rides out a full store.
 #![cfg(feature = "tokio")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -439,6 +439,99 @@ async fn stats_and_peer_info_reflect_traffic() {
     for node in [&a, &b] {
         assert_eq!(node.peer_info(99).await.unwrap(), None);
         assert_eq!(node.peer_state(99).await.unwrap(), PeerState::Unknown);
+    }
+    a.close(Duration::ZERO).await.unwrap();
+    b.close(Duration::ZERO).await.unwrap();
+}
+
+/// Payload `i` of a reserved message of `len` bytes.
+fn filled(i: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|j| (j as u64 * 31 + i * 7 + 1) as u8)
+        .collect()
+}
+
+/// Messages from `reserve().await`, filled in place and committed, arrive byte for byte and
+/// in order: from empty to several datagrams long.
+#[tokio::test]
+async fn reserved_messages_arrive_byte_for_byte() {
+    const LENS: [usize; 6] = [0, 1, 100, 1500, 5000, 70_000];
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = open_a(dir.path(), local());
+    let b = NodeConfig::new(dir.path().join("b"), 2)
+        .peer(1, a.local_addr())
+        .open_async()
+        .unwrap();
+    let sb = b.sender();
+    for (i, len) in LENS.into_iter().enumerate() {
+        let mut r = sb.reserve(1, len).await.unwrap();
+        assert_eq!((r.peer(), r.len()), (1, len));
+        r.payload_mut().copy_from_slice(&filled(i as u64, len));
+        assert_eq!(r.commit().unwrap(), i as u64 + 1);
+    }
+    let got = recv_commit(&mut a, LENS.len()).await;
+    for (i, (peer, seq, payload)) in got.iter().enumerate() {
+        assert_eq!((*peer, *seq), (2, i as u64 + 1));
+        assert!(*payload == filled(i as u64, LENS[i]), "message {i} differs");
+    }
+    let e = sb.try_reserve(2, 1).unwrap_err();
+    assert!(matches!(e, SendError::InvalidPeer(2)), "{e}");
+    a.close(Duration::ZERO).await.unwrap();
+    b.close(Duration::ZERO).await.unwrap();
+}
+
+/// With the smallest store and the peer not there yet, reservations fill the store until
+/// `try_reserve` reports it full and `reserve().await` waits; once the peer is up and
+/// acknowledges, `reserve().await` completes for each of many more messages than fit at once,
+/// and all arrive byte for byte.
+#[tokio::test]
+async fn reserve_waits_out_a_full_store() {
+    const LEN: usize = 8000;
+    const N: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let placeholder = std::net::UdpSocket::bind(local()).unwrap();
+    let a_addr = placeholder.local_addr().unwrap();
+    let b = NodeConfig::new(dir.path().join("b"), 2)
+        .peer(1, a_addr)
+        .store_capacity(hrpc_store::MIN_CAPACITY)
+        .open_async()
+        .unwrap();
+    let sb = b.sender();
+    let mut fit = 0;
+    let full = loop {
+        assert!(fit < N, "{N} messages of {LEN} B fit in the smallest store");
+        match sb.try_reserve(1, LEN) {
+            Ok(mut r) => {
+                r.payload_mut().copy_from_slice(&filled(fit, LEN));
+                assert_eq!(r.commit().unwrap(), fit + 1);
+                fit += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(full, SendError::StoreFull(_)), "{full}");
+    assert!(fit > 0);
+    assert!(
+        timeout(Duration::from_millis(300), sb.reserve(1, LEN))
+            .await
+            .is_err(),
+        "reserve returned although nothing was acknowledged"
+    );
+
+    drop(placeholder);
+    let mut a = open_a(dir.path(), a_addr);
+    let sender = tokio::spawn(async move {
+        for i in fit..N {
+            let mut r = sb.reserve(1, LEN).await.unwrap();
+            r.payload_mut().copy_from_slice(&filled(i, LEN));
+            assert_eq!(r.commit().unwrap(), i + 1);
+        }
+    });
+    let got = recv_commit(&mut a, N as usize).await;
+    timeout(DEADLINE, sender).await.unwrap().unwrap();
+    for (i, (peer, seq, payload)) in got.iter().enumerate() {
+        assert_eq!((*peer, *seq), (2, i as u64 + 1));
+        assert!(*payload == filled(i as u64, LEN), "message {i} differs");
     }
     a.close(Duration::ZERO).await.unwrap();
     b.close(Duration::ZERO).await.unwrap();

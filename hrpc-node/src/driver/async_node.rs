@@ -21,6 +21,8 @@
 //!   [`AsyncNode::unacked`] (and [`AsyncNode::inspect`] for any other read of the [`Node`])
 //!   ask the driver task, which answers between two polls: the figures are the node's own,
 //!   current as of the driver's latest poll. Nothing is published while nobody asks.
+//! - [`AsyncSender::reserve`] is the zero-copy send ([`Sender::reserve`]) that waits out
+//!   backpressure like [`AsyncSender::send`].
 //!
 //! # Delivery contract
 //!
@@ -70,7 +72,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::config::{NodeConfig, NodeError, SendError};
-use super::node::{Node, NodeStats, Sender};
+use super::node::{Node, NodeStats, SendReservation, Sender};
 use crate::proto::{Event, PeerInfo, PeerState};
 
 /// The most events waiting between the driver task and [`AsyncNode::next_event`].
@@ -392,6 +394,41 @@ impl AsyncSender {
     /// error ([`Sender::send`]).
     pub fn try_send(&self, peer: u32, payload: &[u8]) -> Result<u64, SendError> {
         self.inner.send(peer, payload)
+    }
+
+    /// Zero-copy send: reserves `len` bytes in the store for `peer` ([`Sender::reserve`]),
+    /// waiting out backpressure as [`AsyncSender::send`] does (same errors, same caveat about a
+    /// peer that never acknowledges). Fill [`SendReservation::payload_mut`] in place, then
+    /// [`SendReservation::commit`]: the commit wakes the driver task, which transmits at once,
+    /// as after a send. Dropping the reservation sends nothing and gives the slot back (a
+    /// sender waiting for room then sees it once the driver next receives or consumes
+    /// something). The reservation counts toward
+    /// [`NodeConfig::max_unacked_per_peer`] from now on. Cancel-safe: a reserve dropped while
+    /// waiting reserved nothing.
+    ///
+    /// ```no_run
+    /// # async fn run(sender: hrpc_node::AsyncSender) -> Result<(), hrpc_node::SendError> {
+    /// let mut r = sender.reserve(2, 5).await?;
+    /// r.payload_mut().copy_from_slice(b"hello");
+    /// let seq = r.commit()?;
+    /// # let _ = seq; Ok(()) }
+    /// ```
+    pub async fn reserve(&self, peer: u32, len: usize) -> Result<SendReservation, SendError> {
+        loop {
+            let mut room = std::pin::pin!(self.room.notified());
+            // Registered before trying, as in `send`.
+            room.as_mut().enable();
+            match self.inner.reserve(peer, len) {
+                Err(e) if e.is_backpressure() => room.await,
+                r => return r,
+            }
+        }
+    }
+
+    /// Reserves `len` bytes for `peer` without waiting ([`Sender::reserve`]): backpressure is
+    /// returned as an error.
+    pub fn try_reserve(&self, peer: u32, len: usize) -> Result<SendReservation, SendError> {
+        self.inner.reserve(peer, len)
     }
 
     /// The synchronous handle underneath (zero-copy [`Sender::send_with`] and
