@@ -23,6 +23,7 @@ fn fill(buf: &mut [u8], payload: &[u8], first_seq: u64) -> (usize, u64) {
     let mut seq = first_seq;
     while w
         .push_data(&DataFrame {
+            flags: 0,
             seq,
             msg_len: payload.len() as u32,
             offset: 0,

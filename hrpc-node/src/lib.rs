@@ -43,10 +43,11 @@ pub use driver::{
 };
 pub use hrpc_store::{
     Damage, Durability, FileReport, InboundSlot, LostRange, MIN_CAPACITY, MessageRef, OpenReport,
-    OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, ResetReport, Store,
-    StoreConfig, StoreError, StoreReport,
+    OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, PendingCall, ResetReport,
+    Store, StoreConfig, StoreError, StoreReport,
 };
 pub use proto::{
-    ClusterKey, ConfigError, Core, CoreConfig, CoreError, DROP_REASONS, Delivery, DropReason,
-    Event, NoResolver, PeerInfo, PeerState, Resolver, StaticResolver, Stats, Transmit,
+    CALL_ENVELOPE_LEN, CallId, ClusterKey, ConfigError, Core, CoreConfig, CoreError, DROP_REASONS,
+    Delivery, DropReason, Event, MessageKind, NoResolver, PeerInfo, PeerState, Resolver,
+    StaticResolver, Stats, Transmit,
 };

@@ -134,6 +134,7 @@ fn hostile_input_is_dropped_and_counted() {
         let mut w = hrpc_wire::DatagramWriter::new(&mut forged, &hdr).unwrap();
         let payload = b"forged!";
         w.push_data(&hrpc_wire::DataFrame {
+            flags: 0,
             seq: 1,
             msg_len: payload.len() as u32,
             offset: 0,

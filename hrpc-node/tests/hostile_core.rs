@@ -287,6 +287,7 @@ mod targeted {
         };
         p.forge_to_a(header, |w| {
             w.push_data(&DataFrame {
+                flags: 0,
                 seq: 1,
                 msg_len: 1,
                 offset: 0,
@@ -315,6 +316,7 @@ mod targeted {
         let before = p.a.store().inspect();
         let good = p.b_to_a();
         let far = DataFrame {
+            flags: 0,
             seq: 1 << 40,
             msg_len: 1,
             offset: 0,
@@ -323,6 +325,7 @@ mod targeted {
         };
         p.forge_to_a(good, |w| w.push_data(&far).unwrap());
         let bad_crc = DataFrame {
+            flags: 0,
             seq: 1,
             msg_len: 1,
             offset: 0,
@@ -332,6 +335,7 @@ mod targeted {
         p.forge_to_a(good, |w| w.push_data(&bad_crc).unwrap());
         let elsewhere = HeaderFields { dst: 9, ..good };
         let ok = DataFrame {
+            flags: 0,
             seq: 1,
             msg_len: 1,
             offset: 0,
@@ -393,6 +397,7 @@ mod targeted {
             p.forge_to_a(header, |w| {
                 let part = [7u8; 100];
                 w.push_data(&DataFrame {
+                    flags: 0,
                     seq,
                     msg_len: 10_000,
                     offset: 0,

@@ -42,6 +42,7 @@ fn local() -> SocketAddr {
 fn push_fragment(w: &mut DatagramWriter<'_>, seq: u64, msg_len: u32) {
     let payload = vec![0xEE; 1000];
     w.push_data(&DataFrame {
+        flags: 0,
         seq,
         msg_len,
         offset: 0,

@@ -142,6 +142,7 @@ fn run(ops: Vec<Op>) {
                     (off, (off + 1000).min(p.len()))
                 };
                 let f = DataFrame {
+                    flags: 0,
                     seq,
                     msg_len: p.len() as u32,
                     offset: offset as u32,

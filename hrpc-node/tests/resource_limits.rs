@@ -87,6 +87,7 @@ fn forged_large_fragments_leave_store_and_memory_bounded() {
         for k in 0..4u32 {
             let d = datagram(&genuine, |w| {
                 w.push_data(&DataFrame {
+                    flags: 0,
                     seq,
                     msg_len: MAX_MESSAGE_LEN as u32,
                     offset: k * (4 << 20),
@@ -343,6 +344,7 @@ fn a_peer_cannot_starve_others_of_reassembly_space() {
         for k in 0..8u64 {
             let d = datagram(&genuine, |w| {
                 w.push_data(&DataFrame {
+                    flags: 0,
                     seq: 50_000 + k,
                     msg_len: MAX_MESSAGE_LEN as u32,
                     offset: step * 1200,

@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Inbound, assembled fragment by fragment, published only when complete.
     let msg = b"fragmented message";
-    let slot = store.begin_inbound(2, 1, msg.len() as u32, crc32c::crc32c(msg))?;
+    let slot = store.begin_inbound(2, 1, msg.len() as u32, crc32c::crc32c(msg), 0)?;
     store.write_inbound(&slot, 10, &msg[10..])?;
     store.write_inbound(&slot, 0, &msg[..10])?;
     store.commit_inbound(slot)?;

@@ -20,10 +20,14 @@
 //!  28   4 SUPER_LEN (4096)          24   8 next outbound seq floor   28   4 payload len
 //!  32   4 RECORD_LEN (64)           32   8 acked outbound seq        32   4 payload crc32c
 //!  36  24 reserved (0)              40   8 consumed inbound seq      36   4 incarnation
-//!  60   4 crc32c(bytes 0..60)       48   8 peer session epoch        40   1 kind (1 out, 2 in, 3/4 lost)
-//!  64                               56   4 reserved (0)              41  19 reserved (0)
-//!                                   60   4 crc32c(bytes 0..60)       60   4 crc32c(bytes 8..60)
-//!                                   64                               64     payload (len bytes)
+//!  60   4 crc32c(bytes 0..60)       48   8 peer session epoch        40   1 kind (1 out, 2 in, 3/4 lost, 5 call)
+//!  64                               56   4 reserved (0)              41   1 flags (bit 0: call envelope)
+//!                                   60   4 crc32c(bytes 0..60)       42   2 reserved (0)
+//!                                                                    44   4 reply: inbound incarnation
+//!                                                                    48   8 reply: inbound seq it consumes (0 = none)
+//!                                                                    56   4 reserved (0)
+//!                                                                    60   4 crc32c(bytes 8..60)
+//!                                                                    64     payload (len bytes)
 //!
 //! segment file "seg-NNNNNN"
 //! off len field
@@ -53,6 +57,8 @@ pub(crate) const COPIES: usize = 3;
 pub(crate) const ENTRY_LEN: usize = RECORD_LEN * COPIES;
 /// Slot header length; payload starts here.
 pub(crate) const SLOT_HDR: usize = 64;
+/// Offset of the flags byte in a slot header.
+pub(crate) const SLOT_FLAGS: usize = 41;
 /// Segment header length; slot 0 starts here.
 pub(crate) const SEG_HDR: usize = 64;
 /// On-disk format version. 2: the size-class table with 1/16 steps above 4 KiB (version 1 had
@@ -82,6 +88,15 @@ pub(crate) const KIND_OUT_LOST: u8 = 3;
 pub(crate) const KIND_IN_LOST: u8 = 4;
 /// Payload length of a gap marker slot.
 pub(crate) const LOST_LEN: u32 = 8;
+/// Slot kind: an outstanding call (a request waiting for its response). The header's seq is
+/// the call id, its peer the callee; the payload is the deadline, 8 bytes little-endian, in
+/// milliseconds since the Unix epoch. Not part of any stream.
+pub(crate) const KIND_CALL: u8 = 5;
+/// Payload length of a call slot.
+pub(crate) const CALL_LEN: u32 = 8;
+/// Message flag: the payload starts with a call envelope (a request or a response). The store
+/// keeps it and hands it back; what the envelope holds is the node's business.
+pub const FLAG_CALL: u8 = 1;
 
 /// Whether slots of `kind` belong to the outbound direction.
 pub(crate) const fn is_outbound(kind: u8) -> bool {
@@ -192,7 +207,11 @@ struct RawSlotHeader {
     crc: U32,
     inc: U32,
     kind: u8,
-    reserved: [u8; 19],
+    flags: u8,
+    reserved: [u8; 2],
+    link_inc: U32,
+    link: U64,
+    reserved2: [u8; 4],
     /// crc32c of bytes 0..52 of this struct (8..60 of the slot).
     hdr_crc: U32,
 }
@@ -371,7 +390,7 @@ impl SegHeader {
 }
 
 /// Slot header contents (without the state word).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct SlotHeader {
     pub(crate) generation: u64,
     pub(crate) seq: u64,
@@ -380,6 +399,12 @@ pub(crate) struct SlotHeader {
     pub(crate) crc: u32,
     pub(crate) inc: u32,
     pub(crate) kind: u8,
+    /// Message flags ([`FLAG_CALL`]); 0 for markers and calls.
+    pub(crate) flags: u8,
+    /// A reply (outbound message) only: the inbound incarnation and seq of the request its
+    /// commit consumed (`link` 0 = none). Recovery consumes through it.
+    pub(crate) link_inc: u32,
+    pub(crate) link: u64,
 }
 
 impl SlotHeader {
@@ -394,7 +419,11 @@ impl SlotHeader {
             crc: U32::new(self.crc),
             inc: U32::new(self.inc),
             kind: self.kind,
-            reserved: [0; 19],
+            flags: self.flags,
+            reserved: [0; 2],
+            link_inc: U32::new(self.link_inc),
+            link: U64::new(self.link),
+            reserved2: [0; 4],
             hdr_crc: U32::ZERO,
         };
         raw.hdr_crc = U32::new(crc32c::crc32c(&raw.as_bytes()[..52]));
@@ -416,10 +445,22 @@ impl SlotHeader {
             crc: raw.crc.get(),
             inc: raw.inc.get(),
             kind: raw.kind,
+            flags: raw.flags,
+            link_inc: raw.link_inc.get(),
+            link: raw.link.get(),
         };
-        let kind_ok = matches!(h.kind, KIND_OUT | KIND_IN | KIND_OUT_LOST | KIND_IN_LOST);
+        let kind_ok = matches!(
+            h.kind,
+            KIND_OUT | KIND_IN | KIND_OUT_LOST | KIND_IN_LOST | KIND_CALL
+        );
         let marker_ok = !matches!(h.kind, KIND_OUT_LOST | KIND_IN_LOST) || h.len == LOST_LEN;
-        (h.generation != 0 && h.seq != 0 && kind_ok && marker_ok).then_some(h)
+        let call_ok = h.kind != KIND_CALL || h.len == CALL_LEN;
+        // Only messages carry flags, and only outbound ones a reply link.
+        let message = matches!(h.kind, KIND_OUT | KIND_IN);
+        let flags_ok = h.flags & !FLAG_CALL == 0 && (message || h.flags == 0);
+        let link_ok = h.kind == KIND_OUT || h.link == 0 && h.link_inc == 0;
+        (h.generation != 0 && h.seq != 0 && kind_ok && marker_ok && call_ok && flags_ok && link_ok)
+            .then_some(h)
     }
 }
 

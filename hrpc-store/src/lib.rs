@@ -95,11 +95,12 @@ mod store;
 mod sync;
 
 pub use error::StoreError;
+pub use layout::FLAG_CALL;
 pub use store::inspect;
 pub use store::{
     Damage, Durability, FileReport, InboundSlot, LostRange, MessageRef, OpenReport,
-    OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, ResetReport, SendWindow,
-    Store, StoreConfig, StoreReport,
+    OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, PendingCall, ResetReport,
+    SendWindow, Store, StoreConfig, StoreReport,
 };
 
 /// The README's example, compiled and run as a doctest.

@@ -23,6 +23,7 @@
 //! - `files`, `hooks`: file-creation helpers, and test hooks.
 
 mod alloc;
+mod calls;
 mod config;
 mod files;
 mod flush;
@@ -41,6 +42,7 @@ mod recovery;
 mod report;
 mod scan;
 
+pub use self::calls::PendingCall;
 pub use self::config::{Durability, StoreConfig};
 pub use self::inbound::InboundSlot;
 pub use self::producer::{OutboundProducer, OutboundReservation, SendWindow};
@@ -53,7 +55,7 @@ use self::alloc::{ClassState, SegUse};
 use self::hooks::HookSlot;
 use crate::error::StoreError;
 use crate::inbound_index::InboundIndex;
-use crate::layout::{Record, SEG_HDR, SLOT_HDR};
+use crate::layout::{Record, SEG_HDR, SLOT_FLAGS, SLOT_HDR};
 use crate::map::{MappedFile, SegCell};
 use crate::sync::{Arc, Condvar, Mutex, lock};
 use std::collections::VecDeque;
@@ -194,6 +196,8 @@ struct Inner {
     reservations: u64,
     /// The exclusive lock on `LOCK` (`None` once released, see [`Inner::release`]).
     lock_file: Option<File>,
+    /// Outstanding calls (request/response).
+    calls: calls::CallTable,
 }
 
 /// State shared between the poll thread ([`Store`]) and producers ([`OutboundProducer`]).
@@ -283,13 +287,22 @@ impl Shared {
                 crc: 0,
                 payload: &[],
                 lost_through: lost,
+                flags: 0,
             });
         }
+        let seg = self.seg(slot.seg)?;
+        let off = seg.off(slot.idx);
         Some(MessageRef {
             seq,
             crc,
-            payload: self.payload(slot, len)?,
+            payload: seg.map.bytes(off + SLOT_HDR, len as usize),
             lost_through: None,
+            flags: seg
+                .map
+                .bytes(off + SLOT_FLAGS, 1)
+                .first()
+                .copied()
+                .unwrap_or(0),
         })
     }
 }

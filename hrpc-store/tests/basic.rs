@@ -87,7 +87,7 @@ fn inbound_lifecycle() {
     {
         let mut store = Store::open(dir.path(), &cfg()).unwrap();
         let slot = store
-            .begin_inbound(3, 1, 5000, crc32c::crc32c(&msg))
+            .begin_inbound(3, 1, 5000, crc32c::crc32c(&msg), 0)
             .unwrap();
         store.write_inbound(&slot, 4000, &msg[4000..]).unwrap();
         assert!(matches!(
@@ -98,7 +98,7 @@ fn inbound_lifecycle() {
         store.write_inbound(&slot, 0, &msg[..4000]).unwrap();
         store.commit_inbound(slot).unwrap();
         assert!(store.has_inbound(3, 1));
-        let bad = store.begin_inbound(3, 2, 4, 0xdead).unwrap();
+        let bad = store.begin_inbound(3, 2, 4, 0xdead, 0).unwrap();
         store.write_inbound(&bad, 0, b"abcd").unwrap();
         assert!(matches!(
             store.commit_inbound(bad),
@@ -106,7 +106,7 @@ fn inbound_lifecycle() {
         ));
         // Unfinished slot at "crash" time: never published.
         let half = store
-            .begin_inbound(3, 3, 4, crc32c::crc32c(b"wxyz"))
+            .begin_inbound(3, 3, 4, crc32c::crc32c(b"wxyz"), 0)
             .unwrap();
         store.write_inbound(&half, 0, b"wx").unwrap();
         let _never_finished = half; // neither committed nor aborted: stays unpublished
@@ -121,7 +121,7 @@ fn inbound_lifecycle() {
     assert_eq!(store.inbound_message(3, 1).unwrap().payload(), &msg[..]);
     store.consume_inbound(3, 1).unwrap();
     assert!(matches!(
-        store.begin_inbound(3, 1, 1, 0),
+        store.begin_inbound(3, 1, 1, 0, 0),
         Err(StoreError::BadSeq { .. })
     ));
     drop(store);
@@ -187,7 +187,7 @@ fn typed_errors_change_nothing() {
         Err(StoreError::TooLarge { .. })
     ));
     assert!(matches!(
-        store.begin_inbound(1, 1, MAX_MESSAGE_LEN as u32 + 1, 0),
+        store.begin_inbound(1, 1, MAX_MESSAGE_LEN as u32 + 1, 0, 0),
         Err(StoreError::TooLarge { .. })
     ));
     let before = store.inspect();

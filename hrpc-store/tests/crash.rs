@@ -287,7 +287,7 @@ fn child_workload(dir: &Path, seed: u64) {
             } => {
                 let p = payload(tag, len);
                 let slot = store
-                    .begin_inbound(peer, seq, len as u32, crc32c::crc32c(&p))
+                    .begin_inbound(peer, seq, len as u32, crc32c::crc32c(&p), 0)
                     .unwrap();
                 for (i, chunk) in p.chunks(1000).enumerate().rev() {
                     store

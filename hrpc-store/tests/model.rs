@@ -221,7 +221,7 @@ fn run(ops: Vec<Op>, durability: Durability) {
                 if m.inbound.contains_key(&seq) {
                     continue;
                 }
-                if let Ok(slot) = store.begin_inbound(peer, seq, 10, 1234) {
+                if let Ok(slot) = store.begin_inbound(peer, seq, 10, 1234, 0) {
                     store.write_inbound(&slot, 0, b"part").unwrap();
                     store.abort_inbound(slot);
                 }

@@ -94,7 +94,7 @@ fn never_fitting_message_is_too_large_not_full() {
         Err(StoreError::TooLarge { max: m, .. }) if m == max
     ));
     assert!(matches!(
-        store.begin_inbound(3, 1, max as u32 + 1, 0),
+        store.begin_inbound(3, 1, max as u32 + 1, 0, 0),
         Err(StoreError::TooLarge { max: m, .. }) if m == max
     ));
     assert!(matches!(
@@ -220,7 +220,7 @@ fn maintain_keeps_segments_in_use() {
     let t0 = Instant::now();
     let mut r = p.reserve(2, 2 << 20).unwrap();
     let inb = store
-        .begin_inbound(3, 1, 3 << 20, crc32c::crc32c(&vec![4; 3 << 20]))
+        .begin_inbound(3, 1, 3 << 20, crc32c::crc32c(&vec![4; 3 << 20]), 0)
         .unwrap();
     let pending = p.send(2, &vec![6; 4 << 20]).unwrap();
     for s in 0..10 {

@@ -23,7 +23,7 @@
 //! let mut w = DatagramWriter::new(&mut buf, &header)?;
 //! let msg = b"hello";
 //! let crc = crc32c::crc32c(msg);
-//! w.push_data(&DataFrame { seq: 1, msg_len: 5, offset: 0, msg_crc: crc, payload: msg })?;
+//! w.push_data(&DataFrame { flags: 0, seq: 1, msg_len: 5, offset: 0, msg_crc: crc, payload: msg })?;
 //! let len = w.finish();
 //!
 //! let d = Datagram::parse(&buf[..len])?;
@@ -55,11 +55,11 @@ pub use decode::{Datagram, Frames, decode_frames};
 pub use encode::DatagramWriter;
 pub use error::{EncodeError, WireError};
 pub use frame::{
-    ACK_BASE_LEN, AckFrame, COOKIE_LEN, CookieFrame, DATA_OVERHEAD, DataFrame, FRAG_ACK_LEN,
-    FRAG_RANGE_LEN, FRAME_ACK, FRAME_CHALLENGE, FRAME_DATA, FRAME_FRAG_ACK, FRAME_HEARTBEAT,
-    FRAME_LOST, FRAME_RESET, FRAME_RESPONSE, FragAckFrame, FragRange, FragRanges, Frame,
-    HEARTBEAT_LEN, HeartbeatFrame, LOST_LEN, LostFrame, MAX_FRAG_RANGES, RESET_LEN, RawFragRange,
-    RawSack, ResetFrame, ResetReason, SACK_RANGE_LEN, SackRange, SackRanges,
+    ACK_BASE_LEN, AckFrame, COOKIE_LEN, CookieFrame, DATA_FLAG_CALL, DATA_OVERHEAD, DataFrame,
+    FRAG_ACK_LEN, FRAG_RANGE_LEN, FRAME_ACK, FRAME_CHALLENGE, FRAME_DATA, FRAME_FRAG_ACK,
+    FRAME_HEARTBEAT, FRAME_LOST, FRAME_RESET, FRAME_RESPONSE, FragAckFrame, FragRange, FragRanges,
+    Frame, HEARTBEAT_LEN, HeartbeatFrame, LOST_LEN, LostFrame, MAX_FRAG_RANGES, RESET_LEN,
+    RawFragRange, RawSack, ResetFrame, ResetReason, SACK_RANGE_LEN, SackRange, SackRanges,
 };
 pub use header::{
     AUTH_TAG_LEN, DatagramHeader, EncryptedParts, FLAG_AUTH, FLAG_ENCRYPTED, HEADER_LEN,

@@ -20,6 +20,7 @@ fn one_message(payload: &[u8]) -> Vec<u8> {
     let mut buf = vec![0u8; 1472];
     let mut w = DatagramWriter::new(&mut buf, &H).unwrap();
     w.push_data(&DataFrame {
+        flags: 0,
         seq: 1,
         msg_len: payload.len() as u32,
         offset: 0,
@@ -190,6 +191,7 @@ fn auth_tag_is_reserved_and_returned() {
     let mut w = DatagramWriter::new(&mut buf, &h).unwrap();
     assert_eq!(w.remaining(), 200 - HEADER_LEN - 16);
     w.push_data(&DataFrame {
+        flags: 0,
         seq: 5,
         msg_len: 2,
         offset: 0,
@@ -215,6 +217,7 @@ fn encoder_refuses_what_does_not_fit_and_bad_buffers() {
     let mut w = DatagramWriter::new(&mut buf, &H).unwrap();
     assert_eq!(w.data_capacity(), 6);
     let frame = DataFrame {
+        flags: 0,
         seq: 1,
         msg_len: 7,
         offset: 0,

@@ -13,6 +13,7 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 enum OwnedFrame {
     Data {
+        flags: u8,
         seq: u64,
         msg_len: u32,
         offset: u32,
@@ -42,12 +43,14 @@ impl OwnedFrame {
     fn frame(&self) -> Frame<'_> {
         match self {
             OwnedFrame::Data {
+                flags,
                 seq,
                 msg_len,
                 offset,
                 crc,
                 payload,
             } => Frame::Data(DataFrame {
+                flags: *flags,
                 seq: *seq,
                 msg_len: *msg_len,
                 offset: *offset,
@@ -92,8 +95,9 @@ fn data_frame() -> impl Strategy<Value = OwnedFrame> {
         0u32..1000,
         0u32..1000,
         any::<u32>(),
+        0u8..=hrpc_wire::DATA_FLAG_CALL,
     )
-        .prop_map(|(seq, payload, before, after, crc)| {
+        .prop_map(|(seq, payload, before, after, crc, flags)| {
             let len = payload.len() as u32;
             // A non-empty message may not carry an empty fragment.
             let (offset, msg_len) = if len == 0 {
@@ -102,6 +106,7 @@ fn data_frame() -> impl Strategy<Value = OwnedFrame> {
                 (before, before + len + after)
             };
             OwnedFrame::Data {
+                flags,
                 seq,
                 msg_len,
                 offset,

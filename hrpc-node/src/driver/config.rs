@@ -117,6 +117,15 @@ pub enum SendError {
     /// The node was closed.
     #[error("node is closed")]
     Closed,
+    /// A reply was asked for a delivery that is not a request
+    /// ([`MessageKind::Request`](crate::MessageKind::Request)).
+    #[error("message {seq} from peer {peer} is not a request")]
+    NotARequest {
+        /// The delivery's sender.
+        peer: u32,
+        /// Its seq.
+        seq: u64,
+    },
     /// Any other store failure (a sticky sync failure, too many peers, ...), as the source.
     #[error("store refused the message")]
     Store(#[source] StoreError),

@@ -180,6 +180,7 @@ mod tests {
         let mut w = hrpc_wire::DatagramWriter::new_encrypted(&mut buf, &header).unwrap();
         let secret = [0x5Au8; 200];
         w.push_data(&hrpc_wire::DataFrame {
+            flags: 0,
             seq: 9,
             msg_len: secret.len() as u32,
             offset: 0,

@@ -2,7 +2,7 @@
 
 use hrpc_store::StoreError;
 
-use super::{Core, CoreError, Delivery, Event, queue_event};
+use super::{Core, CoreError, Delivery, Event, MessageKind, call, queue_event};
 
 impl Core {
     /// Group commit ([`Store::sync`](hrpc_store::Store::sync)): in [`Durability::Sync`](hrpc_store::Durability::Sync) mode makes
@@ -81,6 +81,7 @@ impl Core {
         for seq in first..=last {
             // Only whole messages lie between `consumed` and `handed`: a gap marker is
             // handed (and consumed at once) only when nothing before it waits.
+            self.finish_answered(peer, seq)?;
             self.store.consume_inbound(peer, seq)?;
             self.set_consumed(peer, seq);
         }
@@ -154,14 +155,40 @@ impl Core {
                     None => {
                         // Checked once, on receipt, before it was persisted (and at
                         // recovery): no second pass over the payload here.
+                        let (kind, payload) = call::classify(m.flags(), m.payload());
+                        let answers = match kind {
+                            MessageKind::Response { call } => Some(call),
+                            _ => None,
+                        };
+                        if let Some(call) = answers
+                            && !self.call_awaits(peer, call)
+                        {
+                            // A repeat, or too late: consumed unseen, in order.
+                            if waiting {
+                                break;
+                            }
+                            self.stats.responses_dropped += 1;
+                            tracing::debug!(peer, seq, %call, "response without an outstanding call dropped");
+                            self.store.consume_inbound(peer, seq)?;
+                            self.set_consumed(peer, seq);
+                            continue;
+                        }
                         f(Delivery {
                             peer,
                             seq,
-                            payload: m.payload(),
+                            payload,
+                            kind,
                         });
                         delivered += 1;
                         self.stats.messages_delivered += 1;
+                        if answers.is_some() {
+                            self.stats.responses_delivered += 1;
+                        }
                         if consume_now {
+                            if let Some(call) = answers {
+                                // The call ends first (see `Core::finish_answered`).
+                                self.store.finish_call(call.0)?;
+                            }
                             self.store.consume_inbound(peer, seq)?;
                             self.set_consumed(peer, seq);
                         } else if let Some(p) = self.peers.get_mut(&peer) {

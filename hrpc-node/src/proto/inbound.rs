@@ -22,6 +22,8 @@ pub(super) enum Persist<'a> {
         seq: u64,
         payload: &'a [u8],
         crc: u32,
+        /// DATA flags.
+        flags: u8,
     },
     /// A message assembled from fragments in `slot`, now complete.
     Assembled { seq: u64, slot: InboundSlot },
@@ -31,14 +33,28 @@ pub(super) enum Persist<'a> {
     StartAfter { through: u64 },
 }
 
+/// The store flags of a message that arrived with DATA flags `flags`.
+pub(super) fn store_flags(flags: u8) -> u8 {
+    if flags & hrpc_wire::DATA_FLAG_CALL != 0 {
+        hrpc_store::FLAG_CALL
+    } else {
+        0
+    }
+}
+
 impl Core {
     /// Persists `what` for `peer`, then records it in the peer's receive state. On a store
     /// error nothing changes on either side.
     pub(super) fn persist(&mut self, peer: u32, what: Persist<'_>) -> Result<(), StoreError> {
         let store = &mut self.store;
         let (first, last) = match what {
-            Persist::Whole { seq, payload, crc } => {
-                store.put_inbound_checked(peer, seq, payload, crc)?;
+            Persist::Whole {
+                seq,
+                payload,
+                crc,
+                flags,
+            } => {
+                store.put_inbound_checked(peer, seq, payload, crc, store_flags(flags))?;
                 (seq, seq)
             }
             Persist::Assembled { seq, slot } => {

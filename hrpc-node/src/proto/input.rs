@@ -8,7 +8,7 @@ use hrpc_wire::{
     AckFrame, DataFrame, Datagram, FragAckFrame, Frame, HeartbeatFrame, SackRanges, WireError,
 };
 
-use super::inbound::Persist;
+use super::inbound::{Persist, store_flags};
 use super::recv::{Reassembly, RecvState};
 use super::send::SentState;
 use super::{
@@ -183,6 +183,7 @@ impl Core {
                 seq: f.seq,
                 payload: f.payload,
                 crc: f.msg_crc,
+                flags: f.flags,
             }
         } else {
             match self.on_fragment(now, peer, f) {
@@ -232,7 +233,13 @@ impl Core {
                     return None;
                 }
             }
-            let slot = match self.store.begin_inbound(peer, f.seq, f.msg_len, f.msg_crc) {
+            let slot = match self.store.begin_inbound(
+                peer,
+                f.seq,
+                f.msg_len,
+                f.msg_crc,
+                store_flags(f.flags),
+            ) {
                 Ok(s) => s,
                 Err(e) => {
                     self.stats.drop(store_drop_reason(&e));

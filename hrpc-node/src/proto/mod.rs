@@ -11,6 +11,7 @@
 //! The state machine is written up in `docs/design.md` ("Protocol").
 
 mod auth;
+mod call;
 mod config;
 mod congestion;
 mod delivery;
@@ -40,6 +41,8 @@ use handshake::Secrets;
 use rustc_hash::FxHashMap;
 
 pub use auth::ClusterKey;
+pub(crate) use call::envelope as call_envelope;
+pub use call::{CALL_ENVELOPE_LEN, CallId, MessageKind, unix_ms_now};
 pub(crate) use config::number_in as config_number_in;
 pub use config::{ConfigError, CoreConfig, MAX_CONFIG_DURATION, MAX_CWND, MIN_TIMER};
 pub use event::{Event, PeerState};
@@ -92,8 +95,11 @@ pub struct Delivery<'a> {
     pub peer: u32,
     /// Its per-peer sequence number (1, 2, 3, … for each peer session).
     pub seq: u64,
-    /// The message, borrowed from the store until the handler returns.
+    /// The message, borrowed from the store until the handler returns (for a request or a
+    /// response: what the caller or callee wrote, without the call envelope).
     pub payload: &'a [u8],
+    /// A plain message, a request, a response, or a call's timeout.
+    pub kind: MessageKind,
 }
 
 /// Smallest window for the fragment stream of one long message, whatever

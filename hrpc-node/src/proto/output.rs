@@ -524,6 +524,7 @@ fn write_message(
     let mut start = offset as usize;
     if start == 0 && len <= cap {
         let frame = DataFrame {
+            flags: wire_flags(m),
             seq: m.seq(),
             msg_len: len as u32,
             offset: 0,
@@ -563,6 +564,7 @@ fn write_message(
     }
     let end = (start + cap).min(stop);
     let frame = DataFrame {
+        flags: wire_flags(m),
         seq: m.seq(),
         msg_len: len as u32,
         offset: start as u32,
@@ -574,6 +576,15 @@ fn write_message(
         Ok(()) => Written::Partial(end as u32),
         Err(EncodeError::Full) => Written::NoRoom,
         Err(EncodeError::Invalid(_)) => Written::NoRoom,
+    }
+}
+
+/// The DATA flags of stored message `m`.
+fn wire_flags(m: &MessageRef<'_>) -> u8 {
+    if m.flags() & hrpc_store::FLAG_CALL != 0 {
+        hrpc_wire::DATA_FLAG_CALL
+    } else {
+        0
     }
 }
 

@@ -81,6 +81,13 @@ pub struct Stats {
     pub messages_lost: u64,
     /// Retransmission timeouts.
     pub timeouts: u64,
+    /// Responses handed to the application (one per call at most).
+    pub responses_delivered: u64,
+    /// Responses that found no outstanding call from their peer (a repeat after a crash, or
+    /// one that came after the call's timeout): consumed without being handed out.
+    pub responses_dropped: u64,
+    /// Calls whose deadline passed without a response.
+    pub calls_timed_out: u64,
     /// Peer resets (a peer came back with a new epoch).
     pub peer_resets: u64,
     /// Handshakes completed: a peer's session learned after a validation round trip.

@@ -20,6 +20,7 @@ pub(crate) fn hello() -> HeartbeatFrame {
 pub(crate) fn push_evil(w: &mut DatagramWriter<'_>, seq: u64) {
     let payload = format!("evil {seq}").into_bytes();
     w.push_data(&DataFrame {
+        flags: 0,
         seq,
         msg_len: payload.len() as u32,
         offset: 0,

@@ -48,6 +48,7 @@ fn checksums_detect_flips() {
         crc: 5,
         inc: 1,
         kind: KIND_OUT,
+        ..SlotHeader::default()
     };
     let b = h.encode();
     assert_eq!(SlotHeader::decode(&b), Some(h));
@@ -118,7 +119,11 @@ fn layouts_are_pinned() {
     assert_eq!(offset_of!(RawSlotHeader, crc), 24);
     assert_eq!(offset_of!(RawSlotHeader, inc), 28);
     assert_eq!(offset_of!(RawSlotHeader, kind), 32);
-    assert_eq!(offset_of!(RawSlotHeader, reserved), 33);
+    assert_eq!(offset_of!(RawSlotHeader, flags), 33);
+    assert_eq!(offset_of!(RawSlotHeader, reserved), 34);
+    assert_eq!(offset_of!(RawSlotHeader, link_inc), 36);
+    assert_eq!(offset_of!(RawSlotHeader, link), 40);
+    assert_eq!(offset_of!(RawSlotHeader, reserved2), 48);
     assert_eq!(offset_of!(RawSlotHeader, hdr_crc), 52);
 }
 
@@ -192,6 +197,7 @@ fn golden_bytes() {
         crc: 0xabcd_ef01,
         inc: 2,
         kind: KIND_OUT,
+        ..SlotHeader::default()
     };
     assert_eq!(slot.encode(), SLOT);
     assert_eq!(SlotHeader::decode(&SLOT), Some(slot));

@@ -9,7 +9,8 @@ use super::{Inner, Result, Shared, SlotId, Store};
 use crate::error::StoreError;
 use crate::inbound_index::InEntry;
 use crate::layout::{
-    KIND_IN, KIND_IN_LOST, LOST_LEN, REC_INBOUND_STARTED, SLOT_HDR, SlotHeader, class_for,
+    FLAG_CALL, KIND_IN, KIND_IN_LOST, LOST_LEN, REC_INBOUND_STARTED, SLOT_HDR, SlotHeader,
+    class_for,
 };
 use crate::sync::{MutexGuard, lock};
 use crate::{MAX_MESSAGE_LEN, failpoint};
@@ -28,6 +29,7 @@ pub struct InboundSlot {
     len: u32,
     crc: u32,
     inc: u32,
+    flags: u8,
 }
 
 impl InboundSlot {
@@ -127,13 +129,15 @@ impl Store {
     }
 
     /// Starts persisting inbound message `seq` from `peer` of `len` bytes whose crc32c is
-    /// declared to be `crc`: reserves an unpublished slot to assemble fragments in.
+    /// declared to be `crc` and whose flags are `flags` ([`FLAG_CALL`](crate::FLAG_CALL) or 0;
+    /// other bits are dropped): reserves an unpublished slot to assemble fragments in.
     pub fn begin_inbound(
         &mut self,
         peer: u32,
         seq: u64,
         len: u32,
         crc: u32,
+        flags: u8,
     ) -> Result<InboundSlot> {
         let sh = &*self.shared;
         let (inner, slot, class, pidx) = self.claim_inbound(peer, seq, len)?;
@@ -148,6 +152,7 @@ impl Store {
             len,
             crc,
             inc: rec.in_inc,
+            flags: flags & FLAG_CALL,
         })
     }
 
@@ -216,6 +221,8 @@ impl Store {
             crc: slot.crc,
             inc: slot.inc,
             kind: KIND_IN,
+            flags: slot.flags,
+            ..SlotHeader::default()
         };
         inner.publish(sh, slot.slot, hdr);
         drop(inner);
@@ -242,19 +249,20 @@ impl Store {
 
     /// Persists a complete inbound message in one call (its crc32c is computed here).
     pub fn put_inbound(&mut self, peer: u32, seq: u64, payload: &[u8]) -> Result<()> {
-        self.put_inbound_checked(peer, seq, payload, crc32c::crc32c(payload))
+        self.put_inbound_checked(peer, seq, payload, crc32c::crc32c(payload), 0)
     }
 
-    /// Persists a complete inbound message whose sender declared `crc`: the
-    /// payload is checked against it first ([`StoreError::ChecksumMismatch`],
-    /// nothing claimed), then copied into a slot and published, under one
-    /// lock. The one-frame fast path of the receiver.
+    /// Persists a complete inbound message whose sender declared `crc` and `flags`
+    /// ([`FLAG_CALL`](crate::FLAG_CALL) or 0; other bits are dropped): the payload is checked
+    /// against `crc` first ([`StoreError::ChecksumMismatch`], nothing claimed), then copied
+    /// into a slot and published, under one lock. The one-frame fast path of the receiver.
     pub fn put_inbound_checked(
         &mut self,
         peer: u32,
         seq: u64,
         payload: &[u8],
         crc: u32,
+        flags: u8,
     ) -> Result<()> {
         let len = u32::try_from(payload.len())
             .ok()
@@ -287,6 +295,8 @@ impl Store {
             crc,
             inc: inner.states[pidx].rec.in_inc,
             kind: KIND_IN,
+            flags: flags & FLAG_CALL,
+            ..SlotHeader::default()
         };
         inner.publish(sh, slot, hdr);
         drop(inner);

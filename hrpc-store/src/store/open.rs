@@ -5,12 +5,13 @@
 //! changed.
 
 use super::alloc::{ClassState, max_payload, seg_class, seg_use_of, sh_segments_set};
+use super::calls::CallTable;
 use super::config::{Durability, StoreConfig};
 use super::files::{corrupt, create_file, fallocate, fsync_dir};
 use super::hooks::HookSlot;
 use super::producer::OutboundProducer;
 use super::records::new_state;
-use super::recovery::{Candidate, RecoveryPlan};
+use super::recovery::{Candidate, RecoveryPlan, consumed_by_replies};
 use super::report::OpenReport;
 use super::scan::{
     PeerRecords, check_segment_header, check_slot_header, check_slot_payload, read_superblock,
@@ -23,8 +24,8 @@ use super::{
 use crate::error::StoreError;
 use crate::inbound_index::{InEntry, InboundIndex};
 use crate::layout::{
-    ENTRY_LEN, KIND_IN_LOST, KIND_OUT_LOST, NUM_CLASSES, SEG_HDR, SLOT_HDR, SUPER_LEN, Superblock,
-    class_size, is_outbound,
+    ENTRY_LEN, KIND_CALL, KIND_IN_LOST, KIND_OUT_LOST, NUM_CLASSES, SEG_HDR, SLOT_HDR, SUPER_LEN,
+    Superblock, class_size, is_outbound,
 };
 use crate::map::{MappedFile, SegCell};
 use crate::sync::{Arc, Condvar, Mutex, Ordering, lock};
@@ -218,6 +219,8 @@ impl Store {
             (0..NUM_CLASSES).map(|_| ClassState::default()).collect();
         let mut nsegs = 0u32;
         let mut cands: Vec<Candidate> = Vec::new();
+        // Call slots: not part of any stream.
+        let mut calls: Vec<Candidate> = Vec::new();
         let mut max_gen = 0u64;
         let mut torn: Vec<SlotId> = Vec::new();
         let mut hdr = [0u8; SLOT_HDR - 8];
@@ -280,7 +283,11 @@ impl Store {
                 match valid {
                     Ok(c) => {
                         max_gen = max_gen.max(c.generation);
-                        cands.push(c);
+                        if c.kind == KIND_CALL {
+                            calls.push(c);
+                        } else {
+                            cands.push(c);
+                        }
                     }
                     Err(_) => {
                         // A published slot is complete and checksummed (I1). Only a power loss
@@ -306,6 +313,16 @@ impl Store {
             nsegs = nsegs.max(*i + 1);
         }
 
+        // Requests consumed by a reply whose consumption the peer record does not show yet.
+        let relinked = consumed_by_replies(&cands, |peer| {
+            peers.get(&peer).map(|&k| states[k as usize].rec)
+        });
+        for &(peer, through) in &relinked {
+            if let Some(&k) = peers.get(&peer) {
+                states[k as usize].rec.consumed_in = through;
+            }
+        }
+        let (calls_keep, calls_free) = keep_calls(&mut calls);
         let plan = RecoveryPlan::build(
             &mut cands,
             |peer| peers.get(&peer).map(|&k| states[k as usize].rec),
@@ -352,6 +369,7 @@ impl Store {
             store_gone: false,
             reservations: 0,
             lock_file: Some(lock_file),
+            calls: CallTable::new(random_nonzero_u64()),
         };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -382,6 +400,20 @@ impl Store {
             let c = &cands[k];
             inner.used += class_size(seg_class(sh, c.slot)) as u64;
             inner.free_slot(sh, c.slot);
+        }
+        for c in calls_free.iter().map(|&k| &calls[k]) {
+            inner.used += class_size(seg_class(sh, c.slot)) as u64;
+            inner.free_slot(sh, c.slot);
+        }
+        for c in calls_keep.iter().map(|&k| &calls[k]) {
+            inner.used += class_size(seg_class(sh, c.slot)) as u64;
+            inner.calls.insert(c.seq, c.peer, c.deadline_ms, c.slot);
+        }
+        report.stale_slots += calls_free.len();
+        report.live_slots += calls_keep.len();
+        for &(peer, _) in &relinked {
+            let pidx = inner.peer_idx(sh, peer)?;
+            inner.write_record(sh, pidx);
         }
         let mut inbound = InboundIndex::default();
         let mut cur_peer: Option<(u32, usize)> = None;
@@ -494,6 +526,22 @@ impl Store {
             report,
         })
     }
+}
+
+/// Call slots found: per call id the one with the highest generation is kept (a second copy
+/// is what damage could leave; the newest is the truth). Returns the indexes into `calls` to
+/// keep and to free.
+fn keep_calls(calls: &mut [Candidate]) -> (Vec<usize>, Vec<usize>) {
+    calls.sort_unstable_by_key(|c| (c.seq, std::cmp::Reverse(c.generation)));
+    let (mut keep, mut free) = (Vec::new(), Vec::new());
+    for (i, c) in calls.iter().enumerate() {
+        if i > 0 && calls[i - 1].seq == c.seq {
+            free.push(i);
+        } else {
+            keep.push(i);
+        }
+    }
+    (keep, free)
 }
 
 /// A new store epoch: 64 random bits from the operating system, never 0. Not derived from

@@ -8,7 +8,7 @@ use super::Store;
 use super::{OutEntry, Result, Shared, SlotId};
 use crate::error::StoreError;
 use crate::failpoint;
-use crate::layout::{KIND_OUT, SLOT_HDR, SlotHeader, class_for};
+use crate::layout::{FLAG_CALL, KIND_OUT, SLOT_HDR, SlotHeader, class_for};
 use crate::sync::{Arc, lock};
 use std::borrow::Cow;
 
@@ -30,6 +30,14 @@ impl From<u64> for SendWindow {
             bytes: u64::MAX,
         }
     }
+}
+
+/// What a commit publishes besides the message.
+#[derive(Debug, Clone, Copy)]
+enum Commit {
+    Message,
+    Request { id: u64, deadline_ms: u64 },
+    Reply { consumes: u64 },
 }
 
 /// Clone + Send + Sync handle for committing outbound messages from any thread.
@@ -216,7 +224,31 @@ impl OutboundReservation<'_> {
     /// [`StoreError::Closed`] if the store was closed since the reserve: nothing is published
     /// and the slot is released (the store's files are released with the last such
     /// reservation, if the [`Store`] is already gone).
-    pub fn commit(mut self) -> Result<u64> {
+    pub fn commit(self) -> Result<u64> {
+        self.commit_as(Commit::Message)
+    }
+
+    /// Commits a request: publishes the call slot for call `id` (from
+    /// [`OutboundProducer::new_call_id`]) with `deadline_ms` (milliseconds since the Unix
+    /// epoch), then the message, flagged [`FLAG_CALL`](crate::FLAG_CALL), under one lock. The
+    /// call stays outstanding (across restarts) until [`Store::finish_call`]. Errors as
+    /// [`OutboundReservation::commit`], plus [`StoreError::Full`] / [`StoreError::NoSpace`]
+    /// for the call slot; on error nothing was published.
+    pub fn commit_request(self, id: u64, deadline_ms: u64) -> Result<u64> {
+        self.commit_as(Commit::Request { id, deadline_ms })
+    }
+
+    /// Commits a reply that consumes inbound message `consumes` from the same peer: the
+    /// message, flagged [`FLAG_CALL`](crate::FLAG_CALL), records the request's seq, so that
+    /// publishing it is what consumes the request. If the process dies before the request's
+    /// consumption is recorded the usual way ([`Store::consume_inbound`]), recovery consumes
+    /// it from the reply (when every earlier message from the peer was consumed or is itself
+    /// answered by a reply the store holds). Errors as [`OutboundReservation::commit`].
+    pub fn commit_reply(self, consumes: u64) -> Result<u64> {
+        self.commit_as(Commit::Reply { consumes })
+    }
+
+    fn commit_as(mut self, how: Commit) -> Result<u64> {
         let sh = &*self.producer.shared;
         let crc = crc32c::crc32c(self.payload_ref());
         failpoint::hit("commit.before_lock");
@@ -229,21 +261,35 @@ impl OutboundReservation<'_> {
             drop(inner);
             return Err(e); // Drop releases the slot.
         }
+        let (flags, link) = match how {
+            Commit::Message => (0, 0),
+            Commit::Request { id, deadline_ms } => {
+                // The call first: a request is never without its call.
+                if let Err(e) = inner.publish_call(sh, id, self.peer, deadline_ms) {
+                    drop(inner);
+                    return Err(e); // Drop releases the message slot.
+                }
+                (FLAG_CALL, 0)
+            }
+            Commit::Reply { consumes } => (FLAG_CALL, consumes),
+        };
         inner.reservations -= 1;
         let st = &mut inner.states[self.pidx];
         st.reserved -= 1;
         st.reserved_bytes -= u64::from(self.len);
         let seq = st.next_out;
         st.next_out += 1;
-        let inc = st.rec.out_inc;
         let hdr = SlotHeader {
-            generation: 0,
             seq,
             peer: self.peer,
             len: self.len,
             crc,
-            inc,
+            inc: st.rec.out_inc,
             kind: KIND_OUT,
+            flags,
+            link_inc: if link == 0 { 0 } else { st.rec.in_inc },
+            link,
+            ..SlotHeader::default()
         };
         inner.publish(sh, self.slot, hdr);
         let st = &mut inner.states[self.pidx];

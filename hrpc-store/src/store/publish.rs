@@ -81,6 +81,7 @@ impl Inner {
             crc,
             inc,
             kind,
+            ..SlotHeader::default()
         };
         self.publish(sh, slot, hdr);
         Ok(OutEntry {

@@ -20,6 +20,50 @@ pub(super) struct Candidate {
     pub(super) len: u32,
     pub(super) crc: u32,
     pub(super) slot: SlotId,
+    /// A reply: the inbound incarnation and seq of the request it consumed (0 = none).
+    pub(super) link_inc: u32,
+    pub(super) link: u64,
+    /// A call slot: its deadline (ms since the Unix epoch); 0 otherwise.
+    pub(super) deadline_ms: u64,
+}
+
+/// Consumption that replies recorded and the peer records may not have: for each peer, the
+/// consumed cursor moved through every request answered by a reply the store holds (current
+/// incarnations on both sides), as long as they follow the cursor without a hole — a reply
+/// commit is the commit point of its request's consumption, and requests are consumed in
+/// order. `record(peer)` gives the peer's current record. Returns `(peer, new cursor)` for
+/// each peer whose cursor moves.
+pub(super) fn consumed_by_replies(
+    cands: &[Candidate],
+    record: impl Fn(u32) -> Option<Record>,
+) -> Vec<(u32, u64)> {
+    let mut links: Vec<(u32, u64)> = cands
+        .iter()
+        .filter(|c| c.kind == crate::layout::KIND_OUT && c.link != 0)
+        .filter(|c| record(c.peer).is_some_and(|r| c.inc == r.out_inc && c.link_inc == r.in_inc))
+        .map(|c| (c.peer, c.link))
+        .collect();
+    links.sort_unstable();
+    let mut moved = Vec::new();
+    let mut at = 0;
+    while at < links.len() {
+        let peer = links[at].0;
+        let n = links[at..].partition_point(|l| l.0 == peer);
+        let start = record(peer).map_or(0, |r| r.consumed_in);
+        let mut cursor = start;
+        for &(_, link) in &links[at..at + n] {
+            if link == cursor.saturating_add(1) {
+                cursor = link;
+            } else if link > cursor {
+                break;
+            }
+        }
+        if cursor > start {
+            moved.push((peer, cursor));
+        }
+        at += n;
+    }
+    moved
 }
 
 /// Recovery's decisions about the slots found, made before anything is written.

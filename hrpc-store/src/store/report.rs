@@ -17,6 +17,7 @@ pub struct MessageRef<'a> {
     pub(super) crc: u32,
     pub(super) payload: &'a [u8],
     pub(super) lost_through: Option<u64>,
+    pub(super) flags: u8,
 }
 
 impl<'a> MessageRef<'a> {
@@ -36,6 +37,11 @@ impl<'a> MessageRef<'a> {
     /// with a damaged store) and will never be delivered; the payload is then empty.
     pub fn lost_through(&self) -> Option<u64> {
         self.lost_through
+    }
+    /// The message's flags as committed or received: [`FLAG_CALL`](crate::FLAG_CALL) if its
+    /// payload starts with a call envelope; 0 for a plain message or a gap marker.
+    pub fn flags(&self) -> u8 {
+        self.flags
     }
 }
 

@@ -11,8 +11,8 @@ use super::report::OpenReport;
 use super::{IdMap, Result, SlotId};
 use crate::error::StoreError;
 use crate::layout::{
-    COPIES, ENTRY_LEN, KIND_IN_LOST, KIND_OUT_LOST, RECORD_LEN, Record, SEG_HDR, SLOT_HDR,
-    SUPER_LEN, SegHeader, SlotHeader, Superblock, class_size,
+    COPIES, ENTRY_LEN, KIND_CALL, KIND_IN_LOST, KIND_OUT_LOST, RECORD_LEN, Record, SEG_HDR,
+    SLOT_HDR, SUPER_LEN, SegHeader, SlotHeader, Superblock, class_size,
 };
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -178,5 +178,16 @@ pub(super) fn check_slot_payload(
         len: h.len,
         crc: h.crc,
         slot,
+        link_inc: h.link_inc,
+        link: h.link,
+        deadline_ms: if h.kind == KIND_CALL {
+            payload
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or("call payload too short")?
+        } else {
+            0
+        },
     })
 }

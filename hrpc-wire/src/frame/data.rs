@@ -11,6 +11,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use super::{FRAME_DATA, Frame, split, truncated};
 use crate::{MAX_MESSAGE_LEN, WireError};
 
+/// DATA flag: the message's payload starts with a call envelope (a request or a response,
+/// which the node reads; the wire and the store carry it as payload bytes).
+pub const DATA_FLAG_CALL: u8 = 1;
+
 /// Bytes a DATA frame adds in front of its payload.
 pub const DATA_OVERHEAD: usize = size_of::<RawData>();
 
@@ -31,6 +35,8 @@ const _: () = assert!(DATA_OVERHEAD == 24);
 /// A whole message, or the fragment `offset..offset + payload.len()` of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataFrame<'a> {
+    /// Message flags: [`DATA_FLAG_CALL`] or 0 (the same in every fragment of a message).
+    pub flags: u8,
     /// Per-peer message sequence number, from 1.
     pub seq: u64,
     /// Length of the whole message.
@@ -77,7 +83,7 @@ impl DataFrame<'_> {
 /// Decodes the DATA frame at the start of `bytes`; returns it and the bytes after it.
 pub(super) fn decode(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), WireError> {
     let (h, rest) = split::<RawData>(bytes)?;
-    if h.flags != 0 {
+    if h.flags & !DATA_FLAG_CALL != 0 {
         return Err(WireError::ReservedBits("data frame"));
     }
     let len = usize::from(h.frag_len.get());
@@ -86,6 +92,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), WireError> {
     }
     let (payload, rest) = rest.split_at(len);
     let d = DataFrame {
+        flags: h.flags,
         seq: h.seq.get(),
         msg_len: h.msg_len.get(),
         offset: h.offset.get(),
@@ -99,7 +106,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), WireError> {
 pub(super) fn encode(d: &DataFrame<'_>, out: &mut [u8]) {
     let h = RawData {
         ty: FRAME_DATA,
-        flags: 0,
+        flags: d.flags,
         frag_len: U16::new(d.payload.len() as u16),
         msg_len: U32::new(d.msg_len),
         offset: U32::new(d.offset),

@@ -51,7 +51,7 @@ pub use control::{
     COOKIE_LEN, CookieFrame, HEARTBEAT_LEN, HeartbeatFrame, LOST_LEN, LostFrame, RESET_LEN,
     ResetFrame, ResetReason,
 };
-pub use data::{DATA_OVERHEAD, DataFrame};
+pub use data::{DATA_FLAG_CALL, DATA_OVERHEAD, DataFrame};
 pub use frag_ack::{
     FRAG_ACK_LEN, FRAG_RANGE_LEN, FragAckFrame, FragRange, FragRanges, MAX_FRAG_RANGES,
     RawFragRange,

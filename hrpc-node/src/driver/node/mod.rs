@@ -2,8 +2,10 @@
 //! handle.
 //!
 //! The node's methods are grouped by concern: opening, flushing and closing in `lifecycle`,
-//! the poll loop in `poll`, sending in `sender`, and inspection in `inspect`.
+//! the poll loop in `poll`, sending in `sender`, calls and replies in `calls`, and inspection
+//! in `inspect`.
 
+mod calls;
 mod inspect;
 mod lifecycle;
 mod poll;

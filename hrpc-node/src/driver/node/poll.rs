@@ -16,7 +16,7 @@ use super::{Node, core_error};
 use crate::driver::config::NodeError;
 use crate::driver::udp::RECV_BATCH;
 use crate::driver::wait::wait_fds;
-use crate::proto::Delivery;
+use crate::proto::{Delivery, unix_ms_now};
 
 /// A transmit the socket refused (buffer full); its bytes stay in the node's transmit buffer.
 #[derive(Debug, Clone, Copy)]
@@ -137,12 +137,19 @@ impl Node {
         let sender = &self.local_sender;
         let max = max.min(self.deliveries_per_poll);
         let f = &mut |d: Delivery<'_>| handler(sender, d);
-        let delivered = if consume_now {
+        let mut delivered = if consume_now {
             self.core.deliver(max, f)
         } else {
             self.core.deliver_deferred(max, f)
         }
         .map_err(core_error)?;
+        // Calls past their deadline, after the responses that beat it.
+        if delivered < max && self.core.next_call_deadline().is_some() {
+            delivered += self
+                .core
+                .deliver_timeouts(unix_ms_now(), max - delivered, f)
+                .map_err(core_error)?;
+        }
         report.delivered = delivered;
         if delivered >= self.deliveries_per_poll {
             report.more = true;
@@ -248,7 +255,16 @@ impl Node {
         if self.dirty {
             return Some(Instant::now());
         }
-        self.core.poll_timeout()
+        let timer = self.core.poll_timeout();
+        // A call's deadline is kept on the wall clock; a far one that no `Instant` can hold
+        // is no reason to wake.
+        let call = self.core.next_call_deadline().and_then(|d| {
+            Instant::now().checked_add(Duration::from_millis(d.saturating_sub(unix_ms_now())))
+        });
+        match (timer, call) {
+            (Some(t), Some(c)) => Some(t.min(c)),
+            (t, c) => t.or(c),
+        }
     }
 
     /// Blocks until a datagram arrives, another thread's [`Sender`] wakes the node, the socket

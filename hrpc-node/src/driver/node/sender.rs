@@ -63,13 +63,18 @@ impl Sender {
         let mut r = sh.producer.reserve_within(peer, len, sh.max_unacked)?;
         fill(r.payload_mut());
         let seq = r.commit()?;
+        self.wake_poll();
+        Ok(seq)
+    }
+
+    /// After a commit: wakes the poll loop, unless this is the poll thread's own handle.
+    pub(super) fn wake_poll(&self) {
         if self.wake
-            && let Err(e) = sh.waker.wake()
+            && let Err(e) = self.shared.waker.wake()
         {
             // The message is committed; the poll loop will still find it on its next timeout.
             tracing::debug!(error = %e, "wake-up write failed");
         }
-        Ok(seq)
     }
 
     /// Owned zero-copy send: reserves `len` bytes in the store for `peer` and returns them as
@@ -98,7 +103,7 @@ impl Sender {
 
     /// What every send checks before it reserves: the node is open, the peer is another
     /// node, the message is not over the wire's limit.
-    fn check_send(&self, peer: u32, len: usize) -> Result<&Shared, SendError> {
+    pub(super) fn check_send(&self, peer: u32, len: usize) -> Result<&Shared, SendError> {
         let sh = &*self.shared;
         if sh.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed);
@@ -158,11 +163,7 @@ impl SendReservation {
     /// sleep on it); inside a [`Node::poll`] handler this is enough, as for a handler's sends.
     pub fn commit(self) -> Result<u64, SendError> {
         let seq = self.slot.commit()?;
-        if self.sender.wake
-            && let Err(e) = self.sender.shared.waker.wake()
-        {
-            tracing::debug!(error = %e, "wake-up write failed");
-        }
+        self.sender.wake_poll();
         Ok(seq)
     }
 }

@@ -27,12 +27,12 @@ use read::{open_regular, probe_lock, read_full_at, scan_segment};
 pub use types::{FileInfo, FileKind, Inspection, LockState, PeerInfo, SegmentInfo};
 
 use super::config::Durability;
-use super::recovery::{Candidate, RecoveryPlan};
+use super::recovery::{Candidate, RecoveryPlan, consumed_by_replies};
 use super::report::OpenReport;
 use super::scan::{read_superblock, scan_records};
 use super::{LOCK_FILE, META_FILE};
 use crate::error::StoreError;
-use crate::layout::{ENTRY_LEN, FORMAT_VERSION, Record, SUPER_LEN, is_outbound};
+use crate::layout::{ENTRY_LEN, FORMAT_VERSION, KIND_CALL, Record, SUPER_LEN, is_outbound};
 use std::collections::BTreeMap;
 use std::fs::{self};
 use std::io;
@@ -160,11 +160,19 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
         segments.push(info);
     }
 
-    let rec_of: BTreeMap<u32, (u32, Record)> = records
+    let (calls, mut cands): (Vec<Candidate>, Vec<Candidate>) =
+        cands.into_iter().partition(|c| c.kind == KIND_CALL);
+    let mut rec_of: BTreeMap<u32, (u32, Record)> = records
         .found
         .iter()
         .map(|&(e, r, _)| (r.peer, (e, r)))
         .collect();
+    // As `open` would: requests consumed by a reply the store holds.
+    for (peer, through) in consumed_by_replies(&cands, |p| rec_of.get(&p).map(|x| x.1)) {
+        if let Some(x) = rec_of.get_mut(&peer) {
+            x.1.consumed_in = through;
+        }
+    }
     let plan = RecoveryPlan::build(
         &mut cands,
         |p| rec_of.get(&p).map(|x| x.1),
@@ -205,6 +213,17 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
             p.highest_inbound_seq = Some(p.highest_inbound_seq.map_or(c.last, |h| h.max(c.last)));
         }
     }
+    for c in &calls {
+        if let Some(s) = seg_pos.get(&c.slot.seg).and_then(|&k| segments.get_mut(k)) {
+            s.live_slots += 1;
+            s.used_bytes += u64::from(s.slot_size);
+            used_bytes += u64::from(s.slot_size);
+        }
+        peers
+            .entry(c.peer)
+            .or_insert_with(|| PeerInfo::new(c.peer, None))
+            .calls_pending += 1;
+    }
     for &k in &plan.free {
         let Some(c) = cands.get(k) else { continue };
         if let Some(s) = seg_pos.get(&c.slot.seg).and_then(|&k| segments.get_mut(k)) {
@@ -224,7 +243,7 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
         lock,
         disk_bytes: files.iter().map(|f| f.bytes).sum(),
         files,
-        live_slots: plan.keep.len(),
+        live_slots: plan.keep.len() + calls.len(),
         stale_slots: plan.free.len(),
         damaged_slots,
         segments,

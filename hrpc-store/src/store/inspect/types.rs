@@ -135,6 +135,8 @@ pub struct PeerInfo {
     pub highest_inbound_seq: Option<u64>,
     /// Persisted, unconsumed inbound messages and gap markers.
     pub inbound_count: usize,
+    /// Calls to this peer still waiting for their response or timeout.
+    pub calls_pending: usize,
     /// Their payload bytes.
     pub inbound_bytes: u64,
 }
@@ -189,6 +191,7 @@ impl PeerInfo {
             lowest_inbound_seq: None,
             highest_inbound_seq: None,
             inbound_count: 0,
+            calls_pending: 0,
             inbound_bytes: 0,
         }
     }

@@ -1,0 +1,126 @@
+//! Request/response on the send side: [`Sender::call`] commits a request with its outstanding
+//! call, [`Sender::reply`] commits a response that consumes its request in the same store
+//! operation. Responses and timeouts reach the caller through the poll handler
+//! ([`MessageKind::Response`], [`MessageKind::CallTimedOut`]).
+
+use std::time::Duration;
+
+use super::Node;
+use super::sender::Sender;
+use crate::driver::config::SendError;
+use crate::proto::call_envelope;
+use crate::proto::{CALL_ENVELOPE_LEN, CallId, Delivery, MessageKind, unix_ms_now};
+
+impl Sender {
+    /// Calls `peer`: commits a request carrying `payload` and, in the same store operation,
+    /// the outstanding call, which survives restarts of this process. Returns the call's id.
+    ///
+    /// The call ends exactly once, through the poll handler: a delivery of kind
+    /// [`MessageKind::Response`] with the callee's reply, or, if none came within `timeout`
+    /// (counted on the wall clock, so across restarts too), one of kind
+    /// [`MessageKind::CallTimedOut`]; a response arriving after that is dropped. Either is
+    /// handed again after a crash until the handler has returned from it. The request itself
+    /// is delivered to the callee once, as [`MessageKind::Request`].
+    ///
+    /// Errors as [`Sender::send`]; the request's length counts its 9-byte envelope.
+    pub fn call(&self, peer: u32, payload: &[u8], timeout: Duration) -> Result<CallId, SendError> {
+        let len = CALL_ENVELOPE_LEN + payload.len();
+        let sh = self.check_send(peer, len)?;
+        let id = CallId(sh.producer.new_call_id());
+        let mut r = sh.producer.reserve_within(peer, len, sh.max_unacked)?;
+        let buf = r.payload_mut();
+        buf[..CALL_ENVELOPE_LEN].copy_from_slice(&call_envelope(false, id));
+        buf[CALL_ENVELOPE_LEN..].copy_from_slice(payload);
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        r.commit_request(id.0, unix_ms_now().saturating_add(ms))?;
+        self.wake_poll();
+        Ok(id)
+    }
+
+    /// Answers the request `request` (a delivery of kind [`MessageKind::Request`]) with
+    /// `payload`. Committing the reply consumes the request in the same store operation:
+    /// once this returns, a crash never hands the request again and the reply is sent,
+    /// whatever happens to the process. Returns the reply's seq.
+    ///
+    /// Replies go in the order the requests from that peer were delivered (the usual case
+    /// in a [`Node::poll`] handler); a reply to a later request while an earlier message from
+    /// the same peer is still unconsumed (with [`Node::poll_deferred`]) is sent, but consumes
+    /// its request atomically only once the earlier ones are consumed.
+    ///
+    /// [`SendError::NotARequest`] for any other delivery; otherwise errors as
+    /// [`Sender::send`].
+    pub fn reply(&self, request: &Delivery<'_>, payload: &[u8]) -> Result<u64, SendError> {
+        let MessageKind::Request { call } = request.kind else {
+            return Err(SendError::NotARequest {
+                peer: request.peer,
+                seq: request.seq,
+            });
+        };
+        self.reply_to(request.peer, request.seq, call, payload)
+    }
+
+    /// [`Sender::reply`] for a request known by its parts (kept from a delivery for a later
+    /// answer): `peer` made call `call`, delivered here as inbound message `request_seq`.
+    pub fn reply_to(
+        &self,
+        peer: u32,
+        request_seq: u64,
+        call: CallId,
+        payload: &[u8],
+    ) -> Result<u64, SendError> {
+        if request_seq == 0 {
+            return Err(SendError::NotARequest {
+                peer,
+                seq: request_seq,
+            });
+        }
+        let len = CALL_ENVELOPE_LEN + payload.len();
+        let sh = self.check_send(peer, len)?;
+        // Replies are not held back by the send window: the request already took its place
+        // in the peer's flow, and a callee that cannot answer would stall its caller.
+        let mut r = sh.producer.reserve(peer, len)?;
+        let buf = r.payload_mut();
+        buf[..CALL_ENVELOPE_LEN].copy_from_slice(&call_envelope(true, call));
+        buf[CALL_ENVELOPE_LEN..].copy_from_slice(payload);
+        let seq = r.commit_reply(request_seq)?;
+        self.wake_poll();
+        Ok(seq)
+    }
+}
+
+impl Node {
+    /// [`Sender::call`] from the poll thread; the request is transmitted by the next
+    /// [`Node::poll`].
+    pub fn call(
+        &mut self,
+        peer: u32,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<CallId, SendError> {
+        let id = self.local_sender.call(peer, payload, timeout)?;
+        self.dirty = true;
+        Ok(id)
+    }
+
+    /// [`Sender::reply_to`] from the poll thread, for a request handed by
+    /// [`Node::poll_deferred`] and answered later. Consumes the request (and, as
+    /// [`Node::consume`], every earlier one from the peer) once the reply is committed.
+    pub fn reply_to(
+        &mut self,
+        peer: u32,
+        request_seq: u64,
+        call: CallId,
+        payload: &[u8],
+    ) -> Result<u64, SendError> {
+        let seq = self
+            .local_sender
+            .reply_to(peer, request_seq, call, payload)?;
+        self.dirty = true;
+        if let Err(e) = self.consume(peer, request_seq) {
+            // The reply is committed and consumes the request at the next open; nothing to
+            // undo. The poll loop reports a store failure itself.
+            tracing::warn!(peer, seq = request_seq, error = %e, "consuming an answered request failed");
+        }
+        Ok(seq)
+    }
+}

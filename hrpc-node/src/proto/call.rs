@@ -1,0 +1,155 @@
+//! Request/response: the call envelope, what a delivery is, and handing out responses and
+//! timeouts.
+//!
+//! A request and a response are ordinary messages of the per-peer stream, flagged as calls
+//! ([`hrpc_wire::DATA_FLAG_CALL`] on the wire, [`hrpc_store::FLAG_CALL`] in the store), whose
+//! payload starts with a 9-byte envelope: the kind (1 request, 2 response) and the call id
+//! (u64, little-endian). The caller's store holds each outstanding call
+//! ([`hrpc_store::PendingCall`]) until the application has taken its response or its timeout;
+//! a response that finds no outstanding call from that peer (a repeat after a crash, or one
+//! that came after the timeout) is consumed without being handed out. The callee's reply is
+//! committed with [`OutboundReservation::commit_reply`](hrpc_store::OutboundReservation::commit_reply),
+//! which makes it the commit point of the request's consumption.
+
+use std::fmt;
+
+use super::{Core, CoreError, Delivery};
+
+/// Bytes of the envelope in front of a call message's payload.
+pub const CALL_ENVELOPE_LEN: usize = 9;
+const ENVELOPE_REQUEST: u8 = 1;
+const ENVELOPE_RESPONSE: u8 = 2;
+
+/// Identifies one call of the calling node: unique in its store, kept across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(pub u64);
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "call {:#x}", self.0)
+    }
+}
+
+/// What a [`Delivery`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageKind {
+    /// A message sent with `send`.
+    #[default]
+    Message,
+    /// A request made with `call`: answer it with `reply` (which consumes it in the same
+    /// store operation), or let the handler return to consume it unanswered.
+    Request {
+        /// The caller's call id, to be echoed by the reply.
+        call: CallId,
+    },
+    /// The response to a call this node made, once per call.
+    Response {
+        /// The call it answers.
+        call: CallId,
+    },
+    /// A call this node made got no response before its deadline: its response, if one
+    /// comes later, is dropped. Such a delivery has `seq` 0 and an empty payload.
+    CallTimedOut {
+        /// The call that timed out.
+        call: CallId,
+    },
+}
+
+/// Writes the envelope of a request (`response == false`) or response for `call`.
+pub(crate) fn envelope(response: bool, call: CallId) -> [u8; CALL_ENVELOPE_LEN] {
+    let mut e = [0u8; CALL_ENVELOPE_LEN];
+    e[0] = if response {
+        ENVELOPE_RESPONSE
+    } else {
+        ENVELOPE_REQUEST
+    };
+    e[1..].copy_from_slice(&call.0.to_le_bytes());
+    e
+}
+
+/// Reads a call message's envelope: its kind and the payload after it. `None` for a payload
+/// too short or of an unknown kind (handed out as a plain message, whole).
+pub(crate) fn open_envelope(payload: &[u8]) -> Option<(MessageKind, &[u8])> {
+    let (head, rest) = payload.split_at_checked(CALL_ENVELOPE_LEN)?;
+    let id: [u8; 8] = head.get(1..)?.try_into().ok()?;
+    let call = CallId(u64::from_le_bytes(id));
+    match *head.first()? {
+        ENVELOPE_REQUEST => Some((MessageKind::Request { call }, rest)),
+        ENVELOPE_RESPONSE => Some((MessageKind::Response { call }, rest)),
+        _ => None,
+    }
+}
+
+/// What a stored message is, and its payload for the application.
+pub(super) fn classify(flags: u8, payload: &[u8]) -> (MessageKind, &[u8]) {
+    if flags & hrpc_store::FLAG_CALL != 0
+        && let Some(k) = open_envelope(payload)
+    {
+        return k;
+    }
+    (MessageKind::Message, payload)
+}
+
+/// Milliseconds since the Unix epoch, the clock call deadlines are kept in (they outlive the
+/// process, so they cannot be `Instant`s).
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Core {
+    /// Whether `call` is an outstanding call of this node to `peer` (a response from any other
+    /// peer does not answer it).
+    pub(super) fn call_awaits(&self, peer: u32, call: CallId) -> bool {
+        self.store.call(call.0).is_some_and(|c| c.peer == peer)
+    }
+
+    /// Hands up to `max` calls whose deadline passed by `now_ms` (ms since the Unix epoch) to
+    /// `f` as [`MessageKind::CallTimedOut`], each ended in the store after `f` returns (a
+    /// crash inside `f` hands it again after the restart). Returns how many.
+    pub fn deliver_timeouts(
+        &mut self,
+        now_ms: u64,
+        max: usize,
+        f: &mut dyn FnMut(Delivery<'_>),
+    ) -> Result<usize, CoreError> {
+        self.take_fatal()?;
+        if max == 0 || self.store.next_call_deadline().is_none_or(|d| d > now_ms) {
+            return Ok(0);
+        }
+        let expired = self.store.expired_calls(now_ms, max);
+        for c in &expired {
+            tracing::debug!(peer = c.peer, call = c.id, "call timed out");
+            f(Delivery {
+                peer: c.peer,
+                seq: 0,
+                payload: &[],
+                kind: MessageKind::CallTimedOut { call: CallId(c.id) },
+            });
+            self.stats.calls_timed_out += 1;
+            self.store.finish_call(c.id)?;
+        }
+        Ok(expired.len())
+    }
+
+    /// The earliest deadline of an outstanding call, in ms since the Unix epoch.
+    pub fn next_call_deadline(&self) -> Option<u64> {
+        self.store.next_call_deadline()
+    }
+
+    /// Ends the call a consumed response answers, before the response itself is consumed: a
+    /// crash in between leaves a response that finds no call, which is dropped on redelivery,
+    /// never a call whose handled response comes back as a timeout.
+    pub(super) fn finish_answered(&mut self, peer: u32, seq: u64) -> Result<(), CoreError> {
+        let Some(m) = self.store.inbound_message(peer, seq) else {
+            return Ok(());
+        };
+        if let (MessageKind::Response { call }, _) = classify(m.flags(), m.payload())
+            && self.call_awaits(peer, call)
+        {
+            self.store.finish_call(call.0)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! Request/response between two real nodes on loopback: each call gets one response or one
+//! timeout, a late response is dropped, a response outlives the caller's restart, and a
+//! callee's reply consumes its request.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::nodes::{DEADLINE, pair, pump_until};
+use hrpc_node::driver::{Node, NodeConfig, SendError};
+use hrpc_node::proto::{CallId, Delivery, MessageKind};
+
+/// Polls `caller` (with `handler`) and `callee`, which receives and persists but hands
+/// nothing out, until `done(caller)`.
+fn pump_holding(
+    caller: &mut Node,
+    handler: &mut dyn FnMut(Delivery<'_>),
+    callee: &mut Node,
+    done: impl Fn(&Node) -> bool,
+) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !done(caller) {
+        assert!(std::time::Instant::now() < deadline, "deadline passed");
+        caller.poll(&mut |_, d| handler(d)).unwrap();
+        let r = callee
+            .poll_deferred(0, &mut |_, d| panic!("callee handed {d:?}"))
+            .unwrap();
+        if r.received == 0 {
+            caller.wait(Some(Duration::from_millis(2))).unwrap();
+        }
+    }
+}
+
+/// What the caller saw end each call: `Ok(response payload)` or `Err(())` for a timeout.
+type Outcomes = BTreeMap<CallId, Vec<Result<Vec<u8>, ()>>>;
+
+fn record(outcomes: &mut Outcomes, kind: MessageKind, payload: &[u8]) {
+    match kind {
+        MessageKind::Response { call } => {
+            outcomes.entry(call).or_default().push(Ok(payload.to_vec()))
+        }
+        MessageKind::CallTimedOut { call } => outcomes.entry(call).or_default().push(Err(())),
+        other => panic!("the caller got {other:?}"),
+    }
+}
+
+/// B (id 2) makes 300 calls to A (id 1), some larger than a datagram; A answers each with a
+/// function of the request. Every call gets exactly one response, the one for its own
+/// request; A sees each request once; the counters agree.
+#[test]
+fn every_call_gets_its_own_response_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = pair(dir.path());
+    let mut made = BTreeMap::new();
+    for i in 0..300u32 {
+        let len = if i % 50 == 7 {
+            5000
+        } else {
+            4 + i as usize % 40
+        };
+        let mut req = vec![i as u8; len];
+        req[..4].copy_from_slice(&i.to_le_bytes());
+        let call = b.call(1, &req, Duration::from_secs(60)).unwrap();
+        assert!(made.insert(call, req).is_none(), "call ids are unique");
+    }
+    let mut served = Vec::new();
+    let mut outcomes = Outcomes::new();
+    pump_until(
+        &mut a,
+        &mut |s, d| {
+            let MessageKind::Request { call } = d.kind else {
+                panic!("A got {:?}", d.kind);
+            };
+            served.push(call);
+            let mut resp = d.payload.to_vec();
+            resp.reverse();
+            s.reply(&d, &resp).unwrap();
+        },
+        &mut b,
+        &mut |_, d| record(&mut outcomes, d.kind, d.payload),
+        |_, b| b.stats().core.responses_delivered >= 300,
+    );
+    assert_eq!(served.len(), 300, "each request handed once");
+    assert_eq!(outcomes.len(), 300);
+    for (call, req) in &made {
+        let mut want = req.clone();
+        want.reverse();
+        assert_eq!(outcomes[call], vec![Ok(want)], "{call}");
+    }
+    assert_eq!(a.consumed_through(2), 300);
+    assert_eq!(b.store().calls_pending(), 0);
+    assert_eq!(b.stats().core.responses_dropped, 0);
+}
+
+/// A call to a node that does not answer in time ends with one timeout; the response that
+/// comes later is dropped, not handed out; a reply to something that is not a request is
+/// refused.
+#[test]
+fn a_late_response_is_dropped_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = pair(dir.path());
+    let call = b.call(1, b"slow", Duration::from_millis(300)).unwrap();
+    let plain = b.send(1, b"plain").unwrap();
+    let mut outcomes = Outcomes::new();
+    // A receives (and persists) but does not hand anything out until B gave up.
+    pump_holding(
+        &mut b,
+        &mut |d| record(&mut outcomes, d.kind, d.payload),
+        &mut a,
+        |b| b.stats().core.calls_timed_out >= 1,
+    );
+    assert_eq!(outcomes[&call], vec![Err(())]);
+    let mut refused = None;
+    pump_until(
+        &mut a,
+        &mut |s, d| match d.kind {
+            MessageKind::Request { .. } => {
+                s.reply(&d, b"too late").unwrap();
+            }
+            MessageKind::Message => {
+                assert_eq!(d.seq, plain);
+                refused = Some(s.reply(&d, b"no"));
+            }
+            k => panic!("A got {k:?}"),
+        },
+        &mut b,
+        &mut |_, d| record(&mut outcomes, d.kind, d.payload),
+        |_, b| b.stats().core.responses_dropped >= 1,
+    );
+    assert_eq!(outcomes[&call], vec![Err(())], "one outcome: the timeout");
+    assert_eq!(b.stats().core.responses_delivered, 0);
+    assert!(matches!(
+        refused,
+        Some(Err(SendError::NotARequest { peer: 2, .. }))
+    ));
+}
+
+/// The caller dies (its node dropped without a close) after its request left; the callee
+/// answers meanwhile. The reopened caller is handed the response of the call it made before,
+/// under the same call id.
+#[test]
+fn a_response_outlives_the_callers_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = pair(dir.path());
+    let call = b.call(1, b"question", Duration::from_secs(60)).unwrap();
+    // Until A holds the request (B's store has it acknowledged).
+    pump_holding(&mut b, &mut |d| panic!("B got {d:?}"), &mut a, |b| {
+        b.acked_through(1) >= 1
+    });
+    let (a_addr, b_addr) = (a.local_addr(), b.local_addr());
+    drop(b);
+    // A answers while B is gone.
+    let mut answered = false;
+    for _ in 0..1000 {
+        a.poll(&mut |s, d| {
+            s.reply(&d, b"answer").unwrap();
+            answered = true;
+        })
+        .unwrap();
+        if answered {
+            break;
+        }
+        a.wait(Some(Duration::from_millis(5))).unwrap();
+    }
+    assert!(answered);
+    // Back on its port: A answers to the address it knows.
+    let mut b = NodeConfig::new(dir.path().join("b"), 2)
+        .bind(b_addr)
+        .peer(1, a_addr)
+        .open()
+        .unwrap();
+    assert_eq!(b.store().call(call.0).map(|c| c.peer), Some(1));
+    let mut outcomes = Outcomes::new();
+    pump_until(
+        &mut b,
+        &mut |_, d| record(&mut outcomes, d.kind, d.payload),
+        &mut a,
+        &mut |_, _| {},
+        |b, _| b.stats().core.responses_delivered >= 1,
+    );
+    assert_eq!(outcomes[&call], vec![Ok(b"answer".to_vec())]);
+    assert_eq!(b.store().calls_pending(), 0);
+}
