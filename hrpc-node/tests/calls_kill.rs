@@ -231,7 +231,7 @@ fn sigkill_caller_and_callee_during_calls() {
     let mut caller = s.spawn("caller", None);
     let (mut caller_kills, mut aborts) = (0u64, 0u64);
     // Restarts a child that aborted at its fail point (counted as a kill of it).
-    let mut revive = |c: &mut Child, role: &str, aborts: &mut u64| -> bool {
+    let revive = |c: &mut Child, role: &str, aborts: &mut u64| -> bool {
         if c.try_wait().unwrap().is_some() {
             *aborts += 1;
             *c = s.spawn(role, None);
