@@ -85,7 +85,7 @@ pub mod waker;
 #[cfg(feature = "metrics")]
 pub use self::metrics::DEFAULT_METRICS_INTERVAL;
 #[cfg(feature = "tokio")]
-pub use async_node::{AsyncDelivery, AsyncNode, AsyncSender};
+pub use async_node::{AsyncDelivery, AsyncNode, AsyncSender, CallError};
 pub use config::{
     DEFAULT_BIND, MAX_SOCKET_BUFFER, MIN_SOCKET_BUFFER, NodeConfig, NodeError, SendError,
 };

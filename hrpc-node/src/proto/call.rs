@@ -106,20 +106,30 @@ impl Core {
     }
 
     /// Hands up to `max` calls whose deadline passed by `now_ms` (ms since the Unix epoch) to
-    /// `f` as [`MessageKind::CallTimedOut`], each ended in the store after `f` returns (a
-    /// crash inside `f` hands it again after the restart). Returns how many.
+    /// `f` as [`MessageKind::CallTimedOut`]. With `finish_now` each call is ended in the store
+    /// after `f` returns (a crash inside `f` hands it again after the restart); without, it
+    /// is not handed again until [`Core::finish_call`] ends it or [`Core::rehand_call`] asks
+    /// for it again (a restart hands it again too). Returns how many were handed.
     pub fn deliver_timeouts(
         &mut self,
         now_ms: u64,
         max: usize,
+        finish_now: bool,
         f: &mut dyn FnMut(Delivery<'_>),
     ) -> Result<usize, CoreError> {
         self.take_fatal()?;
         if max == 0 || self.store.next_call_deadline().is_none_or(|d| d > now_ms) {
             return Ok(0);
         }
-        let expired = self.store.expired_calls(now_ms, max);
-        for c in &expired {
+        let want = max.saturating_add(self.timeouts_handed.len());
+        let mut handed = 0;
+        for c in self.store.expired_calls(now_ms, want) {
+            if handed >= max {
+                break;
+            }
+            if self.timeouts_handed.contains(&c.id) {
+                continue;
+            }
             tracing::debug!(peer = c.peer, call = c.id, "call timed out");
             f(Delivery {
                 peer: c.peer,
@@ -127,10 +137,28 @@ impl Core {
                 payload: &[],
                 kind: MessageKind::CallTimedOut { call: CallId(c.id) },
             });
+            handed += 1;
             self.stats.calls_timed_out += 1;
-            self.store.finish_call(c.id)?;
+            if finish_now {
+                self.store.finish_call(c.id)?;
+            } else {
+                self.timeouts_handed.insert(c.id);
+            }
         }
-        Ok(expired.len())
+        Ok(handed)
+    }
+
+    /// Ends `call` (its timeout, handed by deferred delivery, was dealt with): it is never
+    /// handed again. Returns whether it was outstanding.
+    pub fn finish_call(&mut self, call: CallId) -> Result<bool, CoreError> {
+        self.take_fatal()?;
+        self.timeouts_handed.remove(&call.0);
+        Ok(self.store.finish_call(call.0)?)
+    }
+
+    /// Hands the timeout of `call` again (its handler gave up on it).
+    pub fn rehand_call(&mut self, call: CallId) {
+        self.timeouts_handed.remove(&call.0);
     }
 
     /// The earliest deadline of an outstanding call, in ms since the Unix epoch.

@@ -207,6 +207,9 @@ pub struct Core {
     rr: usize,
     /// Round-robin position for delivery.
     deliver_rr: usize,
+    /// Calls whose timeout was handed out without being ended (deferred delivery): not
+    /// handed again until [`Core::finish_call`] or [`Core::rehand_call`].
+    timeouts_handed: std::collections::BTreeSet<u64>,
     replies: VecDeque<Reply>,
     /// Answers left this second: challenges, responses.
     reply_tokens: [u32; 2],
@@ -258,6 +261,7 @@ impl Core {
             order: Vec::new(),
             rr: 0,
             deliver_rr: 0,
+            timeouts_handed: std::collections::BTreeSet::new(),
             replies: VecDeque::new(),
             reply_tokens: [cfg.max_unsolicited_per_sec; 2],
             reply_refill_at: now,

@@ -86,7 +86,8 @@ pub struct Stats {
     /// Responses that found no outstanding call from their peer (a repeat after a crash, or
     /// one that came after the call's timeout): consumed without being handed out.
     pub responses_dropped: u64,
-    /// Calls whose deadline passed without a response.
+    /// Timeouts handed out: calls whose deadline passed without a response (a timeout handed
+    /// again, after a handler gave up on it, counts again).
     pub calls_timed_out: u64,
     /// Peer resets (a peer came back with a new epoch).
     pub peer_resets: u64,

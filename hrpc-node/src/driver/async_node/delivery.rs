@@ -10,8 +10,10 @@ use tokio::sync::mpsc;
 
 #[cfg(doc)]
 use super::AsyncNode;
+use super::AsyncSender;
 use super::driver::Control;
-use crate::driver::config::NodeError;
+use crate::driver::config::{NodeError, SendError};
+use crate::proto::MessageKind;
 
 /// Per peer, the generation of the deliveries [`AsyncNode::recv`] hands out: a drop without
 /// commit starts a new one, and deliveries of an older one are void.
@@ -32,11 +34,14 @@ pub struct AsyncDelivery {
     pub(super) peer: u32,
     pub(super) seq: u64,
     pub(super) payload: Vec<u8>,
+    pub(super) kind: MessageKind,
     pub(super) generation: u64,
     /// Committed, or void: nothing to tell the driver on drop.
     pub(super) done: bool,
     pub(super) control: mpsc::UnboundedSender<Control>,
     pub(super) gens: Generations,
+    /// A request's: what [`AsyncDelivery::reply`] answers with.
+    pub(super) sender: Option<AsyncSender>,
 }
 
 impl fmt::Debug for AsyncDelivery {
@@ -44,6 +49,7 @@ impl fmt::Debug for AsyncDelivery {
         f.debug_struct("AsyncDelivery")
             .field("peer", &self.peer)
             .field("seq", &self.seq)
+            .field("kind", &self.kind)
             .field("len", &self.payload.len())
             .finish_non_exhaustive()
     }
@@ -60,9 +66,40 @@ impl AsyncDelivery {
         self.seq
     }
 
-    /// The message.
+    /// The message (for a request or a response, without the call envelope; empty for a
+    /// timeout).
     pub fn payload(&self) -> &[u8] {
         &self.payload
+    }
+
+    /// A plain message, a request, a response, or a call's timeout (whose `seq` is 0).
+    pub fn kind(&self) -> MessageKind {
+        self.kind
+    }
+
+    /// Answers this request ([`MessageKind::Request`]) with `payload`, waiting out
+    /// backpressure as [`AsyncSender::send`] does, and commits it: the reply is committed
+    /// together with the request's consumption ([`Sender::reply`](crate::Sender::reply)), so
+    /// once this returns the request is never handed again, whatever happens to the process.
+    /// Returns the reply's seq.
+    ///
+    /// Answer the requests from one peer in the order they were received: a reply made while
+    /// an earlier message from that peer is uncommitted is sent, but if the process dies before
+    /// the earlier one is committed, its request is handed again after the restart.
+    /// [`SendError::NotARequest`] for any other kind (the delivery is then dropped, so it comes
+    /// again: commit it instead); on any error the delivery comes again.
+    pub async fn reply(mut self, payload: &[u8]) -> Result<u64, SendError> {
+        let (MessageKind::Request { call }, Some(sender)) = (self.kind, self.sender.take()) else {
+            return Err(SendError::NotARequest {
+                peer: self.peer,
+                seq: self.seq,
+            });
+        };
+        let seq = sender.reply_to(self.peer, self.seq, call, payload).await?;
+        // The reply consumed the request in the store already; this tells the driver, which
+        // records the consumption in order.
+        self.commit().map_err(|_| SendError::Closed)?;
+        Ok(seq)
     }
 
     /// Marks the message done: the driver task consumes it in the store (in order per peer,
@@ -70,21 +107,31 @@ impl AsyncDelivery {
     /// the latest before the node closes; from then on it is never delivered again. A crash
     /// before that delivers it again after the restart. [`NodeError::Closed`] if the node is
     /// closing or its driver task has stopped (the message stays unconsumed).
+    ///
+    /// For a call's timeout ([`MessageKind::CallTimedOut`]), commit ends the call: its timeout
+    /// is not handed again, even after a restart.
     pub fn commit(mut self) -> Result<(), NodeError> {
         self.done = true;
-        self.control
-            .send(Control::Commit {
+        let c = match self.kind {
+            MessageKind::CallTimedOut { call } => Control::FinishCall(call),
+            _ => Control::Commit {
                 peer: self.peer,
                 seq: self.seq,
                 generation: self.generation,
-            })
-            .map_err(|_| NodeError::Closed)
+            },
+        };
+        self.control.send(c).map_err(|_| NodeError::Closed)
     }
 }
 
 impl Drop for AsyncDelivery {
     fn drop(&mut self) {
         if self.done {
+            return;
+        }
+        if let MessageKind::CallTimedOut { call } = self.kind {
+            // Handed again by the driver (or, if it is gone, after a reopen).
+            let _ = self.control.send(Control::RehandCall(call));
             return;
         }
         let mut gens = self.gens.lock().unwrap_or_else(PoisonError::into_inner);

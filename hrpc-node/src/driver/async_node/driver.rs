@@ -13,10 +13,11 @@ use rustc_hash::FxHashMap;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::AsyncSender;
 use super::delivery::{AsyncDelivery, Generations};
 use crate::driver::config::NodeError;
 use crate::driver::node::Node;
-use crate::proto::Event;
+use crate::proto::{CallId, Event, MessageKind};
 
 /// A read of the node run by the driver task ([`AsyncNode::inspect`]); it sends its own answer.
 pub(super) type Inspection = Box<dyn FnOnce(&Node) + Send>;
@@ -34,6 +35,10 @@ pub(super) enum Control {
     Release { peer: u32, generation: u64 },
     /// Run a read of the node and answer it ([`AsyncNode::inspect`]).
     Inspect(Inspection),
+    /// A call's timeout was taken: end the call.
+    FinishCall(CallId),
+    /// A call's timeout was dropped untaken: hand it again.
+    RehandCall(CallId),
 }
 
 impl fmt::Debug for Control {
@@ -55,6 +60,8 @@ impl fmt::Debug for Control {
                 .field("generation", generation)
                 .finish(),
             Control::Inspect(_) => f.write_str("Inspect"),
+            Control::FinishCall(c) => f.debug_tuple("FinishCall").field(c).finish(),
+            Control::RehandCall(c) => f.debug_tuple("RehandCall").field(c).finish(),
         }
     }
 }
@@ -88,6 +95,8 @@ pub(super) struct Driver {
     /// Per peer, committed seqs past the first unconsumed one.
     pub(super) commits: FxHashMap<u32, BTreeSet<u64>>,
     pub(super) room: Arc<Notify>,
+    /// Given to requests (to reply with) and holding the calls awaited.
+    pub(super) sender: AsyncSender,
     /// Last: dropped after the node, so the senders it wakes see the node closed.
     pub(super) _wake: WakeOnExit,
 }
@@ -139,15 +148,28 @@ impl Driver {
             let tx = &self.tx;
             let control = &self.control_tx;
             let shared_gens = &self.gens;
+            let sender = &self.sender;
             let report = self.node.poll_deferred(room, &mut |_, d| {
+                let is_request = matches!(d.kind, MessageKind::Request { .. });
                 let delivery = AsyncDelivery {
                     peer: d.peer,
                     seq: d.seq,
                     payload: d.payload.to_vec(),
+                    kind: d.kind,
                     generation: gens.get(&d.peer).copied().unwrap_or(0),
                     done: false,
                     control: control.clone(),
                     gens: shared_gens.clone(),
+                    sender: is_request.then(|| sender.clone()),
+                };
+                // The outcome of a call someone awaits goes to them, unless they stopped
+                // waiting.
+                let delivery = match sender.waiter(d.kind) {
+                    Some(w) => match w.send(delivery) {
+                        Ok(()) => return,
+                        Err(back) => back,
+                    },
+                    None => delivery,
                 };
                 // Room was checked, and only this task sends. If the receiver is gone the
                 // delivery is void and the message stays unconsumed in the store.
@@ -247,6 +269,14 @@ impl Driver {
             }
             Control::Inspect(run) => {
                 run(&self.node);
+                Ok(false)
+            }
+            Control::FinishCall(call) => {
+                self.node.finish_call(call)?;
+                Ok(false)
+            }
+            Control::RehandCall(call) => {
+                self.node.rehand_call(call);
                 Ok(false)
             }
         }

@@ -85,7 +85,8 @@ use delivery::{Generations, generation_of};
 use driver::{Control, Driver, EpollFd, Inspection, WakeOnExit};
 
 pub use delivery::AsyncDelivery;
-pub use sender::AsyncSender;
+use sender::Waiters;
+pub use sender::{AsyncSender, CallError};
 
 /// The most events waiting between the driver task and [`AsyncNode::next_event`].
 pub const EVENT_QUEUE: usize = 1024;
@@ -141,6 +142,7 @@ impl AsyncNode {
         let sender = AsyncSender {
             inner: node.sender(),
             room: Arc::new(Notify::new()),
+            waiters: Waiters::default(),
         };
         let fd = {
             let _entered = runtime.enter();
@@ -167,6 +169,7 @@ impl AsyncNode {
             own_gens: FxHashMap::default(),
             commits: FxHashMap::default(),
             room: sender.room.clone(),
+            sender: sender.clone(),
             _wake: WakeOnExit(sender.room.clone()),
         };
         let task = runtime.spawn(driver.run(close_rx));
@@ -194,7 +197,8 @@ impl AsyncNode {
     pub async fn recv(&mut self) -> Option<AsyncDelivery> {
         loop {
             let mut d = self.deliveries.recv().await?;
-            if d.generation == generation_of(&self.gens, d.peer) {
+            // A call's timeout is not part of the peer's stream: never void.
+            if d.seq == 0 || d.generation == generation_of(&self.gens, d.peer) {
                 return Some(d);
             }
             // Handed before a drop without commit: it comes again.

@@ -1,8 +1,12 @@
 //! [`AsyncSender`]: the cloneable send handle whose sends wait out backpressure.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use rustc_hash::FxHashMap;
+use tokio::sync::{Notify, oneshot};
+
+use super::AsyncDelivery;
 
 #[cfg(doc)]
 use super::AsyncNode;
@@ -10,6 +14,7 @@ use super::AsyncNode;
 use crate::driver::config::NodeConfig;
 use crate::driver::config::SendError;
 use crate::driver::node::{SendReservation, Sender};
+use crate::proto::{CallId, MessageKind};
 
 /// A cloneable send handle of an [`AsyncNode`]: [`Sender`] with a send that waits out
 /// backpressure.
@@ -19,6 +24,29 @@ pub struct AsyncSender {
     /// Signalled by the driver task after a poll that may have freed room (it received
     /// datagrams, so acknowledgements, or consumed messages), and when it stops.
     pub(super) room: Arc<Notify>,
+    /// Calls awaited by [`AsyncSender::call`], by id: the driver hands their outcome here.
+    pub(super) waiters: Waiters,
+}
+
+/// Who awaits the outcome of which call.
+pub(super) type Waiters = Arc<Mutex<FxHashMap<u64, oneshot::Sender<AsyncDelivery>>>>;
+
+/// Why [`AsyncSender::call`] returned no response.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The request could not be committed (nothing was sent).
+    #[error("the request was refused")]
+    Send(#[from] SendError),
+    /// No response came before the deadline; one that comes later is dropped. The call is
+    /// over (its timeout was committed).
+    #[error("{0} timed out")]
+    TimedOut(CallId),
+    /// The node closed (or its driver stopped) while the call was outstanding: the call
+    /// stays in the store, and its outcome is handed by [`AsyncNode::recv`] once the store is
+    /// reopened.
+    #[error("{0} is still outstanding: the node closed")]
+    Closed(CallId),
 }
 
 impl AsyncSender {
@@ -79,6 +107,114 @@ impl AsyncSender {
     /// returned as an error.
     pub fn try_reserve(&self, peer: u32, len: usize) -> Result<SendReservation, SendError> {
         self.inner.reserve(peer, len)
+    }
+
+    /// Calls `peer` and waits for the outcome: the response, as an [`AsyncDelivery`] of kind
+    /// [`MessageKind::Response`] to commit like any delivery (dropped uncommitted, it comes
+    /// again from [`AsyncNode::recv`]), or [`CallError::TimedOut`] once `timeout` passed
+    /// without one. The request is committed as [`Sender::call`] does, waiting out
+    /// backpressure first as [`AsyncSender::send`] does.
+    ///
+    /// The call is persistent, the waiting is not: if this future is dropped, or the process
+    /// dies, the outcome is handed by [`AsyncNode::recv`] instead (after the restart, for a
+    /// call made before it), naming the call.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn run(sender: hrpc_node::AsyncSender) -> Result<(), Box<dyn std::error::Error>> {
+    /// let response = sender.call(2, b"score?", Duration::from_secs(5)).await?;
+    /// println!("peer 2 says {:?}", response.payload());
+    /// response.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn call(
+        &self,
+        peer: u32,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<AsyncDelivery, CallError> {
+        let id = self.inner.new_call_id();
+        let (tx, rx) = oneshot::channel();
+        // Registered before the request can leave, so the response cannot come first.
+        self.waiters().insert(id.0, tx);
+        if let Err(e) = self.commit_call(id, peer, payload, timeout).await {
+            self.waiters().remove(&id.0);
+            return Err(e.into());
+        }
+        let outcome = rx.await.map_err(|_| CallError::Closed(id))?;
+        match outcome.kind {
+            MessageKind::CallTimedOut { call } => {
+                // Taken: the call is over. If the node is closing the timeout comes again
+                // after the reopen.
+                let _ = outcome.commit();
+                Err(CallError::TimedOut(call))
+            }
+            _ => Ok(outcome),
+        }
+    }
+
+    /// Calls `peer` without waiting for the outcome, which [`AsyncNode::recv`] hands out (a
+    /// delivery of kind [`MessageKind::Response`] or [`MessageKind::CallTimedOut`] naming the
+    /// returned id). Waits out backpressure as [`AsyncSender::send`] does.
+    pub async fn start_call(
+        &self,
+        peer: u32,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<CallId, SendError> {
+        let id = self.inner.new_call_id();
+        self.commit_call(id, peer, payload, timeout).await?;
+        Ok(id)
+    }
+
+    /// Commits call `id`, waiting out backpressure.
+    async fn commit_call(
+        &self,
+        id: CallId,
+        peer: u32,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        loop {
+            let mut room = std::pin::pin!(self.room.notified());
+            room.as_mut().enable();
+            match self.inner.call_as(id, peer, payload, timeout) {
+                Err(e) if e.is_backpressure() => room.await,
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Sender::reply_to`], waiting out backpressure.
+    pub(super) async fn reply_to(
+        &self,
+        peer: u32,
+        request_seq: u64,
+        call: CallId,
+        payload: &[u8],
+    ) -> Result<u64, SendError> {
+        loop {
+            let mut room = std::pin::pin!(self.room.notified());
+            room.as_mut().enable();
+            match self.inner.reply_to(peer, request_seq, call, payload) {
+                Err(e) if e.is_backpressure() => room.await,
+                r => return r,
+            }
+        }
+    }
+
+    /// Who awaits the outcome of `kind`, if it is a call's outcome someone awaits (taken out).
+    pub(super) fn waiter(&self, kind: MessageKind) -> Option<oneshot::Sender<AsyncDelivery>> {
+        match kind {
+            MessageKind::Response { call } | MessageKind::CallTimedOut { call } => {
+                self.waiters().remove(&call.0)
+            }
+            _ => None,
+        }
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, FxHashMap<u64, oneshot::Sender<AsyncDelivery>>> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The synchronous handle underneath (zero-copy [`Sender::send_with`] and

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use super::Node;
 use super::sender::Sender;
-use crate::driver::config::SendError;
+use super::{Node, core_error};
+use crate::driver::config::{NodeError, SendError};
 use crate::proto::call_envelope;
 use crate::proto::{CALL_ENVELOPE_LEN, CallId, Delivery, MessageKind, unix_ms_now};
 
@@ -24,9 +24,27 @@ impl Sender {
     ///
     /// Errors as [`Sender::send`]; the request's length counts its 9-byte envelope.
     pub fn call(&self, peer: u32, payload: &[u8], timeout: Duration) -> Result<CallId, SendError> {
+        let id = self.new_call_id();
+        self.call_as(id, peer, payload, timeout)?;
+        Ok(id)
+    }
+
+    /// A fresh call id of this node's store, for [`Sender::call_as`].
+    pub(crate) fn new_call_id(&self) -> CallId {
+        CallId(self.shared.producer.new_call_id())
+    }
+
+    /// [`Sender::call`] under an id taken beforehand (so that whoever waits for the outcome
+    /// can be registered before the request can leave).
+    pub(crate) fn call_as(
+        &self,
+        id: CallId,
+        peer: u32,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(), SendError> {
         let len = CALL_ENVELOPE_LEN + payload.len();
         let sh = self.check_send(peer, len)?;
-        let id = CallId(sh.producer.new_call_id());
         let mut r = sh.producer.reserve_within(peer, len, sh.max_unacked)?;
         let buf = r.payload_mut();
         buf[..CALL_ENVELOPE_LEN].copy_from_slice(&call_envelope(false, id));
@@ -34,7 +52,7 @@ impl Sender {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         r.commit_request(id.0, unix_ms_now().saturating_add(ms))?;
         self.wake_poll();
-        Ok(id)
+        Ok(())
     }
 
     /// Answers the request `request` (a delivery of kind [`MessageKind::Request`]) with
@@ -89,6 +107,24 @@ impl Sender {
 }
 
 impl Node {
+    /// Ends `call`, whose timeout ([`MessageKind::CallTimedOut`]) [`Node::poll_deferred`]
+    /// handed out: it is not handed again, even after a restart. ([`Node::poll`] ends a
+    /// timeout itself once its handler returns, as it consumes messages.) Returns whether the
+    /// call was outstanding.
+    pub fn finish_call(&mut self, call: CallId) -> Result<bool, NodeError> {
+        if self.closed {
+            return Err(NodeError::Closed);
+        }
+        self.core.finish_call(call).map_err(core_error)
+    }
+
+    /// Hands the timeout of `call` again on a later [`Node::poll_deferred`] (its handler gave
+    /// up on it), as [`Node::redeliver`] does for messages.
+    pub fn rehand_call(&mut self, call: CallId) {
+        self.core.rehand_call(call);
+        self.dirty = true;
+    }
+
     /// [`Sender::call`] from the poll thread; the request is transmitted by the next
     /// [`Node::poll`].
     pub fn call(

@@ -147,7 +147,7 @@ impl Node {
         if delivered < max && self.core.next_call_deadline().is_some() {
             delivered += self
                 .core
-                .deliver_timeouts(unix_ms_now(), max - delivered, f)
+                .deliver_timeouts(unix_ms_now(), max - delivered, consume_now, f)
                 .map_err(core_error)?;
         }
         report.delivered = delivered;
