@@ -202,3 +202,46 @@ fn stale_segment_copy_is_found() {
         Err(StoreError::Damaged { .. })
     ));
 }
+
+/// A peer whose only pending message is lost with a zeroed page has no outbound slot left at
+/// all; its record still says seq 2 was committed and not acknowledged. The plain open refuses,
+/// the recovering one reports 2..=2 lost and publishes a marker, and a plain reopen after the
+/// next send finds the marker, not a hole.
+#[test]
+fn peer_with_every_pending_slot_lost_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = Store::open(dir.path(), &config()).unwrap();
+        // 4 KiB slots: seq 2 is in slot 1, whose state word is on the segment's second page.
+        for i in 0..2u8 {
+            s.producer().send(4, &[i; 4000]).unwrap();
+        }
+        s.release_outbound_through(4, 1).unwrap();
+    }
+    let seg = dir.path().join("seg-000000");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[4096..8192].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let plain = Store::open(dir.path(), &config());
+    assert!(
+        matches!(plain, Err(StoreError::Damaged { .. })),
+        "seq 2 vanished silently: {:?}",
+        plain.map(|s| s.outbound_seqs(4))
+    );
+    let s = Store::open(dir.path(), &recovering()).unwrap();
+    let lost = s.open_report().lost.clone();
+    assert_eq!(
+        lost,
+        vec![LostRange {
+            peer: 4,
+            first: 2,
+            last: 2
+        }]
+    );
+    assert_eq!(s.outbound_message(4, 2).unwrap().lost_through(), Some(2));
+    assert_eq!(s.producer().send(4, b"next").unwrap(), 3);
+    drop(s);
+    let s = Store::open(dir.path(), &config()).unwrap();
+    assert_eq!(s.outbound_seqs(4), vec![2, 3]);
+}
