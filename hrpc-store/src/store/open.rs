@@ -326,6 +326,7 @@ impl Store {
         let plan = RecoveryPlan::build(
             &mut cands,
             |peer| peers.get(&peer).map(|&k| states[k as usize].rec),
+            states.iter().map(|st| st.peer),
             sync,
             &meta_path,
             &mut report,

@@ -83,9 +83,12 @@ impl RecoveryPlan {
     /// decides about each peer's streams. `record(peer)` is the peer's current record; a peer
     /// without one has slots only through damage (Process mode) or a power loss between the
     /// two flushes (Sync mode), and its streams are judged against an empty record.
+    /// `recorded` lists every peer that has a record: one whose outbound slots are all gone
+    /// still owes the seqs from its acked cursor to its floor, so its stream is judged too.
     pub(super) fn build(
         cands: &mut [Candidate],
         record: impl Fn(u32) -> Option<Record>,
+        recorded: impl IntoIterator<Item = u32>,
         sync: bool,
         meta_path: &Path,
         report: &mut OpenReport,
@@ -109,6 +112,8 @@ impl RecoveryPlan {
             c.index = i;
         }
         let mut plan = RecoveryPlan::default();
+        // Peers whose outbound stream had at least one slot; the others are judged below.
+        let mut walked: rustc_hash::FxHashSet<u32> = rustc_hash::FxHashSet::default();
         let mut at = 0;
         while at < cands.len() {
             let (peer, out) = (cands[at].peer, is_outbound(cands[at].kind));
@@ -135,11 +140,25 @@ impl RecoveryPlan {
                 }
             };
             if out {
+                walked.insert(peer);
                 plan.outbound(group, &rec, sync, meta_path, report);
             } else {
                 plan.inbound(group, &rec);
             }
         }
+        // A peer whose every outbound slot was lost has no group above, yet its record still
+        // says which seqs it owes: without this walk the loss would go unreported (and a plain
+        // open would succeed) until the next message made the hole visible.
+        for peer in recorded {
+            if walked.contains(&peer) {
+                continue;
+            }
+            if let Some(rec) = record(peer) {
+                plan.outbound(&[], &rec, sync, meta_path, report);
+            }
+        }
+        // Reported in peer order whatever order the peers were judged in.
+        plan.lost.sort_unstable_by_key(|r| (r.peer, r.first));
         plan
     }
 

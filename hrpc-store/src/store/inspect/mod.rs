@@ -176,6 +176,7 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
     let plan = RecoveryPlan::build(
         &mut cands,
         |p| rec_of.get(&p).map(|x| x.1),
+        rec_of.keys().copied(),
         sync,
         &meta_path,
         &mut report,
