@@ -209,9 +209,13 @@ pub fn render(i: &Inspection, show_secrets: bool) -> String {
             _ => String::new(),
         };
         let record = if p.has_record { "" } else { " (no record)" };
+        let calls = match p.calls_pending {
+            0 => String::new(),
+            n => format!("; {n} calls outstanding"),
+        };
         let _ = writeln!(
             s,
-            "  peer {}{record}: outbound {out}, acked {}; inbound consumed {}, {inb}{token}",
+            "  peer {}{record}: outbound {out}, acked {}; inbound consumed {}, {inb}{calls}{token}",
             p.peer, p.acked_outbound_seq, p.consumed_inbound_seq
         );
     }

@@ -175,3 +175,33 @@ fn unreadable_store_exits_2_with_a_message() {
     assert_eq!(code, 2);
     assert!(stderr.contains("corrupt"), "{stderr}");
 }
+
+/// Outstanding calls show per callee, in the JSON and the text report; a reply's consumption
+/// of its request shows as recovery would make it.
+#[test]
+fn outstanding_calls_and_replies_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = build(dir.path());
+        let p = s.producer();
+        for _ in 0..2 {
+            let id = p.new_call_id();
+            let mut r = p.reserve(3, 4).unwrap();
+            r.payload_mut().copy_from_slice(b"req?");
+            r.commit_request(id, u64::MAX).unwrap();
+        }
+        // A reply to inbound 2 from peer 2 (consumed through 1 in the record).
+        let mut r = p.reserve(2, 3).unwrap();
+        r.payload_mut().copy_from_slice(b"ans");
+        r.commit_reply(2).unwrap();
+    }
+    let (code, v) = json(dir.path(), &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(peer(&v, 3)["calls_pending"], 2);
+    assert_eq!(peer(&v, 3)["outbound_count"], 2);
+    assert_eq!(peer(&v, 1)["calls_pending"], 0);
+    assert_eq!(peer(&v, 2)["consumed_inbound_seq"], 2);
+    assert_eq!(peer(&v, 2)["inbound_count"], 3);
+    let (_, text, _) = inspect(dir.path(), &[]);
+    assert!(text.contains("2 calls outstanding"), "{text}");
+}

@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::alloc::free_or_defer;
 use super::{Inner, OutboundProducer, Result, Shared, SlotId, Store};
 use crate::layout::{CALL_LEN, KIND_CALL, SLOT_HDR, SlotHeader, class_for};
 use crate::sync::lock;
@@ -166,7 +165,10 @@ impl Store {
     }
 
     /// Ends call `id`: its response or its timeout was taken by the application. Frees its
-    /// slot (after the next sync in Sync mode). Returns whether the call was outstanding.
+    /// slot at once, in both modes: no cursor has to reach the disk first (in Sync mode the
+    /// free is made durable by the next sync's segment flush, which comes before the flush of
+    /// the peer records, so a power loss keeps the end of a call rather than the consumption
+    /// of its response that follows it). Returns whether the call was outstanding.
     pub fn finish_call(&mut self, id: u64) -> Result<bool> {
         let sh = &*self.shared;
         sh.check_stopped()?;
@@ -174,7 +176,7 @@ impl Store {
         let Some(e) = inner.calls.remove(id) else {
             return Ok(false);
         };
-        free_or_defer(&mut self.deferred, sh, &mut inner, e.slot);
+        inner.free_slot(sh, e.slot);
         Ok(true)
     }
 }
