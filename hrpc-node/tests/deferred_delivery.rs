@@ -139,3 +139,80 @@ fn gap_marker_waits_for_handed_messages() {
     assert_eq!(lost, vec![(2, 2..=2)]);
     assert_eq!(a.consumed_through(2), 2);
 }
+
+/// A receiver that declines what it is handed (hands it back with `redeliver`, unconsumed)
+/// pushes back on the sender through flow control: the receiver persists no more than its
+/// receive window past what it consumed, and the sender's sends are refused as backpressure
+/// (`WindowFull`) once its unacknowledged limit is reached. Once the receiver takes the
+/// messages, the sender's stream goes on and everything arrives once, in order.
+#[test]
+fn declined_messages_push_back_on_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = NodeConfig::new(dir.path().join("a"), 1)
+        .bind(local())
+        .recv_window(32)
+        .open()
+        .unwrap();
+    let mut b = NodeConfig::new(dir.path().join("b"), 2)
+        .peer(1, a.local_addr())
+        .max_unacked_per_peer(64)
+        .open()
+        .unwrap();
+    let total = 200u32;
+    let mut sent = 0u32;
+    let mut refused = false;
+    let mut offered = 0u64;
+    let deadline = Instant::now() + DEADLINE;
+    // Until the sender is refused and has stayed refused for a while.
+    let mut refused_rounds = 0;
+    while refused_rounds < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the sender was never pushed back"
+        );
+        while sent < total {
+            match b.send(1, &sent.to_le_bytes()) {
+                Ok(_) => sent += 1,
+                Err(e) => {
+                    assert!(matches!(e, hrpc_node::SendError::WindowFull { .. }), "{e}");
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        if refused {
+            refused_rounds += 1;
+        }
+        b.poll(&mut |_, _| {}).unwrap();
+        a.poll_deferred(usize::MAX, &mut |_, _| offered += 1)
+            .unwrap();
+        // Declined: offered again later.
+        a.redeliver(2);
+        a.wait(Some(Duration::from_millis(1))).unwrap();
+    }
+    assert!(offered > 0, "the receiver was offered messages");
+    assert_eq!(a.consumed_through(2), 0);
+    let held = a.store().inbound_seqs(2).len();
+    assert!(held <= 32, "{held} held past a window of 32");
+    assert!(sent < total, "the sender was held back ({sent} sent)");
+    assert!(b.unacked() <= 64);
+
+    // The receiver takes them: the stream resumes to the end.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while got.len() < total as usize {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {total} arrived",
+            got.len()
+        );
+        while sent < total && b.send(1, &sent.to_le_bytes()).is_ok() {
+            sent += 1;
+        }
+        b.poll(&mut |_, _| {}).unwrap();
+        a.poll(&mut |_, d| got.push(u32::from_le_bytes(d.payload.try_into().unwrap())))
+            .unwrap();
+        a.wait(Some(Duration::from_millis(1))).unwrap();
+    }
+    assert_eq!(got, (0..total).collect::<Vec<_>>());
+}
