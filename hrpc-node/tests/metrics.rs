@@ -235,6 +235,19 @@ fn published_values_match_the_traffic() {
     }
     assert_eq!(capture.counter("hrpc_timeouts_total{node=2}"), Some(0));
     assert_eq!(capture.counter("hrpc_peer_resets_total{node=1}"), Some(0));
+    // No calls were made: the call series exist, at zero.
+    assert_eq!(capture.gauge("hrpc_calls_pending{node=2}"), Some(0.0));
+    for name in [
+        "hrpc_responses_delivered_total",
+        "hrpc_responses_dropped_total",
+        "hrpc_calls_timed_out_total",
+    ] {
+        assert_eq!(
+            capture.counter(&format!("{name}{{node=2}}")),
+            Some(0),
+            "{name}"
+        );
+    }
 }
 
 /// Between publications nothing is published: with a long interval, the counters keep the

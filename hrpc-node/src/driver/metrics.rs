@@ -75,6 +75,9 @@ impl Metrics {
         let (used, capacity) = core.store().usage();
         handles.store_used.set(used as f64);
         handles.store_capacity.set(capacity as f64);
+        handles
+            .calls_pending
+            .set(core.store().calls_pending() as f64);
 
         let ids = core.peer_ids();
         while self.peers.len() < ids.len() {
@@ -109,10 +112,14 @@ struct Handles {
     bytes_received: Published,
     timeouts: Published,
     peer_resets: Published,
+    responses_delivered: Published,
+    responses_dropped: Published,
+    calls_timed_out: Published,
     /// Indexed like [`DropReason::ALL`], labelled `reason` too.
     dropped: [Published; DROP_REASONS],
     store_used: Gauge,
     store_capacity: Gauge,
+    calls_pending: Gauge,
 }
 
 /// A counter and the count it was last brought to.
@@ -155,6 +162,11 @@ impl Handles {
         });
         metrics::describe_gauge!("hrpc_store_used_bytes", Unit::Bytes, "Store bytes in use");
         metrics::describe_gauge!("hrpc_store_capacity_bytes", Unit::Bytes, "Store capacity");
+        metrics::describe_gauge!(
+            "hrpc_calls_pending",
+            Unit::Count,
+            "Calls this node made that wait for their response or timeout"
+        );
         Handles {
             messages_sent: counter(
                 "hrpc_messages_sent_total",
@@ -204,9 +216,25 @@ impl Handles {
                 "Peers that came back with a new session",
                 node,
             ),
+            responses_delivered: counter(
+                "hrpc_responses_delivered_total",
+                "Responses to this node's calls handed to the application",
+                node,
+            ),
+            responses_dropped: counter(
+                "hrpc_responses_dropped_total",
+                "Responses that found no outstanding call (repeats, or after the timeout)",
+                node,
+            ),
+            calls_timed_out: counter(
+                "hrpc_calls_timed_out_total",
+                "Call timeouts handed to the application",
+                node,
+            ),
             dropped,
             store_used: metrics::gauge!("hrpc_store_used_bytes", "node" => node.clone()),
             store_capacity: metrics::gauge!("hrpc_store_capacity_bytes", "node" => node.clone()),
+            calls_pending: metrics::gauge!("hrpc_calls_pending", "node" => node.clone()),
         }
     }
 
@@ -224,6 +252,9 @@ impl Handles {
         self.bytes_received.publish(s.bytes_received);
         self.timeouts.publish(s.timeouts);
         self.peer_resets.publish(s.peer_resets);
+        self.responses_delivered.publish(s.responses_delivered);
+        self.responses_dropped.publish(s.responses_dropped);
+        self.calls_timed_out.publish(s.calls_timed_out);
         for (c, &n) in self.dropped.iter_mut().zip(&s.dropped_by_reason) {
             c.publish(n);
         }
