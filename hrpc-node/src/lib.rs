@@ -36,10 +36,10 @@ pub mod proto;
 // Every type in a public signature of this crate, nameable from its root (so users need not
 // depend on hrpc-store themselves to name an error or a report).
 #[cfg(feature = "tokio")]
-pub use driver::{AsyncDelivery, AsyncNode, AsyncSender, CallError};
+pub use driver::{AsyncDelivery, AsyncNode, AsyncSender};
 pub use driver::{
-    Node, NodeConfig, NodeError, NodeStats, PollReport, Readiness, SendError, SendReservation,
-    Sender, UdpCaps, UdpConfig, UdpIo, UdpStats, WakeFlag, Waker,
+    CallError, Node, NodeConfig, NodeError, NodeStats, PollReport, Readiness, SendError,
+    SendReservation, Sender, UdpCaps, UdpConfig, UdpIo, UdpStats, WakeFlag, Waker,
 };
 pub use hrpc_store::{
     Damage, Durability, FileReport, InboundSlot, LostRange, MIN_CAPACITY, MessageRef, OpenReport,

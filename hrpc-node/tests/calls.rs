@@ -183,3 +183,51 @@ fn a_response_outlives_the_callers_restart() {
     assert_eq!(outcomes[&call], vec![Ok(b"answer".to_vec())]);
     assert_eq!(b.store().calls_pending(), 0);
 }
+
+/// `call_and_wait` returns the response's payload while other deliveries reach the handler,
+/// and a timeout as `CallError::TimedOut` when nobody answers; the call is over either way.
+#[test]
+fn call_and_wait_returns_the_response_or_the_timeout() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = pair(dir.path());
+    let answer = Arc::new(AtomicBool::new(true));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answering, halt) = (answer.clone(), stop.clone());
+    let server = std::thread::spawn(move || {
+        while !halt.load(Ordering::Relaxed) {
+            a.poll(&mut |s, d| {
+                if let MessageKind::Request { .. } = d.kind {
+                    if answering.load(Ordering::Relaxed) {
+                        let mut r = d.payload.to_vec();
+                        r.reverse();
+                        s.reply(&d, &r).unwrap();
+                    }
+                    // Also a plain message, which the caller's handler must get.
+                    s.send(2, b"aside").unwrap();
+                }
+            })
+            .unwrap();
+            a.wait(Some(Duration::from_millis(2))).unwrap();
+        }
+    });
+    let mut others = Vec::new();
+    let got = b
+        .call_and_wait(1, b"abc", Duration::from_secs(30), &mut |_, d| {
+            others.push((d.kind, d.payload.to_vec()));
+        })
+        .unwrap();
+    assert_eq!(got, b"cba");
+    answer.store(false, Ordering::Relaxed);
+    let late = b.call_and_wait(1, b"no answer", Duration::from_millis(300), &mut |_, d| {
+        others.push((d.kind, d.payload.to_vec()));
+    });
+    assert!(matches!(late, Err(hrpc_node::CallError::TimedOut(_))), "{late:?}");
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    assert!(others.iter().all(|o| o == &(MessageKind::Message, b"aside".to_vec())));
+    assert!(!others.is_empty(), "the handler got the other deliveries");
+    assert_eq!(b.store().calls_pending(), 0);
+    assert_eq!(b.stats().core.responses_delivered, 1);
+}

@@ -85,11 +85,11 @@ pub mod waker;
 #[cfg(feature = "metrics")]
 pub use self::metrics::DEFAULT_METRICS_INTERVAL;
 #[cfg(feature = "tokio")]
-pub use async_node::{AsyncDelivery, AsyncNode, AsyncSender, CallError};
+pub use async_node::{AsyncDelivery, AsyncNode, AsyncSender};
 pub use config::{
     DEFAULT_BIND, MAX_SOCKET_BUFFER, MIN_SOCKET_BUFFER, NodeConfig, NodeError, SendError,
 };
-pub use node::{Node, NodeStats, PollReport, SendReservation, Sender};
+pub use node::{CallError, Node, NodeStats, PollReport, SendReservation, Sender};
 pub use udp::{UdpCaps, UdpConfig, UdpIo, UdpStats};
 pub use wait::{Readiness, wait_fds};
 pub use waker::{WakeFlag, Waker};

@@ -85,8 +85,8 @@ use delivery::{Generations, generation_of};
 use driver::{Control, Driver, EpollFd, Inspection, WakeOnExit};
 
 pub use delivery::AsyncDelivery;
+pub use sender::AsyncSender;
 use sender::Waiters;
-pub use sender::{AsyncSender, CallError};
 
 /// The most events waiting between the driver task and [`AsyncNode::next_event`].
 pub const EVENT_QUEUE: usize = 1024;

@@ -13,6 +13,7 @@ use super::AsyncNode;
 #[cfg(doc)]
 use crate::driver::config::NodeConfig;
 use crate::driver::config::SendError;
+use crate::driver::node::CallError;
 use crate::driver::node::{SendReservation, Sender};
 use crate::proto::{CallId, MessageKind};
 
@@ -30,24 +31,6 @@ pub struct AsyncSender {
 
 /// Who awaits the outcome of which call.
 pub(super) type Waiters = Arc<Mutex<FxHashMap<u64, oneshot::Sender<AsyncDelivery>>>>;
-
-/// Why [`AsyncSender::call`] returned no response.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CallError {
-    /// The request could not be committed (nothing was sent).
-    #[error("the request was refused")]
-    Send(#[from] SendError),
-    /// No response came before the deadline; one that comes later is dropped. The call is
-    /// over (its timeout was committed).
-    #[error("{0} timed out")]
-    TimedOut(CallId),
-    /// The node closed (or its driver stopped) while the call was outstanding: the call
-    /// stays in the store, and its outcome is handed by [`AsyncNode::recv`] once the store is
-    /// reopened.
-    #[error("{0} is still outstanding: the node closed")]
-    Closed(CallId),
-}
 
 impl AsyncSender {
     /// Commits a copy of `payload` for `peer` and returns its seq, as [`Sender::send`]; on

@@ -11,6 +11,25 @@ use crate::driver::config::{NodeError, SendError};
 use crate::proto::call_envelope;
 use crate::proto::{CALL_ENVELOPE_LEN, CallId, Delivery, MessageKind, unix_ms_now};
 
+/// Why a call returned no response ([`Node::call_and_wait`], and `AsyncSender::call` with the
+/// `tokio` feature).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The request could not be committed (nothing was sent).
+    #[error("the request was refused")]
+    Send(#[from] SendError),
+    /// No response came before the deadline; one that comes later is dropped. The call is
+    /// over.
+    #[error("{0} timed out")]
+    TimedOut(CallId),
+    /// The node closed, failed, or its driver stopped while the call was outstanding: the
+    /// call stays in the store, and its outcome is handed out (naming the call) once the
+    /// store is reopened.
+    #[error("{0} is still outstanding: the node closed")]
+    Closed(CallId),
+}
+
 impl Sender {
     /// Calls `peer`: commits a request carrying `payload` and, in the same store operation,
     /// the outstanding call, which survives restarts of this process. Returns the call's id.
@@ -123,6 +142,86 @@ impl Node {
     pub fn rehand_call(&mut self, call: CallId) {
         self.core.rehand_call(call);
         self.dirty = true;
+    }
+
+    /// Calls `peer` and drives the node until the outcome: returns the response's payload,
+    /// or [`CallError::TimedOut`] once `timeout` passed without one. Meanwhile every other
+    /// delivery goes to `handler`, as in [`Node::poll`] (which this calls, waiting between
+    /// polls; the call's deadline bounds the wait). The response is consumed, and the call
+    /// ended, as this returns: from then on neither is handed again, even after a crash.
+    ///
+    /// A fatal node error is returned as [`CallError::Closed`] (the call stays outstanding in
+    /// the store; after a reopen its outcome is handed to [`Node::poll`]'s handler).
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # use hrpc_node::{MessageKind, NodeConfig};
+    /// # let dir = tempfile::tempdir()?;
+    /// let mut server = NodeConfig::new(dir.path().join("server"), 1)
+    ///     .bind("127.0.0.1:0".parse()?)
+    ///     .open()?;
+    /// let mut client = NodeConfig::new(dir.path().join("client"), 2)
+    ///     .peer(1, server.local_addr())
+    ///     .open()?;
+    /// // The server answers on its own thread.
+    /// let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    /// let halt = stop.clone();
+    /// let t = std::thread::spawn(move || {
+    ///     while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+    ///         server
+    ///             .poll(&mut |s, d| {
+    ///                 if let MessageKind::Request { .. } = d.kind {
+    ///                     let _ = s.reply(&d, b"pong");
+    ///                 }
+    ///             })
+    ///             .expect("poll");
+    ///         server.wait(Some(Duration::from_millis(5))).expect("wait");
+    ///     }
+    /// });
+    /// let answer = client.call_and_wait(1, b"ping", Duration::from_secs(10), &mut |_, _| {})?;
+    /// assert_eq!(answer, b"pong");
+    /// stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    /// t.join().expect("server thread");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn call_and_wait<H>(
+        &mut self,
+        peer: u32,
+        payload: &[u8],
+        timeout: Duration,
+        handler: &mut H,
+    ) -> Result<Vec<u8>, CallError>
+    where
+        H: FnMut(&Sender, Delivery<'_>),
+    {
+        let id = self.call(peer, payload, timeout)?;
+        let mut outcome: Option<Result<Vec<u8>, CallError>> = None;
+        while outcome.is_none() {
+            let r = self.poll(&mut |s: &Sender, d: Delivery<'_>| match d.kind {
+                MessageKind::Response { call } if call == id => {
+                    outcome = Some(Ok(d.payload.to_vec()));
+                }
+                MessageKind::CallTimedOut { call } if call == id => {
+                    outcome = Some(Err(CallError::TimedOut(id)));
+                }
+                _ => handler(s, d),
+            });
+            let more = match r {
+                Ok(r) => r.more,
+                Err(e) => {
+                    tracing::warn!(error = %e, %id, "node failed while waiting for a call");
+                    return Err(CallError::Closed(id));
+                }
+            };
+            if outcome.is_none()
+                && !more
+                && let Err(e) = self.wait(None)
+            {
+                tracing::warn!(error = %e, %id, "node failed while waiting for a call");
+                return Err(CallError::Closed(id));
+            }
+        }
+        outcome.unwrap_or(Err(CallError::Closed(id)))
     }
 
     /// [`Sender::call`] from the poll thread; the request is transmitted by the next

@@ -24,6 +24,7 @@ use crate::proto::{Core, CoreError};
 use poll::PendingTx;
 use sender::Shared;
 
+pub use calls::CallError;
 pub use inspect::NodeStats;
 pub use poll::PollReport;
 pub use sender::{SendReservation, Sender};
