@@ -223,10 +223,17 @@ fn call_and_wait_returns_the_response_or_the_timeout() {
     let late = b.call_and_wait(1, b"no answer", Duration::from_millis(300), &mut |_, d| {
         others.push((d.kind, d.payload.to_vec()));
     });
-    assert!(matches!(late, Err(hrpc_node::CallError::TimedOut(_))), "{late:?}");
+    assert!(
+        matches!(late, Err(hrpc_node::CallError::TimedOut(_))),
+        "{late:?}"
+    );
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
-    assert!(others.iter().all(|o| o == &(MessageKind::Message, b"aside".to_vec())));
+    assert!(
+        others
+            .iter()
+            .all(|o| o == &(MessageKind::Message, b"aside".to_vec()))
+    );
     assert!(!others.is_empty(), "the handler got the other deliveries");
     assert_eq!(b.store().calls_pending(), 0);
     assert_eq!(b.stats().core.responses_delivered, 1);

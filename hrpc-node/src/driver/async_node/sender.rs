@@ -40,15 +40,7 @@ impl AsyncSender {
     /// acknowledges makes it wait for ever: bound it with `tokio::time::timeout` if needed.
     /// Cancel-safe: a send dropped while waiting committed nothing.
     pub async fn send(&self, peer: u32, payload: &[u8]) -> Result<u64, SendError> {
-        loop {
-            let mut room = std::pin::pin!(self.room.notified());
-            // Registered before trying, so a signal between the try and the wait is not lost.
-            room.as_mut().enable();
-            match self.inner.send(peer, payload) {
-                Err(e) if e.is_backpressure() => room.await,
-                r => return r,
-            }
-        }
+        self.until_room(|| self.inner.send(peer, payload)).await
     }
 
     /// Commits a copy of `payload` for `peer` without waiting: backpressure is returned as an
@@ -75,15 +67,7 @@ impl AsyncSender {
     /// # let _ = seq; Ok(()) }
     /// ```
     pub async fn reserve(&self, peer: u32, len: usize) -> Result<SendReservation, SendError> {
-        loop {
-            let mut room = std::pin::pin!(self.room.notified());
-            // Registered before trying, as in `send`.
-            room.as_mut().enable();
-            match self.inner.reserve(peer, len) {
-                Err(e) if e.is_backpressure() => room.await,
-                r => return r,
-            }
-        }
+        self.until_room(|| self.inner.reserve(peer, len)).await
     }
 
     /// Reserves `len` bytes for `peer` without waiting ([`Sender::reserve`]): backpressure is
@@ -158,14 +142,8 @@ impl AsyncSender {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<(), SendError> {
-        loop {
-            let mut room = std::pin::pin!(self.room.notified());
-            room.as_mut().enable();
-            match self.inner.call_as(id, peer, payload, timeout) {
-                Err(e) if e.is_backpressure() => room.await,
-                r => return r,
-            }
-        }
+        self.until_room(|| self.inner.call_as(id, peer, payload, timeout))
+            .await
     }
 
     /// [`Sender::reply_to`], waiting out backpressure.
@@ -176,10 +154,23 @@ impl AsyncSender {
         call: CallId,
         payload: &[u8],
     ) -> Result<u64, SendError> {
+        self.until_room(|| self.inner.reply_to(peer, request_seq, call, payload))
+            .await
+    }
+
+    /// Runs `attempt` until it returns anything but backpressure
+    /// ([`SendError::is_backpressure`]), waiting between tries until the driver task has seen
+    /// acknowledgements or freed store space. Cancel-safe if `attempt` commits nothing when
+    /// it fails.
+    async fn until_room<T>(
+        &self,
+        mut attempt: impl FnMut() -> Result<T, SendError>,
+    ) -> Result<T, SendError> {
         loop {
             let mut room = std::pin::pin!(self.room.notified());
+            // Registered before trying, so a signal between the try and the wait is not lost.
             room.as_mut().enable();
-            match self.inner.reply_to(peer, request_seq, call, payload) {
+            match attempt() {
                 Err(e) if e.is_backpressure() => room.await,
                 r => return r,
             }
