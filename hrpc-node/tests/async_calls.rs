@@ -149,3 +149,52 @@ async fn unawaited_outcomes_come_through_recv() {
     assert_eq!(pending, 0);
     assert!(timeout(Duration::from_millis(300), b.recv()).await.is_err());
 }
+
+/// Requests handled concurrently and answered in reverse order: each reply waits for the
+/// requests before it, so the replies are committed in request order (each one consuming its
+/// request in turn, which is what keeps the reply atomic with the request's consumption),
+/// and every call still gets its own response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replies_commit_in_request_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = nodes(dir.path());
+    let n = 40u64;
+    let mut calls = Vec::new();
+    for i in 0..n {
+        let s = b.sender();
+        calls.push(tokio::spawn(async move {
+            let r = s.call(1, &i.to_le_bytes(), DEADLINE).await.unwrap();
+            assert_eq!(r.payload(), &(i * 10).to_le_bytes()[..]);
+            r.commit().unwrap();
+        }));
+    }
+    let mut handlers = Vec::new();
+    for _ in 0..n {
+        let d = timeout(DEADLINE, a.recv()).await.unwrap().unwrap();
+        let i = u64::from_le_bytes(d.payload().try_into().unwrap());
+        let request_seq = d.seq();
+        handlers.push(tokio::spawn(async move {
+            // Later requests finish their work first.
+            tokio::time::sleep(Duration::from_millis(3 * (n - i))).await;
+            let reply_seq = d.reply(&(i * 10).to_le_bytes()).await.unwrap();
+            (request_seq, reply_seq)
+        }));
+    }
+    let mut pairs = Vec::new();
+    for h in handlers {
+        pairs.push(timeout(DEADLINE, h).await.unwrap().unwrap());
+    }
+    for c in calls {
+        timeout(DEADLINE, c).await.unwrap().unwrap();
+    }
+    pairs.sort();
+    let reply_seqs: Vec<u64> = pairs.iter().map(|p| p.1).collect();
+    let mut sorted = reply_seqs.clone();
+    sorted.sort();
+    assert_eq!(
+        reply_seqs, sorted,
+        "replies committed in request order: {pairs:?}"
+    );
+    let consumed = a.inspect(|n| n.consumed_through(2)).await.unwrap();
+    assert_eq!(consumed, n);
+}

@@ -6,10 +6,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustc_hash::FxHashMap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 #[cfg(doc)]
 use super::AsyncNode;
+#[cfg(doc)]
 use super::AsyncSender;
 use super::driver::Control;
 use crate::driver::config::{NodeError, SendError};
@@ -40,8 +41,6 @@ pub struct AsyncDelivery {
     pub(super) done: bool,
     pub(super) control: mpsc::UnboundedSender<Control>,
     pub(super) gens: Generations,
-    /// A request's: what [`AsyncDelivery::reply`] answers with.
-    pub(super) sender: Option<AsyncSender>,
 }
 
 impl fmt::Debug for AsyncDelivery {
@@ -77,28 +76,42 @@ impl AsyncDelivery {
         self.kind
     }
 
-    /// Answers this request ([`MessageKind::Request`]) with `payload`, waiting out
-    /// backpressure as [`AsyncSender::send`] does, and commits it: the reply is committed
-    /// together with the request's consumption ([`Sender::reply`](crate::Sender::reply)), so
-    /// once this returns the request is never handed again, whatever happens to the process.
-    /// Returns the reply's seq.
+    /// Answers this request ([`MessageKind::Request`]) with `payload` and commits it: the
+    /// reply is committed together with the request's consumption
+    /// ([`Sender::reply`](crate::Sender::reply)), so once this returns `Ok` the request is never
+    /// handed again, whatever happens to the process, and exactly one reply goes out. Returns
+    /// the reply's seq.
     ///
-    /// Answer the requests from one peer in the order they were received: a reply made while
-    /// an earlier message from that peer is uncommitted is sent, but if the process dies before
-    /// the earlier one is committed, its request is handed again after the restart.
-    /// [`SendError::NotARequest`] for any other kind (the delivery is then dropped, so it comes
-    /// again: commit it instead); on any error the delivery comes again.
+    /// Replies to one peer are committed in the order its messages were delivered: this waits
+    /// until every earlier delivery from the peer is committed (or answered), so requests may
+    /// be handled concurrently and answered in any order, each reply leaving once its
+    /// predecessors are done. It also waits out backpressure. [`SendError::NotARequest`] for
+    /// another kind of delivery, and for a request that is void (an earlier delivery from the
+    /// peer was dropped without commit: it comes again, with this one); on any error the
+    /// request stays unconsumed and comes again.
     pub async fn reply(mut self, payload: &[u8]) -> Result<u64, SendError> {
-        let (MessageKind::Request { call }, Some(sender)) = (self.kind, self.sender.take()) else {
+        let MessageKind::Request { call } = self.kind else {
+            // Dropped uncommitted: it comes again.
             return Err(SendError::NotARequest {
                 peer: self.peer,
                 seq: self.seq,
             });
         };
-        let seq = sender.reply_to(self.peer, self.seq, call, payload).await?;
-        // The reply consumed the request in the store already; this tells the driver, which
-        // records the consumption in order.
-        self.commit().map_err(|_| SendError::Closed)?;
+        let (answer, rx) = oneshot::channel();
+        self.control
+            .send(Control::Reply {
+                peer: self.peer,
+                seq: self.seq,
+                generation: self.generation,
+                call,
+                payload: payload.to_vec(),
+                answer,
+            })
+            .map_err(|_| SendError::Closed)?;
+        let seq = rx.await.map_err(|_| SendError::Closed)??;
+        // Committed and consumed by the driver. On an error the drop hands the request (and
+        // what followed it from the peer) again.
+        self.done = true;
         Ok(seq)
     }
 

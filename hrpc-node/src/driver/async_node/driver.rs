@@ -2,7 +2,7 @@
 //! [`AsyncNode`](super::AsyncNode), applies commits and releases, and sleeps on the node's fd,
 //! its next timer, a commit or room in the delivery queue — never busy-polling.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -15,9 +15,9 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::AsyncSender;
 use super::delivery::{AsyncDelivery, Generations};
-use crate::driver::config::NodeError;
+use crate::driver::config::{NodeError, SendError};
 use crate::driver::node::Node;
-use crate::proto::{CallId, Event, MessageKind};
+use crate::proto::{CallId, Event};
 
 /// A read of the node run by the driver task ([`AsyncNode::inspect`]); it sends its own answer.
 pub(super) type Inspection = Box<dyn FnOnce(&Node) + Send>;
@@ -35,6 +35,16 @@ pub(super) enum Control {
     Release { peer: u32, generation: u64 },
     /// Run a read of the node and answer it ([`AsyncNode::inspect`]).
     Inspect(Inspection),
+    /// Answer request `seq` from `peer` (handed in `generation`, call `call`) with
+    /// `payload`, once every earlier message from the peer is consumed; say how it went.
+    Reply {
+        peer: u32,
+        seq: u64,
+        generation: u64,
+        call: CallId,
+        payload: Vec<u8>,
+        answer: oneshot::Sender<Result<u64, SendError>>,
+    },
     /// A call's timeout was taken: end the call.
     FinishCall(CallId),
     /// A call's timeout was dropped untaken: hand it again.
@@ -60,6 +70,14 @@ impl fmt::Debug for Control {
                 .field("generation", generation)
                 .finish(),
             Control::Inspect(_) => f.write_str("Inspect"),
+            Control::Reply {
+                peer, seq, call, ..
+            } => f
+                .debug_struct("Reply")
+                .field("peer", peer)
+                .field("seq", seq)
+                .field("call", call)
+                .finish_non_exhaustive(),
             Control::FinishCall(c) => f.debug_tuple("FinishCall").field(c).finish(),
             Control::RehandCall(c) => f.debug_tuple("RehandCall").field(c).finish(),
         }
@@ -94,8 +112,10 @@ pub(super) struct Driver {
     pub(super) own_gens: FxHashMap<u32, u64>,
     /// Per peer, committed seqs past the first unconsumed one.
     pub(super) commits: FxHashMap<u32, BTreeSet<u64>>,
+    /// Per peer, replies waiting for every earlier message from the peer to be consumed.
+    pub(super) replies: FxHashMap<u32, BTreeMap<u64, PendingReply>>,
     pub(super) room: Arc<Notify>,
-    /// Given to requests (to reply with) and holding the calls awaited.
+    /// Holds the calls awaited.
     pub(super) sender: AsyncSender,
     /// Last: dropped after the node, so the senders it wakes see the node closed.
     pub(super) _wake: WakeOnExit,
@@ -142,7 +162,8 @@ impl Driver {
         // A commit applied while waiting consumed messages: tell the senders after the poll.
         let mut freed = false;
         loop {
-            let consumed = self.apply_control()? || std::mem::take(&mut freed);
+            let consumed =
+                self.apply_control()? | self.retry_replies()? || std::mem::take(&mut freed);
             let room = self.tx.capacity();
             let gens = &self.own_gens;
             let tx = &self.tx;
@@ -150,7 +171,6 @@ impl Driver {
             let shared_gens = &self.gens;
             let sender = &self.sender;
             let report = self.node.poll_deferred(room, &mut |_, d| {
-                let is_request = matches!(d.kind, MessageKind::Request { .. });
                 let delivery = AsyncDelivery {
                     peer: d.peer,
                     seq: d.seq,
@@ -160,7 +180,6 @@ impl Driver {
                     done: false,
                     control: control.clone(),
                     gens: shared_gens.clone(),
-                    sender: is_request.then(|| sender.clone()),
                 };
                 // The outcome of a call someone awaits goes to them, unless they stopped
                 // waiting.
@@ -250,20 +269,37 @@ impl Driver {
                     // Handed before a release: void, it comes again.
                     return Ok(false);
                 }
-                let node = &mut self.node;
-                let set = self.commits.entry(peer).or_default();
-                set.insert(seq);
-                let mut through = node.consumed_through(peer);
-                while set.remove(&(through + 1)) {
-                    through += 1;
+                self.commits.entry(peer).or_default().insert(seq);
+                self.advance(peer)
+            }
+            Control::Reply {
+                peer,
+                seq,
+                generation,
+                call,
+                payload,
+                answer,
+            } => {
+                if self.own_gens.get(&peer).copied().unwrap_or(0) != generation {
+                    // Void: the request comes again, to be answered then.
+                    let _ = answer.send(Err(SendError::NotARequest { peer, seq }));
+                    return Ok(false);
                 }
-                // Seqs at or below the cursor (consumed another way) are done with.
-                *set = set.split_off(&(through + 1));
-                Ok(node.consume(peer, through)? > 0)
+                let r = PendingReply {
+                    call,
+                    payload,
+                    answer,
+                };
+                self.replies.entry(peer).or_default().insert(seq, r);
+                self.advance(peer)
             }
             Control::Release { peer, generation } => {
                 self.own_gens.insert(peer, generation);
                 self.commits.remove(&peer);
+                // Their requests come again, to be answered then.
+                for (seq, r) in self.replies.remove(&peer).unwrap_or_default() {
+                    let _ = r.answer.send(Err(SendError::NotARequest { peer, seq }));
+                }
                 self.node.redeliver(peer);
                 Ok(false)
             }
@@ -280,6 +316,73 @@ impl Driver {
                 Ok(false)
             }
         }
+    }
+}
+
+/// A reply waiting for its turn ([`Control::Reply`]).
+pub(super) struct PendingReply {
+    call: CallId,
+    payload: Vec<u8>,
+    answer: oneshot::Sender<Result<u64, SendError>>,
+}
+
+impl Driver {
+    /// Consumes `peer`'s messages through the last one committed without a gap, committing
+    /// each waiting reply when its request is next (so that the reply's commit is the
+    /// request's consumption, which recovery can only replay in order). A reply refused as
+    /// backpressure waits for the next call. Returns whether anything was consumed.
+    pub(super) fn advance(&mut self, peer: u32) -> Result<bool, NodeError> {
+        let node = &mut self.node;
+        let start = node.consumed_through(peer);
+        let mut through = start;
+        let commits = self.commits.entry(peer).or_default();
+        let replies = self.replies.entry(peer).or_default();
+        loop {
+            let next = through + 1;
+            if commits.remove(&next) {
+                through = next;
+                continue;
+            }
+            let Some(r) = replies.remove(&next) else {
+                break;
+            };
+            // Everything before the request first: its reply then consumes it in order.
+            node.consume(peer, through)?;
+            match node.reply_to(peer, next, r.call, &r.payload) {
+                Ok(reply_seq) => {
+                    let _ = r.answer.send(Ok(reply_seq));
+                    through = next;
+                }
+                Err(e) if e.is_backpressure() => {
+                    replies.insert(next, r);
+                    break;
+                }
+                Err(e) => {
+                    // Answered with the error; the request stays unconsumed and is handed
+                    // again after a restart.
+                    let _ = r.answer.send(Err(e));
+                    break;
+                }
+            }
+        }
+        // Seqs at or below the cursor (consumed another way) are done with.
+        *commits = commits.split_off(&(through + 1));
+        Ok(node.consume(peer, through)? > 0 || through > start)
+    }
+
+    /// Retries the replies refused as backpressure (after a poll that may have freed room).
+    pub(super) fn retry_replies(&mut self) -> Result<bool, NodeError> {
+        let waiting: Vec<u32> = self
+            .replies
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(&p, _)| p)
+            .collect();
+        let mut consumed = false;
+        for peer in waiting {
+            consumed |= self.advance(peer)?;
+        }
+        Ok(consumed)
     }
 }
 

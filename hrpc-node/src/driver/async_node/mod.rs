@@ -168,6 +168,7 @@ impl AsyncNode {
             gens: gens.clone(),
             own_gens: FxHashMap::default(),
             commits: FxHashMap::default(),
+            replies: FxHashMap::default(),
             room: sender.room.clone(),
             sender: sender.clone(),
             _wake: WakeOnExit(sender.room.clone()),

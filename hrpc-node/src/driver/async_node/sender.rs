@@ -146,18 +146,6 @@ impl AsyncSender {
             .await
     }
 
-    /// [`Sender::reply_to`], waiting out backpressure.
-    pub(super) async fn reply_to(
-        &self,
-        peer: u32,
-        request_seq: u64,
-        call: CallId,
-        payload: &[u8],
-    ) -> Result<u64, SendError> {
-        self.until_room(|| self.inner.reply_to(peer, request_seq, call, payload))
-            .await
-    }
-
     /// Runs `attempt` until it returns anything but backpressure
     /// ([`SendError::is_backpressure`]), waiting between tries until the driver task has seen
     /// acknowledgements or freed store space. Cancel-safe if `attempt` commits nothing when
