@@ -4,6 +4,37 @@ use std::sync::Arc;
 
 /// Everything that can go wrong in the store. Nothing read from disk or passed by a caller
 /// panics; it becomes one of these.
+///
+/// Callers match on the variants they handle, and on [`StoreError::is_backpressure`] for
+/// what a retry after acknowledgements can fix:
+///
+/// ```
+/// use hrpc_store::{MIN_CAPACITY, Store, StoreConfig, StoreError};
+///
+/// let dir = tempfile::tempdir()?;
+/// let cfg = StoreConfig { capacity_bytes: MIN_CAPACITY, ..StoreConfig::new(1) };
+/// let store = Store::open(dir.path(), &cfg)?;
+///
+/// // One store per directory: a second open finds it locked.
+/// match Store::open(dir.path(), &cfg) {
+///     Err(StoreError::Locked { path }) => assert_eq!(path, dir.path()),
+///     other => panic!("expected Locked, got {other:?}"),
+/// }
+///
+/// // A message that can never fit in 64 KiB is refused, and waiting would not help.
+/// let producer = store.producer();
+/// let e = producer.send(2, &vec![0; 100 << 10]).unwrap_err();
+/// assert!(matches!(e, StoreError::TooLarge { len, .. } if len == 100 << 10));
+/// assert!(!e.is_backpressure());
+///
+/// // Messages that fit, until the capacity is in use: backpressure.
+/// let e = (0..100)
+///     .find_map(|_| producer.send(2, &[0; 8 << 10]).err())
+///     .expect("the store fills up");
+/// assert!(matches!(e, StoreError::Full { .. }));
+/// assert!(e.is_backpressure());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {

@@ -314,6 +314,29 @@ impl Shared {
 /// is why tests use drop + reopen as a process-death crash. If a producer thread holds an
 /// [`OutboundReservation`] at that moment, the unmapping and unlocking wait for it (see
 /// [`Store::close`]).
+///
+/// A committed message stays in the store until the peer acknowledges it, across a drop (or
+/// the process dying) and a reopen:
+///
+/// ```
+/// use hrpc_store::{Store, StoreConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let cfg = StoreConfig::new(1);
+/// let store = Store::open(dir.path(), &cfg)?;
+/// let seq = store.producer().send(2, b"order #17")?;
+/// assert_eq!(seq, 1);
+/// drop(store); // to the files, the same as the process being killed here
+///
+/// let mut store = Store::open(dir.path(), &cfg)?;
+/// assert_eq!(store.outbound_seqs(2), vec![1]);
+/// assert_eq!(store.outbound_message(2, seq).unwrap().payload(), b"order #17");
+/// // Peer 2 acknowledged it: the slot is freed, and the next message gets seq 2.
+/// assert_eq!(store.release_outbound_through(2, seq)?, 1);
+/// assert!(store.outbound_seqs(2).is_empty());
+/// assert_eq!(store.producer().send(2, b"order #18")?, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Store {
     shared: Arc<Shared>,

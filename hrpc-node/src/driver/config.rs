@@ -12,6 +12,33 @@ use super::udp::UdpConfig;
 use crate::proto::{ConfigError, CoreConfig, Resolver};
 
 /// Why [`NodeConfig::open`] or a [`Node`](super::Node) operation failed.
+///
+/// A store directory belongs to one running node; its bind address too:
+///
+/// ```
+/// use std::time::Duration;
+/// use hrpc_node::{NodeConfig, NodeError};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = dir.path().join("node1");
+/// let node = NodeConfig::new(&store, 1).open()?;
+/// match NodeConfig::new(&store, 1).open() {
+///     Err(NodeError::StoreLocked { path }) => assert_eq!(path, store),
+///     other => panic!("expected StoreLocked, got {other:?}"),
+/// }
+///
+/// let taken = node.local_addr();
+/// match NodeConfig::new(dir.path().join("node2"), 2).bind(taken).open() {
+///     Err(NodeError::AddrInUse { addr }) => assert_eq!(addr, taken),
+///     other => panic!("expected AddrInUse, got {other:?}"),
+/// }
+///
+/// // Once the node is closed, its directory opens again.
+/// node.close(Duration::from_millis(10))?;
+/// let node = NodeConfig::new(&store, 1).open()?;
+/// # drop(node);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
@@ -80,6 +107,40 @@ pub const MIN_SOCKET_BUFFER: usize = 128 << 10;
 pub const MAX_SOCKET_BUFFER: usize = 1 << 30;
 
 /// Why a send was refused. Nothing was committed when this is returned.
+///
+/// Backpressure ([`SendError::is_backpressure`]) passes once the node has polled and the peer
+/// has acknowledged; the other kinds do not:
+///
+/// ```
+/// use std::time::Duration;
+/// use hrpc_node::{NodeConfig, SendError};
+///
+/// let dir = tempfile::tempdir()?;
+/// let node = NodeConfig::new(dir.path().join("node1"), 1)
+///     .max_unacked_per_peer(2)
+///     .open()?;
+/// let sender = node.sender();
+///
+/// // Node 0 does not exist, and a node does not send to itself.
+/// assert!(matches!(sender.send(0, b"x"), Err(SendError::InvalidPeer(0))));
+/// assert!(matches!(sender.send(1, b"x"), Err(SendError::InvalidPeer(1))));
+///
+/// // Peer 2 is not running, so nothing is acknowledged: the third message waits.
+/// sender.send(2, b"a")?;
+/// sender.send(2, b"b")?;
+/// match sender.send(2, b"c") {
+///     Err(e) if e.is_backpressure() => {
+///         assert!(matches!(e, SendError::WindowFull { peer: 2, unacked: 2, .. }));
+///         // A real sender polls the node (or lets its thread do so) and tries again.
+///     }
+///     other => panic!("expected backpressure, got {other:?}"),
+/// }
+///
+/// // A closed node commits nothing more.
+/// node.close(Duration::from_millis(10))?;
+/// assert!(matches!(sender.send(2, b"d"), Err(SendError::Closed)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
@@ -181,14 +242,26 @@ impl Resolver for PeerTable {
 /// Everything [`Node::open`](super::Node::open) needs. Build with [`NodeConfig::new`] and the
 /// chained setters, then call [`NodeConfig::open`].
 ///
-/// ```no_run
-/// use hrpc_node::driver::NodeConfig;
-/// # fn main() -> Result<(), hrpc_node::driver::NodeError> {
-/// let node = NodeConfig::new("./store.server", 1)
-///     .bind("127.0.0.1:5670".parse().unwrap())
-///     .peer(2, "127.0.0.1:5671".parse().unwrap())
+/// ```
+/// use hrpc_node::{Durability, NodeConfig, NodeError};
+///
+/// let dir = tempfile::tempdir()?;
+/// let node = NodeConfig::new(dir.path().join("node1"), 1)
+///     // A fixed address in production (say 10.0.0.1:5670); here any free loopback port.
+///     .bind("127.0.0.1:0".parse()?)
+///     .peer(2, "127.0.0.1:5671".parse()?)
+///     .durability(Durability::Sync)
+///     .store_capacity(64 << 20)
+///     .max_unacked_per_peer(1024)
 ///     .open()?;
-/// # drop(node); Ok(()) }
+/// assert_eq!(node.node_id(), 1);
+/// assert!(node.local_addr().ip().is_loopback());
+/// assert_ne!(node.local_addr().port(), 0);
+///
+/// // The settings are checked when the node opens: id 0 is reserved.
+/// let e = NodeConfig::new(dir.path().join("node0"), 0).open().unwrap_err();
+/// assert!(matches!(e, NodeError::Config(_)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct NodeConfig {
     pub(crate) store_dir: PathBuf,

@@ -21,6 +21,34 @@ const ENVELOPE_REQUEST: u8 = 1;
 const ENVELOPE_RESPONSE: u8 = 2;
 
 /// Identifies one call of the calling node: unique in its store, kept across restarts.
+///
+/// Its outcome names it: here two calls to a peer that never answers time out.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use hrpc_node::{MessageKind, NodeConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut node = NodeConfig::new(dir.path().join("client"), 2).open()?;
+/// let first = node.call(1, b"status?", Duration::from_millis(20))?;
+/// let second = node.call(1, b"status?", Duration::from_millis(20))?;
+/// assert_ne!(first, second);
+///
+/// let mut timed_out = Vec::new();
+/// let deadline = Instant::now() + Duration::from_secs(10);
+/// while timed_out.len() < 2 && Instant::now() < deadline {
+///     node.poll(&mut |_, d| {
+///         if let MessageKind::CallTimedOut { call } = d.kind {
+///             assert_eq!((d.seq, d.payload), (0, &b""[..]));
+///             timed_out.push(call);
+///         }
+///     })?;
+///     node.wait(Some(Duration::from_millis(5)))?;
+/// }
+/// timed_out.sort();
+/// assert_eq!(timed_out, [first.min(second), first.max(second)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CallId(pub u64);
 
@@ -31,6 +59,43 @@ impl fmt::Display for CallId {
 }
 
 /// What a [`Delivery`] is.
+///
+/// A handler tells plain messages from requests, and a caller its responses from its timeouts:
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use hrpc_node::{MessageKind, NodeConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut server = NodeConfig::new(dir.path().join("server"), 1).open()?;
+/// let mut client = NodeConfig::new(dir.path().join("client"), 2)
+///     .peer(1, server.local_addr())
+///     .open()?;
+/// client.send(1, b"hello")?;
+/// let call = client.call(1, b"2+2", Duration::from_secs(5))?;
+///
+/// let mut seen = Vec::new();
+/// let mut answer = None;
+/// let deadline = Instant::now() + Duration::from_secs(10);
+/// while answer.is_none() && Instant::now() < deadline {
+///     server.poll(&mut |s, d| {
+///         seen.push(d.kind);
+///         if let MessageKind::Request { .. } = d.kind {
+///             // Committing the reply also consumes the request.
+///             s.reply(&d, b"4").expect("reply committed");
+///         }
+///     })?;
+///     client.poll(&mut |_, d| match d.kind {
+///         MessageKind::Response { call: c } if c == call => answer = Some(d.payload.to_vec()),
+///         MessageKind::CallTimedOut { .. } => panic!("no answer in time"),
+///         _ => {}
+///     })?;
+///     client.wait(Some(Duration::from_millis(1)))?;
+/// }
+/// assert_eq!(seen, [MessageKind::Message, MessageKind::Request { call }]);
+/// assert_eq!(answer.as_deref(), Some(&b"4"[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MessageKind {
     /// A message sent with `send`.

@@ -41,6 +41,34 @@ enum Commit {
 }
 
 /// Clone + Send + Sync handle for committing outbound messages from any thread.
+///
+/// Seqs are assigned per peer at commit, in commit order, whichever thread commits:
+///
+/// ```
+/// use hrpc_store::{Store, StoreConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path(), &StoreConfig::new(1))?;
+/// let workers: Vec<_> = (0..4)
+///     .map(|i| {
+///         let producer = store.producer();
+///         std::thread::spawn(move || producer.send(2, format!("from worker {i}").as_bytes()))
+///     })
+///     .collect();
+/// for w in workers {
+///     w.join().expect("worker panicked")?;
+/// }
+/// assert_eq!(store.outbound_seqs(2), vec![1, 2, 3, 4]);
+///
+/// // Zero-copy: fill the slot in place; dropping a reservation sends nothing.
+/// let producer = store.producer();
+/// let mut r = producer.reserve(2, 5)?;
+/// r.payload_mut().copy_from_slice(b"hello");
+/// assert_eq!(r.commit()?, 5);
+/// drop(producer.reserve(2, 100)?);
+/// assert_eq!(producer.outbound_pending(2), Some((1, 6)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct OutboundProducer {
     pub(super) shared: Arc<Shared>,

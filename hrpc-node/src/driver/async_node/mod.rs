@@ -98,6 +98,36 @@ pub const DELIVERY_QUEUE: usize = 64;
 ///
 /// Dropping it stops the driver task, which drops the node (see [`Node`]'s drop); prefer
 /// [`AsyncNode::close`].
+///
+/// A delivery is consumed only when committed; one dropped uncommitted comes again:
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+/// use std::time::Duration;
+/// use hrpc_node::NodeConfig;
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut server = NodeConfig::new(dir.path().join("server"), 1).open_async()?;
+/// let client = NodeConfig::new(dir.path().join("client"), 2)
+///     .peer(1, server.local_addr())
+///     .open_async()?;
+/// client.sender().send(1, b"hello").await?;
+///
+/// let limit = Duration::from_secs(10);
+/// let d = tokio::time::timeout(limit, server.recv()).await?.ok_or("server stopped")?;
+/// assert_eq!((d.peer(), d.seq(), d.payload()), (2, 1, &b"hello"[..]));
+/// drop(d); // not committed: handed out again
+///
+/// let d = tokio::time::timeout(limit, server.recv()).await?.ok_or("server stopped")?;
+/// assert_eq!((d.seq(), d.payload()), (1, &b"hello"[..]));
+/// d.commit()?;
+///
+/// server.close(Duration::from_millis(10)).await?;
+/// client.close(Duration::from_millis(10)).await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct AsyncNode {
     deliveries: mpsc::Receiver<AsyncDelivery>,
     events: mpsc::Receiver<Event>,

@@ -19,6 +19,50 @@ use crate::proto::{CallId, MessageKind};
 
 /// A cloneable send handle of an [`AsyncNode`]: [`Sender`] with a send that waits out
 /// backpressure.
+///
+/// A call awaited while the callee answers it, then backpressure: `try_send` reports it at
+/// once, `send` waits it out:
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+/// use std::time::Duration;
+/// use hrpc_node::{MessageKind, NodeConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut server = NodeConfig::new(dir.path().join("server"), 1).open_async()?;
+/// let client = NodeConfig::new(dir.path().join("client"), 2)
+///     .peer(1, server.local_addr())
+///     .max_unacked_per_peer(1)
+///     .open_async()?;
+/// let sender = client.sender();
+///
+/// let serve_one = async {
+///     let request = server.recv().await.ok_or("server stopped")?;
+///     assert!(matches!(request.kind(), MessageKind::Request { .. }));
+///     request.reply(b"4").await?; // also consumes the request
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// };
+/// let call = sender.call(1, b"2+2", Duration::from_secs(5));
+/// let (response, served) =
+///     tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(call, serve_one) })
+///         .await?;
+/// served?;
+/// let response = response?;
+/// assert_eq!(response.payload(), b"4");
+/// response.commit()?;
+///
+/// // Node 3 never acknowledges, and one unacknowledged message is the limit here.
+/// sender.send(3, b"first").await?;
+/// assert!(sender.try_send(3, b"second").unwrap_err().is_backpressure());
+/// let waited = tokio::time::timeout(Duration::from_millis(20), sender.send(3, b"second")).await;
+/// assert!(waited.is_err(), "still waiting for an acknowledgement");
+///
+/// server.close(Duration::from_millis(10)).await?;
+/// client.close(Duration::from_millis(10)).await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct AsyncSender {
     pub(super) inner: Sender,

@@ -32,6 +32,38 @@ pub use sender::{SendReservation, Sender};
 /// A node: the store, the socket and the protocol core, driven by one thread.
 ///
 /// See the [module docs](super) for the loop and the delivery contract.
+///
+/// Two nodes in one process, each polled in turn; a real program gives each node its own
+/// thread and loop:
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use hrpc_node::NodeConfig;
+///
+/// let dir = tempfile::tempdir()?;
+/// // Without `bind`, a node listens on an ephemeral loopback port.
+/// let mut server = NodeConfig::new(dir.path().join("server"), 1).open()?;
+/// let mut client = NodeConfig::new(dir.path().join("client"), 2)
+///     .peer(1, server.local_addr())
+///     .open()?;
+/// let seq = client.send(1, b"ping")?;
+///
+/// let mut got = Vec::new();
+/// let deadline = Instant::now() + Duration::from_secs(10);
+/// while (got.is_empty() || !client.is_acked(1, seq)) && Instant::now() < deadline {
+///     client.poll(&mut |_, _| {})?;
+///     server.poll(&mut |_, d| got.push((d.peer, d.seq, d.payload.to_vec())))?;
+///     // Sleeps until socket input, a send from another thread, or the next timer.
+///     server.wait(Some(Duration::from_millis(1)))?;
+/// }
+/// assert_eq!(got, vec![(2, seq, b"ping".to_vec())]);
+/// assert_eq!(client.unacked(), 0); // the server has it persisted
+/// assert_eq!(server.stats().delivered, 1);
+///
+/// client.close(Duration::from_millis(10))?;
+/// server.close(Duration::from_millis(10))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Node {
     core: Core,

@@ -28,6 +28,40 @@ pub(super) struct Shared {
 /// A send returns once the message is committed to the store (it survives this process being
 /// killed from then on; in [`Durability::Sync`](hrpc_store::Durability::Sync) mode, an OS
 /// crash after the node's next poll). It never waits for the network.
+///
+/// Worker threads send while one thread polls:
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use hrpc_node::NodeConfig;
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut server = NodeConfig::new(dir.path().join("server"), 1).open()?;
+/// let mut client = NodeConfig::new(dir.path().join("client"), 2)
+///     .peer(1, server.local_addr())
+///     .open()?;
+///
+/// let workers: Vec<_> = (0..3)
+///     .map(|i| {
+///         let sender = client.sender();
+///         std::thread::spawn(move || sender.send(1, format!("job {i}").as_bytes()))
+///     })
+///     .collect();
+/// for w in workers {
+///     w.join().expect("worker panicked")?;
+/// }
+///
+/// let mut got = Vec::new();
+/// let deadline = Instant::now() + Duration::from_secs(10);
+/// while got.len() < 3 && Instant::now() < deadline {
+///     client.poll(&mut |_, _| {})?;
+///     server.poll(&mut |_, d| got.push(String::from_utf8_lossy(d.payload).into_owned()))?;
+///     server.wait(Some(Duration::from_millis(1)))?;
+/// }
+/// got.sort(); // in commit order, whichever worker committed first
+/// assert_eq!(got, ["job 0", "job 1", "job 2"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Sender {
     pub(super) shared: Arc<Shared>,
@@ -130,6 +164,30 @@ impl Sender {
 /// held, gives the slot back and sends nothing. A close of the node refuses the commit
 /// ([`SendError::Closed`]), and while a reservation is held after a close the store stays
 /// locked (see [`Node::close`]).
+///
+/// ```
+/// use hrpc_node::NodeConfig;
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut node = NodeConfig::new(dir.path().join("node1"), 1).open()?;
+///
+/// // Reserve room in the store, fill it in place (here on another thread), then commit.
+/// let mut r = node.sender().reserve(2, 8)?;
+/// let r = std::thread::spawn(move || {
+///     r.payload_mut().copy_from_slice(&42u64.to_le_bytes());
+///     r
+/// })
+/// .join()
+/// .expect("filler panicked");
+/// assert_eq!((r.peer(), r.len()), (2, 8));
+/// assert_eq!(node.commit(r)?, 1);
+///
+/// // A reservation dropped uncommitted sends nothing: the next message is seq 2.
+/// drop(node.reserve(2, 1024)?);
+/// assert_eq!(node.send(2, b"next")?, 2);
+/// assert_eq!(node.unacked(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct SendReservation {
     slot: hrpc_store::OutboundReservation<'static>,
