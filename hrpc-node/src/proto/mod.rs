@@ -276,6 +276,11 @@ impl Core {
             core.sent_before.insert(peer, next);
             core.peer_entry(peer, now);
         }
+        // A callee owes this node responses, possibly to an address this node no longer
+        // has: speak to it first, so that it learns where to send them.
+        for peer in core.store.call_peers() {
+            core.touch(peer, now);
+        }
         for r in core.store.open_report().lost.clone() {
             core.push_event(Event::OutboundLost {
                 peer: r.peer,

@@ -139,6 +139,15 @@ impl Store {
         lock(&self.shared.inner).calls.get(id)
     }
 
+    /// The peers with outstanding calls, ascending.
+    pub fn call_peers(&self) -> Vec<u32> {
+        let inner = lock(&self.shared.inner);
+        let mut peers: Vec<u32> = inner.calls.by_id.values().map(|e| e.peer).collect();
+        peers.sort_unstable();
+        peers.dedup();
+        peers
+    }
+
     /// How many calls are outstanding.
     pub fn calls_pending(&self) -> usize {
         lock(&self.shared.inner).calls.by_id.len()
