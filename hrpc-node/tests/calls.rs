@@ -238,3 +238,62 @@ fn call_and_wait_returns_the_response_or_the_timeout() {
     assert_eq!(b.store().calls_pending(), 0);
     assert_eq!(b.stats().core.responses_delivered, 1);
 }
+
+/// With deferred delivery, a call has one outcome however long the application holds it: a
+/// response handed and not yet consumed stops the call's clock (no timeout follows it), and
+/// a timeout handed and not yet ended makes a later response a dropped one.
+#[test]
+fn deferred_outcomes_are_one_per_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = pair(dir.path());
+    let answered = b.call(1, b"quick", Duration::from_millis(200)).unwrap();
+    let mut handed: Vec<(MessageKind, u64)> = Vec::new();
+    let started = std::time::Instant::now();
+    let deadline = started + DEADLINE;
+    // Past the deadline three times over, holding the response unconsumed.
+    while started.elapsed() < Duration::from_millis(600) || handed.is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        a.poll(&mut |s, d| {
+            s.reply(&d, b"fast").unwrap();
+        })
+        .unwrap();
+        b.poll_deferred(16, &mut |_, d| handed.push((d.kind, d.seq)))
+            .unwrap();
+        b.wait(Some(Duration::from_millis(2))).unwrap();
+    }
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    assert_eq!(handed[0].0, MessageKind::Response { call: answered });
+    assert_eq!(b.consume(1, handed[0].1).unwrap(), 1);
+    assert_eq!(b.store().calls_pending(), 0);
+    assert_eq!(b.stats().core.calls_timed_out, 0);
+
+    // Now the other way round: the timeout first, held; the response after it is dropped.
+    let late = b.call(1, b"slow", Duration::from_millis(100)).unwrap();
+    let mut handed = Vec::new();
+    pump_holding(
+        &mut b,
+        &mut |d| panic!("B got {d:?} through poll"),
+        &mut a,
+        |b| b.acked_through(1) >= 2,
+    );
+    while handed.is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        b.poll_deferred(16, &mut |_, d| handed.push(d.kind))
+            .unwrap();
+        b.wait(Some(Duration::from_millis(2))).unwrap();
+    }
+    assert_eq!(handed, vec![MessageKind::CallTimedOut { call: late }]);
+    while b.stats().core.responses_dropped == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        a.poll(&mut |s, d| {
+            s.reply(&d, b"too late").unwrap();
+        })
+        .unwrap();
+        b.poll_deferred(16, &mut |_, d| handed.push(d.kind))
+            .unwrap();
+        b.wait(Some(Duration::from_millis(2))).unwrap();
+    }
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    assert!(b.finish_call(late).unwrap());
+    assert_eq!(b.store().calls_pending(), 0);
+}

@@ -166,8 +166,11 @@ pub fn unix_ms_now() -> u64 {
 impl Core {
     /// Whether `call` is an outstanding call of this node to `peer` (a response from any other
     /// peer does not answer it).
+    /// A call whose timeout was handed out (and not given back) awaits nothing: its outcome
+    /// is that timeout.
     pub(super) fn call_awaits(&self, peer: u32, call: CallId) -> bool {
-        self.store.call(call.0).is_some_and(|c| c.peer == peer)
+        !self.timeouts_handed.contains(&call.0)
+            && self.store.call(call.0).is_some_and(|c| c.peer == peer)
     }
 
     /// Hands up to `max` calls whose deadline passed by `now_ms` (ms since the Unix epoch) to
@@ -186,13 +189,16 @@ impl Core {
         if max == 0 || self.store.next_call_deadline().is_none_or(|d| d > now_ms) {
             return Ok(0);
         }
-        let want = max.saturating_add(self.timeouts_handed.len());
+        let want = max
+            .saturating_add(self.timeouts_handed.len())
+            .saturating_add(self.responses_handed.len());
         let mut handed = 0;
         for c in self.store.expired_calls(now_ms, want) {
             if handed >= max {
                 break;
             }
-            if self.timeouts_handed.contains(&c.id) {
+            // Handed already: its timeout, or its response (which is its outcome).
+            if self.timeouts_handed.contains(&c.id) || self.responses_handed.contains_key(&c.id) {
                 continue;
             }
             tracing::debug!(peer = c.peer, call = c.id, "call timed out");
@@ -226,6 +232,20 @@ impl Core {
         self.timeouts_handed.remove(&call.0);
     }
 
+    /// Deferred delivery handed the response to `call` from `peer`: until it is consumed (or
+    /// handed again), the call's deadline no longer counts.
+    pub(super) fn response_handed(&mut self, peer: u32, call: CallId) {
+        self.responses_handed.insert(call.0, peer);
+    }
+
+    /// The responses from `peer` handed and not consumed are handed again: their calls wait
+    /// again.
+    pub(super) fn responses_rehanded(&mut self, peer: u32) {
+        if !self.responses_handed.is_empty() {
+            self.responses_handed.retain(|_, p| *p != peer);
+        }
+    }
+
     /// The earliest deadline of an outstanding call, in ms since the Unix epoch.
     pub fn next_call_deadline(&self) -> Option<u64> {
         self.store.next_call_deadline()
@@ -239,7 +259,7 @@ impl Core {
             return Ok(());
         };
         if let (MessageKind::Response { call }, _) = classify(m.flags(), m.payload())
-            && self.call_awaits(peer, call)
+            && self.responses_handed.remove(&call.0).is_some()
         {
             self.store.finish_call(call.0)?;
         }

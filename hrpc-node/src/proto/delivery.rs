@@ -95,6 +95,7 @@ impl Core {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.recv.handed = p.recv.consumed;
         }
+        self.responses_rehanded(peer);
     }
 
     /// The last seq from `peer` consumed (0 if none, or the peer is unknown).
@@ -191,8 +192,13 @@ impl Core {
                             }
                             self.store.consume_inbound(peer, seq)?;
                             self.set_consumed(peer, seq);
-                        } else if let Some(p) = self.peers.get_mut(&peer) {
-                            p.recv.handed = seq;
+                        } else {
+                            if let Some(call) = answers {
+                                self.response_handed(peer, call);
+                            }
+                            if let Some(p) = self.peers.get_mut(&peer) {
+                                p.recv.handed = seq;
+                            }
                         }
                     }
                 }

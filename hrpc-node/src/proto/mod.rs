@@ -210,6 +210,9 @@ pub struct Core {
     /// Calls whose timeout was handed out without being ended (deferred delivery): not
     /// handed again until [`Core::finish_call`] or [`Core::rehand_call`].
     timeouts_handed: std::collections::BTreeSet<u64>,
+    /// Calls whose response was handed out by deferred delivery and not yet consumed (call
+    /// id → callee): their deadline no longer counts.
+    responses_handed: std::collections::BTreeMap<u64, u32>,
     replies: VecDeque<Reply>,
     /// Answers left this second: challenges, responses.
     reply_tokens: [u32; 2],
@@ -262,6 +265,7 @@ impl Core {
             rr: 0,
             deliver_rr: 0,
             timeouts_handed: std::collections::BTreeSet::new(),
+            responses_handed: std::collections::BTreeMap::new(),
             replies: VecDeque::new(),
             reply_tokens: [cfg.max_unsolicited_per_sec; 2],
             reply_refill_at: now,
