@@ -297,3 +297,33 @@ fn deferred_outcomes_are_one_per_call() {
     assert!(b.finish_call(late).unwrap());
     assert_eq!(b.store().calls_pending(), 0);
 }
+
+/// A timeout handed by deferred delivery and held unended is no reason to wake: the node
+/// sleeps in `wait` rather than spinning on a deadline already past.
+#[test]
+fn a_held_timeout_does_not_make_the_node_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, mut b) = pair(dir.path());
+    let call = b.call(1, b"unheard", Duration::from_millis(30)).unwrap();
+    let mut handed = Vec::new();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while handed.is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        b.poll_deferred(16, &mut |_, d| handed.push(d.kind))
+            .unwrap();
+        b.wait(Some(Duration::from_millis(5))).unwrap();
+    }
+    assert_eq!(handed, vec![MessageKind::CallTimedOut { call }]);
+    let start = std::time::Instant::now();
+    let mut rounds = 0u32;
+    while start.elapsed() < Duration::from_millis(400) {
+        b.poll_deferred(16, &mut |_, d| handed.push(d.kind))
+            .unwrap();
+        b.wait(Some(Duration::from_millis(100))).unwrap();
+        rounds += 1;
+    }
+    assert_eq!(handed.len(), 1, "handed once: {handed:?}");
+    // Retransmissions of the unheard request wake it a few times; a spin would be thousands.
+    assert!(rounds < 200, "{rounds} rounds in 400 ms");
+    assert!(b.finish_call(call).unwrap());
+}

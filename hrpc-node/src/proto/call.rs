@@ -186,7 +186,7 @@ impl Core {
         f: &mut dyn FnMut(Delivery<'_>),
     ) -> Result<usize, CoreError> {
         self.take_fatal()?;
-        if max == 0 || self.store.next_call_deadline().is_none_or(|d| d > now_ms) {
+        if max == 0 || self.next_call_deadline().is_none_or(|d| d > now_ms) {
             return Ok(0);
         }
         let want = max
@@ -246,9 +246,16 @@ impl Core {
         }
     }
 
-    /// The earliest deadline of an outstanding call, in ms since the Unix epoch.
+    /// The earliest deadline of an outstanding call whose outcome is not handed out yet, in
+    /// ms since the Unix epoch (one handed out — a timeout not yet ended, a response not yet
+    /// consumed — is no reason to wake).
     pub fn next_call_deadline(&self) -> Option<u64> {
-        self.store.next_call_deadline()
+        if self.timeouts_handed.is_empty() && self.responses_handed.is_empty() {
+            return self.store.next_call_deadline();
+        }
+        self.store.next_call_deadline_where(|id| {
+            !self.timeouts_handed.contains(&id) && !self.responses_handed.contains_key(&id)
+        })
     }
 
     /// Ends the call a consumed response answers, before the response itself is consumed: a

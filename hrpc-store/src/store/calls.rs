@@ -159,6 +159,17 @@ impl Store {
         inner.calls.by_deadline.first().map(|&(d, _)| d)
     }
 
+    /// The earliest deadline among the outstanding calls for which `wanted(id)` holds.
+    pub fn next_call_deadline_where(&self, mut wanted: impl FnMut(u64) -> bool) -> Option<u64> {
+        let inner = lock(&self.shared.inner);
+        inner
+            .calls
+            .by_deadline
+            .iter()
+            .find(|&&(_, id)| wanted(id))
+            .map(|&(d, _)| d)
+    }
+
     /// Up to `max` outstanding calls whose deadline is at or before `now_ms`, earliest first.
     /// They stay outstanding until [`Store::finish_call`].
     pub fn expired_calls(&self, now_ms: u64, max: usize) -> Vec<PendingCall> {
