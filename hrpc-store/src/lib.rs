@@ -98,8 +98,8 @@ pub use error::StoreError;
 pub use layout::FLAG_CALL;
 pub use store::inspect;
 pub use store::{
-    Damage, Durability, FileReport, InboundSlot, LostRange, MessageRef, OpenReport,
-    OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, PendingCall, ResetReport,
+    Damage, Durability, FileReport, InboundSlot, LostRange, MAX_BATCH, MessageRef, OpenReport,
+    OUTBOUND_RUN, OutboundOnReset, OutboundProducer, OutboundRun, OutboundReservation, PeerReport, PendingCall, ResetReport,
     SendWindow, Store, StoreConfig, StoreReport,
 };
 

@@ -45,7 +45,8 @@ mod scan;
 pub use self::calls::PendingCall;
 pub use self::config::{Durability, StoreConfig};
 pub use self::inbound::InboundSlot;
-pub use self::producer::{OutboundProducer, OutboundReservation, SendWindow};
+pub use self::outbound::{OUTBOUND_RUN, OutboundRun};
+pub use self::producer::{MAX_BATCH, OutboundProducer, OutboundReservation, SendWindow};
 pub use self::report::{
     Damage, FileReport, LostRange, MessageRef, OpenReport, OutboundOnReset, PeerReport,
     ResetReport, StoreReport,
