@@ -44,7 +44,7 @@ mod scan;
 
 pub use self::calls::PendingCall;
 pub use self::config::{Durability, StoreConfig};
-pub use self::inbound::InboundSlot;
+pub use self::inbound::{InboundPut, InboundSlot, MAX_PUT_BATCH};
 pub use self::outbound::{OUTBOUND_RUN, OutboundRun};
 pub use self::producer::{MAX_BATCH, OutboundProducer, OutboundReservation, SendWindow};
 pub use self::report::{

@@ -85,7 +85,9 @@ impl<'a> OutboundRun<'a> {
         let e = st.out[at];
         if e.lost {
             drop(inner);
-            return self.shared.message_ref(seq, Some(e.last), e.slot, e.len, e.crc);
+            return self
+                .shared
+                .message_ref(seq, Some(e.last), e.slot, e.len, e.crc);
         }
         // Messages (not markers) from `seq` on, one seq each: cache them.
         self.first = seq;

@@ -496,7 +496,9 @@ impl Batch<'_> {
     fn commit(mut self) -> Result<u64> {
         let sh = &*self.producer.shared;
         for i in 0..self.n {
-            self.crcs[i] = sh.payload(self.slots[i], self.len).map_or(0, crc32c::crc32c);
+            self.crcs[i] = sh
+                .payload(self.slots[i], self.len)
+                .map_or(0, crc32c::crc32c);
         }
         failpoint::hit("commit.before_lock");
         let mut inner = lock(&sh.inner);
