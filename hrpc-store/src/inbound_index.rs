@@ -25,6 +25,8 @@ pub(crate) struct InEntry {
     pub(crate) slot: SlotId,
     pub(crate) len: u32,
     pub(crate) crc: u32,
+    /// The message's flags ([`FLAG_CALL`](crate::FLAG_CALL) or 0).
+    pub(crate) flags: u8,
 }
 
 /// One peer's entries: a ring for `base .. base + ring.len()` and a side map for the rest.
@@ -239,6 +241,7 @@ mod tests {
             },
             len: 0,
             crc: seq as u32,
+            flags: 0,
         }
     }
 

@@ -94,6 +94,9 @@ struct OutEntry {
     slot: SlotId,
     len: u32,
     crc: u32,
+    /// The message's flags ([`FLAG_CALL`](crate::FLAG_CALL) or 0), kept here so that
+    /// reading a message does not touch its slot header.
+    flags: u8,
 }
 
 #[derive(Debug)]
@@ -274,6 +277,7 @@ impl Shared {
 
     /// The view of a held message, or of a gap marker from `seq` on (`lost` = `Some(last)`).
     /// Sound (M5): the slot is published and only `&mut Store` methods free it.
+    #[allow(clippy::too_many_arguments)]
     fn message_ref(
         &self,
         seq: u64,
@@ -281,6 +285,7 @@ impl Shared {
         slot: SlotId,
         len: u32,
         crc: u32,
+        flags: u8,
     ) -> Option<MessageRef<'_>> {
         if lost.is_some() {
             return Some(MessageRef {
@@ -298,12 +303,19 @@ impl Shared {
             crc,
             payload: seg.map.bytes(off + SLOT_HDR, len as usize),
             lost_through: None,
-            flags: seg
-                .map
-                .bytes(off + SLOT_FLAGS, 1)
+            flags,
+        })
+    }
+
+    /// The flags byte of a published slot, read from its header (at open; afterwards the
+    /// index entries keep it).
+    fn slot_flags(&self, slot: SlotId) -> u8 {
+        self.seg(slot.seg).map_or(0, |seg| {
+            seg.map
+                .bytes(seg.off(slot.idx) + SLOT_FLAGS, 1)
                 .first()
                 .copied()
-                .unwrap_or(0),
+                .unwrap_or(0)
         })
     }
 }

@@ -251,6 +251,7 @@ impl Store {
                 slot: slot.slot,
                 len: slot.len,
                 crc: slot.crc,
+                flags: slot.flags,
             },
         );
         Ok(())
@@ -325,6 +326,7 @@ impl Store {
                 slot,
                 len,
                 crc,
+                flags: flags & FLAG_CALL,
             },
         );
         Ok(())
@@ -399,6 +401,7 @@ impl Store {
                     slot,
                     len,
                     crc: m.crc,
+                    flags: m.flags & FLAG_CALL,
                 },
             );
             done |= 1 << i;
@@ -411,7 +414,8 @@ impl Store {
     pub fn inbound_message(&self, peer: u32, seq: u64) -> Option<MessageRef<'_>> {
         let e = self.inbound.get(peer, seq)?;
         let lost = e.lost.then_some(e.last);
-        self.shared.message_ref(seq, lost, e.slot, e.len, e.crc)
+        self.shared
+            .message_ref(seq, lost, e.slot, e.len, e.crc, e.flags)
     }
 
     /// Persists an inbound gap marker: the sender will never deliver `first..=last` (it said so
@@ -439,6 +443,7 @@ impl Store {
                 slot: e.slot,
                 len: e.len,
                 crc: e.crc,
+                flags: 0,
             },
         );
         Ok(())

@@ -53,6 +53,7 @@ const EMPTY_ENTRY: OutEntry = OutEntry {
     slot: SlotId { seg: 0, idx: 0 },
     len: 0,
     crc: 0,
+    flags: 0,
 };
 
 /// Reads pending outbound messages of one peer, in runs of up to [`OUTBOUND_RUN`] copied
@@ -77,7 +78,9 @@ impl<'a> OutboundRun<'a> {
             && i < self.n as u64
         {
             let e = self.entries[i as usize];
-            return self.shared.message_ref(seq, None, e.slot, e.len, e.crc);
+            return self
+                .shared
+                .message_ref(seq, None, e.slot, e.len, e.crc, e.flags);
         }
         let inner = lock(&self.shared.inner);
         let st = &inner.states[*inner.peers.get(&self.peer)? as usize];
@@ -87,7 +90,7 @@ impl<'a> OutboundRun<'a> {
             drop(inner);
             return self
                 .shared
-                .message_ref(seq, Some(e.last), e.slot, e.len, e.crc);
+                .message_ref(seq, Some(e.last), e.slot, e.len, e.crc, 0);
         }
         // Messages (not markers) from `seq` on, one seq each: cache them.
         self.first = seq;
@@ -100,7 +103,8 @@ impl<'a> OutboundRun<'a> {
             self.n = k + 1;
         }
         drop(inner);
-        self.shared.message_ref(seq, None, e.slot, e.len, e.crc)
+        self.shared
+            .message_ref(seq, None, e.slot, e.len, e.crc, e.flags)
     }
 }
 
@@ -133,7 +137,8 @@ impl Store {
         let e = st.out[st.find_out(seq)?];
         drop(inner);
         let lost = e.lost.then_some(e.last);
-        self.shared.message_ref(seq, lost, e.slot, e.len, e.crc)
+        self.shared
+            .message_ref(seq, lost, e.slot, e.len, e.crc, e.flags)
     }
 
     /// A reader of the pending outbound messages to `peer` that takes the store lock once per

@@ -438,6 +438,7 @@ impl OutboundReservation<'_> {
             slot: self.slot,
             len: self.len,
             crc,
+            flags,
         });
         st.out_bytes += u64::from(self.len);
         if !st.listed {
@@ -539,6 +540,7 @@ impl Batch<'_> {
                 slot: self.slots[i],
                 len: self.len,
                 crc: self.crcs[i],
+                flags: 0,
             });
             st.out_bytes += u64::from(self.len);
         }

@@ -91,6 +91,7 @@ impl Inner {
             slot,
             len: LOST_LEN,
             crc,
+            flags: 0,
         })
     }
 }
