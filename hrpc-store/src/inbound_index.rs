@@ -59,7 +59,10 @@ impl PeerEntries {
         }
     }
 
-    /// Inserts or replaces the entry for `seq`.
+    /// Inserts or replaces the entry for `seq`. Inlined (with [`InboundIndex::insert`]) into
+    /// the store's persist path, so the entry is written from registers, not copied from a
+    /// stack temporary just written field by field (a store-forwarding stall per message).
+    #[inline(always)]
     fn insert(&mut self, seq: u64, e: InEntry) {
         if !self.far.is_empty() {
             self.far.remove(&seq);
@@ -162,6 +165,7 @@ pub(crate) struct InboundIndex {
 
 impl InboundIndex {
     /// The entry for `seq` from `peer`.
+    #[inline]
     pub(crate) fn get(&self, peer: u32, seq: u64) -> Option<InEntry> {
         self.peers.get(&peer)?.get(seq)
     }
@@ -172,11 +176,13 @@ impl InboundIndex {
     }
 
     /// Inserts or replaces the entry for `seq` from `peer`.
+    #[inline(always)]
     pub(crate) fn insert(&mut self, peer: u32, seq: u64, e: InEntry) {
         self.peers.entry(peer).or_default().insert(seq, e);
     }
 
     /// Removes and returns the entry for `seq` from `peer`.
+    #[inline]
     pub(crate) fn remove(&mut self, peer: u32, seq: u64) -> Option<InEntry> {
         self.peers.get_mut(&peer)?.remove(seq)
     }

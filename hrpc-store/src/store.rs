@@ -320,6 +320,15 @@ impl Shared {
     }
 }
 
+/// Writes little-endian words into `map` at `off`, one 8-byte store each (see
+/// `SlotHeader::encode_words`).
+#[inline]
+fn write_words(map: &MappedFile, off: usize, words: &[u64]) {
+    for (i, w) in words.iter().enumerate() {
+        map.write(off + 8 * i, &w.to_le_bytes());
+    }
+}
+
 /// A persistent message store. Owned by the poll thread; `Send`, not `Sync`-shared.
 ///
 /// Dropping a `Store` does no work beyond recording the next-seq floors, closing it to
