@@ -114,7 +114,7 @@ impl MappedFile {
 
     #[inline]
     fn check(&self, off: usize, len: usize) {
-        if !off.checked_add(len).is_some_and(|end| end <= self.len) {
+        if off.checked_add(len).is_none_or(|end| end > self.len) {
             out_of_bounds(off, len, self.len);
         }
     }
