@@ -112,7 +112,7 @@ fn outbound_run_matches_single_reads() {
     store.release_outbound_through(2, 10).unwrap();
     store.discard_outbound(2, 40).unwrap();
     let p = store.producer();
-    let mut run = store.outbound_run(2);
+    let mut run = store.outbound_run(2, 1400);
     for seq in 1..=120 {
         if seq == 101 {
             p.send(2, b"late").unwrap();
@@ -125,7 +125,15 @@ fn outbound_run_matches_single_reads() {
             "seq {seq}"
         );
     }
-    assert!(store.outbound_run(77).message(1).is_none());
+    assert!(store.outbound_run(77, 0).message(1).is_none());
+    // A small room reads short runs, with the same results.
+    let mut run = store.outbound_run(2, 10);
+    for seq in 41..=101 {
+        assert_eq!(
+            run.message(seq).map(|m| m.payload().to_vec()),
+            store.outbound_message(2, seq).map(|m| m.payload().to_vec())
+        );
+    }
 }
 
 /// `put_inbound_batch` persists exactly what `put_inbound_checked` would have accepted, in any

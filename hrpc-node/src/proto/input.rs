@@ -100,44 +100,81 @@ impl Core {
             });
         }
         // Whole DATA frames are gathered and persisted together; any other frame first
-        // finishes those before it, so frames still take effect in datagram order.
+        // finishes those before it, so frames still take effect in datagram order. A lone
+        // whole DATA frame (a large message) goes alone, without setting up a batch.
+        let mut frames = d.frames();
+        let mut first: Option<DataFrame<'_>> = None;
+        while let Some(frame) = frames.next() {
+            match frame {
+                Frame::Data(f) if f.is_whole() => match first.take() {
+                    None => first = Some(f),
+                    Some(a) => return self.on_data_run(now, h.src, [a, f], frames),
+                },
+                other => {
+                    if let Some(a) = first.take() {
+                        self.on_data(now, h.src, &a);
+                    }
+                    self.on_frame(now, h.src, other);
+                }
+            }
+        }
+        if let Some(a) = first {
+            self.on_data(now, h.src, &a);
+        }
+    }
+
+    /// The rest of [`Core::handle_parsed`] once a datagram has shown two whole DATA frames in
+    /// a row (`two`): gathers whole DATA frames into batches for [`Core::on_data_batch`].
+    fn on_data_run<'a>(
+        &mut self,
+        now: Instant,
+        src: u32,
+        two: [DataFrame<'a>; 2],
+        frames: impl Iterator<Item = Frame<'a>>,
+    ) {
         let mut data = [EMPTY_DATA; MAX_PUT_BATCH];
-        let mut nd = 0;
-        for frame in d.frames() {
-            let frame = match frame {
+        data[..2].copy_from_slice(&two);
+        let mut nd = 2;
+        for frame in frames {
+            match frame {
                 Frame::Data(f) if f.is_whole() => {
                     if nd == MAX_PUT_BATCH {
-                        self.on_data_batch(now, h.src, &data[..nd]);
+                        self.on_data_batch(now, src, &data[..nd]);
                         nd = 0;
                     }
                     data[nd] = f;
                     nd += 1;
-                    continue;
                 }
-                other => other,
-            };
-            if nd > 0 {
-                self.on_data_batch(now, h.src, &data[..nd]);
-                nd = 0;
-            }
-            match frame {
-                Frame::Data(f) => self.on_data(now, h.src, &f),
-                Frame::Ack(a) => self.on_ack(now, h.src, &a),
-                Frame::Heartbeat(hb) => self.on_heartbeat(now, h.src, &hb),
-                Frame::FragAck(f) => self.on_frag_ack(now, h.src, &f),
-                Frame::Lost(l) => self.on_lost(now, h.src, l.first, l.last),
-                Frame::Reset(r) => {
-                    tracing::debug!(peer = h.src, ?r, "reset notice");
-                    if let Some(p) = self.peers.get_mut(&h.src) {
-                        p.hb_pending = true;
+                other => {
+                    if nd > 0 {
+                        self.on_data_batch(now, src, &data[..nd]);
+                        nd = 0;
                     }
+                    self.on_frame(now, src, other);
                 }
-                // Handled by the handshake; in a datagram of the session they say nothing new.
-                Frame::Challenge(_) | Frame::Response(_) => {}
             }
         }
         if nd > 0 {
-            self.on_data_batch(now, h.src, &data[..nd]);
+            self.on_data_batch(now, src, &data[..nd]);
+        }
+    }
+
+    /// Applies one frame of a datagram from the fast path.
+    fn on_frame(&mut self, now: Instant, src: u32, frame: Frame<'_>) {
+        match frame {
+            Frame::Data(f) => self.on_data(now, src, &f),
+            Frame::Ack(a) => self.on_ack(now, src, &a),
+            Frame::Heartbeat(hb) => self.on_heartbeat(now, src, &hb),
+            Frame::FragAck(f) => self.on_frag_ack(now, src, &f),
+            Frame::Lost(l) => self.on_lost(now, src, l.first, l.last),
+            Frame::Reset(r) => {
+                tracing::debug!(peer = src, ?r, "reset notice");
+                if let Some(p) = self.peers.get_mut(&src) {
+                    p.hb_pending = true;
+                }
+            }
+            // Handled by the handshake; in a datagram of the session they say nothing new.
+            Frame::Challenge(_) | Frame::Response(_) => {}
         }
     }
 

@@ -390,7 +390,7 @@ impl Core {
             }
             // 3. New messages, as far as the windows allow (past a paused
             // fragment stream too, as above).
-            let mut run = store.outbound_run(peer);
+            let mut run = store.outbound_run(peer, w.data_capacity());
             while !full {
                 let seq = p.send.next_new();
                 if seq >= send_limit {

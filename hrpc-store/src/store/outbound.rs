@@ -64,6 +64,8 @@ const EMPTY_ENTRY: OutEntry = OutEntry {
 pub struct OutboundRun<'a> {
     shared: &'a Shared,
     peer: u32,
+    /// Payload bytes the reader expects to take (how many messages a refill copies).
+    room: usize,
     /// Seq of `entries[0]`; `entries[..n]` are the messages `first..first + n`.
     first: u64,
     n: usize,
@@ -92,10 +94,12 @@ impl<'a> OutboundRun<'a> {
                 .shared
                 .message_ref(seq, Some(e.last), e.slot, e.len, e.crc, 0);
         }
-        // Messages (not markers) from `seq` on, one seq each: cache them.
+        // Messages (not markers) from `seq` on, one seq each: cache as many as `room` takes
+        // if they are the size of this one, and one more.
+        let want = (self.room / (e.len as usize).max(1)).saturating_add(1);
         self.first = seq;
         self.n = 0;
-        for (k, e) in st.out.range(at..).take(OUTBOUND_RUN).enumerate() {
+        for (k, e) in st.out.range(at..).take(want.min(OUTBOUND_RUN)).enumerate() {
             if e.lost || e.seq != seq + k as u64 {
                 break;
             }
@@ -142,12 +146,15 @@ impl Store {
     }
 
     /// A reader of the pending outbound messages to `peer` that takes the store lock once per
-    /// [`OUTBOUND_RUN`] consecutive messages instead of once per message: for the poll
-    /// thread's transmit loop. What it returns is what [`Store::outbound_message`] would.
-    pub fn outbound_run(&self, peer: u32) -> OutboundRun<'_> {
+    /// run of consecutive messages instead of once per message: for the poll thread's
+    /// transmit loop. A run is about as many messages as fit in `room` payload bytes (a
+    /// datagram's), at least one and at most [`OUTBOUND_RUN`]. What it returns is what
+    /// [`Store::outbound_message`] would.
+    pub fn outbound_run(&self, peer: u32, room: usize) -> OutboundRun<'_> {
         OutboundRun {
             shared: &self.shared,
             peer,
+            room,
             first: 0,
             n: 0,
             entries: [EMPTY_ENTRY; OUTBOUND_RUN],

@@ -220,6 +220,8 @@ impl OutboundProducer {
             for i in 0..n {
                 let buf = batch.payload_mut(i);
                 fill(done + i, buf);
+                // Checksummed at once, while the payload is still in the cache.
+                batch.crcs[i] = crc32c::crc32c(buf);
             }
             match batch.commit() {
                 Ok(s) => {
@@ -491,16 +493,11 @@ impl Batch<'_> {
         }
     }
 
-    /// Checksums every payload (no lock), then assigns consecutive seqs and publishes them in
-    /// order under one lock, as [`OutboundReservation::commit`] does for one. Returns the
-    /// first seq.
+    /// Assigns consecutive seqs and publishes the filled slots (their payload crcs in
+    /// `crcs`) in order under one lock, as [`OutboundReservation::commit`] does for one.
+    /// Returns the first seq.
     fn commit(mut self) -> Result<u64> {
         let sh = &*self.producer.shared;
-        for i in 0..self.n {
-            self.crcs[i] = sh
-                .payload(self.slots[i], self.len)
-                .map_or(0, crc32c::crc32c);
-        }
         failpoint::hit("commit.before_lock");
         let mut inner = lock(&sh.inner);
         if inner.closed {
