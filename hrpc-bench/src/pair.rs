@@ -404,15 +404,24 @@ impl Sending {
     /// committed and whether backpressure stopped the burst.
     pub fn burst(&mut self, to: u32, size: usize, burst: usize) -> io::Result<(usize, bool)> {
         let id = self.node.node_id();
-        for i in 0..burst {
-            let seq = self.sent + 1;
-            match self.node.send_with(to, size, |b| payload::fill(b, id, seq)) {
-                Ok(_) => self.sent = seq,
-                Err(e) if e.is_backpressure() => return Ok((i, true)),
+        let mut done = 0;
+        while done < burst {
+            let base = self.sent + 1;
+            let fill = |i: usize, b: &mut [u8]| payload::fill(b, id, base + i as u64);
+            match self.node.send_batch_with(to, size, burst - done, fill) {
+                Ok(seqs) => {
+                    let n = (seqs.end - seqs.start) as usize;
+                    self.sent += n as u64;
+                    done += n;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                Err(e) if e.is_backpressure() => return Ok((done, true)),
                 Err(e) => return Err(io_err(e)),
             }
         }
-        Ok((burst, false))
+        Ok((done, false))
     }
 
     /// Whether every committed message to `to` has been acknowledged.

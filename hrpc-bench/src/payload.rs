@@ -109,7 +109,8 @@ impl SenderTally {
 /// A receiver's account over all senders.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
-    senders: std::collections::HashMap<u32, SenderTally>,
+    /// Keyed by node id (a fast, non-cryptographic hash: one lookup per delivered message).
+    senders: rustc_hash::FxHashMap<u32, SenderTally>,
     /// Messages that failed verification.
     pub corrupt: u64,
 }

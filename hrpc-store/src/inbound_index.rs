@@ -25,6 +25,8 @@ pub(crate) struct InEntry {
     pub(crate) slot: SlotId,
     pub(crate) len: u32,
     pub(crate) crc: u32,
+    /// The message's flags ([`FLAG_CALL`](crate::FLAG_CALL) or 0).
+    pub(crate) flags: u8,
 }
 
 /// One peer's entries: a ring for `base .. base + ring.len()` and a side map for the rest.
@@ -57,7 +59,10 @@ impl PeerEntries {
         }
     }
 
-    /// Inserts or replaces the entry for `seq`.
+    /// Inserts or replaces the entry for `seq`. Inlined (with [`InboundIndex::insert`]) into
+    /// the store's persist path, so the entry is written from registers, not copied from a
+    /// stack temporary just written field by field (a store-forwarding stall per message).
+    #[inline(always)]
     fn insert(&mut self, seq: u64, e: InEntry) {
         if !self.far.is_empty() {
             self.far.remove(&seq);
@@ -160,6 +165,7 @@ pub(crate) struct InboundIndex {
 
 impl InboundIndex {
     /// The entry for `seq` from `peer`.
+    #[inline]
     pub(crate) fn get(&self, peer: u32, seq: u64) -> Option<InEntry> {
         self.peers.get(&peer)?.get(seq)
     }
@@ -170,11 +176,13 @@ impl InboundIndex {
     }
 
     /// Inserts or replaces the entry for `seq` from `peer`.
+    #[inline(always)]
     pub(crate) fn insert(&mut self, peer: u32, seq: u64, e: InEntry) {
         self.peers.entry(peer).or_default().insert(seq, e);
     }
 
     /// Removes and returns the entry for `seq` from `peer`.
+    #[inline]
     pub(crate) fn remove(&mut self, peer: u32, seq: u64) -> Option<InEntry> {
         self.peers.get_mut(&peer)?.remove(seq)
     }
@@ -239,6 +247,7 @@ mod tests {
             },
             len: 0,
             crc: seq as u32,
+            flags: 0,
         }
     }
 

@@ -289,22 +289,26 @@ pub(crate) struct Record {
 pub(crate) const REC_INBOUND_STARTED: u32 = 1;
 
 impl Record {
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> [u8; RECORD_LEN] {
-        let mut raw = RawRecord {
-            generation: U64::new(self.generation),
-            peer: U32::new(self.peer),
-            out_inc: U32::new(self.out_inc),
-            in_inc: U32::new(self.in_inc),
-            flags: U32::new(self.flags),
-            next_out: U64::new(self.next_out),
-            acked_out: U64::new(self.acked_out),
-            consumed_in: U64::new(self.consumed_in),
-            peer_epoch: U64::new(self.peer_epoch),
-            reserved: [0; 4],
-            crc: U32::ZERO,
-        };
-        raw.crc = U32::new(crc32c::crc32c(&raw.as_bytes()[..60]));
-        zerocopy::transmute!(raw)
+        words_to_bytes(self.encode_words())
+    }
+
+    /// [`Record::encode`] as eight little-endian words (see [`SlotHeader::encode_words`]).
+    #[inline]
+    pub(crate) fn encode_words(&self) -> [u64; RECORD_LEN / 8] {
+        let mut w = [
+            self.generation,
+            u64::from(self.peer) | u64::from(self.out_inc) << 32,
+            u64::from(self.in_inc) | u64::from(self.flags) << 32,
+            self.next_out,
+            self.acked_out,
+            self.consumed_in,
+            self.peer_epoch,
+            0,
+        ];
+        w[7] = u64::from(crc_words(&w, 60)) << 32;
+        w
     }
 
     /// `None` if never written or damaged.
@@ -407,27 +411,49 @@ pub(crate) struct SlotHeader {
     pub(crate) link: u64,
 }
 
+/// crc32c of the first `len` bytes of `w` laid out little-endian. The words are stored whole
+/// and 8-aligned, so the checksum's 8-byte loads are served by those stores.
+#[inline]
+fn crc_words<const N: usize>(w: &[u64; N], len: usize) -> u32 {
+    let le: [u64; N] = w.map(u64::to_le);
+    crc32c::crc32c(&le.as_bytes()[..len])
+}
+
+/// The bytes of little-endian words.
+#[cfg(test)]
+fn words_to_bytes<const N: usize, const B: usize>(w: [u64; N]) -> [u8; B] {
+    let mut out = [0u8; B];
+    for (chunk, x) in out.chunks_exact_mut(8).zip(w) {
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
 impl SlotHeader {
     /// Encodes bytes 8..64 of the slot.
     #[inline]
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> [u8; SLOT_HDR - 8] {
-        let mut raw = RawSlotHeader {
-            generation: U64::new(self.generation),
-            seq: U64::new(self.seq),
-            peer: U32::new(self.peer),
-            len: U32::new(self.len),
-            crc: U32::new(self.crc),
-            inc: U32::new(self.inc),
-            kind: self.kind,
-            flags: self.flags,
-            reserved: [0; 2],
-            link_inc: U32::new(self.link_inc),
-            link: U64::new(self.link),
-            reserved2: [0; 4],
-            hdr_crc: U32::ZERO,
-        };
-        raw.hdr_crc = U32::new(crc32c::crc32c(&raw.as_bytes()[..52]));
-        zerocopy::transmute!(raw)
+        words_to_bytes(self.encode_words())
+    }
+
+    /// [`SlotHeader::encode`] as seven words, each the little-endian reading of 8 bytes (the
+    /// layout of `RawSlotHeader`, checksum included). Built in registers and checksummed from
+    /// whole aligned words, then written a word at a time: a header assembled from narrower
+    /// stores and read back wider stalls on store forwarding, once per message.
+    #[inline]
+    pub(crate) fn encode_words(&self) -> [u64; 7] {
+        let mut w = [
+            self.generation,
+            self.seq,
+            u64::from(self.peer) | u64::from(self.len) << 32,
+            u64::from(self.crc) | u64::from(self.inc) << 32,
+            u64::from(self.kind) | u64::from(self.flags) << 8 | u64::from(self.link_inc) << 32,
+            self.link,
+            0,
+        ];
+        w[6] = u64::from(crc_words(&w, 52)) << 32;
+        w
     }
 
     /// Decodes bytes 8..64 of a slot; `None` if the checksum or a field is bad.

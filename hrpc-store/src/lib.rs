@@ -98,9 +98,9 @@ pub use error::StoreError;
 pub use layout::FLAG_CALL;
 pub use store::inspect;
 pub use store::{
-    Damage, Durability, FileReport, InboundSlot, LostRange, MessageRef, OpenReport,
-    OutboundOnReset, OutboundProducer, OutboundReservation, PeerReport, PendingCall, ResetReport,
-    SendWindow, Store, StoreConfig, StoreReport,
+    Damage, Durability, FileReport, InboundPut, InboundSlot, LostRange, MAX_BATCH, MAX_PUT_BATCH,
+    MessageRef, OUTBOUND_RUN, OpenReport, OutboundOnReset, OutboundProducer, OutboundReservation,
+    OutboundRun, PeerReport, PendingCall, ResetReport, SendWindow, Store, StoreConfig, StoreReport,
 };
 
 /// The README's example, compiled and run as a doctest.

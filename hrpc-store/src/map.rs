@@ -112,12 +112,11 @@ impl MappedFile {
         })
     }
 
+    #[inline]
     fn check(&self, off: usize, len: usize) {
-        assert!(
-            off.checked_add(len).is_some_and(|end| end <= self.len),
-            "hrpc-store bug: access {off}+{len} outside mapping of {}",
-            self.len
-        );
+        if off.checked_add(len).is_none_or(|end| end > self.len) {
+            out_of_bounds(off, len, self.len);
+        }
     }
 
     /// The atomic state word at `off` (8-aligned). See M4.
@@ -272,4 +271,11 @@ impl<T> Drop for SegCell<T> {
     fn drop(&mut self) {
         drop(self.take());
     }
+}
+
+/// The panic of a bounds check that failed (a store bug), kept out of the inlined check.
+#[cold]
+#[inline(never)]
+fn out_of_bounds(off: usize, len: usize, map_len: usize) -> ! {
+    panic!("hrpc-store bug: access {off}+{len} outside mapping of {map_len}")
 }

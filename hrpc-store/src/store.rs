@@ -44,8 +44,9 @@ mod scan;
 
 pub use self::calls::PendingCall;
 pub use self::config::{Durability, StoreConfig};
-pub use self::inbound::InboundSlot;
-pub use self::producer::{OutboundProducer, OutboundReservation, SendWindow};
+pub use self::inbound::{InboundPut, InboundSlot, MAX_PUT_BATCH};
+pub use self::outbound::{OUTBOUND_RUN, OutboundRun};
+pub use self::producer::{MAX_BATCH, OutboundProducer, OutboundReservation, SendWindow};
 pub use self::report::{
     Damage, FileReport, LostRange, MessageRef, OpenReport, OutboundOnReset, PeerReport,
     ResetReport, StoreReport,
@@ -93,6 +94,9 @@ struct OutEntry {
     slot: SlotId,
     len: u32,
     crc: u32,
+    /// The message's flags ([`FLAG_CALL`](crate::FLAG_CALL) or 0), kept here so that
+    /// reading a message does not touch its slot header.
+    flags: u8,
 }
 
 #[derive(Debug)]
@@ -273,6 +277,7 @@ impl Shared {
 
     /// The view of a held message, or of a gap marker from `seq` on (`lost` = `Some(last)`).
     /// Sound (M5): the slot is published and only `&mut Store` methods free it.
+    #[allow(clippy::too_many_arguments)]
     fn message_ref(
         &self,
         seq: u64,
@@ -280,6 +285,7 @@ impl Shared {
         slot: SlotId,
         len: u32,
         crc: u32,
+        flags: u8,
     ) -> Option<MessageRef<'_>> {
         if lost.is_some() {
             return Some(MessageRef {
@@ -297,13 +303,29 @@ impl Shared {
             crc,
             payload: seg.map.bytes(off + SLOT_HDR, len as usize),
             lost_through: None,
-            flags: seg
-                .map
-                .bytes(off + SLOT_FLAGS, 1)
+            flags,
+        })
+    }
+
+    /// The flags byte of a published slot, read from its header (at open; afterwards the
+    /// index entries keep it).
+    fn slot_flags(&self, slot: SlotId) -> u8 {
+        self.seg(slot.seg).map_or(0, |seg| {
+            seg.map
+                .bytes(seg.off(slot.idx) + SLOT_FLAGS, 1)
                 .first()
                 .copied()
-                .unwrap_or(0),
+                .unwrap_or(0)
         })
+    }
+}
+
+/// Writes little-endian words into `map` at `off`, one 8-byte store each (see
+/// `SlotHeader::encode_words`).
+#[inline]
+fn write_words(map: &MappedFile, off: usize, words: &[u64]) {
+    for (i, w) in words.iter().enumerate() {
+        map.write(off + 8 * i, &w.to_le_bytes());
     }
 }
 

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hrpc_store::{InboundSlot, OutboundOnReset, StoreError};
+use hrpc_store::{InboundPut, InboundSlot, MAX_PUT_BATCH, OutboundOnReset, StoreError};
 use hrpc_wire::{
     AckFrame, DataFrame, Datagram, FragAckFrame, Frame, HeartbeatFrame, SackRanges, WireError,
 };
@@ -14,6 +14,16 @@ use super::send::SentState;
 use super::{
     Core, CoreError, DropReason, Event, MAX_QUEUED_REPLIES, MAX_SEQ, PeerState, REASSEMBLY_IDLE,
     Reply, ReplyFrame, later,
+};
+
+/// A placeholder for the arrays of whole DATA frames gathered from one datagram.
+const EMPTY_DATA: DataFrame<'static> = DataFrame {
+    flags: 0,
+    seq: 0,
+    msg_len: 0,
+    offset: 0,
+    msg_crc: 0,
+    payload: &[],
 };
 
 impl Core {
@@ -89,22 +99,82 @@ impl Core {
                 state: PeerState::Active,
             });
         }
-        for frame in d.frames() {
+        // Whole DATA frames are gathered and persisted together; any other frame first
+        // finishes those before it, so frames still take effect in datagram order. A lone
+        // whole DATA frame (a large message) goes alone, without setting up a batch.
+        let mut frames = d.frames();
+        let mut first: Option<DataFrame<'_>> = None;
+        while let Some(frame) = frames.next() {
             match frame {
-                Frame::Data(f) => self.on_data(now, h.src, &f),
-                Frame::Ack(a) => self.on_ack(now, h.src, &a),
-                Frame::Heartbeat(hb) => self.on_heartbeat(now, h.src, &hb),
-                Frame::FragAck(f) => self.on_frag_ack(now, h.src, &f),
-                Frame::Lost(l) => self.on_lost(now, h.src, l.first, l.last),
-                Frame::Reset(r) => {
-                    tracing::debug!(peer = h.src, ?r, "reset notice");
-                    if let Some(p) = self.peers.get_mut(&h.src) {
-                        p.hb_pending = true;
+                Frame::Data(f) if f.is_whole() => match first.take() {
+                    None => first = Some(f),
+                    Some(a) => return self.on_data_run(now, h.src, [a, f], frames),
+                },
+                other => {
+                    if let Some(a) = first.take() {
+                        self.on_data(now, h.src, &a);
                     }
+                    self.on_frame(now, h.src, other);
                 }
-                // Handled by the handshake; in a datagram of the session they say nothing new.
-                Frame::Challenge(_) | Frame::Response(_) => {}
             }
+        }
+        if let Some(a) = first {
+            self.on_data(now, h.src, &a);
+        }
+    }
+
+    /// The rest of [`Core::handle_parsed`] once a datagram has shown two whole DATA frames in
+    /// a row (`two`): gathers whole DATA frames into batches for [`Core::on_data_batch`].
+    fn on_data_run<'a>(
+        &mut self,
+        now: Instant,
+        src: u32,
+        two: [DataFrame<'a>; 2],
+        frames: impl Iterator<Item = Frame<'a>>,
+    ) {
+        let mut data = [EMPTY_DATA; MAX_PUT_BATCH];
+        data[..2].copy_from_slice(&two);
+        let mut nd = 2;
+        for frame in frames {
+            match frame {
+                Frame::Data(f) if f.is_whole() => {
+                    if nd == MAX_PUT_BATCH {
+                        self.on_data_batch(now, src, &data[..nd]);
+                        nd = 0;
+                    }
+                    data[nd] = f;
+                    nd += 1;
+                }
+                other => {
+                    if nd > 0 {
+                        self.on_data_batch(now, src, &data[..nd]);
+                        nd = 0;
+                    }
+                    self.on_frame(now, src, other);
+                }
+            }
+        }
+        if nd > 0 {
+            self.on_data_batch(now, src, &data[..nd]);
+        }
+    }
+
+    /// Applies one frame of a datagram from the fast path.
+    fn on_frame(&mut self, now: Instant, src: u32, frame: Frame<'_>) {
+        match frame {
+            Frame::Data(f) => self.on_data(now, src, &f),
+            Frame::Ack(a) => self.on_ack(now, src, &a),
+            Frame::Heartbeat(hb) => self.on_heartbeat(now, src, &hb),
+            Frame::FragAck(f) => self.on_frag_ack(now, src, &f),
+            Frame::Lost(l) => self.on_lost(now, src, l.first, l.last),
+            Frame::Reset(r) => {
+                tracing::debug!(peer = src, ?r, "reset notice");
+                if let Some(p) = self.peers.get_mut(&src) {
+                    p.hb_pending = true;
+                }
+            }
+            // Handled by the handshake; in a datagram of the session they say nothing new.
+            Frame::Challenge(_) | Frame::Response(_) => {}
         }
     }
 
@@ -194,6 +264,71 @@ impl Core {
         if let Err(e) = self.persist(peer, persist) {
             return self.stats.drop(store_drop_reason(&e));
         }
+        self.after_data_persisted(now, peer, f.seq);
+    }
+
+    /// The whole DATA frames of one datagram, in order: those that pass [`Core::on_data`]'s
+    /// checks are persisted together ([`Store::put_inbound_batch`](hrpc_store::Store::put_inbound_batch),
+    /// one store lock), then each frame is finished in order as `on_data` would, and any the
+    /// batch did not persist goes through `on_data` itself (which drops and counts it, or
+    /// persists it alone).
+    fn on_data_batch(&mut self, now: Instant, peer: u32, frames: &[DataFrame<'_>]) {
+        if frames.len() < 2 {
+            for f in frames {
+                self.on_data(now, peer, f);
+            }
+            return;
+        }
+        let window = u64::from(self.cfg.recv_window_msgs);
+        let mut puts = [InboundPut {
+            seq: 0,
+            payload: &[],
+            crc: 0,
+            flags: 0,
+        }; MAX_PUT_BATCH];
+        // `picked` bit i: frames[i] is in `puts` (in frame order).
+        let mut picked = 0u64;
+        let mut n = 0;
+        if let Some(p) = self.peers.get(&peer) {
+            let r = &p.recv;
+            for (i, f) in frames.iter().enumerate().take(MAX_PUT_BATCH) {
+                if f.is_whole() && !r.has(f.seq) && f.seq <= r.consumed + window && f.seq <= MAX_SEQ
+                {
+                    puts[n] = InboundPut {
+                        seq: f.seq,
+                        payload: f.payload,
+                        crc: f.msg_crc,
+                        flags: store_flags(f.flags),
+                    };
+                    n += 1;
+                    picked |= 1 << i;
+                }
+            }
+        }
+        let done = if n > 0 {
+            self.store.put_inbound_batch(peer, &puts[..n])
+        } else {
+            0
+        };
+        let mut k = 0;
+        for (i, f) in frames.iter().enumerate() {
+            let in_batch = i < MAX_PUT_BATCH && picked & (1 << i) != 0;
+            if in_batch && done & (1 << k) != 0 {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.recv.insert_range(f.seq, f.seq);
+                }
+                self.after_data_persisted(now, peer, f.seq);
+            } else {
+                self.on_data(now, peer, f);
+            }
+            if in_batch {
+                k += 1;
+            }
+        }
+    }
+
+    /// What follows persisting message `seq` from `peer` (whole, or its last fragment).
+    fn after_data_persisted(&mut self, now: Instant, peer: u32, seq: u64) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -201,12 +336,14 @@ impl Core {
         // A sender restarted with a larger MTU sends whole what this node was
         // assembling from fragments: the half copy is not needed (one lookup,
         // nothing when no message is being assembled).
-        if let Some(a) = r.reassembly.remove(&f.seq) {
+        if !r.reassembly.is_empty()
+            && let Some(a) = r.reassembly.remove(&seq)
+        {
             self.reassembly_bytes = self.reassembly_bytes.saturating_sub(a.msg_len as usize);
             self.store.abort_inbound(a.slot);
         }
         // It was not held before: it is the largest now only if nothing held was above it.
-        if f.seq == r.largest() {
+        if seq == r.largest() {
             r.ack_delay_from = Some(now);
         }
         r.ack_pending = true;

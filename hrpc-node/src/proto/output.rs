@@ -390,12 +390,13 @@ impl Core {
             }
             // 3. New messages, as far as the windows allow (past a paused
             // fragment stream too, as above).
+            let mut run = store.outbound_run(peer, w.data_capacity());
             while !full {
                 let seq = p.send.next_new();
                 if seq >= send_limit {
                     break;
                 }
-                let Some(m) = store.outbound_message(peer, seq) else {
+                let Some(m) = run.message(seq) else {
                     // Released already (acknowledged before a restart).
                     p.send.push_done(now);
                     continue;

@@ -51,6 +51,22 @@ impl InboundSlot {
     }
 }
 
+/// Most messages one [`Store::put_inbound_batch`] call persists.
+pub const MAX_PUT_BATCH: usize = 64;
+
+/// A complete inbound message for [`Store::put_inbound_batch`], with what its sender declared.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundPut<'a> {
+    /// Sequence number.
+    pub seq: u64,
+    /// The whole payload.
+    pub payload: &'a [u8],
+    /// Its crc32c as the sender declared it (checked before anything is stored).
+    pub crc: u32,
+    /// [`FLAG_CALL`](crate::FLAG_CALL) or 0; other bits are dropped.
+    pub flags: u8,
+}
+
 impl Store {
     /// Highest inbound seq from `peer` the application consumed (0 = none).
     pub fn inbound_consumed(&self, peer: u32) -> u64 {
@@ -235,6 +251,7 @@ impl Store {
                 slot: slot.slot,
                 len: slot.len,
                 crc: slot.crc,
+                flags: slot.flags,
             },
         );
         Ok(())
@@ -267,7 +284,7 @@ impl Store {
         let len = u32::try_from(payload.len())
             .ok()
             .filter(|&l| l as usize <= MAX_MESSAGE_LEN)
-            .ok_or(StoreError::TooLarge {
+            .ok_or_else(|| StoreError::TooLarge {
                 len: payload.len(),
                 max: self.shared.max_len,
             })?;
@@ -309,9 +326,87 @@ impl Store {
                 slot,
                 len,
                 crc,
+                flags: flags & FLAG_CALL,
             },
         );
         Ok(())
+    }
+
+    /// Persists several complete inbound messages from `peer` (at most [`MAX_PUT_BATCH`]; the
+    /// rest are ignored), each exactly as [`Store::put_inbound_checked`] would, under one lock
+    /// acquisition: the payload checked against the declared crc before anything is claimed,
+    /// then claim, copy, header and publish. Returns a mask: bit `i` set means `msgs[i]` was
+    /// persisted. A message not persisted, for whatever reason (bad checksum, already
+    /// persisted or consumed, no space, unknown peer, ...), changed nothing: calling
+    /// [`Store::put_inbound_checked`] for it does the same work one message at a time and
+    /// says why.
+    pub fn put_inbound_batch(&mut self, peer: u32, msgs: &[InboundPut<'_>]) -> u64 {
+        let msgs = &msgs[..msgs.len().min(MAX_PUT_BATCH)];
+        let sh: &Shared = &self.shared;
+        if sh.check_stopped().is_err() {
+            return 0;
+        }
+        // Checksums first, with no lock held.
+        let mut good = 0u64;
+        for (i, m) in msgs.iter().enumerate() {
+            if m.seq != 0 && m.payload.len() <= sh.max_len && crc32c::crc32c(m.payload) == m.crc {
+                good |= 1 << i;
+            }
+        }
+        if good == 0 {
+            return 0;
+        }
+        let mut inner = lock(&sh.inner);
+        let Some(&pidx) = inner.peers.get(&peer) else {
+            return 0; // A new peer's record is written by the one-message path.
+        };
+        let pidx = pidx as usize;
+        let mut done = 0u64;
+        for (i, m) in msgs.iter().enumerate() {
+            if good & (1 << i) == 0
+                || m.seq <= inner.states[pidx].rec.consumed_in
+                || self.inbound.contains(peer, m.seq)
+            {
+                continue;
+            }
+            let len = m.payload.len() as u32;
+            let class = class_for(m.payload.len() + SLOT_HDR);
+            let Ok(slot) = inner.claim(sh, class) else {
+                break; // Full: the one-message path reports it.
+            };
+            let Some(seg) = sh.seg(slot.seg) else {
+                inner.unclaim(class, slot);
+                break;
+            };
+            inner.mark_inbound_started(sh, pidx);
+            seg.map.write(seg.off(slot.idx) + SLOT_HDR, m.payload);
+            let hdr = SlotHeader {
+                generation: 0,
+                seq: m.seq,
+                peer,
+                len,
+                crc: m.crc,
+                inc: inner.states[pidx].rec.in_inc,
+                kind: KIND_IN,
+                flags: m.flags & FLAG_CALL,
+                ..SlotHeader::default()
+            };
+            inner.publish(sh, slot, hdr);
+            self.inbound.insert(
+                peer,
+                m.seq,
+                InEntry {
+                    last: m.seq,
+                    lost: false,
+                    slot,
+                    len,
+                    crc: m.crc,
+                    flags: m.flags & FLAG_CALL,
+                },
+            );
+            done |= 1 << i;
+        }
+        done
     }
 
     /// The persisted, unconsumed inbound message `seq` from `peer` (or the gap marker that
@@ -319,7 +414,8 @@ impl Store {
     pub fn inbound_message(&self, peer: u32, seq: u64) -> Option<MessageRef<'_>> {
         let e = self.inbound.get(peer, seq)?;
         let lost = e.lost.then_some(e.last);
-        self.shared.message_ref(seq, lost, e.slot, e.len, e.crc)
+        self.shared
+            .message_ref(seq, lost, e.slot, e.len, e.crc, e.flags)
     }
 
     /// Persists an inbound gap marker: the sender will never deliver `first..=last` (it said so
@@ -347,6 +443,7 @@ impl Store {
                 slot: e.slot,
                 len: e.len,
                 crc: e.crc,
+                flags: 0,
             },
         );
         Ok(())

@@ -6,7 +6,7 @@
 use super::alloc::free_or_defer;
 use super::producer::OutboundReservation;
 use super::report::MessageRef;
-use super::{Inner, Result, Shared, SlotId, Store};
+use super::{Inner, OutEntry, Result, Shared, SlotId, Store};
 use crate::error::StoreError;
 use crate::failpoint;
 use crate::layout::KIND_OUT_LOST;
@@ -43,6 +43,75 @@ fn free_outbound_through(
     n
 }
 
+/// Most messages an [`OutboundRun`] reads under one lock.
+pub const OUTBOUND_RUN: usize = 32;
+
+const EMPTY_ENTRY: OutEntry = OutEntry {
+    seq: 0,
+    last: 0,
+    lost: false,
+    slot: SlotId { seg: 0, idx: 0 },
+    len: 0,
+    crc: 0,
+    flags: 0,
+};
+
+/// Reads pending outbound messages of one peer, in runs of up to [`OUTBOUND_RUN`] copied
+/// under one lock ([`Store::outbound_run`]). The copies stay valid while it lives: it borrows
+/// the [`Store`], and only `&mut Store` frees or replaces a pending message (I4); producers
+/// only append.
+#[derive(Debug)]
+pub struct OutboundRun<'a> {
+    shared: &'a Shared,
+    peer: u32,
+    /// Payload bytes the reader expects to take (how many messages a refill copies).
+    room: usize,
+    /// Seq of `entries[0]`; `entries[..n]` are the messages `first..first + n`.
+    first: u64,
+    n: usize,
+    entries: [OutEntry; OUTBOUND_RUN],
+}
+
+impl<'a> OutboundRun<'a> {
+    /// The pending outbound message `seq` (or the gap marker that holds it), as
+    /// [`Store::outbound_message`] returns it.
+    pub fn message(&mut self, seq: u64) -> Option<MessageRef<'a>> {
+        if let Some(i) = seq.checked_sub(self.first)
+            && i < self.n as u64
+        {
+            let e = self.entries[i as usize];
+            return self
+                .shared
+                .message_ref(seq, None, e.slot, e.len, e.crc, e.flags);
+        }
+        let inner = lock(&self.shared.inner);
+        let st = &inner.states[*inner.peers.get(&self.peer)? as usize];
+        let at = st.find_out(seq)?;
+        let e = st.out[at];
+        if e.lost {
+            drop(inner);
+            return self
+                .shared
+                .message_ref(seq, Some(e.last), e.slot, e.len, e.crc, 0);
+        }
+        // Messages (not markers) from `seq` on, one seq each: cache as many as `room` takes
+        // if they are the size of this one, and one more.
+        let want = (self.room / (e.len as usize).max(1)).saturating_add(1);
+        self.first = seq;
+        self.n = 0;
+        for (k, e) in st.out.range(at..).take(want.min(OUTBOUND_RUN)).enumerate() {
+            if e.lost || e.seq != seq + k as u64 {
+                break;
+            }
+            self.entries[k] = *e;
+            self.n = k + 1;
+        }
+        drop(inner);
+        self.shared
+            .message_ref(seq, None, e.slot, e.len, e.crc, e.flags)
+    }
+}
+
 impl Store {
     /// Reserves an outbound slot (same as `self.producer().reserve(..)`).
     pub fn reserve(&self, peer: u32, len: usize) -> Result<OutboundReservation<'_>> {
@@ -72,7 +141,24 @@ impl Store {
         let e = st.out[st.find_out(seq)?];
         drop(inner);
         let lost = e.lost.then_some(e.last);
-        self.shared.message_ref(seq, lost, e.slot, e.len, e.crc)
+        self.shared
+            .message_ref(seq, lost, e.slot, e.len, e.crc, e.flags)
+    }
+
+    /// A reader of the pending outbound messages to `peer` that takes the store lock once per
+    /// run of consecutive messages instead of once per message: for the poll thread's
+    /// transmit loop. A run is about as many messages as fit in `room` payload bytes (a
+    /// datagram's), at least one and at most [`OUTBOUND_RUN`]. What it returns is what
+    /// [`Store::outbound_message`] would.
+    pub fn outbound_run(&self, peer: u32, room: usize) -> OutboundRun<'_> {
+        OutboundRun {
+            shared: &self.shared,
+            peer,
+            room,
+            first: 0,
+            n: 0,
+            entries: [EMPTY_ENTRY; OUTBOUND_RUN],
+        }
     }
 
     /// Cumulative acknowledgement: frees every pending message to `peer` with seq ≤ `seq` and

@@ -5,7 +5,7 @@
 //! published the same way.
 
 use super::config::Durability;
-use super::{Inner, OutEntry, Result, Shared, SlotId};
+use super::{Inner, OutEntry, Result, Shared, SlotId, write_words};
 use crate::error::StoreError;
 use crate::failpoint;
 use crate::layout::{KIND_OUT, KIND_OUT_LOST, LOST_LEN, SLOT_HDR, SlotHeader, class_for};
@@ -13,12 +13,15 @@ use crate::sync::Ordering;
 
 impl Inner {
     /// Publishes a filled slot under the lock: header, then one Release store of the state word.
+    /// Inlined, so the header is built in registers rather than read back from the caller's
+    /// stack (narrow stores read back wide stall on store forwarding).
+    #[inline(always)]
     pub(super) fn publish(&mut self, sh: &Shared, slot: SlotId, mut hdr: SlotHeader) {
         let Some(seg) = sh.seg(slot.seg) else { return };
         hdr.generation = self.generation;
         self.generation += 1;
         let off = seg.off(slot.idx);
-        seg.map.write(off + 8, &hdr.encode());
+        write_words(&seg.map, off + 8, &hdr.encode_words());
         failpoint::hit(if hdr.kind == KIND_OUT {
             "commit.before_publish"
         } else {
@@ -91,6 +94,7 @@ impl Inner {
             slot,
             len: LOST_LEN,
             crc,
+            flags: 0,
         })
     }
 }

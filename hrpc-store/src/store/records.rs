@@ -5,7 +5,7 @@
 //! The next-seq floor (I6) is captured here, by [`Inner::record_floors`].
 
 use super::config::Durability;
-use super::{Inner, PeerState, Result, Shared};
+use super::{Inner, PeerState, Result, Shared, write_words};
 use crate::error::StoreError;
 use crate::failpoint;
 use crate::layout::{COPIES, ENTRY_LEN, REC_INBOUND_STARTED, RECORD_LEN, Record, SUPER_LEN};
@@ -40,13 +40,13 @@ impl Inner {
             .find(|&c| c != st.latest && c != st.durable)
             .unwrap_or((st.latest + 1) % COPIES as u8);
         st.rec.generation += 1;
-        let bytes = st.rec.encode();
+        let words = st.rec.encode_words();
         let off = SUPER_LEN + st.entry as usize * ENTRY_LEN + target as usize * RECORD_LEN;
         if failpoint::fires("record.torn") {
-            self.meta.write(off, &bytes[..RECORD_LEN / 2]);
+            write_words(&self.meta, off, &words[..RECORD_LEN / 16]);
             failpoint::die("record.torn");
         }
-        self.meta.write(off, &bytes);
+        write_words(&self.meta, off, &words);
         st.latest = target;
         if sh.durability == Durability::Process {
             st.durable = target;

@@ -55,6 +55,7 @@ impl DataFrame<'_> {
         self.offset == 0 && self.payload.len() as u64 == u64::from(self.msg_len)
     }
 
+    #[inline]
     pub(super) fn validate(&self) -> Result<(), WireError> {
         if self.seq == 0 {
             return Err(WireError::ZeroSeq);
@@ -99,6 +100,9 @@ pub(super) fn decode(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), WireError> {
         msg_crc: h.msg_crc.get(),
         payload,
     };
+    // Checked here, while the fields are still in registers: the frame is not read back
+    // from memory (which stalls when it was just written field by field).
+    d.validate()?;
     Ok((Frame::Data(d), rest))
 }
 

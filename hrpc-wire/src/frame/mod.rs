@@ -139,7 +139,8 @@ fn split<T: FromBytes + KnownLayout + Immutable>(bytes: &[u8]) -> Result<(&T, &[
 pub(crate) fn decode_frame(bytes: &[u8]) -> Result<(Frame<'_>, &[u8]), WireError> {
     let ty = *bytes.first().ok_or(truncated(1, 0))?;
     let (frame, rest) = match ty {
-        FRAME_DATA => data::decode(bytes)?,
+        // Validated by `data::decode` itself (the hot path: no second look at the frame).
+        FRAME_DATA => return data::decode(bytes),
         FRAME_ACK => ack::decode(bytes)?,
         FRAME_HEARTBEAT => control::decode_heartbeat(bytes)?,
         FRAME_RESET => control::decode_reset(bytes)?,

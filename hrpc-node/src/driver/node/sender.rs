@@ -101,6 +101,32 @@ impl Sender {
         Ok(seq)
     }
 
+    /// Batch zero-copy send: commits up to `count` messages of `len` bytes to `peer`, message
+    /// `i` (from 0) written in place by `fill(i, buf)`. The same checks and guarantees as
+    /// [`Sender::send_with`] for each message, at a fraction of the cost: the store lock is
+    /// taken twice per [`hrpc_store::MAX_BATCH`] messages instead of twice per message, and
+    /// the poll loop is woken once. Stops short (fewer seqs returned) where
+    /// [`NodeConfig::max_unacked_per_peer`](crate::driver::NodeConfig::max_unacked_per_peer)
+    /// or the store's capacity is reached; an error (backpressure included) means nothing was
+    /// committed. Returns the seqs committed, `first..end`, in order. If `fill` panics, the
+    /// messages not yet committed are not, and their slots are released.
+    pub fn send_batch_with(
+        &self,
+        peer: u32,
+        len: usize,
+        count: usize,
+        fill: impl FnMut(usize, &mut [u8]),
+    ) -> Result<std::ops::Range<u64>, SendError> {
+        let sh = self.check_send(peer, len)?;
+        let seqs = sh
+            .producer
+            .send_batch_within(peer, len, count, sh.max_unacked, fill)?;
+        if !seqs.is_empty() {
+            self.wake_poll();
+        }
+        Ok(seqs)
+    }
+
     /// After a commit: wakes the poll loop, unless this is the poll thread's own handle.
     pub(super) fn wake_poll(&self) {
         if self.wake
@@ -255,6 +281,22 @@ impl Node {
         let seq = self.local_sender.send_with(peer, len, fill)?;
         self.dirty = true;
         Ok(seq)
+    }
+
+    /// Batch zero-copy send from the poll thread (see [`Sender::send_batch_with`]); the
+    /// messages are transmitted by the next [`Node::poll`].
+    pub fn send_batch_with(
+        &mut self,
+        peer: u32,
+        len: usize,
+        count: usize,
+        fill: impl FnMut(usize, &mut [u8]),
+    ) -> Result<std::ops::Range<u64>, SendError> {
+        let seqs = self.local_sender.send_batch_with(peer, len, count, fill)?;
+        if !seqs.is_empty() {
+            self.dirty = true;
+        }
+        Ok(seqs)
     }
 
     /// Owned zero-copy send from the poll thread (see [`Sender::reserve`]): the reservation
