@@ -5,7 +5,7 @@
 
 #[cfg(doc)]
 use super::Store;
-use super::{OutEntry, Result, Shared, SlotId};
+use super::{Inner, OutEntry, Result, Shared, SlotId};
 use crate::error::StoreError;
 use crate::failpoint;
 use crate::layout::{FLAG_CALL, KIND_OUT, SLOT_HDR, SlotHeader, class_for};
@@ -29,6 +29,20 @@ impl From<u64> for SendWindow {
             msgs,
             bytes: u64::MAX,
         }
+    }
+}
+
+impl Inner {
+    /// Messages and payload bytes committed to `peer` and not acknowledged, reservations in
+    /// progress included: what a [`SendWindow`] limits.
+    fn unacked(&self, peer: u32) -> (u64, u64) {
+        self.peers.get(&peer).map_or((0, 0), |&i| {
+            let st = &self.states[i as usize];
+            (
+                (st.next_out - st.low()).saturating_add(st.reserved),
+                st.out_bytes.saturating_add(st.reserved_bytes),
+            )
+        })
     }
 }
 
@@ -173,13 +187,7 @@ impl OutboundProducer {
         if inner.closed {
             return Err(StoreError::Closed);
         }
-        let (unacked, unacked_bytes) = inner.peers.get(&peer).map_or((0, 0), |&i| {
-            let st = &inner.states[i as usize];
-            (
-                (st.next_out - st.low()).saturating_add(st.reserved),
-                st.out_bytes.saturating_add(st.reserved_bytes),
-            )
-        });
+        let (unacked, unacked_bytes) = inner.unacked(peer);
         if unacked >= limit.msgs
             || unacked > 0 && unacked_bytes.saturating_add(len as u64) > limit.bytes
         {
@@ -285,13 +293,7 @@ impl OutboundProducer {
         if inner.closed {
             return Err(StoreError::Closed);
         }
-        let (unacked, unacked_bytes) = inner.peers.get(&peer).map_or((0, 0), |&i| {
-            let st = &inner.states[i as usize];
-            (
-                (st.next_out - st.low()).saturating_add(st.reserved),
-                st.out_bytes.saturating_add(st.reserved_bytes),
-            )
-        });
+        let (unacked, unacked_bytes) = inner.unacked(peer);
         // The same test as `claim_within`, for each further message of the batch.
         let mut room = 0usize;
         while room < want {
