@@ -9,7 +9,7 @@ use super::{Inner, OutEntry, Result, Shared, SlotId};
 use crate::error::StoreError;
 use crate::failpoint;
 use crate::layout::{FLAG_CALL, KIND_OUT, SLOT_HDR, SlotHeader, class_for};
-use crate::sync::{Arc, lock};
+use crate::sync::{Arc, MutexGuard, lock};
 use std::borrow::Cow;
 
 /// A per-peer limit on what is committed and not yet acknowledged, for
@@ -23,12 +23,36 @@ pub struct SendWindow {
     pub bytes: u64,
 }
 
+impl SendWindow {
+    /// Whether one more message of `len` bytes fits, with `unacked` messages of
+    /// `unacked_bytes` already counted (one message always fits when none is).
+    fn admits(&self, unacked: u64, unacked_bytes: u64, len: usize) -> bool {
+        unacked < self.msgs
+            && (unacked == 0 || unacked_bytes.saturating_add(len as u64) <= self.bytes)
+    }
+}
+
 impl From<u64> for SendWindow {
     fn from(msgs: u64) -> Self {
         SendWindow {
             msgs,
             bytes: u64::MAX,
         }
+    }
+}
+
+impl OutboundProducer {
+    /// The checks every reservation starts with — the length can ever fit, the store is not
+    /// stopped or closed — and the store lock, with the size class of a `len`-byte message.
+    fn lock_open(&self, len: usize) -> Result<(usize, MutexGuard<'_, Inner>)> {
+        let sh = &*self.shared;
+        sh.check_len(len)?;
+        sh.check_stopped()?;
+        let inner = lock(&sh.inner);
+        if inner.closed {
+            return Err(StoreError::Closed);
+        }
+        Ok((class_for(len + SLOT_HDR), inner))
     }
 }
 
@@ -180,17 +204,9 @@ impl OutboundProducer {
         limit: SendWindow,
     ) -> Result<(SlotId, usize, usize)> {
         let sh = &*self.shared;
-        sh.check_len(len)?;
-        sh.check_stopped()?;
-        let class = class_for(len + SLOT_HDR);
-        let mut inner = lock(&sh.inner);
-        if inner.closed {
-            return Err(StoreError::Closed);
-        }
+        let (class, mut inner) = self.lock_open(len)?;
         let (unacked, unacked_bytes) = inner.unacked(peer);
-        if unacked >= limit.msgs
-            || unacked > 0 && unacked_bytes.saturating_add(len as u64) > limit.bytes
-        {
+        if !limit.admits(unacked, unacked_bytes, len) {
             return Err(StoreError::WindowFull {
                 peer,
                 unacked,
@@ -286,24 +302,17 @@ impl OutboundProducer {
         limit: SendWindow,
     ) -> Result<Batch<'_>> {
         let sh = &*self.shared;
-        sh.check_len(len)?;
-        sh.check_stopped()?;
-        let class = class_for(len + SLOT_HDR);
-        let mut inner = lock(&sh.inner);
-        if inner.closed {
-            return Err(StoreError::Closed);
-        }
+        let (class, mut inner) = self.lock_open(len)?;
         let (unacked, unacked_bytes) = inner.unacked(peer);
         // The same test as `claim_within`, for each further message of the batch.
         let mut room = 0usize;
-        while room < want {
-            let (u, b) = (
+        while room < want
+            && limit.admits(
                 unacked.saturating_add(room as u64),
                 unacked_bytes.saturating_add((room as u64).saturating_mul(len as u64)),
-            );
-            if u >= limit.msgs || u > 0 && b.saturating_add(len as u64) > limit.bytes {
-                break;
-            }
+                len,
+            )
+        {
             room += 1;
         }
         if room == 0 {
