@@ -108,6 +108,25 @@ fn loopback() -> SocketAddr {
 }
 
 /// Polls both nodes until `done` holds; panics after [`DEADLINE`].
+/// Node A (id 1, on loopback, with `a_cfg` applied) and node B (id 2, knowing A), both
+/// publishing every `interval`.
+fn metered_pair(
+    dir: &std::path::Path,
+    interval: Duration,
+    a_cfg: impl FnOnce(NodeConfig) -> NodeConfig,
+) -> (Node, Node) {
+    let a = a_cfg(NodeConfig::new(dir.join("a"), 1).bind(loopback()))
+        .metrics_interval(interval)
+        .open()
+        .unwrap();
+    let b = NodeConfig::new(dir.join("b"), 2)
+        .peer(1, a.local_addr())
+        .metrics_interval(interval)
+        .open()
+        .unwrap();
+    (a, b)
+}
+
 fn pump(
     a: &mut Node,
     b: &mut Node,
@@ -136,17 +155,8 @@ fn published_values_match_the_traffic() {
     let capture = Capture::default();
     let mut delivered = 0u64;
     let malformed_before = metrics::with_local_recorder(&capture, || {
-        let mut a = NodeConfig::new(dir.path().join("a"), 1)
-            .bind(loopback())
-            .store_capacity(CAPACITY)
-            .metrics_interval(Duration::ZERO)
-            .open()
-            .unwrap();
-        let mut b = NodeConfig::new(dir.path().join("b"), 2)
-            .peer(1, a.local_addr())
-            .metrics_interval(Duration::ZERO)
-            .open()
-            .unwrap();
+        let (mut a, mut b) =
+            metered_pair(dir.path(), Duration::ZERO, |c| c.store_capacity(CAPACITY));
         for i in 0..N {
             b.send(1, format!("message {i}").as_bytes()).unwrap();
         }
@@ -257,16 +267,7 @@ fn publishes_only_when_due() {
     let dir = tempfile::tempdir().unwrap();
     let capture = Capture::default();
     metrics::with_local_recorder(&capture, || {
-        let mut a = NodeConfig::new(dir.path().join("a"), 1)
-            .bind(loopback())
-            .metrics_interval(Duration::from_secs(3600))
-            .open()
-            .unwrap();
-        let mut b = NodeConfig::new(dir.path().join("b"), 2)
-            .peer(1, a.local_addr())
-            .metrics_interval(Duration::from_secs(3600))
-            .open()
-            .unwrap();
+        let (mut a, mut b) = metered_pair(dir.path(), Duration::from_secs(3600), |c| c);
         let mut delivered = 0;
         // The first polls publish (all zero so far).
         a.poll(&mut |_, _| {}).unwrap();
@@ -303,16 +304,7 @@ fn reopened_node_continues_its_series() {
     let mut delivered = 0;
     metrics::with_local_recorder(&capture, || {
         for round in 1..=2 {
-            let mut a = NodeConfig::new(dir.path().join("a"), 1)
-                .bind(loopback())
-                .metrics_interval(Duration::ZERO)
-                .open()
-                .unwrap();
-            let mut b = NodeConfig::new(dir.path().join("b"), 2)
-                .peer(1, a.local_addr())
-                .metrics_interval(Duration::ZERO)
-                .open()
-                .unwrap();
+            let (mut a, mut b) = metered_pair(dir.path(), Duration::ZERO, |c| c);
             for _ in 0..5 {
                 b.send(1, b"again").unwrap();
             }
