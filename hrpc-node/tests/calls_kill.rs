@@ -7,14 +7,17 @@
 //! environment variables); without them `child_role` returns at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::child::{free_port, spawn_child_role};
 use hrpc_node::driver::NodeConfig;
 use hrpc_node::proto::MessageKind;
 
@@ -179,26 +182,18 @@ impl Setup {
     /// published its `n`-th commit (for the callee: between a reply's commit and the
     /// request's consumption record; for the caller: between a call's commit and its log).
     fn spawn(&self, role: &str, abort_at: Option<u64>) -> Child {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        let mut envs = vec![
+            (ROLE, role.to_owned()),
+            (DIR, self.dir.display().to_string()),
+            (CALLEE_ADDR, self.callee.to_string()),
+            (CALLER_ADDR, self.caller.to_string()),
+            (COUNT, self.count.to_string()),
+        ];
         if let Some(n) = abort_at {
-            cmd.env("HRPC_STORE_FAILPOINT", format!("commit.after_publish:{n}"));
+            envs.push(("HRPC_STORE_FAILPOINT", format!("commit.after_publish:{n}")));
         }
-        cmd.args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
-            .env(ROLE, role)
-            .env(DIR, &self.dir)
-            .env(CALLEE_ADDR, self.callee.to_string())
-            .env(CALLER_ADDR, self.caller.to_string())
-            .env(COUNT, self.count.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
+        spawn_child_role(&envs)
     }
-}
-
-fn free_port() -> SocketAddr {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap()
 }
 
 /// Kills caller and callee alternately with SIGKILL at varying moments (6 kills each while

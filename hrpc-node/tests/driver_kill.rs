@@ -5,13 +5,16 @@
 //! environment variables); without them `child_role` returns at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::child::{free_port, spawn_child_role};
 use hrpc_node::driver::NodeConfig;
 
 const ROLE: &str = "HRPC_KILL_ROLE";
@@ -130,16 +133,12 @@ fn child_role() {
 }
 
 fn spawn(role: &str, dir: &Path, addr: SocketAddr, count: u32) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_role", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(DIR, dir)
-        .env(ADDR, addr.to_string())
-        .env(COUNT, count.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    spawn_child_role(&[
+        (ROLE, role.to_owned()),
+        (DIR, dir.display().to_string()),
+        (ADDR, addr.to_string()),
+        (COUNT, count.to_string()),
+    ])
 }
 
 /// Parses the receiver's log into (seq, idx, ok) records, ignoring a torn last record.
@@ -155,11 +154,6 @@ fn read_log(dir: &Path) -> Vec<(u64, u32, bool)> {
             )
         })
         .collect()
-}
-
-fn free_port() -> SocketAddr {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap()
 }
 
 /// Kills sender and receiver alternately with SIGKILL at varying moments (8 kills each while

@@ -5,6 +5,7 @@
 //! deterministic simulation's machinery ([`sim`]).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub(crate) mod child;
 pub(crate) mod cluster;
 pub(crate) mod nodes;
 pub(crate) mod sim;
