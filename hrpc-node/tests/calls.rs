@@ -327,3 +327,74 @@ fn a_held_timeout_does_not_make_the_node_spin() {
     assert!(rounds < 200, "{rounds} rounds in 400 ms");
     assert!(b.finish_call(call).unwrap());
 }
+
+/// A callee that answers one request twice (two `reply_to`s) still gives its caller one
+/// response under deferred delivery; and a timeout handed by `poll_deferred` and left unended
+/// is handed again by a plain `poll`, which then ends it, as messages are.
+#[test]
+fn deferred_hand_offs_keep_one_outcome_and_poll_takes_them_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = pair(dir.path());
+    let call = b.call(1, b"twice", Duration::from_secs(30)).unwrap();
+    let mut handed = Vec::new();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut replied = false;
+    // Both replies reach B; the first is handed and held, then consumed; the second is
+    // dropped once it is next, never handed.
+    let mut step = |a: &mut hrpc_node::Node,
+                    b: &mut hrpc_node::Node,
+                    handed: &mut Vec<(MessageKind, u64, Vec<u8>)>| {
+        assert!(std::time::Instant::now() < deadline, "{handed:?}");
+        a.poll(&mut |s, d| {
+            if let MessageKind::Request { call } = d.kind {
+                s.reply_to(d.peer, d.seq, call, b"first").unwrap();
+                s.reply_to(d.peer, d.seq, call, b"second").unwrap();
+                replied = true;
+            }
+        })
+        .unwrap();
+        b.poll_deferred(16, &mut |_, d| {
+            handed.push((d.kind, d.seq, d.payload.to_vec()))
+        })
+        .unwrap();
+        b.wait(Some(Duration::from_millis(2))).unwrap();
+    };
+    while b.store().inbound_seqs(1).len() < 2 {
+        step(&mut a, &mut b, &mut handed);
+    }
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    assert_eq!(b.consume(1, handed[0].1).unwrap(), 1);
+    while b.stats().core.responses_dropped == 0 {
+        step(&mut a, &mut b, &mut handed);
+    }
+    assert!(replied);
+    let got: Vec<_> = handed.iter().map(|h| (h.0, h.2.clone())).collect();
+    assert_eq!(
+        got,
+        vec![(MessageKind::Response { call }, b"first".to_vec())]
+    );
+
+    let late = b.call(1, b"?", Duration::from_millis(20)).unwrap();
+    let mut timeouts = 0;
+    while timeouts == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        b.poll_deferred(16, &mut |_, d| {
+            timeouts += usize::from(d.kind == MessageKind::CallTimedOut { call: late })
+        })
+        .unwrap();
+        b.wait(Some(Duration::from_millis(2))).unwrap();
+    }
+    let mut again = 0;
+    while again == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "poll never handed the timeout again"
+        );
+        b.poll(&mut |_, d| {
+            again += usize::from(d.kind == MessageKind::CallTimedOut { call: late })
+        })
+        .unwrap();
+        b.wait(Some(Duration::from_millis(2))).unwrap();
+    }
+    assert!(b.store().call(late.0).is_none(), "poll ended the call");
+}

@@ -166,10 +166,11 @@ pub fn unix_ms_now() -> u64 {
 impl Core {
     /// Whether `call` is an outstanding call of this node to `peer` (a response from any other
     /// peer does not answer it).
-    /// A call whose timeout was handed out (and not given back) awaits nothing: its outcome
-    /// is that timeout.
+    /// A call whose timeout or response was handed out (and not given back) awaits nothing:
+    /// its outcome is the one handed.
     pub(super) fn call_awaits(&self, peer: u32, call: CallId) -> bool {
         !self.timeouts_handed.contains(&call.0)
+            && !self.responses_handed.contains_key(&call.0)
             && self.store.call(call.0).is_some_and(|c| c.peer == peer)
     }
 
@@ -186,6 +187,10 @@ impl Core {
         f: &mut dyn FnMut(Delivery<'_>),
     ) -> Result<usize, CoreError> {
         self.take_fatal()?;
+        if finish_now {
+            // As for messages, a plain poll hands again what deferred delivery handed.
+            self.timeouts_handed.clear();
+        }
         if max == 0 || self.next_call_deadline().is_none_or(|d| d > now_ms) {
             return Ok(0);
         }
@@ -262,6 +267,9 @@ impl Core {
     /// crash in between leaves a response that finds no call, which is dropped on redelivery,
     /// never a call whose handled response comes back as a timeout.
     pub(super) fn finish_answered(&mut self, peer: u32, seq: u64) -> Result<(), CoreError> {
+        if self.responses_handed.is_empty() {
+            return Ok(());
+        }
         let Some(m) = self.store.inbound_message(peer, seq) else {
             return Ok(());
         };

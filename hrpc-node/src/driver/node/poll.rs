@@ -144,7 +144,7 @@ impl Node {
         }
         .map_err(core_error)?;
         // Calls past their deadline, after the responses that beat it.
-        if delivered < max && self.core.next_call_deadline().is_some() {
+        if delivered < max {
             delivered += self
                 .core
                 .deliver_timeouts(unix_ms_now(), max - delivered, consume_now, f)
