@@ -163,7 +163,7 @@ impl Driver {
         let mut freed = false;
         loop {
             let consumed =
-                self.apply_control()? | self.retry_replies()? || std::mem::take(&mut freed);
+                self.apply_control()? | self.retry_replies()? | std::mem::take(&mut freed);
             let room = self.tx.capacity();
             let gens = &self.own_gens;
             let tx = &self.tx;
@@ -367,17 +367,22 @@ impl Driver {
         }
         // Seqs at or below the cursor (consumed another way) are done with.
         *commits = commits.split_off(&(through + 1));
+        // No entry is kept for a peer with nothing waiting: `retry_replies` walks them.
+        if commits.is_empty() {
+            self.commits.remove(&peer);
+        }
+        if replies.is_empty() {
+            self.replies.remove(&peer);
+        }
         Ok(node.consume(peer, through)? > 0 || through > start)
     }
 
     /// Retries the replies refused as backpressure (after a poll that may have freed room).
     pub(super) fn retry_replies(&mut self) -> Result<bool, NodeError> {
-        let waiting: Vec<u32> = self
-            .replies
-            .iter()
-            .filter(|(_, r)| !r.is_empty())
-            .map(|(&p, _)| p)
-            .collect();
+        if self.replies.is_empty() {
+            return Ok(false);
+        }
+        let waiting: Vec<u32> = self.replies.keys().copied().collect();
         let mut consumed = false;
         for peer in waiting {
             consumed |= self.advance(peer)?;

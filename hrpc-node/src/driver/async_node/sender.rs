@@ -73,6 +73,27 @@ pub struct AsyncSender {
     pub(super) waiters: Waiters,
 }
 
+/// Takes a call's waiter back out when dropped armed: its request was never committed.
+struct Unregister<'a> {
+    sender: &'a AsyncSender,
+    id: Option<u64>,
+}
+
+impl Unregister<'_> {
+    /// The request is committed: the waiter stays, for the driver to hand the outcome to.
+    fn disarm(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.sender.waiters().remove(&id);
+        }
+    }
+}
+
 /// Who awaits the outcome of which call.
 pub(super) type Waiters = Arc<Mutex<FxHashMap<u64, oneshot::Sender<AsyncDelivery>>>>;
 
@@ -146,12 +167,15 @@ impl AsyncSender {
     ) -> Result<AsyncDelivery, CallError> {
         let id = self.inner.new_call_id();
         let (tx, rx) = oneshot::channel();
-        // Registered before the request can leave, so the response cannot come first.
+        // Registered before the request can leave, so the response cannot come first; taken
+        // back if the commit fails or this future is dropped before it is made.
         self.waiters().insert(id.0, tx);
-        if let Err(e) = self.commit_call(id, peer, payload, timeout).await {
-            self.waiters().remove(&id.0);
-            return Err(e.into());
-        }
+        let unregister = Unregister {
+            sender: self,
+            id: Some(id.0),
+        };
+        self.commit_call(id, peer, payload, timeout).await?;
+        unregister.disarm();
         let outcome = rx.await.map_err(|_| CallError::Closed(id))?;
         match outcome.kind {
             MessageKind::CallTimedOut { call } => {
