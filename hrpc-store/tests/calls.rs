@@ -150,3 +150,25 @@ fn a_reply_from_before_a_reset_consumes_nothing() {
         b"new request"
     );
 }
+
+/// A call id of 0, or of a call still outstanding, is refused and publishes nothing: a call
+/// slot's seq is its id, and one id stands for one call.
+#[test]
+fn call_ids_zero_or_in_use_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), &cfg()).unwrap();
+        let (id, _) = request(&store, 7, b"first", 5_000);
+        let p = store.producer();
+        for bad in [0, id] {
+            let mut r = p.reserve(7, 1).unwrap();
+            r.payload_mut().copy_from_slice(b"x");
+            assert!(r.commit_request(bad, 9_000).is_err(), "id {bad} accepted");
+        }
+        assert_eq!(store.calls_pending(), 1);
+        assert_eq!(store.outbound_seqs(7), vec![1]);
+        assert_eq!(store.call(id).map(|c| c.deadline_ms), Some(5_000));
+    }
+    // And the store still opens undamaged.
+    assert_eq!(Store::open(dir.path(), &cfg()).unwrap().calls_pending(), 1);
+}

@@ -77,6 +77,11 @@ impl CallTable {
         id
     }
 
+    /// Whether call `id` is outstanding.
+    pub(super) fn contains(&self, id: u64) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
     fn remove(&mut self, id: u64) -> Option<CallEntry> {
         let e = self.by_id.remove(&id)?;
         self.by_deadline.remove(&(e.deadline_ms, id));

@@ -412,7 +412,8 @@ impl OutboundReservation<'_> {
     /// epoch), then the message, flagged [`FLAG_CALL`](crate::FLAG_CALL), under one lock. The
     /// call stays outstanding (across restarts) until [`Store::finish_call`]. Errors as
     /// [`OutboundReservation::commit`], plus [`StoreError::Full`] / [`StoreError::NoSpace`]
-    /// for the call slot; on error nothing was published.
+    /// for the call slot and [`StoreError::BadSeq`] for an id of 0 or of an outstanding call;
+    /// on error nothing was published.
     pub fn commit_request(self, id: u64, deadline_ms: u64) -> Result<u64> {
         self.commit_as(Commit::Request { id, deadline_ms })
     }
@@ -443,6 +444,15 @@ impl OutboundReservation<'_> {
         let (flags, link) = match how {
             Commit::Message => (0, 0),
             Commit::Request { id, deadline_ms } => {
+                // A call slot's seq is its id: 0 is not a seq, and one id is one call.
+                if id == 0 || inner.calls.contains(id) {
+                    drop(inner);
+                    return Err(StoreError::BadSeq {
+                        peer: self.peer,
+                        seq: id,
+                        reason: "call id 0 or already outstanding",
+                    });
+                }
                 // The call first: a request is never without its call.
                 if let Err(e) = inner.publish_call(sh, id, self.peer, deadline_ms) {
                     drop(inner);
