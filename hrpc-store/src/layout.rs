@@ -57,8 +57,6 @@ pub(crate) const COPIES: usize = 3;
 pub(crate) const ENTRY_LEN: usize = RECORD_LEN * COPIES;
 /// Slot header length; payload starts here.
 pub(crate) const SLOT_HDR: usize = 64;
-/// Offset of the flags byte in a slot header.
-pub(crate) const SLOT_FLAGS: usize = 41;
 /// Segment header length; slot 0 starts here.
 pub(crate) const SEG_HDR: usize = 64;
 /// On-disk format version. 2: the size-class table with 1/16 steps above 4 KiB (version 1 had

@@ -56,7 +56,7 @@ use self::alloc::{ClassState, SegUse};
 use self::hooks::HookSlot;
 use crate::error::StoreError;
 use crate::inbound_index::InboundIndex;
-use crate::layout::{Record, SEG_HDR, SLOT_FLAGS, SLOT_HDR};
+use crate::layout::{Record, SEG_HDR, SLOT_HDR};
 use crate::map::{MappedFile, SegCell};
 use crate::sync::{Arc, Condvar, Mutex, lock};
 use std::collections::VecDeque;
@@ -296,26 +296,12 @@ impl Shared {
                 flags: 0,
             });
         }
-        let seg = self.seg(slot.seg)?;
-        let off = seg.off(slot.idx);
         Some(MessageRef {
             seq,
             crc,
-            payload: seg.map.bytes(off + SLOT_HDR, len as usize),
+            payload: self.payload(slot, len)?,
             lost_through: None,
             flags,
-        })
-    }
-
-    /// The flags byte of a published slot, read from its header (at open; afterwards the
-    /// index entries keep it).
-    fn slot_flags(&self, slot: SlotId) -> u8 {
-        self.seg(slot.seg).map_or(0, |seg| {
-            seg.map
-                .bytes(seg.off(slot.idx) + SLOT_FLAGS, 1)
-                .first()
-                .copied()
-                .unwrap_or(0)
         })
     }
 }

@@ -439,7 +439,7 @@ impl Store {
                     slot: c.slot,
                     len: c.len,
                     crc: c.crc,
-                    flags: if lost { 0 } else { sh.slot_flags(c.slot) },
+                    flags: c.flags,
                 });
                 st.out_bytes += u64::from(c.len);
             } else {
@@ -452,7 +452,7 @@ impl Store {
                         slot: c.slot,
                         len: c.len,
                         crc: c.crc,
-                        flags: if lost { 0 } else { sh.slot_flags(c.slot) },
+                        flags: c.flags,
                     },
                 );
             }

@@ -20,6 +20,8 @@ pub(super) struct Candidate {
     pub(super) len: u32,
     pub(super) crc: u32,
     pub(super) slot: SlotId,
+    /// Message flags (0 for markers and calls, as the header decoder ensures).
+    pub(super) flags: u8,
     /// A reply: the inbound incarnation and seq of the request it consumed (0 = none).
     pub(super) link_inc: u32,
     pub(super) link: u64,

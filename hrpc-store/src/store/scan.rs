@@ -178,6 +178,7 @@ pub(super) fn check_slot_payload(
         len: h.len,
         crc: h.crc,
         slot,
+        flags: h.flags,
         link_inc: h.link_inc,
         link: h.link,
         deadline_ms: if h.kind == KIND_CALL {
