@@ -78,13 +78,14 @@ impl Core {
         if last < first {
             return Ok(0);
         }
+        // Only whole messages lie between `consumed` and `handed` (a gap marker is handed,
+        // and consumed at once, only when nothing before it waits): the calls they answer
+        // end first, then one cursor write consumes the run and frees its slots.
         for seq in first..=last {
-            // Only whole messages lie between `consumed` and `handed`: a gap marker is
-            // handed (and consumed at once) only when nothing before it waits.
             self.finish_answered(peer, seq)?;
-            self.store.consume_inbound(peer, seq)?;
-            self.set_consumed(peer, seq);
         }
+        self.store.skip_inbound_through(peer, last)?;
+        self.set_consumed(peer, last);
         self.apply_reset_if_drained(peer)?;
         Ok(last - first + 1)
     }
