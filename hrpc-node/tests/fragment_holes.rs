@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::cluster::{Cluster, Verdict};
 
-/// Large messages in the stream, and their size (44 fragments at the default MTU).
+/// Large messages in the stream, and their size (46 fragments of at most 1416 bytes at the default MTU).
 const COUNT: usize = 40;
 const LEN: usize = 64_000;
 
