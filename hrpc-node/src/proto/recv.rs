@@ -32,7 +32,14 @@ pub(crate) struct RecvState {
     pub(crate) ack_delay_from: Option<Instant>,
     /// The window in the last ack sent.
     pub(crate) advertised_window: u32,
+    /// The last few seqs persisted below the largest one held, past the gap (holes filled
+    /// by retransmissions), newest at `fills_next - 1`: acks name their ranges.
+    fills: [u64; RECENT_FILLS],
+    fills_next: usize,
 }
+
+/// Filled holes an ack names besides the lowest range and the highest ones.
+const RECENT_FILLS: usize = 8;
 
 impl RecvState {
     /// The largest seq held (persisted or consumed).
@@ -50,6 +57,8 @@ impl RecvState {
             ack_pending: false,
             ack_delay_from: None,
             advertised_window: 0,
+            fills: [0; RECENT_FILLS],
+            fills_next: 0,
         }
     }
 
@@ -65,6 +74,10 @@ impl RecvState {
             return;
         }
         if first > self.cum + 1 {
+            if last < self.largest() {
+                self.fills[self.fills_next % RECENT_FILLS] = first;
+                self.fills_next = self.fills_next.wrapping_add(1);
+            }
             self.above.insert(first..=last);
             return;
         }
@@ -123,10 +136,12 @@ impl RecvState {
     /// Fills `out` with selective-ack ranges, ascending; returns how many.
     ///
     /// When there are more ranges than fit, the ack names the lowest one (its start is
-    /// the first gap's end, which the cumulative ack waits on) and the highest others.
-    /// The highest matter most: the sender dates its RTT sample and detects loss from the
-    /// largest seq named, and a message never named stays in its flight window. Ranges in
-    /// between were the highest of earlier acks, so the sender has most likely heard of
+    /// the first gap's end, which the cumulative ack waits on), the ranges of the last
+    /// few holes filled below the largest seq held (a retransmission that arrived: its
+    /// sender learns it need not send it again), and the highest others. The highest
+    /// matter most: the sender dates its RTT sample and detects loss from the largest seq
+    /// named, and a message never named stays in its flight window. Ranges in between were
+    /// the highest, or just filled, in earlier acks, so the sender has most likely heard of
     /// them already.
     pub(crate) fn sack_ranges(&self, out: &mut [SackRange; MAX_SACK_RANGES]) -> usize {
         let range = |r: &std::ops::RangeInclusive<u64>| SackRange {
@@ -138,15 +153,29 @@ impl RecvState {
         };
         out[0] = lowest;
         let mut n = 1;
+        let named = |out: &[SackRange], first: u64| out.iter().any(|r| r.first == first);
+        // Newest fill first; at most half the ack, so the highest ranges keep their place.
+        for back in 1..=RECENT_FILLS.min(self.fills_next) {
+            let seq = self.fills[self.fills_next.wrapping_sub(back) % RECENT_FILLS];
+            if let Some(r) = self.above.get(&seq).map(range)
+                && r.first > lowest.last
+                && !named(&out[..n], r.first)
+            {
+                out[n] = r;
+                n += 1;
+            }
+        }
         // From the top down, stopping at the lowest range.
         for r in self.above.iter().rev() {
             if n == MAX_SACK_RANGES || *r.start() <= lowest.last {
                 break;
             }
-            out[n] = range(r);
-            n += 1;
+            if !named(&out[..n], *r.start()) {
+                out[n] = range(r);
+                n += 1;
+            }
         }
-        out[1..n].reverse();
+        out[..n].sort_unstable_by_key(|r| r.first);
         n
     }
 
@@ -278,5 +307,42 @@ mod tests {
         want.extend((100 - (MAX_SACK_RANGES as u64 - 1)..100).map(|k| (3 * k + 2, 3 * k + 3)));
         assert_eq!(got, want);
         assert_eq!(got.last().map(|g| g.1), Some(r.largest()));
+    }
+
+    /// A message that fills a hole below the ranges an ack has room for (a retransmission,
+    /// or a late copy) is named in the next acks all the same, with the lowest range and
+    /// the highest: otherwise its sender never hears of it and sends it again and again.
+    /// Fills older than the last few give their place back to the highest ranges.
+    #[test]
+    fn sacks_name_the_holes_just_filled() {
+        let mut r = RecvState::new(0);
+        for k in 0..100u64 {
+            r.insert_range(3 * k + 2, 3 * k + 3);
+        }
+        let named = |r: &RecvState| {
+            let mut out = [SackRange { first: 0, last: 0 }; MAX_SACK_RANGES];
+            let n = r.sack_ranges(&mut out);
+            let got: Vec<_> = out[..n].iter().map(|r| (r.first, r.last)).collect();
+            assert!(got.windows(2).all(|w| w[0].1 + 1 < w[1].0), "{got:?}");
+            got
+        };
+        // Seq 154 fills the hole between 152..=153 and 155..=156.
+        r.insert_range(154, 154);
+        let got = named(&r);
+        assert_eq!(got.len(), MAX_SACK_RANGES);
+        assert!(got.contains(&(152, 156)), "{got:?}");
+        assert_eq!(got.first(), Some(&(2, 3)));
+        assert_eq!(got.last().map(|g| g.1), Some(r.largest()));
+        // Many more fills: the newest ones are named, the highest ranges still are.
+        for k in 10..40u64 {
+            r.insert_range(3 * k + 4, 3 * k + 4);
+        }
+        let got = named(&r);
+        assert!(
+            got.iter().any(|g| g.0 <= 3 * 39 + 4 && 3 * 39 + 4 <= g.1),
+            "{got:?}"
+        );
+        assert_eq!(got.last().map(|g| g.1), Some(r.largest()));
+        assert!(got.contains(&(3 * 99 + 2, 3 * 99 + 3)));
     }
 }

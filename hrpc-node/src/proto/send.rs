@@ -78,6 +78,11 @@ pub(crate) struct SendState {
     pub(crate) sent: VecDeque<Sent>,
     /// Seqs declared lost, in the order to resend them.
     pub(crate) retransmit: VecDeque<u64>,
+    /// Every transmission (a message, a retransmission, a fragment) as (seq, when), in the
+    /// order they went out: RACK walks it from the oldest, so its work per ack is the
+    /// messages it declares lost or finds already done, wherever they sit in the window.
+    /// A record is stale once its seq was acknowledged, declared lost or sent again.
+    send_order: VecDeque<(u64, Instant)>,
     /// A fragmented message in the middle of being written.
     pub(crate) frag: Option<FragCursor>,
     /// Fragmented messages: byte ranges `[start, end)` the peer reported
@@ -135,6 +140,7 @@ impl SendState {
             base,
             sent: VecDeque::new(),
             retransmit: VecDeque::new(),
+            send_order: VecDeque::new(),
             frag: None,
             frag_held: FxHashMap::default(),
             frag_high: FxHashMap::default(),
@@ -210,6 +216,19 @@ impl SendState {
         self.in_flight_bytes += len as usize;
         self.in_flight += 1;
         self.rto_at.get_or_insert(super::later(now, rto));
+        self.record_send(self.next_new() - 1, now);
+    }
+
+    /// Notes a transmission of `seq` at `now` for [`SendState::detect_losses`]. Stale
+    /// records leave from the front as RACK passes them; should they pile up behind a
+    /// message that stays in flight, they are dropped once they outnumber the window.
+    pub(crate) fn record_send(&mut self, seq: u64, now: Instant) {
+        if self.send_order.len() > 2 * self.sent.len() + 64 {
+            let (base, sent) = (self.base, &self.sent);
+            self.send_order
+                .retain(|&(seq, at)| is_live(base, sent, seq, at));
+        }
+        self.send_order.push_back((seq, now));
     }
 
     /// Records a seq that needs no transmission (already released in the store).
@@ -236,6 +255,7 @@ impl SendState {
             self.in_flight_bytes += len;
             self.in_flight += 1;
             self.rto_at.get_or_insert(super::later(now, rto));
+            self.record_send(seq, now);
         }
     }
 
@@ -331,37 +351,43 @@ impl SendState {
         }
     }
 
-    /// The RACK part of [`SendState::detect_losses`]: whole messages.
+    /// The RACK part of [`SendState::detect_losses`]: whole messages, oldest transmission
+    /// first.
     fn rack_losses(&mut self, now: Instant) -> Option<(u64, usize)> {
         let rack = self.rack_sent_at?;
         let delay = self.rtt.loss_delay();
-        let mut first = None;
+        let mut first: Option<u64> = None;
         let mut lost_bytes = 0;
         let mut congestion_bytes = 0;
         let mut lost = 0;
-        for (seq, e) in (self.base..).zip(self.sent.iter_mut().take(LOSS_SCAN_LIMIT)) {
-            // Past the largest acked seq, first transmissions go out in seq order: from the
-            // first one sent after the newest acked message on, none was sent before it.
-            if seq > self.largest_acked && e.transmissions == 1 && e.sent_at >= rack {
-                break;
-            }
-            if e.state != SentState::InFlight || e.sent_at >= rack {
+        while let Some(&(seq, at)) = self.send_order.front() {
+            if !is_live(self.base, &self.sent, seq, at) {
+                self.send_order.pop_front();
                 continue;
             }
-            let due = super::later(e.sent_at, delay);
-            if due <= now {
-                e.state = SentState::Lost;
-                lost_bytes += e.len as usize;
-                // A fragmented message goes again only where the peer lacks it (from its
-                // prefix, skipping what it holds): count one datagram's worth as lost, not
-                // the whole message.
-                congestion_bytes += (e.len - e.peer_has.min(e.len)).min(self.mtu as u32) as usize;
-                lost += 1;
-                self.retransmit.push_back(seq);
-                first.get_or_insert(seq);
-            } else {
-                self.loss_at = Some(self.loss_at.map_or(due, |t| t.min(due)));
+            // Every later record went out at or after this one: none of them is older
+            // than the newest acknowledged message, or due sooner.
+            if at >= rack {
+                break;
             }
+            let due = super::later(at, delay);
+            if due > now {
+                self.loss_at = Some(due);
+                break;
+            }
+            self.send_order.pop_front();
+            let Some(e) = self.entry_mut(seq) else {
+                continue;
+            };
+            e.state = SentState::Lost;
+            lost_bytes += e.len as usize;
+            // A fragmented message goes again only where the peer lacks it (from its
+            // prefix, skipping what it holds): count one datagram's worth as lost, not
+            // the whole message.
+            congestion_bytes += (e.len - e.peer_has.min(e.len)).min(self.mtu as u32) as usize;
+            lost += 1;
+            self.retransmit.push_back(seq);
+            first = Some(first.map_or(seq, |f| f.min(seq)));
         }
         self.in_flight_bytes -= lost_bytes;
         self.in_flight -= lost;
@@ -456,6 +482,7 @@ impl SendState {
     pub(crate) fn restart(&mut self) {
         self.sent.clear();
         self.retransmit.clear();
+        self.send_order.clear();
         self.frag = None;
         self.frag_held.clear();
         self.frag_high.clear();
@@ -467,5 +494,75 @@ impl SendState {
         self.rack_sent_at = None;
         self.backoff = 0;
         self.largest_acked = self.base.saturating_sub(1);
+    }
+}
+
+/// Whether a record of [`SendState::send_order`] is the latest transmission of a message
+/// still in flight.
+fn is_live(base: u64, sent: &VecDeque<Sent>, seq: u64, at: Instant) -> bool {
+    seq.checked_sub(base)
+        .and_then(|i| usize::try_from(i).ok())
+        .and_then(|i| sent.get(i))
+        .is_some_and(|e| e.state == SentState::InFlight && e.sent_at == at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> SendState {
+        let ms = Duration::from_millis;
+        let rtt = RttEstimator::new(ms(1), ms(10), ms(1000));
+        let cc = Congestion::new(1 << 30, 3000, 1 << 30, 100);
+        SendState::new(1, 1 << 20, 1472, rtt, cc)
+    }
+
+    /// RACK (RFC 8985) declares lost every message in flight that was sent a loss delay
+    /// before a message now acknowledged, wherever it sits in a window of any size: a hole
+    /// tens of thousands of seqs above the oldest unacknowledged one is found as soon as a
+    /// later message is acknowledged, not only once the cumulative ack comes near it.
+    #[test]
+    fn losses_are_found_anywhere_in_a_large_window() {
+        let mut s = state();
+        let t0 = Instant::now();
+        let rto = Duration::from_millis(100);
+        let n = 60_000u64;
+        // Seq k goes out at t0 + k µs.
+        for k in 1..=n {
+            s.push_sent(t0 + Duration::from_micros(k), 100, rto);
+        }
+        // The peer holds everything but seq 1 (the oldest, still on its way) and seq 50,000.
+        for seq in 2..=n {
+            if seq != 50_000 {
+                assert!(s.ack_one(seq).is_some());
+            }
+        }
+        // A loss delay after the newest send, both are declared lost.
+        let now = t0 + Duration::from_micros(n) + s.rtt.loss_delay();
+        let lost = s.detect_losses(now);
+        assert_eq!(lost.map(|l| l.0), Some(1));
+        assert_eq!(
+            s.entry(50_000).map(|e| e.state),
+            Some(SentState::Lost),
+            "a hole far above the base is found"
+        );
+        assert_eq!(
+            s.retransmit.iter().copied().collect::<Vec<_>>(),
+            [1, 50_000]
+        );
+        assert_eq!((s.in_flight, s.in_flight_bytes), (0, 0));
+        // Its retransmission is judged afresh: not lost until a later-sent message is
+        // acknowledged and a loss delay has passed since it went again.
+        let resend_at = now + Duration::from_micros(10);
+        s.resent(50_000, resend_at, rto);
+        s.push_sent(resend_at + Duration::from_micros(1), 100, rto);
+        assert!(s.ack_one(n + 1).is_some());
+        assert_eq!(s.detect_losses(resend_at + Duration::from_micros(2)), None);
+        assert!(
+            s.loss_at.is_some(),
+            "the RACK timer is armed for the retransmission"
+        );
+        let due = resend_at + s.rtt.loss_delay();
+        assert_eq!(s.detect_losses(due).map(|l| l.0), Some(50_000));
     }
 }

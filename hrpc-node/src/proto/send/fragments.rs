@@ -55,6 +55,7 @@ impl SendState {
     pub(crate) fn fragment_sent(&mut self, seq: u64, end: u32, now: Instant, rto: Duration) {
         if let Some(e) = self.entry_mut(seq) {
             e.sent_at = now;
+            self.record_send(seq, now);
         }
         let high = self.frag_high.entry(seq).or_insert((end, now));
         if end >= high.0 {
