@@ -494,6 +494,7 @@ impl Core {
         let mut acked_msgs = 0u64;
         let mut acked_bytes = 0usize;
         let mut progressed = false;
+        s.begin_ack();
         if a.cumulative >= s.base {
             let (m, b) = s.ack_through(a.cumulative);
             acked_msgs += m;
@@ -536,6 +537,7 @@ impl Core {
                 }
             }
         }
+        s.end_ack(acked_msgs > 0);
         let next = s.next_new();
         if acked_bytes > 0 {
             s.cc.on_ack(acked_bytes, s.largest_acked, next);

@@ -45,6 +45,14 @@ const FRAGMENT_MARGIN: usize = hrpc_wire::HEADER_LEN + hrpc_wire::DATA_OVERHEAD;
 /// Most entries one ack may scan for losses (bounds work per ack).
 const LOSS_SCAN_LIMIT: usize = 4096;
 
+/// Most smoothed RTTs the measured reordering adds to RACK's loss delay.
+const MAX_REORDER_RTTS: u32 = 8;
+
+/// An acknowledgement that shows no reordering takes this share off the measured
+/// reordering window (1/256: a path that stops reordering is back to the RFC's quarter RTT
+/// after about a thousand acks).
+const REORDER_DECAY: u32 = 256;
+
 /// Probe timeouts in a row, with no acknowledgement between them, that count as persistent
 /// congestion (with backoff: 1 + 2 + 4 probe timeouts of silence).
 pub(crate) const PERSISTENT_CONGESTION: u32 = 3;
@@ -119,6 +127,14 @@ pub(crate) struct SendState {
     pub(crate) loss_at: Option<Instant>,
     /// Send time of the most recently sent message that was acknowledged.
     pub(crate) rack_sent_at: Option<Instant>,
+    /// `rack_sent_at` as it was before the acknowledgement being applied.
+    rack_before_ack: Option<Instant>,
+    /// Reordering the acks showed lately: twice the furthest a message was acknowledged
+    /// behind the newest one acknowledged before it (in send time). RACK's reordering
+    /// window is at least this, within [`MAX_REORDER_RTTS`] smoothed RTTs.
+    reorder: Duration,
+    /// The acknowledgement being applied showed reordering.
+    reorder_seen: bool,
     /// Highest seq acknowledged (cumulatively or selectively).
     pub(crate) largest_acked: u64,
     /// Every seq the peer can have received is below this: sent by this
@@ -156,6 +172,9 @@ impl SendState {
             rto_at: None,
             loss_at: None,
             rack_sent_at: None,
+            rack_before_ack: None,
+            reorder: Duration::ZERO,
+            reorder_seen: false,
             largest_acked: base.saturating_sub(1),
             sent_limit: base,
         }
@@ -268,6 +287,7 @@ impl SendState {
             match self.sent.pop_front() {
                 Some(e) => {
                     if e.state != SentState::Acked {
+                        self.note_reordering(&e);
                         self.rack_sent_at = self.rack_sent_at.max(Some(e.sent_at));
                         msgs += 1;
                         bytes += e.len as usize;
@@ -305,10 +325,12 @@ impl SendState {
     /// bytes newly acknowledged, or `None` if it was already acknowledged or
     /// never sent by this process.
     pub(crate) fn ack_one(&mut self, seq: u64) -> Option<usize> {
-        let e = self.entry_mut(seq)?;
+        let e = *self.entry(seq)?;
         if e.state == SentState::Acked {
             return None;
         }
+        self.note_reordering(&e);
+        let e = self.entry_mut(seq)?;
         let was_in_flight = e.state == SentState::InFlight;
         e.state = SentState::Acked;
         let sent_at = e.sent_at;
@@ -336,8 +358,51 @@ impl SendState {
         Some(len)
     }
 
+    /// Call before applying an acknowledgement: reordering is judged against what was
+    /// acknowledged before it.
+    pub(crate) fn begin_ack(&mut self) {
+        self.rack_before_ack = self.rack_sent_at;
+        self.reorder_seen = false;
+    }
+
+    /// Call after applying an acknowledgement that acknowledged something new: one that
+    /// showed no reordering lets the measured reordering window decay.
+    pub(crate) fn end_ack(&mut self, newly_acked: bool) {
+        if newly_acked && !self.reorder_seen {
+            self.reorder -= self.reorder / REORDER_DECAY;
+        }
+    }
+
+    /// A message sent once is acknowledged now although one sent after it was
+    /// acknowledged before (RFC 8985 §6.2): it was reordered by about the difference.
+    fn note_reordering(&mut self, e: &Sent) {
+        if e.transmissions != 1 {
+            return;
+        }
+        if let Some(newest) = self.rack_before_ack
+            && newest > e.sent_at
+        {
+            self.reorder = self.reorder.max(
+                newest
+                    .saturating_duration_since(e.sent_at)
+                    .saturating_mul(2),
+            );
+            self.reorder_seen = true;
+        }
+    }
+
+    /// How long after a message was sent, with later ones already acknowledged, it counts as
+    /// lost: the smoothed RTT and RACK's reordering window, which is a quarter of it
+    /// (RFC 8985) or the reordering measured lately, whichever is larger, at most
+    /// [`MAX_REORDER_RTTS`] smoothed RTTs.
+    pub(crate) fn loss_delay(&self) -> Duration {
+        let srtt = self.rtt.srtt();
+        let measured = self.reorder.min(srtt.saturating_mul(MAX_REORDER_RTTS));
+        self.rtt.loss_delay().max(srtt.saturating_add(measured))
+    }
+
     /// Declares lost every in-flight message sent before the newest one acknowledged and at
-    /// least [`RttEstimator::loss_delay`] ago (RACK, RFC 8985: a reordered datagram
+    /// least [`SendState::loss_delay`] ago (RACK, RFC 8985: a reordered datagram
     /// arriving within that window is not lost). Sets `loss_at` to when the next of them
     /// would count as lost if nothing else arrives. Returns the lowest seq declared lost and
     /// the bytes lost as the congestion controller should count them.
@@ -355,7 +420,7 @@ impl SendState {
     /// first.
     fn rack_losses(&mut self, now: Instant) -> Option<(u64, usize)> {
         let rack = self.rack_sent_at?;
-        let delay = self.rtt.loss_delay();
+        let delay = self.loss_delay();
         let mut first: Option<u64> = None;
         let mut lost_bytes = 0;
         let mut congestion_bytes = 0;
@@ -538,7 +603,7 @@ mod tests {
             }
         }
         // A loss delay after the newest send, both are declared lost.
-        let now = t0 + Duration::from_micros(n) + s.rtt.loss_delay();
+        let now = t0 + Duration::from_micros(n) + s.loss_delay();
         let lost = s.detect_losses(now);
         assert_eq!(lost.map(|l| l.0), Some(1));
         assert_eq!(
@@ -562,7 +627,105 @@ mod tests {
             s.loss_at.is_some(),
             "the RACK timer is armed for the retransmission"
         );
-        let due = resend_at + s.rtt.loss_delay();
+        let due = resend_at + s.loss_delay();
         assert_eq!(s.detect_losses(due).map(|l| l.0), Some(50_000));
+    }
+
+    /// Replays a stream of `n` messages sent 5 µs apart over a path with a 1 ms round
+    /// trip, on which one message in twenty is held back by up to `max_hold` and
+    /// `dropped` never arrives; every loss declared is resent at once. Returns the
+    /// messages declared lost in the second half of the run (all but `dropped`'s are
+    /// spurious: the original was on its way), and how long after its send `dropped` was
+    /// declared lost.
+    fn reordered_run(n: u64, max_hold: Duration, dropped: u64) -> (u64, Option<Duration>) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let ms = Duration::from_millis;
+        let mut s = state();
+        s.rtt.sample(ms(1), Duration::ZERO);
+        let t0 = Instant::now();
+        let rto = ms(100);
+        let gap = Duration::from_micros(5);
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next_rand = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        // Acks to arrive, as (when, seq): one per copy that reaches the peer.
+        let mut arrivals = BinaryHeap::new();
+        let mut spurious_late = 0;
+        let mut found = None;
+        let mut sent = 0u64;
+        loop {
+            let next_send = (sent < n).then(|| t0 + gap * sent as u32);
+            let next_ack = arrivals.peek().map(|Reverse((at, _))| *at);
+            let now = match (next_send, next_ack) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => break,
+            };
+            let mut resend = Vec::new();
+            if next_send == Some(now) {
+                s.push_sent(now, 100, rto);
+                sent += 1;
+                let seq = sent;
+                let hold = if next_rand() % 20 == 0 {
+                    Duration::from_nanos(next_rand() % max_hold.as_nanos() as u64)
+                } else {
+                    Duration::ZERO
+                };
+                if seq != dropped {
+                    arrivals.push(Reverse((now + ms(1) + hold, seq)));
+                }
+            } else if let Some(Reverse((_, seq))) = arrivals.pop() {
+                s.begin_ack();
+                let newly = s.ack_one(seq).is_some();
+                s.end_ack(newly);
+            }
+            let before: Vec<u64> = s.retransmit.drain(..).collect();
+            resend.extend(before);
+            if s.detect_losses(now).is_some() || !s.retransmit.is_empty() {
+                resend.extend(s.retransmit.drain(..));
+            }
+            for seq in resend {
+                if seq == dropped {
+                    found.get_or_insert(now - (t0 + gap * (seq as u32 - 1)));
+                } else if seq > n / 2 {
+                    spurious_late += 1;
+                }
+                s.resent(seq, now, rto);
+                if seq != dropped {
+                    arrivals.push(Reverse((now + ms(1), seq)));
+                }
+            }
+        }
+        (spurious_late, found)
+    }
+
+    /// RACK's reordering window follows the reordering the acks show (RFC 8985 §6.2, measured
+    /// from acknowledgements that come for messages sent before the newest one acknowledged):
+    /// on a path that holds one datagram in twenty back by up to three round trips, after a
+    /// warm-up almost none of the held messages is declared lost (each would be a spurious
+    /// retransmission, and a loss the congestion window pays for), while a message that is
+    /// really lost is still found within a bounded time.
+    #[test]
+    fn the_reordering_window_follows_the_reordering_seen() {
+        let ms = Duration::from_millis;
+        let n = 40_000;
+        let (spurious, found) = reordered_run(n, ms(3), n / 2 + 1000);
+        let held = n / 2 / 20;
+        assert!(
+            spurious * 10 < held,
+            "{spurious} of about {held} held messages in the second half declared lost"
+        );
+        let found = found.expect("the dropped message is declared lost");
+        assert!(found <= ms(12), "found after {found:?}");
+        // Without reordering the window stays a quarter of the RTT.
+        let (spurious, found) = reordered_run(n, Duration::from_nanos(1), n / 2 + 1000);
+        assert_eq!(spurious, 0);
+        assert!(found.is_some_and(|f| f <= ms(2)), "{found:?}");
     }
 }

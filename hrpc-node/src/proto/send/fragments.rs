@@ -17,7 +17,7 @@ impl SendState {
         if self.frag_hole.is_empty() {
             return None;
         }
-        let delay = self.rtt.loss_delay();
+        let delay = self.loss_delay();
         let mut due = Vec::new();
         for (&seq, &(received, since)) in &self.frag_hole {
             let at = later(since, delay);
@@ -95,6 +95,7 @@ impl SendState {
         }
         e.peer_has = received;
         let dups = e.frag_dups;
+        let loss_delay = self.loss_delay();
         // The newest report replaces the last (its ranges reuse the same vector).
         let ranges = self.frag_held.entry(seq).or_default();
         ranges.clear();
@@ -102,7 +103,7 @@ impl SendState {
         if let Some(&(_, last_end)) = ranges.last()
             && let Some(&(high, at)) = self.frag_high.get(&seq)
             && last_end < high
-            && now.saturating_duration_since(at) < self.rtt.loss_delay()
+            && now.saturating_duration_since(at) < loss_delay
         {
             // Written after the newest range the peer reported, recently: in flight.
             ranges.push((last_end, high));
@@ -120,7 +121,7 @@ impl SendState {
                     now
                 }
             };
-            let at = later(since, self.rtt.loss_delay());
+            let at = later(since, loss_delay);
             self.loss_at = Some(self.loss_at.map_or(at, |t| t.min(at)));
         } else {
             self.frag_hole.remove(&seq);
