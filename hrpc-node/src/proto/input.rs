@@ -311,19 +311,43 @@ impl Core {
             0
         };
         let mut k = 0;
+        // Consecutive seqs persisted by the batch, recorded as one range.
+        let mut run: Option<(u64, u64)> = None;
         for (i, f) in frames.iter().enumerate() {
             let in_batch = i < MAX_PUT_BATCH && picked & (1 << i) != 0;
             if in_batch && done & (1 << k) != 0 {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.recv.insert_range(f.seq, f.seq);
-                }
-                self.after_data_persisted(now, peer, f.seq);
+                run = match run {
+                    Some((first, last)) if last.checked_add(1) == Some(f.seq) => {
+                        Some((first, f.seq))
+                    }
+                    Some((first, last)) => {
+                        self.persisted_run(now, peer, first, last);
+                        Some((f.seq, f.seq))
+                    }
+                    None => Some((f.seq, f.seq)),
+                };
             } else {
+                if let Some((first, last)) = run.take() {
+                    self.persisted_run(now, peer, first, last);
+                }
                 self.on_data(now, peer, f);
             }
             if in_batch {
                 k += 1;
             }
+        }
+        if let Some((first, last)) = run {
+            self.persisted_run(now, peer, first, last);
+        }
+    }
+
+    /// Whole messages `first..=last` from `peer` were persisted by one batch.
+    fn persisted_run(&mut self, now: Instant, peer: u32, first: u64, last: u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.recv.insert_range(first, last);
+        }
+        for seq in first..=last {
+            self.after_data_persisted(now, peer, seq);
         }
     }
 
@@ -509,17 +533,10 @@ impl Core {
         // Selectively acknowledged messages stay in the store until the cumulative ack
         // passes them (the store holds every unacknowledged seq, which is what lets a
         // damaged store be told from an intact one); only the send state learns of them.
-        for r in a.sacks.iter() {
-            let mut seq = r.first.max(s.base);
-            while seq <= r.last {
-                if let Some(len) = s.ack_one(seq) {
-                    acked_msgs += 1;
-                    acked_bytes += len;
-                    progressed = true;
-                }
-                seq += 1;
-            }
-        }
+        let (m, b) = s.ack_ranges(a.sacks.iter().map(|r| (r.first, r.last)));
+        acked_msgs += m;
+        acked_bytes += b;
+        progressed |= m > 0;
         if let Some(f) = &a.frame {
             // Flow control: the window only ever moves forward.
             s.peer_limit = s

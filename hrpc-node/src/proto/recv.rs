@@ -16,6 +16,9 @@ pub(crate) struct RecvState {
     /// Persisted seqs above `cum + 1`, past a gap, as ranges (a window with a gap every
     /// few datagrams holds a few ranges, not one entry per message).
     above: RangeInclusiveSet<u64>,
+    /// The largest seq held: `cum`, or the end of the highest range in `above` (kept here
+    /// so the checks made for every arriving message do not walk the tree).
+    top: u64,
     /// The application consumed every seq `<= consumed`.
     pub(crate) consumed: u64,
     /// Every seq `<= handed` was handed to the application (`handed >= consumed`); those
@@ -44,13 +47,14 @@ const RECENT_FILLS: usize = 8;
 impl RecvState {
     /// The largest seq held (persisted or consumed).
     pub(crate) fn largest(&self) -> u64 {
-        self.above.iter().next_back().map_or(self.cum, |r| *r.end())
+        self.top
     }
 
     pub(crate) fn new(consumed: u64) -> Self {
         RecvState {
             cum: consumed,
             above: RangeInclusiveSet::new(),
+            top: consumed,
             consumed,
             handed: consumed,
             reassembly: FxHashMap::default(),
@@ -64,7 +68,7 @@ impl RecvState {
 
     /// Whether `seq` is already persisted.
     pub(crate) fn has(&self, seq: u64) -> bool {
-        seq <= self.cum || self.above.contains(&seq)
+        seq <= self.cum || (seq <= self.top && self.above.contains(&seq))
     }
 
     /// Records that every seq of `first..=last` is persisted (a gap marker
@@ -74,11 +78,12 @@ impl RecvState {
             return;
         }
         if first > self.cum + 1 {
-            if last < self.largest() {
+            if last < self.top {
                 self.fills[self.fills_next % RECENT_FILLS] = first;
                 self.fills_next = self.fills_next.wrapping_add(1);
             }
             self.above.insert(first..=last);
+            self.top = self.top.max(last);
             return;
         }
         self.cum = last;
@@ -101,6 +106,7 @@ impl RecvState {
         {
             self.above.remove(0..=self.cum);
         }
+        self.top = self.top.max(self.cum);
     }
 
     /// The first seq held in `from..=to` past the gap, if any.
@@ -129,6 +135,7 @@ impl RecvState {
     pub(crate) fn skip_through(&mut self, through: u64) {
         debug_assert!(self.is_fresh());
         self.cum = self.cum.max(through);
+        self.top = self.top.max(self.cum);
         self.consumed = self.consumed.max(through);
         self.handed = self.handed.max(self.consumed);
     }
