@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::nodes::{DEADLINE, Log, collect_at_a, local, make_msg, pair, pump_until, sizes};
-use hrpc_node::driver::{NodeConfig, Sender};
+use hrpc_node::driver::{Node, NodeConfig, Sender};
 use hrpc_node::proto::{Delivery, DropReason, PeerState};
 
 /// Every size from 0 bytes to the maximum message size arrives exactly once, in order, intact,
@@ -286,5 +286,52 @@ fn without_gso_sends_are_batched() {
         "{} datagrams in {} send calls",
         udp.datagrams_sent,
         udp.send_calls
+    );
+}
+
+/// An acknowledgement means "persisted", not "handled": a poll acknowledges what it received
+/// before it runs the handler, so a slow handler neither holds the sender's messages
+/// unacknowledged (and its window closed) nor adds its time to the sender's round trip.
+#[test]
+fn acks_go_out_before_the_handler_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = pair(dir.path());
+    let acked = |n: &Node| n.peer_info(1).is_some_and(|p| p.unacked_messages == 0);
+    b.send(1, b"hello").unwrap();
+    pump_until(&mut a, &mut |_, _| {}, &mut b, &mut |_, _| {}, |_, b| {
+        acked(b)
+    });
+    let th = std::thread::spawn(move || {
+        b.send(1, b"slow").unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            b.poll(&mut |_, _| {}).unwrap();
+            if acked(&b) {
+                return Instant::now();
+            }
+            assert!(Instant::now() < deadline, "{:?}", b.peer_info(1));
+            b.wait(Some(Duration::from_millis(2))).unwrap();
+        }
+    });
+    let hold = Duration::from_millis(600);
+    let deadline = Instant::now() + DEADLINE;
+    let mut handled = None;
+    while handled.is_none() {
+        a.poll(&mut |_, d| {
+            if d.payload == b"slow" {
+                std::thread::sleep(hold);
+                handled = Some(Instant::now());
+            }
+        })
+        .unwrap();
+        assert!(Instant::now() < deadline);
+        a.wait(Some(Duration::from_millis(2))).unwrap();
+    }
+    let acked_at = th.join().unwrap();
+    let handled = handled.unwrap();
+    assert!(
+        acked_at + hold / 2 < handled,
+        "acknowledged {:?} after the handler returned",
+        acked_at.saturating_duration_since(handled)
     );
 }

@@ -1,7 +1,8 @@
-//! The poll loop: receive, group commit, deliver, timers and transmit within per-poll budgets
-//! ([`Node::poll`]), and waiting for the next reason to poll ([`Node::wait`]).
+//! The poll loop: receive, group commit, acknowledge, deliver, timers and transmit within
+//! per-poll budgets ([`Node::poll`]), and waiting for the next reason to poll ([`Node::wait`]).
 //!
-//! Nothing is acknowledged or transmitted before the group commit of what was received. A
+//! Nothing is acknowledged or transmitted before the group commit of what was received; what
+//! was received is acknowledged before the handler runs (an ack means persisted, not handled). A
 //! transmit the socket refuses stays pending in the node's transmit buffer and is sent first
 //! on the next poll, with the epoll fd watching for writability meanwhile.
 
@@ -133,7 +134,15 @@ impl Node {
         // 2. Group commit before anything is acknowledged or transmitted.
         self.core.sync().map_err(core_error)?;
 
-        // 3. Deliver.
+        // 3. What arrived is persisted: acknowledge it before the handler runs, so the
+        // sender's round trip does not include the application's time.
+        let mut sent_early = 0;
+        if report.received > 0 {
+            let (sent, _) = self.transmit(now)?;
+            sent_early = sent;
+        }
+
+        // 4. Deliver.
         let sender = &self.local_sender;
         let max = max.min(self.deliveries_per_poll);
         let f = &mut |d: Delivery<'_>| handler(sender, d);
@@ -155,14 +164,14 @@ impl Node {
             report.more = true;
         }
 
-        // 4. Timers.
+        // 5. Timers.
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
 
-        // 5. Transmit.
+        // 6. Transmit.
         let (sent, more_tx) = self.transmit(now)?;
-        report.transmits = sent;
+        report.transmits = sent_early + sent;
         report.more |= more_tx;
 
         if !woken && report == PollReport::default() && !self.fd_drained {
