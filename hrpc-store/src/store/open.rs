@@ -11,7 +11,7 @@ use super::files::{corrupt, create_file, fallocate, fsync_dir};
 use super::hooks::HookSlot;
 use super::producer::OutboundProducer;
 use super::records::new_state;
-use super::recovery::{Candidate, RecoveryPlan, consumed_by_replies};
+use super::recovery::{Candidate, RecoveryPlan, consumed_by_kept_replies};
 use super::report::OpenReport;
 use super::scan::{
     PeerRecords, check_segment_header, check_slot_header, check_slot_payload, read_superblock,
@@ -314,9 +314,13 @@ impl Store {
         }
 
         // Requests consumed by a reply whose consumption the peer record does not show yet.
-        let relinked = consumed_by_replies(&cands, |peer| {
-            peers.get(&peer).map(|&k| states[k as usize].rec)
-        });
+        let relinked = consumed_by_kept_replies(
+            &mut cands,
+            |peer| peers.get(&peer).map(|&k| states[k as usize].rec),
+            states.iter().map(|st| st.peer),
+            sync,
+            &meta_path,
+        );
         for &(peer, through) in &relinked {
             if let Some(&k) = peers.get(&peer) {
                 states[k as usize].rec.consumed_in = through;

@@ -35,12 +35,11 @@ pub(super) struct Candidate {
 /// commit is the commit point of its request's consumption, and requests are consumed in
 /// order. `record(peer)` gives the peer's current record. Returns `(peer, new cursor)` for
 /// each peer whose cursor moves.
-pub(super) fn consumed_by_replies(
-    cands: &[Candidate],
+fn consumed_by_replies<'a>(
+    cands: impl Iterator<Item = &'a Candidate>,
     record: impl Fn(u32) -> Option<Record>,
 ) -> Vec<(u32, u64)> {
     let mut links: Vec<(u32, u64)> = cands
-        .iter()
         .filter(|c| c.kind == crate::layout::KIND_OUT && c.link != 0)
         .filter(|c| record(c.peer).is_some_and(|r| c.inc == r.out_inc && c.link_inc == r.in_inc))
         .map(|c| (c.peer, c.link))
@@ -66,6 +65,29 @@ pub(super) fn consumed_by_replies(
         at += n;
     }
     moved
+}
+
+/// [`consumed_by_replies`] over the replies recovery keeps: a first plan is built (its
+/// report thrown away) to learn which those are, because in Sync mode a reply committed after
+/// the last sync behind a hole is dropped, and its request must then stay unconsumed, to be
+/// handed and answered again. The arguments are [`RecoveryPlan::build`]'s; the caller moves
+/// the cursors and builds the plan it applies.
+pub(super) fn consumed_by_kept_replies(
+    cands: &mut [Candidate],
+    record: impl Fn(u32) -> Option<Record>,
+    recorded: impl IntoIterator<Item = u32>,
+    sync: bool,
+    meta_path: &Path,
+) -> Vec<(u32, u64)> {
+    if !cands
+        .iter()
+        .any(|c| c.kind == crate::layout::KIND_OUT && c.link != 0)
+    {
+        return Vec::new();
+    }
+    let mut scratch = OpenReport::default();
+    let plan = RecoveryPlan::build(cands, &record, recorded, sync, meta_path, &mut scratch);
+    consumed_by_replies(plan.keep.iter().filter_map(|&i| cands.get(i)), record)
 }
 
 /// Recovery's decisions about the slots found, made before anything is written.
