@@ -91,6 +91,8 @@ pub(crate) struct SendState {
     /// messages it declares lost or finds already done, wherever they sit in the window.
     /// A record is stale once its seq was acknowledged, declared lost or sent again.
     send_order: VecDeque<(u64, Instant)>,
+    /// `send_order` is rid of its stale records when it grows to this length.
+    compact_at: usize,
     /// A fragmented message in the middle of being written.
     pub(crate) frag: Option<FragCursor>,
     /// Fragmented messages: byte ranges `[start, end)` the peer reported
@@ -161,6 +163,7 @@ impl SendState {
             sent: VecDeque::new(),
             retransmit: VecDeque::new(),
             send_order: VecDeque::new(),
+            compact_at: 64,
             frag: None,
             frag_held: FxHashMap::default(),
             frag_high: FxHashMap::default(),
@@ -245,12 +248,15 @@ impl SendState {
 
     /// Notes a transmission of `seq` at `now` for [`SendState::detect_losses`]. Stale
     /// records leave from the front as RACK passes them; should they pile up behind a
-    /// message that stays in flight, they are dropped once they outnumber the window.
+    /// message that stays in flight (each fragment of a long message is a record), they are
+    /// dropped once the queue has doubled since the last time.
     pub(crate) fn record_send(&mut self, seq: u64, now: Instant) {
-        if self.send_order.len() > 2 * self.sent.len() + 64 {
+        if self.send_order.len() >= self.compact_at {
             let (base, sent) = (self.base, &self.sent);
             self.send_order
                 .retain(|&(seq, at)| is_live(base, sent, seq, at));
+            // Next time only once the queue has doubled: amortized O(1) per record.
+            self.compact_at = (2 * self.send_order.len()).max(2 * self.sent.len() + 64);
         }
         self.send_order.push_back((seq, now));
     }
@@ -484,7 +490,8 @@ impl SendState {
             }
             let due = super::later(at, delay);
             if due > now {
-                self.loss_at = Some(due);
+                // The fragment hole timer may be due sooner.
+                self.loss_at = Some(self.loss_at.map_or(due, |t| t.min(due)));
                 break;
             }
             self.send_order.pop_front();
@@ -834,6 +841,54 @@ mod tests {
                 assert_eq!(states(&fast), states(&slow));
                 assert_eq!(fast.in_flight_bytes, slow.in_flight_bytes);
             }
+        }
+    }
+
+    /// The loss timer is the earlier of RACK's and the fragment holes': a hole a FRAG_ACK
+    /// reported is resent a loss delay after the report even while a whole message waits
+    /// for its own, later, RACK deadline (the RACK walk used to overwrite the hole's timer,
+    /// leaving the hole to a probe timeout).
+    #[test]
+    fn the_loss_timer_is_the_earliest_deadline() {
+        let us = Duration::from_micros;
+        let mut s = state();
+        s.rtt.sample(Duration::from_millis(1), Duration::ZERO);
+        let t0 = Instant::now();
+        let rto = Duration::from_millis(100);
+        // Seq 1 is fragmented: 2800 bytes written, the peer holds 1400 of them (a hole).
+        s.push_sent(t0, 10_000, rto);
+        s.fragment_sent(1, 2800, t0, rto);
+        s.fragment_progress(1, 1400, std::iter::empty(), t0 + us(100));
+        // Seq 2 goes, then seq 3, which is acknowledged: seq 2 waits for its RACK deadline.
+        s.push_sent(t0 + us(200), 100, rto);
+        s.push_sent(t0 + us(300), 100, rto);
+        // More of seq 1 is written after seq 3.
+        s.fragment_sent(1, 5600, t0 + us(400), rto);
+        s.begin_ack();
+        assert!(s.ack_one(3).is_some());
+        s.end_ack(true);
+        assert_eq!(s.detect_losses(t0 + us(500)), None);
+        let hole_due = t0 + us(100) + s.loss_delay();
+        assert!(hole_due < t0 + us(200) + s.loss_delay());
+        assert_eq!(s.loss_at, Some(hole_due));
+    }
+
+    /// Each fragment of a long message is a record of the send order; while the message
+    /// stays in flight its stale records are dropped in bulk, so the queue stays within a
+    /// small multiple of the window however many fragments go out.
+    #[test]
+    fn fragment_records_stay_bounded() {
+        let mut s = state();
+        let t0 = Instant::now();
+        let rto = Duration::from_millis(100);
+        s.push_sent(t0, 1 << 30, rto);
+        for k in 1..=100_000u32 {
+            s.fragment_sent(1, k * 1400, t0 + Duration::from_nanos(u64::from(k)), rto);
+            assert!(
+                s.send_order.len() <= 2 * s.sent.len() + 64,
+                "{}",
+                s.send_order.len()
+            );
         }
     }
 }
