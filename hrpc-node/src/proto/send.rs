@@ -629,6 +629,7 @@ fn is_live(base: u64, sent: &VecDeque<Sent>, seq: u64, at: Instant) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
 
     fn state() -> SendState {
         let ms = Duration::from_millis;
@@ -701,13 +702,8 @@ mod tests {
         let t0 = Instant::now();
         let rto = ms(100);
         let gap = Duration::from_micros(5);
-        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next_rand = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut next_rand = move || rng.random::<u64>();
         // Acks to arrive, as (when, seq): one per copy that reaches the peer.
         let mut arrivals = BinaryHeap::new();
         let mut spurious_late = 0;
@@ -792,13 +788,8 @@ mod tests {
     fn ack_ranges_match_a_walk_of_every_seq() {
         let t0 = Instant::now();
         let rto = Duration::from_millis(100);
-        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut next = move |n: u64| rng.random_range(0..n);
         for _ in 0..50 {
             let (mut fast, mut slow) = (state(), state());
             for k in 0..2_000u32 {
