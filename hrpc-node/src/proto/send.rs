@@ -65,7 +65,7 @@ pub(crate) enum TimeoutAction {
     /// A fragmented message is outstanding: the peer should be asked for its progress (a
     /// heartbeat that requests a reply).
     AskPeer,
-    /// Persistent congestion: everything old was declared lost, the window collapsed.
+    /// Persistent congestion: a probe went, and the window collapsed.
     Persistent,
 }
 
@@ -518,11 +518,12 @@ impl SendState {
     /// asks the peer where it stands instead ([`TimeoutAction::AskPeer`]: its FRAG_ACK
     /// answer, if it shows no progress, resends just the missing bytes); otherwise the oldest
     /// in-flight messages, up to one datagram of `mtu` bytes, go again as a probe. After
-    /// [`PERSISTENT_CONGESTION`] timeouts in a row, every message in flight for a timeout is
-    /// declared lost and the window collapses.
+    /// [`PERSISTENT_CONGESTION`] timeouts in a row the window collapses. Nothing beyond the
+    /// probe is declared lost: a timeout says no acknowledgement came, not that the window
+    /// was lost (a paused receiver, a stalled return path). The acknowledgement of a probe
+    /// shows what is missing, and RACK declares it lost then.
     pub(crate) fn on_timeout(&mut self, now: Instant) -> TimeoutAction {
         let mtu = self.mtu;
-        let rto = self.rtt.rto_backoff(self.backoff);
         let first = self.backoff == 0;
         self.backoff = self.backoff.saturating_add(1);
         self.rto_at = None;
@@ -547,14 +548,8 @@ impl SendState {
             if e.state != SentState::InFlight {
                 continue;
             }
-            let probe = lost == 0 || lost_bytes + e.len as usize <= mtu;
-            if !probe {
-                if !persistent {
-                    break;
-                }
-                if now.saturating_duration_since(e.sent_at) < rto {
-                    continue;
-                }
+            if lost > 0 && lost_bytes + e.len as usize > mtu {
+                break;
             }
             e.state = SentState::Lost;
             lost_bytes += e.len as usize;
