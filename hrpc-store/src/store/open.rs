@@ -11,7 +11,7 @@ use super::files::{corrupt, create_file, fallocate, fsync_dir};
 use super::hooks::HookSlot;
 use super::producer::OutboundProducer;
 use super::records::new_state;
-use super::recovery::{Candidate, RecoveryPlan, consumed_by_kept_replies};
+use super::recovery::{Candidate, RecoveryPlan};
 use super::report::OpenReport;
 use super::scan::{
     PeerRecords, check_segment_header, check_slot_header, check_slot_payload, read_superblock,
@@ -313,19 +313,6 @@ impl Store {
             nsegs = nsegs.max(*i + 1);
         }
 
-        // Requests consumed by a reply whose consumption the peer record does not show yet.
-        let relinked = consumed_by_kept_replies(
-            &mut cands,
-            |peer| peers.get(&peer).map(|&k| states[k as usize].rec),
-            states.iter().map(|st| st.peer),
-            sync,
-            &meta_path,
-        );
-        for &(peer, through) in &relinked {
-            if let Some(&k) = peers.get(&peer) {
-                states[k as usize].rec.consumed_in = through;
-            }
-        }
         let (calls_keep, calls_free) = keep_calls(&mut calls);
         let plan = RecoveryPlan::build(
             &mut cands,
@@ -335,6 +322,12 @@ impl Store {
             &meta_path,
             &mut report,
         );
+        // Requests consumed by a reply whose consumption the peer record does not show yet.
+        for &(peer, through) in &plan.relinked {
+            if let Some(&k) = peers.get(&peer) {
+                states[k as usize].rec.consumed_in = through;
+            }
+        }
         if !recover && report.damage_count > 0 {
             let first = &report.damage[0];
             return Err(StoreError::Damaged {
@@ -416,7 +409,7 @@ impl Store {
         }
         report.stale_slots += calls_free.len();
         report.live_slots += calls_keep.len();
-        for &(peer, _) in &relinked {
+        for &(peer, _) in &plan.relinked {
             let pidx = inner.peer_idx(sh, peer)?;
             inner.write_record(sh, pidx);
         }

@@ -30,7 +30,7 @@ pub(super) struct Candidate {
 }
 
 /// Consumption that replies recorded and the peer records may not have: for each peer, the
-/// consumed cursor moved through every request answered by a reply the store holds (current
+/// consumed cursor moved through every request answered by a reply recovery keeps (current
 /// incarnations on both sides), as long as they follow the cursor without a hole — a reply
 /// commit is the commit point of its request's consumption, and requests are consumed in
 /// order. `record(peer)` gives the peer's current record. Returns `(peer, new cursor)` for
@@ -67,29 +67,6 @@ fn consumed_by_replies<'a>(
     moved
 }
 
-/// [`consumed_by_replies`] over the replies recovery keeps: a first plan is built (its
-/// report thrown away) to learn which those are, because in Sync mode a reply committed after
-/// the last sync behind a hole is dropped, and its request must then stay unconsumed, to be
-/// handed and answered again. The arguments are [`RecoveryPlan::build`]'s; the caller moves
-/// the cursors and builds the plan it applies.
-pub(super) fn consumed_by_kept_replies(
-    cands: &mut [Candidate],
-    record: impl Fn(u32) -> Option<Record>,
-    recorded: impl IntoIterator<Item = u32>,
-    sync: bool,
-    meta_path: &Path,
-) -> Vec<(u32, u64)> {
-    if !cands
-        .iter()
-        .any(|c| c.kind == crate::layout::KIND_OUT && c.link != 0)
-    {
-        return Vec::new();
-    }
-    let mut scratch = OpenReport::default();
-    let plan = RecoveryPlan::build(cands, &record, recorded, sync, meta_path, &mut scratch);
-    consumed_by_replies(plan.keep.iter().filter_map(|&i| cands.get(i)), record)
-}
-
 /// Recovery's decisions about the slots found, made before anything is written.
 #[derive(Debug, Default)]
 pub(super) struct RecoveryPlan {
@@ -100,6 +77,9 @@ pub(super) struct RecoveryPlan {
     pub(super) free: Vec<usize>,
     /// Outbound ranges lost with the damage (gap markers to create).
     pub(super) lost: Vec<LostRange>,
+    /// `(peer, cursor)`: consumed cursors that kept replies move ([`consumed_by_replies`]),
+    /// for the caller to write into the peer records.
+    pub(super) relinked: Vec<(u32, u64)>,
 }
 
 impl RecoveryPlan {
@@ -109,6 +89,8 @@ impl RecoveryPlan {
     /// two flushes (Sync mode), and its streams are judged against an empty record.
     /// `recorded` lists every peer that has a record: one whose outbound slots are all gone
     /// still owes the seqs from its acked cursor to its floor, so its stream is judged too.
+    /// Outbound streams are judged first; the replies kept move the consumed cursors
+    /// ([`RecoveryPlan::relinked`]) that the inbound streams are then judged against.
     pub(super) fn build(
         cands: &mut [Candidate],
         record: impl Fn(u32) -> Option<Record>,
@@ -136,39 +118,42 @@ impl RecoveryPlan {
             c.index = i;
         }
         let mut plan = RecoveryPlan::default();
-        // Peers whose outbound stream had at least one slot; the others are judged below.
-        let mut walked: rustc_hash::FxHashSet<u32> = rustc_hash::FxHashSet::default();
+        // Each peer's slots of one direction: (start, end, peer, outbound).
+        let mut groups = Vec::new();
         let mut at = 0;
         while at < cands.len() {
             let (peer, out) = (cands[at].peer, is_outbound(cands[at].kind));
             let n = cands[at..].partition_point(|c| c.peer == peer && is_outbound(c.kind) == out);
-            let group = &cands[at..at + n];
+            groups.push((at, at + n, peer, out));
             at += n;
-            let rec = match record(peer) {
-                Some(rec) => rec,
-                None => {
-                    // Every slot's peer record is written before the slot is published; only
-                    // a power loss between the two flushes explains a slot without one.
-                    if !sync {
-                        report.damage(
-                            meta_path,
-                            SUPER_LEN as u64,
-                            format!("slots for peer {peer}, which has no record"),
-                        );
-                    }
-                    Record {
-                        peer,
-                        next_out: 1,
-                        ..Record::default()
-                    }
+        }
+        let record_or_empty = |peer: u32, report: &mut OpenReport| match record(peer) {
+            Some(rec) => rec,
+            None => {
+                // Every slot's peer record is written before the slot is published; only
+                // a power loss between the two flushes explains a slot without one.
+                if !sync {
+                    report.damage(
+                        meta_path,
+                        SUPER_LEN as u64,
+                        format!("slots for peer {peer}, which has no record"),
+                    );
                 }
-            };
-            if out {
-                walked.insert(peer);
-                plan.outbound(group, &rec, sync, meta_path, report);
-            } else {
-                plan.inbound(group, &rec);
+                Record {
+                    peer,
+                    next_out: 1,
+                    ..Record::default()
+                }
             }
+        };
+        // Outbound streams first: which replies are kept decides how far the inbound
+        // streams were consumed (in Sync mode a reply committed after the last sync behind a
+        // hole is dropped, and its request must then be handed and answered again).
+        let mut walked: rustc_hash::FxHashSet<u32> = rustc_hash::FxHashSet::default();
+        for &(start, end, peer, _) in groups.iter().filter(|g| g.3) {
+            walked.insert(peer);
+            let rec = record_or_empty(peer, report);
+            plan.outbound(&cands[start..end], &rec, sync, meta_path, report);
         }
         // A peer whose every outbound slot was lost has no group above, yet its record still
         // says which seqs it owes: without this walk the loss would go unreported (and a plain
@@ -181,6 +166,15 @@ impl RecoveryPlan {
                 plan.outbound(&[], &rec, sync, meta_path, report);
             }
         }
+        plan.relinked = consumed_by_replies(plan.keep.iter().map(|&i| &cands[i]), &record);
+        for &(start, end, peer, _) in groups.iter().filter(|g| !g.3) {
+            let mut rec = record_or_empty(peer, report);
+            if let Some(&(_, through)) = plan.relinked.iter().find(|r| r.0 == peer) {
+                rec.consumed_in = through;
+            }
+            plan.inbound(&cands[start..end], &rec);
+        }
+        plan.keep.sort_unstable();
         // Reported in peer order whatever order the peers were judged in.
         plan.lost.sort_unstable_by_key(|r| (r.peer, r.first));
         plan

@@ -27,7 +27,7 @@ use read::{open_regular, probe_lock, read_full_at, scan_segment};
 pub use types::{FileInfo, FileKind, Inspection, LockState, PeerInfo, SegmentInfo};
 
 use super::config::Durability;
-use super::recovery::{Candidate, RecoveryPlan, consumed_by_kept_replies};
+use super::recovery::{Candidate, RecoveryPlan};
 use super::report::OpenReport;
 use super::scan::{read_superblock, scan_records};
 use super::{LOCK_FILE, META_FILE};
@@ -167,19 +167,6 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
         .iter()
         .map(|&(e, r, _)| (r.peer, (e, r)))
         .collect();
-    // As `open` would: requests consumed by a reply the store holds.
-    let relinked = consumed_by_kept_replies(
-        &mut cands,
-        |p| rec_of.get(&p).map(|x| x.1),
-        rec_of.keys().copied(),
-        sync,
-        &meta_path,
-    );
-    for (peer, through) in relinked {
-        if let Some(x) = rec_of.get_mut(&peer) {
-            x.1.consumed_in = through;
-        }
-    }
     let plan = RecoveryPlan::build(
         &mut cands,
         |p| rec_of.get(&p).map(|x| x.1),
@@ -188,6 +175,12 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
         &meta_path,
         &mut report,
     );
+    // As `open` would: requests consumed by a reply recovery keeps.
+    for &(peer, through) in &plan.relinked {
+        if let Some(x) = rec_of.get_mut(&peer) {
+            x.1.consumed_in = through;
+        }
+    }
 
     let mut peers: BTreeMap<u32, PeerInfo> = rec_of
         .iter()
