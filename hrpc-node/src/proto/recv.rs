@@ -161,7 +161,8 @@ impl RecvState {
         out[0] = lowest;
         let mut n = 1;
         let named = |out: &[SackRange], first: u64| out.iter().any(|r| r.first == first);
-        // Newest fill first; at most half the ack, so the highest ranges keep their place.
+        // Newest fill first; at most a quarter of the ack, so the highest ranges keep their
+        // place.
         for back in 1..=RECENT_FILLS.min(self.fills_next) {
             let seq = self.fills[self.fills_next.wrapping_sub(back) % RECENT_FILLS];
             if let Some(r) = self.above.get(&seq).map(range)

@@ -133,6 +133,8 @@ pub(crate) struct SendState {
     /// process had sent them: every seq in them is acknowledged here already, so the next
     /// acknowledgement (which names most of them again) skips them.
     known_sacks: Vec<(u64, u64)>,
+    /// The ranges of the acknowledgement being applied (kept to reuse its allocation).
+    fresh_sacks: Vec<(u64, u64)>,
     /// `rack_sent_at` as it was before the acknowledgement being applied.
     rack_before_ack: Option<Instant>,
     /// Reordering the acks showed lately: twice the furthest a message was acknowledged
@@ -180,6 +182,7 @@ impl SendState {
             loss_at: None,
             rack_sent_at: None,
             known_sacks: Vec::new(),
+            fresh_sacks: Vec::new(),
             rack_before_ack: None,
             reorder: Duration::ZERO,
             reorder_seen: false,
@@ -298,7 +301,7 @@ impl SendState {
             match self.sent.pop_front() {
                 Some(e) => {
                     if e.state != SentState::Acked {
-                        self.note_reordering(&e);
+                        self.note_reordering(e.sent_at, e.transmissions);
                         self.rack_sent_at = self.rack_sent_at.max(Some(e.sent_at));
                         msgs += 1;
                         bytes += e.len as usize;
@@ -336,16 +339,15 @@ impl SendState {
     /// bytes newly acknowledged, or `None` if it was already acknowledged or
     /// never sent by this process.
     pub(crate) fn ack_one(&mut self, seq: u64) -> Option<usize> {
-        let e = *self.entry(seq)?;
+        let e = self.entry_mut(seq)?;
         if e.state == SentState::Acked {
             return None;
         }
-        self.note_reordering(&e);
-        let e = self.entry_mut(seq)?;
         let was_in_flight = e.state == SentState::InFlight;
         e.state = SentState::Acked;
-        let sent_at = e.sent_at;
+        let (sent_at, transmissions) = (e.sent_at, e.transmissions);
         let len = e.len as usize;
+        self.note_reordering(sent_at, transmissions);
         if was_in_flight {
             self.in_flight_bytes -= len;
             self.in_flight -= 1;
@@ -374,7 +376,8 @@ impl SendState {
     /// ack names the same high ranges as the one before it, grown by what arrived since.
     pub(crate) fn ack_ranges(&mut self, ranges: impl Iterator<Item = (u64, u64)>) -> (u64, usize) {
         let known = std::mem::take(&mut self.known_sacks);
-        let mut fresh = Vec::with_capacity(known.len().max(4));
+        let mut fresh = std::mem::take(&mut self.fresh_sacks);
+        fresh.clear();
         let end = self.next_new().saturating_sub(1);
         let (mut msgs, mut bytes) = (0, 0);
         let mut j = 0;
@@ -408,6 +411,7 @@ impl SendState {
             fresh.push((first, last));
         }
         self.known_sacks = fresh;
+        self.fresh_sacks = known;
         (msgs, bytes)
     }
 
@@ -428,18 +432,16 @@ impl SendState {
 
     /// A message sent once is acknowledged now although one sent after it was
     /// acknowledged before (RFC 8985 §6.2): it was reordered by about the difference.
-    fn note_reordering(&mut self, e: &Sent) {
-        if e.transmissions != 1 {
+    fn note_reordering(&mut self, sent_at: Instant, transmissions: u32) {
+        if transmissions != 1 {
             return;
         }
         if let Some(newest) = self.rack_before_ack
-            && newest > e.sent_at
+            && newest > sent_at
         {
-            self.reorder = self.reorder.max(
-                newest
-                    .saturating_duration_since(e.sent_at)
-                    .saturating_mul(2),
-            );
+            self.reorder = self
+                .reorder
+                .max(newest.saturating_duration_since(sent_at).saturating_mul(2));
             self.reorder_seen = true;
         }
     }
@@ -713,7 +715,6 @@ mod tests {
                 (None, Some(b)) => b,
                 (None, None) => break,
             };
-            let mut resend = Vec::new();
             if next_send == Some(now) {
                 s.push_sent(now, 100, rto);
                 sent += 1;
@@ -731,12 +732,8 @@ mod tests {
                 let newly = s.ack_one(seq).is_some();
                 s.end_ack(newly);
             }
-            let before: Vec<u64> = s.retransmit.drain(..).collect();
-            resend.extend(before);
-            if s.detect_losses(now).is_some() || !s.retransmit.is_empty() {
-                resend.extend(s.retransmit.drain(..));
-            }
-            for seq in resend {
+            s.detect_losses(now);
+            for seq in std::mem::take(&mut s.retransmit) {
                 if seq == dropped {
                     found.get_or_insert(now - (t0 + gap * (seq as u32 - 1)));
                 } else if seq > n / 2 {

@@ -136,11 +136,11 @@ impl Node {
 
         // 3. What arrived is persisted: acknowledge it before the handler runs, so the
         // sender's round trip does not include the application's time.
-        let mut sent_early = 0;
-        if report.received > 0 {
-            let (sent, _) = self.transmit(now)?;
-            sent_early = sent;
-        }
+        let sent_early = if report.received > 0 {
+            self.transmit(now)?.0
+        } else {
+            0
+        };
 
         // 4. Deliver.
         let sender = &self.local_sender;
