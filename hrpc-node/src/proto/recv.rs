@@ -341,15 +341,23 @@ mod tests {
         assert!(got.contains(&(152, 156)), "{got:?}");
         assert_eq!(got.first(), Some(&(2, 3)));
         assert_eq!(got.last().map(|g| g.1), Some(r.largest()));
-        // Many more fills: the newest ones are named, the highest ranges still are.
-        for k in 10..40u64 {
+        // Twelve more fills, none touching another (each joins ranges k and k + 1): the
+        // newest eight are named, the older ones (and 152..=156) give their place back to
+        // the highest ranges.
+        let fills: Vec<u64> = (10..=43u64).step_by(3).collect();
+        for &k in &fills {
             r.insert_range(3 * k + 4, 3 * k + 4);
         }
         let got = named(&r);
-        assert!(
-            got.iter().any(|g| g.0 <= 3 * 39 + 4 && 3 * 39 + 4 <= g.1),
-            "{got:?}"
-        );
+        let (older, newest) = fills.split_at(fills.len() - 8);
+        for &k in newest {
+            assert!(got.contains(&(3 * k + 2, 3 * k + 6)), "fill {k}: {got:?}");
+        }
+        for &k in older {
+            assert!(!got.contains(&(3 * k + 2, 3 * k + 6)), "fill {k}: {got:?}");
+        }
+        assert!(!got.contains(&(152, 156)), "{got:?}");
+        assert_eq!(got.first(), Some(&(2, 3)));
         assert_eq!(got.last().map(|g| g.1), Some(r.largest()));
         assert!(got.contains(&(3 * 99 + 2, 3 * 99 + 3)));
     }
