@@ -269,6 +269,14 @@ impl Driver {
                     // Handed before a release: void, it comes again.
                     return Ok(false);
                 }
+                // In order with nothing waiting (the usual case): what `advance` would do.
+                if seq == self.node.consumed_through(peer) + 1
+                    && !self.commits.contains_key(&peer)
+                    && !self.replies.contains_key(&peer)
+                {
+                    self.node.consume(peer, seq)?;
+                    return Ok(true);
+                }
                 self.commits.entry(peer).or_default().insert(seq);
                 self.advance(peer)
             }
@@ -366,7 +374,9 @@ impl Driver {
             }
         }
         // Seqs at or below the cursor (consumed another way) are done with.
-        *commits = commits.split_off(&(through + 1));
+        while commits.first().is_some_and(|&s| s <= through) {
+            commits.pop_first();
+        }
         // No entry is kept for a peer with nothing waiting: `retry_replies` walks them.
         if commits.is_empty() {
             self.commits.remove(&peer);

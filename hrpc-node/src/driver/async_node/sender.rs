@@ -174,7 +174,8 @@ impl AsyncSender {
             sender: self,
             id: Some(id.0),
         };
-        self.commit_call(id, peer, payload, timeout).await?;
+        self.until_room(|| self.inner.call_as(id, peer, payload, timeout))
+            .await?;
         unregister.disarm();
         let outcome = rx.await.map_err(|_| CallError::Closed(id))?;
         match outcome.kind {
@@ -198,20 +199,9 @@ impl AsyncSender {
         timeout: Duration,
     ) -> Result<CallId, SendError> {
         let id = self.inner.new_call_id();
-        self.commit_call(id, peer, payload, timeout).await?;
-        Ok(id)
-    }
-
-    /// Commits call `id`, waiting out backpressure.
-    async fn commit_call(
-        &self,
-        id: CallId,
-        peer: u32,
-        payload: &[u8],
-        timeout: Duration,
-    ) -> Result<(), SendError> {
         self.until_room(|| self.inner.call_as(id, peer, payload, timeout))
-            .await
+            .await?;
+        Ok(id)
     }
 
     /// Runs `attempt` until it returns anything but backpressure
