@@ -11,7 +11,7 @@ use super::files::{corrupt, create_file, fallocate, fsync_dir};
 use super::hooks::HookSlot;
 use super::producer::OutboundProducer;
 use super::records::new_state;
-use super::recovery::{Candidate, RecoveryPlan};
+use super::recovery::{Candidate, RecoveryPlan, keep_calls};
 use super::report::OpenReport;
 use super::scan::{
     PeerRecords, check_segment_header, check_slot_header, check_slot_payload, read_superblock,
@@ -526,22 +526,6 @@ impl Store {
             report,
         })
     }
-}
-
-/// Call slots found: per call id the one with the highest generation is kept (a second copy
-/// is what damage could leave; the newest is the truth). Returns the indexes into `calls` to
-/// keep and to free.
-fn keep_calls(calls: &mut [Candidate]) -> (Vec<usize>, Vec<usize>) {
-    calls.sort_unstable_by_key(|c| (c.seq, std::cmp::Reverse(c.generation)));
-    let (mut keep, mut free) = (Vec::new(), Vec::new());
-    for (i, c) in calls.iter().enumerate() {
-        if i > 0 && calls[i - 1].seq == c.seq {
-            free.push(i);
-        } else {
-            keep.push(i);
-        }
-    }
-    (keep, free)
 }
 
 /// A new store epoch: 64 random bits from the operating system, never 0. Not derived from

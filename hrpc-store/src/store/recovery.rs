@@ -67,6 +67,22 @@ fn consumed_by_replies<'a>(
     moved
 }
 
+/// Call slots found: per call id the one with the highest generation is kept (a second copy
+/// is what damage could leave; the newest is the truth). Returns the indexes into `calls` to
+/// keep and to free.
+pub(super) fn keep_calls(calls: &mut [Candidate]) -> (Vec<usize>, Vec<usize>) {
+    calls.sort_unstable_by_key(|c| (c.seq, std::cmp::Reverse(c.generation)));
+    let (mut keep, mut free) = (Vec::new(), Vec::new());
+    for (i, c) in calls.iter().enumerate() {
+        if i > 0 && calls[i - 1].seq == c.seq {
+            free.push(i);
+        } else {
+            keep.push(i);
+        }
+    }
+    (keep, free)
+}
+
 /// Recovery's decisions about the slots found, made before anything is written.
 #[derive(Debug, Default)]
 pub(super) struct RecoveryPlan {

@@ -27,7 +27,7 @@ use read::{open_regular, probe_lock, read_full_at, scan_segment};
 pub use types::{FileInfo, FileKind, Inspection, LockState, PeerInfo, SegmentInfo};
 
 use super::config::Durability;
-use super::recovery::{Candidate, RecoveryPlan};
+use super::recovery::{Candidate, RecoveryPlan, keep_calls};
 use super::report::OpenReport;
 use super::scan::{read_superblock, scan_records};
 use super::{LOCK_FILE, META_FILE};
@@ -160,8 +160,10 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
         segments.push(info);
     }
 
-    let (calls, mut cands): (Vec<Candidate>, Vec<Candidate>) =
+    let (mut calls, mut cands): (Vec<Candidate>, Vec<Candidate>) =
         cands.into_iter().partition(|c| c.kind == KIND_CALL);
+    // As `open` does: one call slot per call id, the newest.
+    let (calls_keep, calls_free) = keep_calls(&mut calls);
     let mut rec_of: BTreeMap<u32, (u32, Record)> = records
         .found
         .iter()
@@ -214,7 +216,7 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
             p.highest_inbound_seq = Some(p.highest_inbound_seq.map_or(c.last, |h| h.max(c.last)));
         }
     }
-    for c in &calls {
+    for c in calls_keep.iter().map(|&k| &calls[k]) {
         if let Some(s) = seg_pos.get(&c.slot.seg).and_then(|&k| segments.get_mut(k)) {
             s.live_slots += 1;
             s.used_bytes += u64::from(s.slot_size);
@@ -225,8 +227,8 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
             .or_insert_with(|| PeerInfo::new(c.peer, None))
             .calls_pending += 1;
     }
-    for &k in &plan.free {
-        let Some(c) = cands.get(k) else { continue };
+    let stale = plan.free.iter().filter_map(|&k| cands.get(k));
+    for c in stale.chain(calls_free.iter().map(|&k| &calls[k])) {
         if let Some(s) = seg_pos.get(&c.slot.seg).and_then(|&k| segments.get_mut(k)) {
             s.stale_slots += 1;
         }
@@ -244,8 +246,8 @@ pub fn inspect_dir_as(dir: &Path, durability: Durability) -> Result<Inspection, 
         lock,
         disk_bytes: files.iter().map(|f| f.bytes).sum(),
         files,
-        live_slots: plan.keep.len() + calls.len(),
-        stale_slots: plan.free.len(),
+        live_slots: plan.keep.len() + calls_keep.len(),
+        stale_slots: plan.free.len() + calls_free.len(),
         damaged_slots,
         segments,
         peers: peers.into_values().collect(),
