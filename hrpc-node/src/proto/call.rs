@@ -120,16 +120,17 @@ pub enum MessageKind {
     },
 }
 
-/// Writes the envelope of a request (`response == false`) or response for `call`.
-pub(crate) fn envelope(response: bool, call: CallId) -> [u8; CALL_ENVELOPE_LEN] {
-    let mut e = [0u8; CALL_ENVELOPE_LEN];
-    e[0] = if response {
+/// Writes a call message into `buf` (`CALL_ENVELOPE_LEN + payload.len()` bytes): the
+/// envelope (a request's or a response's, naming `call`), then `payload`.
+pub(crate) fn write_call(buf: &mut [u8], response: bool, call: CallId, payload: &[u8]) {
+    let (head, body) = buf.split_at_mut(CALL_ENVELOPE_LEN);
+    head[0] = if response {
         ENVELOPE_RESPONSE
     } else {
         ENVELOPE_REQUEST
     };
-    e[1..].copy_from_slice(&call.0.to_le_bytes());
-    e
+    head[1..].copy_from_slice(&call.0.to_le_bytes());
+    body.copy_from_slice(payload);
 }
 
 /// Reads a call message's envelope: its kind and the payload after it. `None` for a payload

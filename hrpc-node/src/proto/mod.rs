@@ -41,7 +41,7 @@ use handshake::Secrets;
 use rustc_hash::FxHashMap;
 
 pub use auth::ClusterKey;
-pub(crate) use call::envelope as call_envelope;
+pub(crate) use call::write_call;
 pub use call::{CALL_ENVELOPE_LEN, CallId, MessageKind, unix_ms_now};
 pub(crate) use config::number_in as config_number_in;
 pub use config::{ConfigError, CoreConfig, MAX_CONFIG_DURATION, MAX_CWND, MIN_TIMER};

@@ -80,7 +80,7 @@ use super::config::{NodeConfig, NodeError};
 #[cfg(doc)]
 use super::node::Sender;
 use super::node::{Node, NodeStats};
-use crate::proto::{Event, PeerInfo, PeerState};
+use crate::proto::{Event, MessageKind, PeerInfo, PeerState};
 use delivery::{Generations, generation_of};
 use driver::{Control, Driver, EpollFd, Inspection, WakeOnExit};
 
@@ -229,7 +229,9 @@ impl AsyncNode {
         loop {
             let mut d = self.deliveries.recv().await?;
             // A call's timeout is not part of the peer's stream: never void.
-            if d.seq == 0 || d.generation == generation_of(&self.gens, d.peer) {
+            if matches!(d.kind, MessageKind::CallTimedOut { .. })
+                || d.generation == generation_of(&self.gens, d.peer)
+            {
                 return Some(d);
             }
             // Handed before a drop without commit: it comes again.

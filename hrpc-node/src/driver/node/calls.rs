@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::sender::Sender;
 use super::{Node, core_error};
 use crate::driver::config::{NodeError, SendError};
-use crate::proto::call_envelope;
+use crate::proto::write_call;
 use crate::proto::{CALL_ENVELOPE_LEN, CallId, Delivery, MessageKind, unix_ms_now};
 
 /// Why a call returned no response ([`Node::call_and_wait`], and `AsyncSender::call` with the
@@ -65,9 +65,7 @@ impl Sender {
         let len = CALL_ENVELOPE_LEN + payload.len();
         let sh = self.check_send(peer, len)?;
         let mut r = sh.producer.reserve_within(peer, len, sh.max_unacked)?;
-        let buf = r.payload_mut();
-        buf[..CALL_ENVELOPE_LEN].copy_from_slice(&call_envelope(false, id));
-        buf[CALL_ENVELOPE_LEN..].copy_from_slice(payload);
+        write_call(r.payload_mut(), false, id, payload);
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         r.commit_request(id.0, unix_ms_now().saturating_add(ms))?;
         self.wake_poll();
@@ -116,9 +114,7 @@ impl Sender {
         // Replies are not held back by the send window: the request already took its place
         // in the peer's flow, and a callee that cannot answer would stall its caller.
         let mut r = sh.producer.reserve(peer, len)?;
-        let buf = r.payload_mut();
-        buf[..CALL_ENVELOPE_LEN].copy_from_slice(&call_envelope(true, call));
-        buf[CALL_ENVELOPE_LEN..].copy_from_slice(payload);
+        write_call(r.payload_mut(), true, call, payload);
         let seq = r.commit_reply(request_seq)?;
         self.wake_poll();
         Ok(seq)
