@@ -10,19 +10,18 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::child::{free_port, spawn_child_role};
+use common::child::{free_port, open_log, spawn_child_role};
 use hrpc_node::driver::NodeConfig;
 use hrpc_node::proto::MessageKind;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
-const ROLE: &str = "HRPC_CALLS_ROLE";
-const DIR: &str = "HRPC_CALLS_DIR";
 const CALLEE_ADDR: &str = "HRPC_CALLS_CALLEE";
 const CALLER_ADDR: &str = "HRPC_CALLS_CALLER";
 const COUNT: &str = "HRPC_CALLS_COUNT";
@@ -61,14 +60,6 @@ fn read_log(path: &Path) -> Vec<(u64, u64, u8)> {
             )
         })
         .collect()
-}
-
-fn open_log(path: &Path) -> std::fs::File {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
 }
 
 /// Node 1: answers each request `[k u64]` with `[k u64][call id u64]`, then logs
@@ -152,10 +143,9 @@ fn caller(dir: &Path, me: SocketAddr, callee: SocketAddr, count: u64) {
 /// Entry point of the child processes; a no-op in a normal test run.
 #[test]
 fn child_role() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some((role, dir)) = common::child::child_role() else {
         return;
     };
-    let dir = PathBuf::from(std::env::var(DIR).unwrap());
     let callee_addr: SocketAddr = std::env::var(CALLEE_ADDR).unwrap().parse().unwrap();
     let caller_addr: SocketAddr = std::env::var(CALLER_ADDR).unwrap().parse().unwrap();
     match role.as_str() {
@@ -183,8 +173,6 @@ impl Setup {
     /// request's consumption record; for the caller: between a call's commit and its log).
     fn spawn(&self, role: &str, abort_at: Option<u64>) -> Child {
         let mut envs = vec![
-            (ROLE, role.to_owned()),
-            (DIR, self.dir.display().to_string()),
             (CALLEE_ADDR, self.callee.to_string()),
             (CALLER_ADDR, self.caller.to_string()),
             (COUNT, self.count.to_string()),
@@ -192,7 +180,7 @@ impl Setup {
         if let Some(n) = abort_at {
             envs.push(("HRPC_STORE_FAILPOINT", format!("commit.after_publish:{n}")));
         }
-        spawn_child_role(&envs)
+        spawn_child_role(role, &self.dir, &envs)
     }
 }
 
@@ -215,13 +203,7 @@ fn sigkill_caller_and_callee_during_calls() {
         caller: free_port(),
         count: 8000,
     };
-    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
-    let mut next = move |bound: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % bound
-    };
+    let mut rng = StdRng::seed_from_u64(0x2545_F491_4F6C_DD1D);
     let mut callee = s.spawn("callee", None);
     let mut caller = s.spawn("caller", None);
     let (mut caller_kills, mut aborts) = (0u64, 0u64);
@@ -235,8 +217,8 @@ fn sigkill_caller_and_callee_during_calls() {
         false
     };
     for k in 0..12 {
-        std::thread::sleep(Duration::from_millis(100 + next(300)));
-        let armed = (k < 6).then(|| 20 + next(400));
+        std::thread::sleep(Duration::from_millis(100 + rng.random_range(0..300)));
+        let armed = (k < 6).then(|| 20 + rng.random_range(0..400));
         if revive(&mut caller, "caller", &mut aborts) {
             caller_kills += 1;
         }

@@ -124,6 +124,15 @@ fn gap_marker_waits_for_handed_messages() {
     let second = b.send(1, b"second").unwrap();
     assert_eq!(b.discard(1, second).unwrap(), Some(2..=2));
     b.send(1, b"third").unwrap();
+    // The marker and seq 3 reach A and are persisted there (acknowledged) before it is
+    // checked that they wait; polled deferred with a limit of 0, A is handed nothing.
+    let deadline = Instant::now() + DEADLINE;
+    while !b.is_acked(1, 3) {
+        assert!(Instant::now() < deadline, "seq 3 never acknowledged");
+        b.poll(&mut |_, _| {}).unwrap();
+        a.poll_deferred(0, &mut |_, _| {}).unwrap();
+        b.wait(Some(Duration::from_millis(1))).unwrap();
+    }
     // Neither the marker nor what follows it passes the handed, unconsumed seq 1.
     assert!(hand(&mut a, &mut b, 100, 1).is_empty());
     assert!(std::iter::from_fn(|| a.next_event()).all(|e| !matches!(e, Event::Lost { .. })));

@@ -7,18 +7,17 @@
 
 mod common;
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::child::{free_port, spawn_child_role};
+use common::child::{free_port, open_log, spawn_child_role};
 use hrpc_node::driver::NodeConfig;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
-const ROLE: &str = "HRPC_KILL_ROLE";
-const DIR: &str = "HRPC_KILL_DIR";
 const ADDR: &str = "HRPC_KILL_ADDR";
 const COUNT: &str = "HRPC_KILL_COUNT";
 /// A child never outlives this, even if the parent died without killing it.
@@ -58,11 +57,7 @@ fn receiver(dir: &Path, addr: SocketAddr) {
         .bind(addr)
         .open()
         .unwrap();
-    let mut log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("recv.log"))
-        .unwrap();
+    let mut log = open_log(&dir.join("recv.log"));
     let end = Instant::now() + CHILD_LIFETIME;
     while Instant::now() < end {
         node.poll(&mut |_, d| {
@@ -120,10 +115,9 @@ fn sender(dir: &Path, addr: SocketAddr, count: u32) {
 /// Entry point of the child processes; a no-op in a normal test run.
 #[test]
 fn child_role() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some((role, dir)) = common::child::child_role() else {
         return;
     };
-    let dir = PathBuf::from(std::env::var(DIR).unwrap());
     let addr: SocketAddr = std::env::var(ADDR).unwrap().parse().unwrap();
     match role.as_str() {
         "receiver" => receiver(&dir, addr),
@@ -133,12 +127,11 @@ fn child_role() {
 }
 
 fn spawn(role: &str, dir: &Path, addr: SocketAddr, count: u32) -> Child {
-    spawn_child_role(&[
-        (ROLE, role.to_owned()),
-        (DIR, dir.display().to_string()),
-        (ADDR, addr.to_string()),
-        (COUNT, count.to_string()),
-    ])
+    spawn_child_role(
+        role,
+        dir,
+        &[(ADDR, addr.to_string()), (COUNT, count.to_string())],
+    )
 }
 
 /// Parses the receiver's log into (seq, idx, ok) records, ignoring a torn last record.
@@ -171,13 +164,10 @@ fn sigkill_sender_and_receiver_repeatedly() {
     let mut recv = spawn("receiver", dir, addr, count);
     let mut send = spawn("sender", dir, addr, count);
     let deadline = Instant::now() + Duration::from_secs(100);
-    let mut rng = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut rng = StdRng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
     let mut receiver_kills = 0;
     for k in 0..kills_each * 2 {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(100 + rng % 400));
+        std::thread::sleep(Duration::from_millis(100 + rng.random_range(0..400)));
         if k % 2 == 0 {
             send.kill().unwrap();
             send.wait().unwrap();

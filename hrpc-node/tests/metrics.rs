@@ -107,7 +107,6 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-/// Polls both nodes until `done` holds; panics after [`DEADLINE`].
 /// Node A (id 1, on loopback, with `a_cfg` applied) and node B (id 2, knowing A), both
 /// publishing every `interval`.
 fn metered_pair(
@@ -127,6 +126,7 @@ fn metered_pair(
     (a, b)
 }
 
+/// Polls both nodes until `done` holds; panics after [`DEADLINE`].
 fn pump(
     a: &mut Node,
     b: &mut Node,

@@ -197,7 +197,8 @@ fn put_inbound_batch_mask() {
 }
 
 /// Child: commits a batch of 200 messages to peer 4 after one single send; the parent arms a
-/// fail point that aborts the process at the 120th publish.
+/// fail point that aborts the process just before the batch's 120th message is published
+/// (the 121st publish, counting the single send's).
 #[test]
 fn batch_child_entry() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
