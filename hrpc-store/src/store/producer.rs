@@ -56,6 +56,23 @@ impl OutboundProducer {
     }
 }
 
+/// The store lock for a commit, refused with [`StoreError::Closed`] if the store was closed,
+/// then with [`StoreError::Stopped`] if it stopped, since the slots were claimed. On error the
+/// lock is already released, so the caller's `Drop` can take it to give the slots back.
+#[inline]
+fn lock_live(sh: &Shared) -> Result<MutexGuard<'_, Inner>> {
+    let inner = lock(&sh.inner);
+    if inner.closed {
+        drop(inner);
+        return Err(StoreError::Closed);
+    }
+    if let Err(e) = sh.check_stopped() {
+        drop(inner);
+        return Err(e);
+    }
+    Ok(inner)
+}
+
 impl Inner {
     /// Messages and payload bytes committed to `peer` and not acknowledged, reservations in
     /// progress included: what a [`SendWindow`] limits.
@@ -432,15 +449,7 @@ impl OutboundReservation<'_> {
         let sh = &*self.producer.shared;
         let crc = crc32c::crc32c(self.payload_ref());
         failpoint::hit("commit.before_lock");
-        let mut inner = lock(&sh.inner);
-        if inner.closed {
-            drop(inner);
-            return Err(StoreError::Closed); // Drop releases the slot.
-        }
-        if let Err(e) = sh.check_stopped() {
-            drop(inner);
-            return Err(e); // Drop releases the slot.
-        }
+        let mut inner = lock_live(sh)?; // On error, Drop releases the slot.
         let (flags, link) = match how {
             Commit::Message => (0, 0),
             Commit::Request { id, deadline_ms } => {
@@ -548,15 +557,7 @@ impl Batch<'_> {
     fn commit(mut self) -> Result<u64> {
         let sh = &*self.producer.shared;
         failpoint::hit("commit.before_lock");
-        let mut inner = lock(&sh.inner);
-        if inner.closed {
-            drop(inner);
-            return Err(StoreError::Closed); // Drop releases the slots.
-        }
-        if let Err(e) = sh.check_stopped() {
-            drop(inner);
-            return Err(e); // Drop releases the slots.
-        }
+        let mut inner = lock_live(sh)?; // On error, Drop releases the slots.
         let n = self.n as u64;
         inner.reservations -= n;
         let st = &mut inner.states[self.pidx];
