@@ -74,6 +74,26 @@ fn lock_live(sh: &Shared) -> Result<MutexGuard<'_, Inner>> {
 }
 
 impl Inner {
+    /// Gives back reserved slots that were not committed: `slots` of size class `class`,
+    /// each reserved for a `len`-byte message to the peer at `pidx`. The last reservation
+    /// given back after a close releases the store's files if the [`Store`] is gone, and wakes
+    /// whoever waits for the reservations to end.
+    fn unreserve(&mut self, sh: &Shared, class: usize, pidx: usize, slots: &[SlotId], len: u32) {
+        let n = slots.len() as u64;
+        for &slot in slots {
+            self.unclaim(class, slot);
+        }
+        self.states[pidx].reserved -= n;
+        self.states[pidx].reserved_bytes -= n * u64::from(len);
+        self.reservations -= n;
+        if self.closed && self.reservations == 0 {
+            if self.store_gone {
+                self.release(sh);
+            }
+            sh.released.notify_all();
+        }
+    }
+
     /// Messages and payload bytes committed to `peer` and not acknowledged, reservations in
     /// progress included: what a [`SendWindow`] limits.
     fn unacked(&self, peer: u32) -> (u64, u64) {
@@ -609,20 +629,7 @@ impl Drop for Batch<'_> {
             return;
         }
         let sh = &*self.producer.shared;
-        let n = self.n as u64;
-        let mut inner = lock(&sh.inner);
-        for &slot in &self.slots[..self.n] {
-            inner.unclaim(self.class, slot);
-        }
-        inner.states[self.pidx].reserved -= n;
-        inner.states[self.pidx].reserved_bytes -= n * u64::from(self.len);
-        inner.reservations -= n;
-        if inner.closed && inner.reservations == 0 {
-            if inner.store_gone {
-                inner.release(sh);
-            }
-            sh.released.notify_all();
-        }
+        lock(&sh.inner).unreserve(sh, self.class, self.pidx, &self.slots[..self.n], self.len);
     }
 }
 
@@ -632,16 +639,6 @@ impl Drop for OutboundReservation<'_> {
             return;
         }
         let sh = &*self.producer.shared;
-        let mut inner = lock(&sh.inner);
-        inner.unclaim(self.class, self.slot);
-        inner.states[self.pidx].reserved -= 1;
-        inner.states[self.pidx].reserved_bytes -= u64::from(self.len);
-        inner.reservations -= 1;
-        if inner.closed && inner.reservations == 0 {
-            if inner.store_gone {
-                inner.release(sh);
-            }
-            sh.released.notify_all();
-        }
+        lock(&sh.inner).unreserve(sh, self.class, self.pidx, &[self.slot], self.len);
     }
 }
