@@ -94,6 +94,46 @@ impl Inner {
         }
     }
 
+    /// Publishes the filled outbound slot `slot` of the peer at `pidx` under the next seq,
+    /// with `hdr` (its seq set here), and adds it to the peer's pending messages. Returns the
+    /// seq. Inlined, like [`Inner::publish`], so the header stays in registers.
+    #[inline(always)]
+    fn publish_next_out(
+        &mut self,
+        sh: &Shared,
+        pidx: usize,
+        slot: SlotId,
+        mut hdr: SlotHeader,
+    ) -> u64 {
+        let st = &mut self.states[pidx];
+        let seq = st.next_out;
+        st.next_out += 1;
+        hdr.seq = seq;
+        self.publish(sh, slot, hdr);
+        let st = &mut self.states[pidx];
+        st.out.push_back(OutEntry {
+            seq,
+            last: seq,
+            lost: false,
+            slot,
+            len: hdr.len,
+            crc: hdr.crc,
+            flags: hdr.flags,
+        });
+        st.out_bytes += u64::from(hdr.len);
+        seq
+    }
+
+    /// Lists the peer at `pidx` (once) among those committed to since the last
+    /// [`Inner::record_floors`].
+    fn list_committed(&mut self, pidx: usize) {
+        let st = &mut self.states[pidx];
+        if !st.listed {
+            st.listed = true;
+            self.committed.push(pidx as u32);
+        }
+    }
+
     /// Messages and payload bytes committed to `peer` and not acknowledged, reservations in
     /// progress included: what a [`SendWindow`] limits.
     fn unacked(&self, peer: u32) -> (u64, u64) {
@@ -495,10 +535,7 @@ impl OutboundReservation<'_> {
         let st = &mut inner.states[self.pidx];
         st.reserved -= 1;
         st.reserved_bytes -= u64::from(self.len);
-        let seq = st.next_out;
-        st.next_out += 1;
         let hdr = SlotHeader {
-            seq,
             peer: self.peer,
             len: self.len,
             crc,
@@ -509,22 +546,8 @@ impl OutboundReservation<'_> {
             link,
             ..SlotHeader::default()
         };
-        inner.publish(sh, self.slot, hdr);
-        let st = &mut inner.states[self.pidx];
-        st.out.push_back(OutEntry {
-            seq,
-            last: seq,
-            lost: false,
-            slot: self.slot,
-            len: self.len,
-            crc,
-            flags,
-        });
-        st.out_bytes += u64::from(self.len);
-        if !st.listed {
-            st.listed = true;
-            inner.committed.push(self.pidx as u32);
-        }
+        let seq = inner.publish_next_out(sh, self.pidx, self.slot, hdr);
+        inner.list_committed(self.pidx);
         drop(inner);
         self.committed = true;
         failpoint::hit("commit.after_publish");
@@ -586,11 +609,7 @@ impl Batch<'_> {
         let first = st.next_out;
         let inc = st.rec.out_inc;
         for i in 0..self.n {
-            let st = &mut inner.states[self.pidx];
-            let seq = st.next_out;
-            st.next_out += 1;
             let hdr = SlotHeader {
-                seq,
                 peer: self.peer,
                 len: self.len,
                 crc: self.crcs[i],
@@ -598,24 +617,9 @@ impl Batch<'_> {
                 kind: KIND_OUT,
                 ..SlotHeader::default()
             };
-            inner.publish(sh, self.slots[i], hdr);
-            let st = &mut inner.states[self.pidx];
-            st.out.push_back(OutEntry {
-                seq,
-                last: seq,
-                lost: false,
-                slot: self.slots[i],
-                len: self.len,
-                crc: self.crcs[i],
-                flags: 0,
-            });
-            st.out_bytes += u64::from(self.len);
+            inner.publish_next_out(sh, self.pidx, self.slots[i], hdr);
         }
-        let st = &mut inner.states[self.pidx];
-        if !st.listed {
-            st.listed = true;
-            inner.committed.push(self.pidx as u32);
-        }
+        inner.list_committed(self.pidx);
         drop(inner);
         self.committed = true;
         failpoint::hit("commit.after_publish");
