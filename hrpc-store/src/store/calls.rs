@@ -109,21 +109,14 @@ impl Inner {
     ) -> Result<()> {
         let class = class_for(CALL_LEN as usize + SLOT_HDR);
         let slot = self.claim(sh, class)?;
-        let payload = deadline_ms.to_le_bytes();
-        let Some(seg) = sh.seg(slot.seg) else {
-            self.unclaim(class, slot);
-            return Err(crate::StoreError::WrongStore);
-        };
-        seg.map.write(seg.off(slot.idx) + SLOT_HDR, &payload);
         let hdr = SlotHeader {
             seq: id,
             peer,
             len: CALL_LEN,
-            crc: crc32c::crc32c(&payload),
             kind: KIND_CALL,
             ..SlotHeader::default()
         };
-        self.publish(sh, slot, hdr);
+        self.publish_word(sh, slot, class, deadline_ms, hdr)?;
         self.calls.insert(id, peer, deadline_ms, slot);
         Ok(())
     }

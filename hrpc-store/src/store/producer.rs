@@ -56,7 +56,84 @@ impl OutboundProducer {
     }
 }
 
+/// The store lock for a commit, refused with [`StoreError::Closed`] if the store was closed,
+/// then with [`StoreError::Stopped`] if it stopped, since the slots were claimed. On error the
+/// lock is already released, so the caller's `Drop` can take it to give the slots back.
+#[inline]
+fn lock_live(sh: &Shared) -> Result<MutexGuard<'_, Inner>> {
+    let inner = lock(&sh.inner);
+    if inner.closed {
+        drop(inner);
+        return Err(StoreError::Closed);
+    }
+    if let Err(e) = sh.check_stopped() {
+        drop(inner);
+        return Err(e);
+    }
+    Ok(inner)
+}
+
 impl Inner {
+    /// Gives back reserved slots that were not committed: `slots` of size class `class`,
+    /// each reserved for a `len`-byte message to the peer at `pidx`. The last reservation
+    /// given back after a close releases the store's files if the [`Store`] is gone, and wakes
+    /// whoever waits for the reservations to end.
+    fn unreserve(&mut self, sh: &Shared, class: usize, pidx: usize, slots: &[SlotId], len: u32) {
+        let n = slots.len() as u64;
+        for &slot in slots {
+            self.unclaim(class, slot);
+        }
+        self.states[pidx].reserved -= n;
+        self.states[pidx].reserved_bytes -= n * u64::from(len);
+        self.reservations -= n;
+        if self.closed && self.reservations == 0 {
+            if self.store_gone {
+                self.release(sh);
+            }
+            sh.released.notify_all();
+        }
+    }
+
+    /// Publishes the filled outbound slot `slot` of the peer at `pidx` under the next seq,
+    /// with `hdr` (its seq set here), and adds it to the peer's pending messages. Returns the
+    /// seq. Inlined, like [`Inner::publish`], so the header stays in registers.
+    #[inline(always)]
+    fn publish_next_out(
+        &mut self,
+        sh: &Shared,
+        pidx: usize,
+        slot: SlotId,
+        mut hdr: SlotHeader,
+    ) -> u64 {
+        let st = &mut self.states[pidx];
+        let seq = st.next_out;
+        st.next_out += 1;
+        hdr.seq = seq;
+        self.publish(sh, slot, hdr);
+        let st = &mut self.states[pidx];
+        st.out.push_back(OutEntry {
+            seq,
+            last: seq,
+            lost: false,
+            slot,
+            len: hdr.len,
+            crc: hdr.crc,
+            flags: hdr.flags,
+        });
+        st.out_bytes += u64::from(hdr.len);
+        seq
+    }
+
+    /// Lists the peer at `pidx` (once) among those committed to since the last
+    /// [`Inner::record_floors`].
+    fn list_committed(&mut self, pidx: usize) {
+        let st = &mut self.states[pidx];
+        if !st.listed {
+            st.listed = true;
+            self.committed.push(pidx as u32);
+        }
+    }
+
     /// Messages and payload bytes committed to `peer` and not acknowledged, reservations in
     /// progress included: what a [`SendWindow`] limits.
     fn unacked(&self, peer: u32) -> (u64, u64) {
@@ -432,15 +509,7 @@ impl OutboundReservation<'_> {
         let sh = &*self.producer.shared;
         let crc = crc32c::crc32c(self.payload_ref());
         failpoint::hit("commit.before_lock");
-        let mut inner = lock(&sh.inner);
-        if inner.closed {
-            drop(inner);
-            return Err(StoreError::Closed); // Drop releases the slot.
-        }
-        if let Err(e) = sh.check_stopped() {
-            drop(inner);
-            return Err(e); // Drop releases the slot.
-        }
+        let mut inner = lock_live(sh)?; // On error, Drop releases the slot.
         let (flags, link) = match how {
             Commit::Message => (0, 0),
             Commit::Request { id, deadline_ms } => {
@@ -466,10 +535,7 @@ impl OutboundReservation<'_> {
         let st = &mut inner.states[self.pidx];
         st.reserved -= 1;
         st.reserved_bytes -= u64::from(self.len);
-        let seq = st.next_out;
-        st.next_out += 1;
         let hdr = SlotHeader {
-            seq,
             peer: self.peer,
             len: self.len,
             crc,
@@ -480,22 +546,8 @@ impl OutboundReservation<'_> {
             link,
             ..SlotHeader::default()
         };
-        inner.publish(sh, self.slot, hdr);
-        let st = &mut inner.states[self.pidx];
-        st.out.push_back(OutEntry {
-            seq,
-            last: seq,
-            lost: false,
-            slot: self.slot,
-            len: self.len,
-            crc,
-            flags,
-        });
-        st.out_bytes += u64::from(self.len);
-        if !st.listed {
-            st.listed = true;
-            inner.committed.push(self.pidx as u32);
-        }
+        let seq = inner.publish_next_out(sh, self.pidx, self.slot, hdr);
+        inner.list_committed(self.pidx);
         drop(inner);
         self.committed = true;
         failpoint::hit("commit.after_publish");
@@ -548,15 +600,7 @@ impl Batch<'_> {
     fn commit(mut self) -> Result<u64> {
         let sh = &*self.producer.shared;
         failpoint::hit("commit.before_lock");
-        let mut inner = lock(&sh.inner);
-        if inner.closed {
-            drop(inner);
-            return Err(StoreError::Closed); // Drop releases the slots.
-        }
-        if let Err(e) = sh.check_stopped() {
-            drop(inner);
-            return Err(e); // Drop releases the slots.
-        }
+        let mut inner = lock_live(sh)?; // On error, Drop releases the slots.
         let n = self.n as u64;
         inner.reservations -= n;
         let st = &mut inner.states[self.pidx];
@@ -565,11 +609,7 @@ impl Batch<'_> {
         let first = st.next_out;
         let inc = st.rec.out_inc;
         for i in 0..self.n {
-            let st = &mut inner.states[self.pidx];
-            let seq = st.next_out;
-            st.next_out += 1;
             let hdr = SlotHeader {
-                seq,
                 peer: self.peer,
                 len: self.len,
                 crc: self.crcs[i],
@@ -577,24 +617,9 @@ impl Batch<'_> {
                 kind: KIND_OUT,
                 ..SlotHeader::default()
             };
-            inner.publish(sh, self.slots[i], hdr);
-            let st = &mut inner.states[self.pidx];
-            st.out.push_back(OutEntry {
-                seq,
-                last: seq,
-                lost: false,
-                slot: self.slots[i],
-                len: self.len,
-                crc: self.crcs[i],
-                flags: 0,
-            });
-            st.out_bytes += u64::from(self.len);
+            inner.publish_next_out(sh, self.pidx, self.slots[i], hdr);
         }
-        let st = &mut inner.states[self.pidx];
-        if !st.listed {
-            st.listed = true;
-            inner.committed.push(self.pidx as u32);
-        }
+        inner.list_committed(self.pidx);
         drop(inner);
         self.committed = true;
         failpoint::hit("commit.after_publish");
@@ -608,20 +633,7 @@ impl Drop for Batch<'_> {
             return;
         }
         let sh = &*self.producer.shared;
-        let n = self.n as u64;
-        let mut inner = lock(&sh.inner);
-        for &slot in &self.slots[..self.n] {
-            inner.unclaim(self.class, slot);
-        }
-        inner.states[self.pidx].reserved -= n;
-        inner.states[self.pidx].reserved_bytes -= n * u64::from(self.len);
-        inner.reservations -= n;
-        if inner.closed && inner.reservations == 0 {
-            if inner.store_gone {
-                inner.release(sh);
-            }
-            sh.released.notify_all();
-        }
+        lock(&sh.inner).unreserve(sh, self.class, self.pidx, &self.slots[..self.n], self.len);
     }
 }
 
@@ -631,16 +643,6 @@ impl Drop for OutboundReservation<'_> {
             return;
         }
         let sh = &*self.producer.shared;
-        let mut inner = lock(&sh.inner);
-        inner.unclaim(self.class, self.slot);
-        inner.states[self.pidx].reserved -= 1;
-        inner.states[self.pidx].reserved_bytes -= u64::from(self.len);
-        inner.reservations -= 1;
-        if inner.closed && inner.reservations == 0 {
-            if inner.store_gone {
-                inner.release(sh);
-            }
-            sh.released.notify_all();
-        }
+        lock(&sh.inner).unreserve(sh, self.class, self.pidx, &[self.slot], self.len);
     }
 }

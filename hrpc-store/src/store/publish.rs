@@ -33,6 +33,28 @@ impl Inner {
         }
     }
 
+    /// Writes `word` (little-endian) as the 8-byte payload of the claimed slot `slot` (of size
+    /// class `class`), then publishes it with `hdr` and the payload's crc, which it returns.
+    /// If the slot is in no segment of this store the slot is returned and nothing published.
+    pub(super) fn publish_word(
+        &mut self,
+        sh: &Shared,
+        slot: SlotId,
+        class: usize,
+        word: u64,
+        mut hdr: SlotHeader,
+    ) -> Result<u32> {
+        let payload = word.to_le_bytes();
+        let Some(seg) = sh.seg(slot.seg) else {
+            self.unclaim(class, slot);
+            return Err(StoreError::WrongStore);
+        };
+        seg.map.write(seg.off(slot.idx) + SLOT_HDR, &payload);
+        hdr.crc = crc32c::crc32c(&payload);
+        self.publish(sh, slot, hdr);
+        Ok(hdr.crc)
+    }
+
     /// Claims a slot and publishes in it a gap marker for `first..=last` of `kind` for the
     /// peer at `pidx` ([`Inner::publish_marker_in`]). Returns its index entry.
     pub(super) fn publish_marker(
@@ -63,13 +85,6 @@ impl Inner {
         last: u64,
         kind: u8,
     ) -> Result<OutEntry> {
-        let payload = last.to_le_bytes();
-        let Some(seg) = sh.seg(slot.seg) else {
-            self.unclaim(class, slot);
-            return Err(StoreError::WrongStore);
-        };
-        seg.map.write(seg.off(slot.idx) + SLOT_HDR, &payload);
-        let crc = crc32c::crc32c(&payload);
         let rec = self.states[pidx].rec;
         let inc = if kind == KIND_OUT_LOST {
             rec.out_inc
@@ -81,12 +96,11 @@ impl Inner {
             seq: first,
             peer,
             len: LOST_LEN,
-            crc,
             inc,
             kind,
             ..SlotHeader::default()
         };
-        self.publish(sh, slot, hdr);
+        let crc = self.publish_word(sh, slot, class, last, hdr)?;
         Ok(OutEntry {
             seq: first,
             last,
