@@ -891,6 +891,9 @@ mod tests {
         }
         let swept = s.sweeps - sweeps;
         assert!(s.send_order.len() >= records + 10_000 - 64);
-        assert!(swept <= 10, "{swept} sweeps for 10,000 records of one instant");
+        assert!(
+            swept <= 10,
+            "{swept} sweeps for 10,000 records of one instant"
+        );
     }
 }
