@@ -9,8 +9,11 @@
 //!   raised): its packet API driven by hand over two real loopback UDP sockets, one thread
 //!   per side, `update` with the real elapsed time on every loop.
 //!
-//! Each side counts messages received in the `secs`-second window; a library that fails
-//! reports `None` (JSON `null`) with a note on stderr.
+//! Each message carries what `pair`'s do ([`payload::fill`]: sender, number, filler,
+//! crc32c), written per message by the sender; the receiver checks each one with the same
+//! [`Tally`] and counts the new intact ones received in the `secs`-second window. So both
+//! sides do the per-message work `pair` does. A library that fails, or delivers a corrupt or
+//! duplicated message, reports `None` (JSON `null`) with a note on stderr.
 
 use std::io;
 use std::net::UdpSocket;
@@ -21,7 +24,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::payload::{self, Tally};
 use crate::procs::{LOOPBACK, io_err};
+
+/// The sender id written into every message (as `pair` does with its node ids).
+const SENDER: u32 = 2;
 
 /// Messages per quinn `write_all`.
 pub const QUINN_PER_WRITE: usize = 64;
@@ -126,38 +133,19 @@ pub fn quinn(size: usize, secs: Duration) -> io::Result<f64> {
                     let conn = incoming.await.map_err(io_err)?;
                     let mut stream = conn.accept_uni().await.map_err(io_err)?;
                     let mut buf = vec![0u8; 1 << 20];
-                    let mut pending = 0usize; // bytes of the current message still to come
-                    let mut header = Vec::with_capacity(4);
-                    let (mut count, mut first, mut last) = (0u64, None, Instant::now());
+                    let mut split = Split::default();
+                    let mut tally = Tally::default();
+                    let (mut first, mut last) = (None, Instant::now());
                     while let Some(n) = stream.read(&mut buf).await.map_err(io_err)? {
-                        let mut data = buf.get(..n).unwrap_or_default();
                         first.get_or_insert_with(Instant::now);
-                        while !data.is_empty() {
-                            if pending > 0 {
-                                let take = pending.min(data.len());
-                                pending -= take;
-                                data = data.get(take..).unwrap_or_default();
-                                if pending == 0 {
-                                    count += 1;
-                                }
-                                continue;
-                            }
-                            let take = (4 - header.len()).min(data.len());
-                            header.extend_from_slice(data.get(..take).unwrap_or_default());
-                            data = data.get(take..).unwrap_or_default();
-                            if let Ok(h) = <[u8; 4]>::try_from(header.as_slice()) {
-                                pending = u32::from_le_bytes(h) as usize;
-                                header.clear();
-                                if pending == 0 {
-                                    count += 1;
-                                }
-                            }
-                        }
+                        split.feed(buf.get(..n).unwrap_or_default(), |m| {
+                            tally.record(SENDER, m);
+                        });
                         last = Instant::now();
                     }
                     let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
                     conn.close(0u32.into(), b"done");
-                    Ok::<f64, io::Error>(if secs > 0.0 { count as f64 / secs } else { 0.0 })
+                    rate(&tally, secs)
                 };
                 let r = tokio::time::timeout(limit, work)
                     .await
@@ -180,16 +168,17 @@ pub fn quinn(size: usize, secs: Duration) -> io::Result<f64> {
                 .await
                 .map_err(io_err)?;
             let mut stream = conn.open_uni().await.map_err(io_err)?;
-            let mut chunk = Vec::with_capacity((size + 4) * QUINN_PER_WRITE);
-            for _ in 0..QUINN_PER_WRITE {
-                chunk.extend_from_slice(&(size as u32).to_le_bytes());
-                chunk.resize(chunk.len() + size, 0x5a);
-            }
+            let mut chunk = vec![0u8; (size + 4) * QUINN_PER_WRITE];
             let end = Instant::now() + secs;
             let mut sent = 0u64;
             while Instant::now() < end {
+                for m in chunk.chunks_exact_mut(size + 4) {
+                    let (len, body) = m.split_at_mut(4);
+                    len.copy_from_slice(&(size as u32).to_le_bytes());
+                    sent += 1;
+                    payload::fill(body, SENDER, sent);
+                }
                 stream.write_all(&chunk).await.map_err(io_err)?;
-                sent += QUINN_PER_WRITE as u64;
             }
             stream.finish().map_err(io_err)?;
             conn.closed().await;
@@ -206,6 +195,78 @@ pub fn quinn(size: usize, secs: Duration) -> io::Result<f64> {
         .map_err(|_| io_err("quinn receiver panicked"))??;
     sent?;
     Ok(received)
+}
+
+/// Messages per second over `secs`, counting new intact ones only; an error if the tally
+/// saw a corrupt or duplicated message (the library broke its promise).
+fn rate(tally: &Tally, secs: f64) -> io::Result<f64> {
+    if tally.corrupt > 0 || tally.duplicated() > 0 {
+        return Err(io_err(format!(
+            "{} corrupt and {} duplicated messages",
+            tally.corrupt,
+            tally.duplicated()
+        )));
+    }
+    Ok(if secs > 0.0 {
+        tally.delivered() as f64 / secs
+    } else {
+        0.0
+    })
+}
+
+/// Cuts a byte stream of `u32`-length-prefixed messages into whole messages, however the
+/// reads split them: a message inside one read is handed in place, one that straddles
+/// reads is gathered first.
+#[derive(Debug, Default)]
+struct Split {
+    header: Vec<u8>,
+    partial: Vec<u8>,
+    /// Bytes of the current message still to come.
+    pending: usize,
+}
+
+impl Split {
+    fn feed(&mut self, mut data: &[u8], mut each: impl FnMut(&[u8])) {
+        while !data.is_empty() {
+            if self.pending > 0 {
+                let take = self.pending.min(data.len());
+                let (part, rest) = data.split_at(take);
+                self.partial.extend_from_slice(part);
+                self.pending -= take;
+                data = rest;
+                if self.pending == 0 {
+                    each(&self.partial);
+                    self.partial.clear();
+                }
+                continue;
+            }
+            if self.header.is_empty()
+                && let Some((h, rest)) = data.split_first_chunk::<4>()
+            {
+                let len = u32::from_le_bytes(*h) as usize;
+                if let Some((m, rest)) = rest.split_at_checked(len) {
+                    each(m);
+                    data = rest;
+                } else {
+                    self.partial.extend_from_slice(rest);
+                    self.pending = len - rest.len();
+                    data = &[];
+                }
+                continue;
+            }
+            let take = (4 - self.header.len()).min(data.len());
+            let (part, rest) = data.split_at(take);
+            self.header.extend_from_slice(part);
+            data = rest;
+            if let Ok(h) = <[u8; 4]>::try_from(self.header.as_slice()) {
+                self.pending = u32::from_le_bytes(h) as usize;
+                self.header.clear();
+                if self.pending == 0 {
+                    each(&[]);
+                }
+            }
+        }
+    }
 }
 
 /// Waits up to `timeout` for `sock` to be readable.
@@ -255,7 +316,8 @@ pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
             let mut buf = vec![0u8; 65_536];
             let mut peer = None;
             let mut last = Instant::now();
-            let (mut count, mut first, mut last_msg) = (0u64, None, Instant::now());
+            let mut tally = Tally::default();
+            let (mut first, mut last_msg) = (None, Instant::now());
             while !stop_rx.load(Ordering::Acquire) && Instant::now() < limit {
                 let mut busy = false;
                 for _ in 0..1024 {
@@ -271,8 +333,8 @@ pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
                 let now = Instant::now();
                 server.update(now - last);
                 last = now;
-                while server.receive_message(CLIENT, 0).is_some() {
-                    count += 1;
+                while let Some(m) = server.receive_message(CLIENT, 0) {
+                    tally.record(SENDER, &m);
                     first.get_or_insert(now);
                     last_msg = now;
                 }
@@ -286,12 +348,12 @@ pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
                 }
             }
             let secs = first.map_or(0.0, |f| last_msg.duration_since(f).as_secs_f64());
-            Ok(if secs > 0.0 { count as f64 / secs } else { 0.0 })
+            rate(&tally, secs)
         })?;
 
     let mut client = renet::RenetClient::new(renet_config());
     client.set_connected();
-    let message = renet::Bytes::from(vec![0x5au8; size]);
+    let mut sent = 0u64;
     let mut buf = vec![0u8; 65_536];
     let end = Instant::now() + secs;
     let mut last = Instant::now();
@@ -315,7 +377,11 @@ pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
         }
         let mut queued = 0;
         while queued < 4096 && client.can_send_message(0, size) {
-            client.send_message(0, message.clone());
+            // renet takes each message as its own `Bytes`.
+            let mut message = vec![0u8; size];
+            sent += 1;
+            payload::fill(&mut message, SENDER, sent);
+            client.send_message(0, message);
             queued += 1;
         }
         for p in client.get_packets_to_send() {
@@ -335,4 +401,45 @@ pub fn renet(size: usize, secs: Duration) -> io::Result<f64> {
         .join()
         .map_err(|_| io_err("renet receiver panicked"))??;
     result.map(|()| received)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Invariant: however a stream of length-prefixed messages is cut into reads, `Split`
+    /// hands every message once, whole and in order.
+    #[test]
+    fn split_hands_whole_messages_at_every_cut() {
+        let sizes = [16usize, 100, 17, 300, 16];
+        let mut stream = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            stream.extend_from_slice(&(n as u32).to_le_bytes());
+            let mut m = vec![0u8; n];
+            payload::fill(&mut m, SENDER, i as u64 + 1);
+            stream.extend_from_slice(&m);
+        }
+        for cut in 1..=stream.len() {
+            let mut split = Split::default();
+            let mut tally = Tally::default();
+            let mut lens = Vec::new();
+            for read in stream.chunks(cut) {
+                split.feed(read, |m| {
+                    lens.push(m.len());
+                    tally.record(SENDER, m);
+                });
+            }
+            assert_eq!(lens, sizes, "reads of {cut} bytes");
+            assert_eq!(
+                tally.delivered(),
+                sizes.len() as u64,
+                "reads of {cut} bytes"
+            );
+            assert_eq!(
+                (tally.corrupt, tally.reordered()),
+                (0, 0),
+                "reads of {cut} bytes"
+            );
+        }
+    }
 }
