@@ -108,7 +108,9 @@ pub struct CoreConfig {
     /// largest message (16 MiB) if that is more, so a budget of at least 32 MiB always
     /// leaves room for other peers.
     pub max_reassembly_bytes: usize,
-    /// Most half-assembled messages per peer. At least 1.
+    /// Most half-assembled messages per peer (default 256). At least 1. On a lossy path
+    /// most long messages wait for a resent fragment while newer ones arrive: a small cap
+    /// makes the receiver refuse the newer ones' fragments, all of which go again.
     pub max_reassemblies_per_peer: usize,
     /// RTT assumed before the first measurement. Bounds: 0..=1 h.
     pub initial_rtt: Duration,
@@ -163,7 +165,7 @@ impl Default for CoreConfig {
             recv_window_msgs: 1 << 16,
             initial_window_msgs: 1024,
             max_reassembly_bytes: 64 << 20,
-            max_reassemblies_per_peer: 8,
+            max_reassemblies_per_peer: 256,
             initial_rtt: Duration::from_millis(50),
             min_rto: Duration::from_millis(2),
             max_rto: Duration::from_secs(5),

@@ -28,6 +28,10 @@ pub(crate) struct Sent {
     pub(crate) len: u32,
     /// Fragmented messages: every byte below this is written at the peer.
     pub(crate) peer_has: u32,
+    /// Bytes this entry counts in [`SendState::in_flight_bytes`] while in flight: its
+    /// length, less what the peer reported holding of it (a fragmented message stuck on
+    /// one hole weighs the hole, not the whole message).
+    pub(crate) flight: u32,
     /// FRAG_ACKs in a row that reported no progress.
     pub(crate) frag_dups: u8,
     pub(crate) transmissions: u32,
@@ -230,7 +234,7 @@ impl SendState {
             && let Some(e) = self.entry(fc.seq)
             && e.state == SentState::InFlight
         {
-            in_flight -= e.len as usize;
+            in_flight -= e.flight as usize;
         }
         if in_flight == 0 {
             return true;
@@ -244,6 +248,7 @@ impl SendState {
             sent_at: now,
             len,
             peer_has: 0,
+            flight: len,
             frag_dups: 0,
             transmissions: 1,
             state: SentState::InFlight,
@@ -279,21 +284,25 @@ impl SendState {
             sent_at: now,
             len: 0,
             peer_has: 0,
+            flight: 0,
             frag_dups: 0,
             transmissions: 0,
             state: SentState::Acked,
         });
     }
 
-    /// Records a retransmission of `seq`.
+    /// Records a retransmission of `seq`: in flight again, counting what the peer lacks
+    /// of it (what the retransmission writes).
     pub(crate) fn resent(&mut self, seq: u64, now: Instant, rto: Duration) {
+        let held: u32 = self.held(seq).iter().map(|&(a, b)| b - a).sum();
         if let Some(e) = self.entry_mut(seq)
             && e.state == SentState::Lost
         {
             e.state = SentState::InFlight;
             e.sent_at = now;
             e.transmissions += 1;
-            let len = e.len as usize;
+            e.flight = e.len.saturating_sub(e.peer_has).saturating_sub(held);
+            let len = e.flight as usize;
             self.in_flight_bytes += len;
             self.in_flight += 1;
             self.rto_at.get_or_insert(super::later(now, rto));
@@ -315,7 +324,7 @@ impl SendState {
                         msgs += 1;
                         bytes += e.len as usize;
                         if e.state == SentState::InFlight {
-                            self.in_flight_bytes -= e.len as usize;
+                            self.in_flight_bytes -= e.flight as usize;
                             self.in_flight -= 1;
                         }
                     }
@@ -355,10 +364,10 @@ impl SendState {
         let was_in_flight = e.state == SentState::InFlight;
         e.state = SentState::Acked;
         let (sent_at, transmissions) = (e.sent_at, e.transmissions);
-        let len = e.len as usize;
+        let (len, flight) = (e.len as usize, e.flight as usize);
         self.note_reordering(sent_at, transmissions);
         if was_in_flight {
-            self.in_flight_bytes -= len;
+            self.in_flight_bytes -= flight;
             self.in_flight -= 1;
         }
         if self.frag.is_some_and(|f| f.seq == seq) {
@@ -510,7 +519,7 @@ impl SendState {
                 continue;
             };
             e.state = SentState::Lost;
-            lost_bytes += e.len as usize;
+            lost_bytes += std::mem::take(&mut e.flight) as usize;
             // A fragmented message goes again only where the peer lacks it (from its
             // prefix, skipping what it holds): count one datagram's worth as lost, not
             // the whole message.
@@ -553,17 +562,19 @@ impl SendState {
             self.rto_at = Some(super::later(now, self.rtt.rto_backoff(self.backoff)));
             return TimeoutAction::AskPeer;
         }
+        let mut probe_bytes = 0;
         let mut lost_bytes = 0;
         let mut lost = 0;
         for (seq, e) in (self.base..).zip(self.sent.iter_mut().take(LOSS_SCAN_LIMIT)) {
             if e.state != SentState::InFlight {
                 continue;
             }
-            if lost > 0 && lost_bytes + e.len as usize > mtu {
+            if lost > 0 && probe_bytes + e.len as usize > mtu {
                 break;
             }
             e.state = SentState::Lost;
-            lost_bytes += e.len as usize;
+            probe_bytes += e.len as usize;
+            lost_bytes += std::mem::take(&mut e.flight) as usize;
             lost += 1;
             self.retransmit.push_back(seq);
         }
@@ -642,6 +653,48 @@ mod tests {
         let rtt = RttEstimator::new(ms(1), ms(10), ms(1000));
         let cc = Congestion::new(1 << 30, 3000, 1 << 30, 100);
         SendState::new(1, 1 << 20, 1472, rtt, cc)
+    }
+
+    /// Invariant: a message counts in flight only the bytes the peer has not reported
+    /// holding. A 64,000-byte message whose peer holds all but one fragment weighs one
+    /// fragment, not the whole message, so it does not shut the window on the messages
+    /// behind it while its hole waits; and `in_flight_bytes` stays the sum of what each
+    /// entry counts, through acknowledgement, loss and retransmission.
+    #[test]
+    fn a_message_in_flight_counts_only_what_the_peer_lacks() {
+        let ms = Duration::from_millis;
+        let rtt = RttEstimator::new(ms(1), ms(10), ms(1000));
+        // A 100,000-byte congestion window: one whole large message and a bit.
+        let cc = Congestion::new(100_000, 3000, 1 << 30, 100);
+        let mut s = SendState::new(1, 1 << 30, 1472, rtt, cc);
+        let t0 = Instant::now();
+        let rto = ms(100);
+        s.push_sent(t0, 64_000, rto); // seq 1, written whole
+        assert_eq!(s.in_flight_bytes, 64_000);
+        assert!(
+            !s.window_allows(64_000),
+            "two whole messages exceed the window"
+        );
+        // The peer holds 0..1400 and 2800..64000: one 1,400-byte hole.
+        s.fragment_progress(1, 1400, [(2800, 64_000)].into_iter(), t0 + ms(1));
+        assert_eq!(s.in_flight_bytes, 1400, "only the hole is in flight");
+        assert!(s.window_allows(64_000), "the next message may go");
+        // A report that says less (the peer restarted) never adds to the flight here.
+        s.fragment_progress(1, 1400, std::iter::empty(), t0 + ms(2));
+        assert_eq!(s.in_flight_bytes, 1400);
+        // Declared lost, then resent: what goes again is what the peer lacks.
+        s.fragment_progress(1, 1400, [(2800, 64_000)].into_iter(), t0 + ms(3));
+        s.fragment_progress(1, 1400, [(2800, 64_000)].into_iter(), t0 + ms(4));
+        assert_eq!(s.entry(1).map(|e| e.state), Some(SentState::Lost));
+        assert_eq!((s.in_flight, s.in_flight_bytes), (0, 0));
+        s.resent(1, t0 + ms(5), rto);
+        assert_eq!((s.in_flight, s.in_flight_bytes), (1, 1400));
+        s.push_sent(t0 + ms(6), 64_000, rto); // seq 2
+        assert_eq!(s.in_flight_bytes, 65_400);
+        assert_eq!(s.ack_through(1), (1, 64_000));
+        assert_eq!((s.in_flight, s.in_flight_bytes), (1, 64_000));
+        assert_eq!(s.ack_one(2), Some(64_000));
+        assert_eq!((s.in_flight, s.in_flight_bytes), (0, 0));
     }
 
     /// RACK (RFC 8985) declares lost every message in flight that was sent a loss delay

@@ -66,7 +66,9 @@ impl SendState {
     }
 
     /// The peer reports every byte of `seq` below `received` written, and
-    /// the byte ranges `held` past it. Returns the bytes newly acknowledged.
+    /// the byte ranges `held` past it. Returns how far the prefix moved, and the bytes newly
+    /// acknowledged: for a message in flight, what left the flight (prefix and ranges
+    /// alike, each byte once); otherwise the prefix's progress.
     /// A lower value than before is believed too (the peer restarted and lost
     /// the partial copy). A report past where this side is writing (this side
     /// restarted, or its view was stale) moves the writing on: what the peer
@@ -79,12 +81,12 @@ impl SendState {
         received: u32,
         held: impl Iterator<Item = (u32, u32)>,
         now: Instant,
-    ) -> u32 {
+    ) -> (u32, u32) {
         let Some(e) = self.entry_mut(seq) else {
-            return 0;
+            return (0, 0);
         };
         if e.state == SentState::Acked || received > e.len {
-            return 0;
+            return (0, 0);
         }
         let len = e.len;
         let delta = received.saturating_sub(e.peer_has);
@@ -100,6 +102,22 @@ impl SendState {
         let ranges = self.frag_held.entry(seq).or_default();
         ranges.clear();
         ranges.extend(held.filter(|&(a, b)| a < b && b <= len && a > received));
+        // What the peer reported holding leaves the flight (never the other way: a report
+        // of less, after a restart, is found as a hole and resent as such).
+        let reported =
+            u64::from(received) + ranges.iter().map(|&(a, b)| u64::from(b - a)).sum::<u64>();
+        let mut newly = delta;
+        let mut left = 0;
+        if let Some(e) = self.entry_mut(seq)
+            && e.state == SentState::InFlight
+        {
+            let flight = u64::from(len).saturating_sub(reported) as u32;
+            newly = e.flight.saturating_sub(flight);
+            left = newly;
+            e.flight -= left;
+        }
+        self.in_flight_bytes -= left as usize;
+        let ranges = self.frag_held.entry(seq).or_default();
         if let Some(&(_, last_end)) = ranges.last()
             && let Some(&(high, at)) = self.frag_high.get(&seq)
             && last_end < high
@@ -133,14 +151,14 @@ impl SendState {
             fc.next_offset = received;
         }
         if dups < REORDER_THRESHOLD as u8 {
-            return delta;
+            return (delta, newly);
         }
         if let Some(e) = self.entry_mut(seq) {
             e.frag_dups = 0;
         }
         self.frag_hole.remove(&seq);
         if !self.resend_from(seq, received) {
-            return delta;
+            return (delta, newly);
         }
         // What is lost: from the prefix to the first range the peer holds (with no range
         // held, an unknown part of the tail: counted as a loss event, not in bytes).
@@ -152,7 +170,7 @@ impl SendState {
         let next = self.next_new();
         self.cc
             .on_loss(seq, gap_end.saturating_sub(received) as usize, next);
-        delta
+        (delta, newly)
     }
 
     /// Stops writing the fragment stream of `seq` for now: the message is
@@ -188,7 +206,7 @@ impl SendState {
             return false;
         }
         e.state = SentState::Lost;
-        let len = e.len as usize;
+        let len = std::mem::take(&mut e.flight) as usize;
         self.in_flight_bytes -= len;
         self.in_flight -= 1;
         self.retransmit.push_back(seq);
