@@ -514,7 +514,7 @@ impl Core {
         let newest_sample = s
             .entry(largest)
             .filter(|e| e.state != SentState::Acked && e.transmissions == 1)
-            .map(|e| e.sent_at);
+            .map(|e| (e.sent_at, s.fragmented(e.len)));
         let mut acked_msgs = 0u64;
         let mut acked_bytes = 0usize;
         let mut progressed = false;
@@ -543,15 +543,8 @@ impl Core {
                 .peer_limit
                 .max(a.cumulative.saturating_add(u64::from(f.window_msgs)));
             s.peer_window_bytes = f.window_bytes as usize;
-            if let Some(sent_at) = newest_sample {
-                let rtt = now.saturating_duration_since(sent_at);
-                s.rtt.sample(rtt, f.delay);
-                if let Some(min) = s.rtt.min_rtt()
-                    && let Some(fresh) =
-                        s.cc.on_rtt(rtt.checked_sub(f.delay).unwrap_or(rtt).max(min), min)
-                {
-                    s.rtt.reset_min_rtt(fresh);
-                }
+            if let Some((sent_at, fragmented)) = newest_sample {
+                s.rtt_sample(now.saturating_duration_since(sent_at), f.delay, fragmented);
             }
         }
         s.end_ack(acked_msgs > 0);

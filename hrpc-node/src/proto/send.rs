@@ -242,6 +242,29 @@ impl SendState {
         in_flight + len <= self.cc.window().min(self.peer_window_bytes)
     }
 
+    /// Whether a message of `len` bytes goes in fragments (does not fit one datagram).
+    pub(crate) fn fragmented(&self, len: u32) -> bool {
+        len as usize + FRAGMENT_MARGIN > self.mtu
+    }
+
+    /// An RTT sample from an ack that names a message sent once, `rtt` after it went (its
+    /// last fragment, for a long one), the peer having held the ack for `ack_delay`: feeds
+    /// the RTT estimate and, unless the message was `fragmented`, the congestion
+    /// controller's queueing-delay signal. A fragmented message's round trip ends with its
+    /// slowest fragment: on a path that reorders, nearly every long message has one held
+    /// back. That is reordering, not a queue.
+    pub(crate) fn rtt_sample(&mut self, rtt: Duration, ack_delay: Duration, fragmented: bool) {
+        self.rtt.sample(rtt, ack_delay);
+        if !fragmented
+            && let Some(min) = self.rtt.min_rtt()
+            && let Some(fresh) = self
+                .cc
+                .on_rtt(rtt.checked_sub(ack_delay).unwrap_or(rtt).max(min), min)
+        {
+            self.rtt.reset_min_rtt(fresh);
+        }
+    }
+
     /// Records a first transmission of the next new seq.
     pub(crate) fn push_sent(&mut self, now: Instant, len: u32, rto: Duration) {
         self.sent.push_back(Sent {
@@ -594,14 +617,12 @@ impl SendState {
     /// Whether a retransmission can go out now: one is queued, and it is not
     /// a message to fragment that waits for the older fragment stream in
     /// progress (which `poll_transmit` would skip).
-    pub(crate) fn retransmit_ready(&self, mtu: usize) -> bool {
+    pub(crate) fn retransmit_ready(&self) -> bool {
         let Some(&front) = self.retransmit.front() else {
             return false;
         };
         match self.frag {
-            Some(fc) if front > fc.seq => self
-                .entry(front)
-                .is_none_or(|e| e.len as usize + FRAGMENT_MARGIN <= mtu),
+            Some(fc) if front > fc.seq => self.entry(front).is_none_or(|e| !self.fragmented(e.len)),
             _ => true,
         }
     }
@@ -695,6 +716,52 @@ mod tests {
         assert_eq!((s.in_flight, s.in_flight_bytes), (1, 64_000));
         assert_eq!(s.ack_one(2), Some(64_000));
         assert_eq!((s.in_flight, s.in_flight_bytes), (0, 0));
+    }
+
+    /// Invariant: the round trip of a fragmented message, which ends with its slowest
+    /// fragment, never counts as queueing delay. On a path that holds one datagram in twenty
+    /// back for 2 ms, nearly every 64 KB message has a fragment held: taking those round
+    /// trips for a queue cut the window by 0.7 every round, to about one message.
+    #[test]
+    fn a_long_message_held_back_is_not_a_queue() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        let mut s = state();
+        let before = s.cc.window();
+        // Small messages show the path: 100 µs round trips.
+        for _ in 0..8 {
+            s.rtt_sample(us(100), Duration::ZERO, false);
+        }
+        // Rounds of long messages whose last fragment waited 2 ms behind a held one.
+        let t0 = Instant::now();
+        for k in 1..=20u64 {
+            s.push_sent(t0, 64_000, ms(100));
+            s.rtt_sample(ms(2), Duration::ZERO, true);
+            s.ack_through(k);
+            let next = s.next_new();
+            s.cc.on_ack(64_000, k, next);
+        }
+        assert!(
+            s.cc.window() >= before,
+            "window {} after 20 rounds, {before} before",
+            s.cc.window()
+        );
+        // The same round trips from messages that fit a datagram are a queue: they cut it.
+        let mut q = state();
+        for _ in 0..8 {
+            q.rtt_sample(us(100), Duration::ZERO, false);
+        }
+        for k in 1..=20u64 {
+            q.push_sent(t0, 1000, ms(100));
+            q.rtt_sample(ms(2), Duration::ZERO, false);
+            q.ack_through(k);
+            let next = q.next_new();
+            q.cc.on_ack(1000, k, next);
+        }
+        assert!(
+            q.cc.window() < before,
+            "queueing delay still cuts the window"
+        );
     }
 
     /// RACK (RFC 8985) declares lost every message in flight that was sent a loss delay

@@ -33,7 +33,7 @@ impl Core {
             if let Some(t) = p.probe_at {
                 at(t);
             }
-            if p.recv.ack_pending || p.hb_pending || p.send.retransmit_ready(self.cfg.mtu) {
+            if p.recv.ack_pending || p.hb_pending || p.send.retransmit_ready() {
                 at(self.start);
             }
             let committed = self.committed_next(p.id);
