@@ -3,9 +3,12 @@
 //! hrpc: two nodes in two threads of this process; the client sends a `size`-byte request,
 //! the server's handler replies with a `size`-byte message, and the round trip ends when the
 //! client's handler gets the reply. Raw UDP: blocking `send`/`recv` on two std sockets, the
-//! echo thread sending each datagram back. Round trips go into an HDR histogram (µs); the
-//! first [`WARMUP`] of each are not recorded. Every loop is bounded by `count` and by
-//! [`LIMIT`].
+//! echo thread sending each datagram back. The two take turns in [`BLOCKS`] blocks each, so
+//! both see the same stretches of a shared machine (run one after the other, a noisy second
+//! could land on either and swing their ratio), while each block stays a steady ping-pong of
+//! one kind (turns of single round trips would keep the other side's CPU awake and measure
+//! something else). Round trips go into an HDR histogram (µs); the first [`WARMUP`] of each
+//! are not recorded. The loop is bounded by `count` and by [`LIMIT`].
 
 use std::io;
 use std::net::UdpSocket;
@@ -21,7 +24,9 @@ use crate::procs::{LOOPBACK, io_err};
 
 /// Round trips run before recording.
 pub const WARMUP: u64 = 20;
-/// Longest one side (hrpc or raw) may run.
+/// Blocks of round trips each side runs, taking turns.
+pub const BLOCKS: u64 = 10;
+/// Longest the whole run may take.
 pub const LIMIT: Duration = Duration::from_secs(60);
 /// Longest one round trip may take before the run counts it as failed.
 const RTT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,139 +48,265 @@ fn histogram() -> io::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 60_000_000, 3).map_err(io_err)
 }
 
-fn micros(start: Instant) -> u64 {
-    start.elapsed().as_micros().max(1) as u64
+/// The CPUs the two ends of every ping-pong run on: the measuring thread on the first, the
+/// echo threads on the second (the first two this process may use; `None` with only one).
+/// Left to the scheduler, a woken thread sometimes lands on its peer's CPU (a round trip of
+/// a few µs, no wake-up of an idle CPU) and sometimes not (tens of µs on a VM): raw UDP read
+/// 5 µs in one layout and 88 µs in another, which made the ratio a draw. Pinned, both
+/// transports cross between the same two CPUs.
+fn cpu_pair() -> Option<(usize, usize)> {
+    use nix::sched::sched_getaffinity;
+    use nix::unistd::Pid;
+    let set = sched_getaffinity(Pid::from_raw(0)).ok()?;
+    let mut cpus = (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false));
+    Some((cpus.next()?, cpus.next()?))
 }
 
-/// hrpc round trips: `count` recorded ones.
-pub fn hrpc(size: usize, count: u64) -> io::Result<Histogram<u64>> {
-    let size = size.max(1);
-    let tmp = tempfile::Builder::new().prefix("hrpc-latency-").tempdir()?;
-    let mut server = NodeConfig::new(tmp.path().join("server"), 1)
-        .bind(LOOPBACK)
-        .open()
-        .map_err(io_err)?;
-    let mut client = NodeConfig::new(tmp.path().join("client"), 2)
-        .bind(LOOPBACK)
-        .peer(1, server.local_addr())
-        .open()
-        .map_err(io_err)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_srv = stop.clone();
-    let reply = vec![0x42u8; size];
-    let echo = std::thread::Builder::new()
-        .name("latency-hrpc-server".to_owned())
-        .spawn(move || -> io::Result<()> {
-            while !stop_srv.load(Ordering::Acquire) {
-                let r = server
-                    .poll(&mut |s, d| {
-                        let _ = s.send(d.peer, &reply);
-                    })
-                    .map_err(io_err)?;
-                if !r.more && r.received == 0 && r.delivered == 0 {
-                    server
-                        .wait(Some(Duration::from_millis(20)))
-                        .map_err(io_err)?;
-                }
-            }
-            server.close(Duration::from_millis(50)).map_err(io_err)
-        })?;
+/// Pins the calling thread to `cpu` (best effort: a failure leaves it where it was).
+fn pin(cpu: Option<usize>) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    if let Some(cpu) = cpu {
+        let mut set = CpuSet::new();
+        if set.set(cpu).is_ok() {
+            let _ = sched_setaffinity(Pid::from_raw(0), &set);
+        }
+    }
+}
 
-    let request = vec![0x17u8; size];
-    let mut hist = histogram()?;
-    let end = Instant::now() + LIMIT;
-    let mut result = Ok(());
-    for i in 0..count + WARMUP {
-        if Instant::now() >= end {
-            result = Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "hrpc latency run took too long",
-            ));
-            break;
-        }
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_owned())
+}
+
+/// The hrpc side: a client node here, an echo node on its own thread.
+struct HrpcPair {
+    client: hrpc_node::driver::Node,
+    request: Vec<u8>,
+    stop: Arc<AtomicBool>,
+    echo: Option<std::thread::JoinHandle<io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl HrpcPair {
+    fn start(size: usize, echo_cpu: Option<usize>) -> io::Result<Self> {
+        let size = size.max(1);
+        let dir = tempfile::Builder::new().prefix("hrpc-latency-").tempdir()?;
+        let mut server = NodeConfig::new(dir.path().join("server"), 1)
+            .bind(LOOPBACK)
+            .open()
+            .map_err(io_err)?;
+        let client = NodeConfig::new(dir.path().join("client"), 2)
+            .bind(LOOPBACK)
+            .peer(1, server.local_addr())
+            .open()
+            .map_err(io_err)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_srv = stop.clone();
+        let reply = vec![0x42u8; size];
+        let echo = std::thread::Builder::new()
+            .name("latency-hrpc-server".to_owned())
+            .spawn(move || -> io::Result<()> {
+                pin(echo_cpu);
+                while !stop_srv.load(Ordering::Acquire) {
+                    let r = server
+                        .poll(&mut |s, d| {
+                            let _ = s.send(d.peer, &reply);
+                        })
+                        .map_err(io_err)?;
+                    if !r.more && r.received == 0 && r.delivered == 0 {
+                        server
+                            .wait(Some(Duration::from_millis(20)))
+                            .map_err(io_err)?;
+                    }
+                }
+                server.close(Duration::from_millis(50)).map_err(io_err)
+            })?;
+        Ok(HrpcPair {
+            client,
+            request: vec![0x17u8; size],
+            stop,
+            echo: Some(echo),
+            _dir: dir,
+        })
+    }
+
+    /// One round trip, in µs.
+    fn round_trip(&mut self) -> io::Result<u64> {
         let t0 = Instant::now();
-        if let Err(e) = client.send(1, &request) {
-            result = Err(io_err(e));
-            break;
-        }
+        self.client.send(1, &self.request).map_err(io_err)?;
         let mut got = false;
         while !got && t0.elapsed() < RTT_TIMEOUT {
-            let r = client.poll(&mut |_, _| got = true).map_err(io_err)?;
+            let r = self.client.poll(&mut |_, _| got = true).map_err(io_err)?;
             if !got && !r.more && r.received == 0 {
-                client
+                self.client
                     .wait(Some(Duration::from_millis(20)))
                     .map_err(io_err)?;
             }
         }
         if !got {
-            result = Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "an hrpc reply did not come",
-            ));
-            break;
+            return Err(timed_out("an hrpc reply did not come"));
         }
-        if i >= WARMUP {
-            hist.record(micros(t0)).map_err(io_err)?;
+        Ok(micros(t0))
+    }
+
+    fn finish(mut self) -> io::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.client.close(Duration::from_millis(50));
+        match self.echo.take() {
+            Some(echo) => echo
+                .join()
+                .map_err(|_| io::Error::other("hrpc echo thread panicked"))?,
+            None => Ok(()),
         }
     }
-    stop.store(true, Ordering::Release);
-    let _ = client.close(Duration::from_millis(50));
-    echo.join()
-        .map_err(|_| io::Error::other("hrpc echo thread panicked"))??;
-    result.map(|()| hist)
 }
 
-/// Raw UDP round trips with blocking sockets: `count` recorded ones.
-pub fn raw(size: usize, count: u64) -> io::Result<Histogram<u64>> {
-    let size = size.clamp(1, 65_507);
-    let server = UdpSocket::bind(LOOPBACK)?;
-    let client = UdpSocket::bind(LOOPBACK)?;
-    server.set_read_timeout(Some(Duration::from_millis(20)))?;
-    client.set_read_timeout(Some(RTT_TIMEOUT))?;
-    client.connect(server.local_addr()?)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_srv = stop.clone();
-    let echo = std::thread::Builder::new()
-        .name("latency-raw-server".to_owned())
-        .spawn(move || {
-            let mut buf = vec![0u8; 65_536];
-            while !stop_srv.load(Ordering::Acquire) {
-                if let Ok((n, from)) = server.recv_from(&mut buf) {
-                    let _ = server.send_to(&buf[..n], from);
+/// The raw UDP side: blocking sockets, an echo thread.
+struct RawPair {
+    client: UdpSocket,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+    stop: Arc<AtomicBool>,
+    echo: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RawPair {
+    fn start(size: usize, echo_cpu: Option<usize>) -> io::Result<Self> {
+        let size = size.clamp(1, 65_507);
+        let server = UdpSocket::bind(LOOPBACK)?;
+        let client = UdpSocket::bind(LOOPBACK)?;
+        server.set_read_timeout(Some(Duration::from_millis(20)))?;
+        client.set_read_timeout(Some(RTT_TIMEOUT))?;
+        client.connect(server.local_addr()?)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_srv = stop.clone();
+        let echo = std::thread::Builder::new()
+            .name("latency-raw-server".to_owned())
+            .spawn(move || {
+                pin(echo_cpu);
+                let mut buf = vec![0u8; 65_536];
+                while !stop_srv.load(Ordering::Acquire) {
+                    if let Ok((n, from)) = server.recv_from(&mut buf) {
+                        let _ = server.send_to(&buf[..n], from);
+                    }
+                }
+            })?;
+        Ok(RawPair {
+            client,
+            request: vec![0x17u8; size],
+            buf: vec![0u8; 65_536],
+            stop,
+            echo: Some(echo),
+        })
+    }
+
+    /// One round trip, in µs.
+    fn round_trip(&mut self) -> io::Result<u64> {
+        let t0 = Instant::now();
+        self.client.send(&self.request)?;
+        self.client.recv(&mut self.buf)?;
+        Ok(micros(t0))
+    }
+
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(echo) = self.echo.take() {
+            let _ = echo.join();
+        }
+    }
+}
+
+fn micros(start: Instant) -> u64 {
+    start.elapsed().as_micros().max(1) as u64
+}
+
+/// One side's round trip, in µs.
+trait RoundTrip {
+    fn round_trip(&mut self) -> io::Result<u64>;
+}
+
+impl RoundTrip for HrpcPair {
+    fn round_trip(&mut self) -> io::Result<u64> {
+        HrpcPair::round_trip(self)
+    }
+}
+
+impl RoundTrip for RawPair {
+    fn round_trip(&mut self) -> io::Result<u64> {
+        RawPair::round_trip(self)
+    }
+}
+
+/// `count` recorded round trips of each, in [`BLOCKS`] alternating blocks, measured from
+/// the first CPU of [`cpu_pair`] against echo threads on the second: (hrpc, raw UDP)
+/// histograms in µs.
+pub fn both(size: usize, count: u64) -> io::Result<(Histogram<u64>, Histogram<u64>)> {
+    let cpus = cpu_pair();
+    let before = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok();
+    pin(cpus.map(|c| c.0));
+    let r = pinned_run(size, count, cpus.map(|c| c.1));
+    if let Some(set) = before {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+    r
+}
+
+fn pinned_run(
+    size: usize,
+    count: u64,
+    echo_cpu: Option<usize>,
+) -> io::Result<(Histogram<u64>, Histogram<u64>)> {
+    let mut hrpc = HrpcPair::start(size, echo_cpu)?;
+    let mut raw = match RawPair::start(size, echo_cpu) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = hrpc.finish();
+            return Err(e);
+        }
+    };
+    let (mut h, mut r) = (histogram()?, histogram()?);
+    let end = Instant::now() + LIMIT;
+    let block = count.div_ceil(BLOCKS).max(1);
+    let mut result = Ok(());
+    let mut done = 0;
+    'blocks: while done < count {
+        let n = block.min(count - done);
+        // A block of each, hrpc first: each block is a steady ping-pong of one kind.
+        for (side, hist) in [
+            (&mut hrpc as &mut dyn RoundTrip, &mut h),
+            (&mut raw, &mut r),
+        ] {
+            let warmup = if done == 0 { WARMUP } else { 0 };
+            for i in 0..n + warmup {
+                if Instant::now() >= end {
+                    result = Err(timed_out("latency run took too long"));
+                    break 'blocks;
+                }
+                match side.round_trip() {
+                    Ok(us) if i >= warmup => {
+                        if let Err(e) = hist.record(us) {
+                            result = Err(io_err(e));
+                            break 'blocks;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        result = Err(e);
+                        break 'blocks;
+                    }
                 }
             }
-        })?;
-    let request = vec![0x17u8; size];
-    let mut buf = vec![0u8; 65_536];
-    let mut hist = histogram()?;
-    let end = Instant::now() + LIMIT;
-    let mut result = Ok(());
-    for i in 0..count + WARMUP {
-        if Instant::now() >= end {
-            result = Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "raw latency run took too long",
-            ));
-            break;
         }
-        let t0 = Instant::now();
-        if let Err(e) = client.send(&request).and_then(|_| client.recv(&mut buf)) {
-            result = Err(e);
-            break;
-        }
-        if i >= WARMUP {
-            hist.record(micros(t0)).map_err(io_err)?;
-        }
+        done += n;
     }
-    stop.store(true, Ordering::Release);
-    let _ = echo.join();
-    result.map(|()| hist)
+    raw.finish();
+    let closed = hrpc.finish();
+    result.and(closed).map(|()| (h, r))
 }
 
-/// Both, hrpc first.
+/// Both, in alternating blocks.
 pub fn run(size: usize, count: u64) -> io::Result<LatencyResult> {
-    let h = hrpc(size, count)?;
-    let r = raw(size, count)?;
+    let (h, r) = both(size, count)?;
     Ok(LatencyResult {
         hrpc_p50_us: h.value_at_quantile(0.5) as f64,
         hrpc_p99_us: h.value_at_quantile(0.99) as f64,
