@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use hrpc_node::driver::udp::MAX_UDP_PAYLOAD;
 use hrpc_node::driver::{UdpConfig, UdpIo};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::poll::{PollFd, PollFlags, ppoll};
+use nix::sys::time::TimeSpec;
 
 use super::MAX_CLIENTS;
 use super::impairment::{Impairment, RelayConfig};
@@ -316,13 +317,10 @@ pub(super) fn run(
             for (_, s) in &st.clients {
                 fds.push(PollFd::new(s.fd(), PollFlags::POLLIN));
             }
-            let ms = wait.as_millis().min(5) as u8;
-            let timeout = if wait.is_zero() {
-                PollTimeout::ZERO
-            } else {
-                PollTimeout::from(ms.max(1))
-            };
-            if poll(&mut fds, timeout).is_ok() {
+            // To the microsecond (`ppoll`): with `poll`'s milliseconds a datagram held for
+            // 300 µs went out up to a millisecond late, so holds ran past `reorder_by`.
+            let timeout = TimeSpec::from_duration(wait);
+            if ppoll(&mut fds, Some(timeout), None).is_ok() {
                 for (i, fd) in fds.iter().enumerate() {
                     if fd.revents().is_some_and(|r| !r.is_empty()) {
                         ready.push(i);
