@@ -105,6 +105,10 @@ pub fn matrix() -> Vec<RowSpec> {
             ..RowSpec::new(1000)
         },
         RowSpec {
+            loss: 5.0,
+            ..RowSpec::new(64_000)
+        },
+        RowSpec {
             peers: 1000,
             ..base.clone()
         },
