@@ -128,3 +128,60 @@ fn a_lossy_path_does_not_multiply_the_datagrams_of_large_messages() {
         "{used} datagrams for {needed} fragments; receiver {receiver:?}"
     );
 }
+
+/// Invariant: however many half-assembled messages a receiver reports, what it has to send
+/// fits a bounded number of datagrams: each report goes once when due, and once with each
+/// heartbeat. (A heartbeat answer re-reported every half-assembled message in each datagram
+/// and was itself pushed last; once the reports filled a datagram the heartbeat never fit,
+/// stayed pending, and every next datagram started the full report over: an endless stream
+/// of FRAG_ACKs from one poll, which in this run ran the process out of memory.)
+#[test]
+fn reports_of_many_half_assembled_messages_end() {
+    const MESSAGES: usize = 500;
+    let mut c = Cluster::new(1..=2);
+    c.tick = Duration::from_micros(100);
+    // A driver whose socket takes at most this many datagrams per round.
+    c.node(2).transmit_budget = 2_000;
+    for i in 0..10u8 {
+        c.core(1).producer().send(2, &[i]).unwrap();
+    }
+    assert!(c.run_until(|c| c.seen(2).got.len() == 10, 5_000).is_some());
+    // One fragment of every 46-fragment message held back until the next release.
+    let mut n = 0u32;
+    c.filter(move |p| {
+        if p.from != 1 {
+            return Verdict::Pass;
+        }
+        n += 1;
+        if n % 46 == 5 {
+            Verdict::Hold
+        } else {
+            Verdict::Pass
+        }
+    });
+    let before = c.core(2).stats().datagrams_sent;
+    let mut sent = 0;
+    let rounds = c.run_until(
+        |c| {
+            while sent < MESSAGES && c.core(1).producer().send(2, &message(sent)).is_ok() {
+                sent += 1;
+            }
+            if c.rounds.is_multiple_of(20) {
+                c.release_held();
+            }
+            c.seen(2).got.len() == 10 + MESSAGES
+        },
+        20_000,
+    );
+    let reports = c.core(2).stats().datagrams_sent - before;
+    assert!(
+        rounds.is_some(),
+        "delivered {} of {MESSAGES}; the receiver sent {reports} datagrams",
+        c.seen(2).got.len() - 10
+    );
+    let rounds = rounds.unwrap_or(0) as u64;
+    assert!(
+        reports <= 2 * rounds.max(1),
+        "{reports} datagrams from the receiver in {rounds} rounds"
+    );
+}

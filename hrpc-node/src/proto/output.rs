@@ -277,13 +277,33 @@ impl Core {
                 p.recv.advertised_window = window;
             }
         }
+        if p.hb_pending {
+            let hb = HeartbeatFrame {
+                reply_requested: p.hb_reply_requested || p.epoch == 0,
+                next_seq: send_limit.max(p.send.base),
+                first_pending: p.send.base,
+                expected: p.recv.cum + 1,
+                timestamp_us: ts,
+                echo_us: p.peer_timestamp,
+            };
+            if w.push_heartbeat(&hb).is_ok() {
+                p.hb_pending = false;
+                p.hb_reply_requested = false;
+                // Every half-assembled message is reported with each heartbeat, once: the
+                // reports that do not fit this datagram go in the next ones.
+                for asm in p.recv.reassembly.values_mut() {
+                    asm.report_due = true;
+                }
+            }
+        }
         // Progress of half-assembled messages: when it changed or a duplicate
-        // came (`report_due`), and with every heartbeat while one is open, so
-        // a sender with a stale view (lost reports, a restart) catches up.
+        // came (`report_due`), and with every heartbeat while one is open (the
+        // heartbeat, pushed first, marks them all due), so a sender with a stale
+        // view (lost reports, a restart) catches up. Each report goes once: one
+        // that does not fit waits for the next datagram.
         if streams_open && !p.recv.reassembly.is_empty() {
-            let all = p.hb_pending;
             for (&seq, asm) in p.recv.reassembly.iter_mut() {
-                if !(asm.report_due || all) {
+                if !asm.report_due {
                     continue;
                 }
                 let mut ranges = [FragRange::default(); MAX_FRAG_RANGES];
@@ -300,20 +320,6 @@ impl Core {
                 if w.push_frag_ack(&frame).is_ok() {
                     asm.report_due = false;
                 }
-            }
-        }
-        if p.hb_pending {
-            let hb = HeartbeatFrame {
-                reply_requested: p.hb_reply_requested || p.epoch == 0,
-                next_seq: send_limit.max(p.send.base),
-                first_pending: p.send.base,
-                expected: p.recv.cum + 1,
-                timestamp_us: ts,
-                echo_us: p.peer_timestamp,
-            };
-            if w.push_heartbeat(&hb).is_ok() {
-                p.hb_pending = false;
-                p.hb_reply_requested = false;
             }
         }
         if streams_open {
