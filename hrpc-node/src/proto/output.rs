@@ -419,7 +419,9 @@ impl Core {
                     }
                     continue;
                 }
-                if !p.send.window_allows(m.payload().len()) {
+                if !p.send.window_allows(m.payload().len())
+                    || !p.send.fragmented_open_allows(m.payload().len())
+                {
                     break;
                 }
                 if p.send.frag.is_some() && !fits_alone(&w, m.payload().len()) {

@@ -49,6 +49,16 @@ const FRAGMENT_MARGIN: usize = hrpc_wire::HEADER_LEN + hrpc_wire::DATA_OVERHEAD;
 /// Most entries one ack may scan for losses (bounds work per ack).
 const LOSS_SCAN_LIMIT: usize = 4096;
 
+/// Most fragmented messages sent to a peer and not yet acknowledged: half the
+/// half-assembled messages a receiver with default limits keeps per peer (256), so a
+/// window larger than that (a fast path, or reordering that leaves most long messages
+/// waiting for one fragment) does not send fragments the receiver would refuse.
+pub(crate) const MAX_FRAGMENTED_OPEN: usize = 128;
+
+/// Most bytes of fragmented messages sent to a peer and not yet acknowledged (but always
+/// one message): half of one peer's share of a receiver's default assembly budget.
+pub(crate) const MAX_FRAGMENTED_OPEN_BYTES: usize = 16 << 20;
+
 /// Most smoothed RTTs the measured reordering adds to RACK's loss delay.
 const MAX_REORDER_RTTS: u32 = 8;
 
@@ -122,6 +132,9 @@ pub(crate) struct SendState {
     /// Entries in flight (zero-length messages and gap markers count too, so
     /// the retransmission timer runs for them).
     pub(crate) in_flight: usize,
+    /// Fragmented messages sent and not yet acknowledged, and their bytes.
+    frag_open: usize,
+    frag_open_bytes: usize,
     /// The peer accepts seqs up to here.
     pub(crate) peer_limit: u64,
     /// Payload bytes the peer accepts in flight.
@@ -182,6 +195,8 @@ impl SendState {
             frag_turn: false,
             in_flight_bytes: 0,
             in_flight: 0,
+            frag_open: 0,
+            frag_open_bytes: 0,
             peer_limit: base.saturating_sub(1) + u64::from(initial_window),
             peer_window_bytes: usize::MAX,
             rtt,
@@ -265,6 +280,25 @@ impl SendState {
         }
     }
 
+    /// Whether a new message of `len` bytes may start now as far as fragmented messages go:
+    /// one that fits a datagram always may; a fragmented one while fewer than
+    /// [`MAX_FRAGMENTED_OPEN`] of them, and at most [`MAX_FRAGMENTED_OPEN_BYTES`] with it, are
+    /// unacknowledged (or none is).
+    pub(crate) fn fragmented_open_allows(&self, len: usize) -> bool {
+        !self.fragmented(u32::try_from(len).unwrap_or(u32::MAX))
+            || self.frag_open == 0
+            || (self.frag_open < MAX_FRAGMENTED_OPEN
+                && self.frag_open_bytes + len <= MAX_FRAGMENTED_OPEN_BYTES)
+    }
+
+    /// A message of `len` bytes is acknowledged: if fragmented, it leaves the open count.
+    fn close_fragmented(&mut self, len: u32) {
+        if self.fragmented(len) {
+            self.frag_open = self.frag_open.saturating_sub(1);
+            self.frag_open_bytes = self.frag_open_bytes.saturating_sub(len as usize);
+        }
+    }
+
     /// Records a first transmission of the next new seq.
     pub(crate) fn push_sent(&mut self, now: Instant, len: u32, rto: Duration) {
         self.sent.push_back(Sent {
@@ -278,6 +312,10 @@ impl SendState {
         });
         self.in_flight_bytes += len as usize;
         self.in_flight += 1;
+        if self.fragmented(len) {
+            self.frag_open += 1;
+            self.frag_open_bytes += len as usize;
+        }
         self.rto_at.get_or_insert(super::later(now, rto));
         self.record_send(self.next_new() - 1, now);
     }
@@ -342,6 +380,7 @@ impl SendState {
             match self.sent.pop_front() {
                 Some(e) => {
                     if e.state != SentState::Acked {
+                        self.close_fragmented(e.len);
                         self.note_reordering(e.sent_at, e.transmissions);
                         self.rack_sent_at = self.rack_sent_at.max(Some(e.sent_at));
                         msgs += 1;
@@ -388,6 +427,7 @@ impl SendState {
         e.state = SentState::Acked;
         let (sent_at, transmissions) = (e.sent_at, e.transmissions);
         let (len, flight) = (e.len as usize, e.flight as usize);
+        self.close_fragmented(len as u32);
         self.note_reordering(sent_at, transmissions);
         if was_in_flight {
             self.in_flight_bytes -= flight;
@@ -647,6 +687,8 @@ impl SendState {
         self.frag_hole.clear();
         self.in_flight_bytes = 0;
         self.in_flight = 0;
+        self.frag_open = 0;
+        self.frag_open_bytes = 0;
         self.rto_at = None;
         self.loss_at = None;
         self.rack_sent_at = None;
@@ -762,6 +804,41 @@ mod tests {
             q.cc.window() < before,
             "queueing delay still cuts the window"
         );
+    }
+
+    /// Invariant: at most [`MAX_FRAGMENTED_OPEN`] fragmented messages, and at most
+    /// [`MAX_FRAGMENTED_OPEN_BYTES`] of them (but always one), are sent and not yet
+    /// acknowledged: what a receiver with default limits assembles at once. Messages that
+    /// fit a datagram are not held back by it.
+    #[test]
+    fn fragmented_messages_in_flight_stay_within_what_a_receiver_assembles() {
+        let rto = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let mut s = state();
+        for _ in 0..MAX_FRAGMENTED_OPEN {
+            assert!(s.fragmented_open_allows(64_000));
+            s.push_sent(t0, 64_000, rto);
+        }
+        assert!(
+            !s.fragmented_open_allows(64_000),
+            "one more would be refused"
+        );
+        assert!(s.fragmented_open_allows(1000), "a small message still goes");
+        s.push_sent(t0, 1000, rto);
+        // Acknowledged, selectively or cumulatively, each makes room for one more.
+        assert!(s.ack_one(5).is_some());
+        assert!(s.fragmented_open_allows(64_000));
+        s.push_sent(t0, 64_000, rto);
+        assert!(!s.fragmented_open_allows(64_000));
+        s.ack_through(2);
+        assert!(s.fragmented_open_allows(64_000));
+        // Bytes: one message larger than the whole allowance still goes alone.
+        let mut b = state();
+        assert!(b.fragmented_open_allows(MAX_FRAGMENTED_OPEN_BYTES + 1));
+        b.push_sent(t0, (MAX_FRAGMENTED_OPEN_BYTES + 1) as u32, rto);
+        assert!(!b.fragmented_open_allows(64_000));
+        b.ack_through(1);
+        assert!(b.fragmented_open_allows(64_000));
     }
 
     /// RACK (RFC 8985) declares lost every message in flight that was sent a loss delay
