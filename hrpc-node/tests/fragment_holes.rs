@@ -15,6 +15,59 @@ fn message(i: usize) -> Vec<u8> {
     (0..LEN).map(|j| (j * 7 + i * 13) as u8).collect()
 }
 
+/// Nodes 1 and 2 in rounds of `tick`, after 10 small messages from 1 to 2 (so the sender
+/// has an RTT sample).
+fn warmed_up(tick: Duration) -> Cluster {
+    let mut c = Cluster::new(1..=2);
+    c.tick = tick;
+    for i in 0..10u8 {
+        c.core(1).producer().send(2, &[i]).unwrap();
+    }
+    assert!(c.run_until(|c| c.seen(2).got.len() == 10, 5_000).is_some());
+    c
+}
+
+/// Sends `count` messages `msg(i)` from 1 to 2 as fast as the sender takes them, releasing
+/// held datagrams every `release_every` rounds, until all are delivered (or `max_rounds`):
+/// the rounds it took.
+fn stream(
+    c: &mut Cluster,
+    count: usize,
+    msg: impl Fn(usize) -> Vec<u8>,
+    release_every: u64,
+    max_rounds: usize,
+) -> Option<usize> {
+    let mut sent = 0;
+    c.run_until(
+        |c| {
+            while sent < count && c.core(1).producer().send(2, &msg(sent)).is_ok() {
+                sent += 1;
+            }
+            if c.rounds.is_multiple_of(release_every) {
+                c.release_held();
+            }
+            c.seen(2).got.len() == 10 + count
+        },
+        max_rounds,
+    )
+}
+
+/// Holds back one datagram in 46 from node 1 (about one fragment of each 64 KB message).
+fn hold_one_in_46(c: &mut Cluster) {
+    let mut n = 0u32;
+    c.filter(move |p| {
+        if p.from != 1 {
+            return Verdict::Pass;
+        }
+        n += 1;
+        if n % 46 == 5 {
+            Verdict::Hold
+        } else {
+            Verdict::Pass
+        }
+    });
+}
+
 /// Invariant: with one datagram in 20 from sender to receiver lost, one in 20 duplicated and
 /// one in 20 held back and released late (so nearly every 64 KB message loses a fragment,
 /// often one of its last), every message is delivered once, in order, intact; and, once the
@@ -25,14 +78,8 @@ fn message(i: usize) -> Vec<u8> {
 /// two-process run).
 #[test]
 fn holes_in_large_messages_are_resent_without_waiting_for_timeouts() {
-    let mut c = Cluster::new(1..=2);
     // Rounds of 200 µs: a loopback-like round trip, well under the smallest probe timeout.
-    c.tick = Duration::from_micros(200);
-    // A few small messages first, so the sender has an RTT sample.
-    for i in 0..10u8 {
-        c.core(1).producer().send(2, &[i]).unwrap();
-    }
-    assert!(c.run_until(|c| c.seen(2).got.len() == 10, 5_000).is_some());
+    let mut c = warmed_up(Duration::from_micros(200));
     let timeouts_before = c.core(1).stats().timeouts;
     let mut n = 0u64;
     c.filter(move |p| {
@@ -47,19 +94,7 @@ fn holes_in_large_messages_are_resent_without_waiting_for_timeouts() {
             _ => Verdict::Pass,
         }
     });
-    let mut sent = 0;
-    let rounds = c.run_until(
-        |c| {
-            while sent < COUNT && c.core(1).producer().send(2, &message(sent)).is_ok() {
-                sent += 1;
-            }
-            if c.rounds.is_multiple_of(2) {
-                c.release_held();
-            }
-            c.seen(2).got.len() == 10 + COUNT
-        },
-        200_000,
-    );
+    let rounds = stream(&mut c, COUNT, message, 2, 200_000);
     let stats = c.core(1).stats().clone();
     let got = c.seen(2).got.len();
     assert!(rounds.is_some(), "delivered {got}; sender {stats:?}");
@@ -88,12 +123,7 @@ fn holes_in_large_messages_are_resent_without_waiting_for_timeouts() {
 fn a_lossy_path_does_not_multiply_the_datagrams_of_large_messages() {
     use rand::{Rng, SeedableRng, rngs::StdRng};
     const MESSAGES: usize = 200;
-    let mut c = Cluster::new(1..=2);
-    c.tick = Duration::from_micros(200);
-    for i in 0..10u8 {
-        c.core(1).producer().send(2, &[i]).unwrap();
-    }
-    assert!(c.run_until(|c| c.seen(2).got.len() == 10, 5_000).is_some());
+    let mut c = warmed_up(Duration::from_micros(200));
     let before = c.core(1).stats().datagrams_sent;
     let mut rng = StdRng::seed_from_u64(3);
     c.filter(move |_| match rng.random_range(0..100) {
@@ -102,19 +132,7 @@ fn a_lossy_path_does_not_multiply_the_datagrams_of_large_messages() {
         10..15 => Verdict::Hold,
         _ => Verdict::Pass,
     });
-    let mut sent = 0;
-    let rounds = c.run_until(
-        |c| {
-            while sent < MESSAGES && c.core(1).producer().send(2, &message(sent)).is_ok() {
-                sent += 1;
-            }
-            if c.rounds.is_multiple_of(5) {
-                c.release_held();
-            }
-            c.seen(2).got.len() == 10 + MESSAGES
-        },
-        200_000,
-    );
+    let rounds = stream(&mut c, MESSAGES, message, 5, 200_000);
     let sender = c.core(1).stats().clone();
     let receiver = c.core(2).stats().clone();
     assert!(rounds.is_some(), "sender {sender:?}; receiver {receiver:?}");
@@ -138,41 +156,13 @@ fn a_lossy_path_does_not_multiply_the_datagrams_of_large_messages() {
 #[test]
 fn reports_of_many_half_assembled_messages_end() {
     const MESSAGES: usize = 500;
-    let mut c = Cluster::new(1..=2);
-    c.tick = Duration::from_micros(100);
+    let mut c = warmed_up(Duration::from_micros(100));
     // A driver whose socket takes at most this many datagrams per round.
     c.node(2).transmit_budget = 2_000;
-    for i in 0..10u8 {
-        c.core(1).producer().send(2, &[i]).unwrap();
-    }
-    assert!(c.run_until(|c| c.seen(2).got.len() == 10, 5_000).is_some());
     // One fragment of every 46-fragment message held back until the next release.
-    let mut n = 0u32;
-    c.filter(move |p| {
-        if p.from != 1 {
-            return Verdict::Pass;
-        }
-        n += 1;
-        if n % 46 == 5 {
-            Verdict::Hold
-        } else {
-            Verdict::Pass
-        }
-    });
+    hold_one_in_46(&mut c);
     let before = c.core(2).stats().datagrams_sent;
-    let mut sent = 0;
-    let rounds = c.run_until(
-        |c| {
-            while sent < MESSAGES && c.core(1).producer().send(2, &message(sent)).is_ok() {
-                sent += 1;
-            }
-            if c.rounds.is_multiple_of(20) {
-                c.release_held();
-            }
-            c.seen(2).got.len() == 10 + MESSAGES
-        },
-        20_000,
-    );
+    let rounds = stream(&mut c, MESSAGES, message, 20, 20_000);
     let reports = c.core(2).stats().datagrams_sent - before;
     assert!(
         rounds.is_some(),
@@ -196,39 +186,10 @@ fn reports_of_many_half_assembled_messages_end() {
 #[test]
 fn a_wide_window_does_not_outrun_the_receivers_assembly() {
     const MESSAGES: usize = 1_500;
-    let mut c = Cluster::new(1..=2);
-    c.tick = Duration::from_micros(100);
-    for i in 0..10u8 {
-        c.core(1).producer().send(2, &[i]).unwrap();
-    }
-    assert!(c.run_until(|c| c.seen(2).got.len() == 10, 5_000).is_some());
-    let mut n = 0u32;
-    c.filter(move |p| {
-        if p.from != 1 {
-            return Verdict::Pass;
-        }
-        n += 1;
-        if n % 46 == 5 {
-            Verdict::Hold
-        } else {
-            Verdict::Pass
-        }
-    });
+    let mut c = warmed_up(Duration::from_micros(100));
+    hold_one_in_46(&mut c);
     let before = c.core(1).stats().datagrams_sent;
-    let msg = message(0);
-    let mut sent = 0;
-    let rounds = c.run_until(
-        |c| {
-            while sent < MESSAGES && c.core(1).producer().send(2, &msg).is_ok() {
-                sent += 1;
-            }
-            if c.rounds.is_multiple_of(20) {
-                c.release_held();
-            }
-            c.seen(2).got.len() == 10 + MESSAGES
-        },
-        200_000,
-    );
+    let rounds = stream(&mut c, MESSAGES, message, 20, 200_000);
     let receiver = c.core(2).stats().clone();
     assert!(rounds.is_some(), "receiver {receiver:?}");
     let no_space = receiver.dropped(hrpc_node::DropReason::NoSpace);

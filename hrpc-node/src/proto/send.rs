@@ -767,41 +767,33 @@ mod tests {
     #[test]
     fn a_long_message_held_back_is_not_a_queue() {
         let ms = Duration::from_millis;
-        let us = Duration::from_micros;
-        let mut s = state();
-        let before = s.cc.window();
-        // Small messages show the path: 100 µs round trips.
-        for _ in 0..8 {
-            s.rtt_sample(us(100), Duration::ZERO, false);
-        }
-        // Rounds of long messages whose last fragment waited 2 ms behind a held one.
-        let t0 = Instant::now();
-        for k in 1..=20u64 {
-            s.push_sent(t0, 64_000, ms(100));
-            s.rtt_sample(ms(2), Duration::ZERO, true);
-            s.ack_through(k);
-            let next = s.next_new();
-            s.cc.on_ack(64_000, k, next);
-        }
-        assert!(
-            s.cc.window() >= before,
-            "window {} after 20 rounds, {before} before",
+        // Small messages show the path (100 µs round trips); then 20 rounds of one
+        // message of `len` bytes each, acknowledged 2 ms after it went.
+        let window_after = |len: u32| {
+            let mut s = state();
+            for _ in 0..8 {
+                s.rtt_sample(Duration::from_micros(100), Duration::ZERO, false);
+            }
+            let t0 = Instant::now();
+            for k in 1..=20u64 {
+                s.push_sent(t0, len, ms(100));
+                s.rtt_sample(ms(2), Duration::ZERO, s.fragmented(len));
+                s.ack_through(k);
+                let next = s.next_new();
+                s.cc.on_ack(len as usize, k, next);
+            }
             s.cc.window()
+        };
+        let before = state().cc.window();
+        // Long messages whose last fragment waited behind a held one: no queue.
+        let long = window_after(64_000);
+        assert!(
+            long >= before,
+            "window {long} after 20 rounds, {before} before"
         );
         // The same round trips from messages that fit a datagram are a queue: they cut it.
-        let mut q = state();
-        for _ in 0..8 {
-            q.rtt_sample(us(100), Duration::ZERO, false);
-        }
-        for k in 1..=20u64 {
-            q.push_sent(t0, 1000, ms(100));
-            q.rtt_sample(ms(2), Duration::ZERO, false);
-            q.ack_through(k);
-            let next = q.next_new();
-            q.cc.on_ack(1000, k, next);
-        }
         assert!(
-            q.cc.window() < before,
+            window_after(1000) < before,
             "queueing delay still cuts the window"
         );
     }
