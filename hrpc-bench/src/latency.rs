@@ -238,7 +238,7 @@ impl RoundTrip for RawPair {
 }
 
 /// `count` recorded round trips of each, in [`BLOCKS`] alternating blocks, measured from
-/// the first CPU of [`cpu_pair`] against echo threads on the second: (hrpc, raw UDP)
+/// one CPU against echo threads on another (the first two this process may use): (hrpc, raw UDP)
 /// histograms in µs.
 pub fn both(size: usize, count: u64) -> io::Result<(Histogram<u64>, Histogram<u64>)> {
     let cpus = cpu_pair();
