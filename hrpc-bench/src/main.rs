@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hrpc_bench::{inspect, latency, pair, peer, raw, report, seed, soak};
+use hrpc_bench::{inspect, latency, pair, payload, peer, raw, report, seed, soak};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -157,7 +157,7 @@ enum Cmd {
     /// The same one-way test with other Rust libraries: quinn (one stream, length-prefixed
     /// messages, 64 per write) and renet (ReliableOrdered channel over UDP).
     Peer {
-        /// Message size in bytes.
+        /// Message size in bytes (at least 16: sender, number and checksum, as in `pair`).
         #[arg(long, default_value_t = 100)]
         size: usize,
         /// Seconds per library.
@@ -367,6 +367,8 @@ fn run(cmd: Cmd) -> io::Result<bool> {
             )?;
         }
         Cmd::Peer { size, secs, json } => {
+            // Every message carries what pair's do: at least payload::MIN_SIZE bytes.
+            payload::check_size(size)?;
             let r = peer::run(size, secs);
             print_result(peer::summary(size, secs, &r), json, &r)?;
         }
