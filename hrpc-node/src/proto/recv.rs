@@ -173,12 +173,14 @@ impl RecvState {
                 n += 1;
             }
         }
-        // From the top down, stopping at the lowest range.
+        // From the top down, stopping at the lowest range. The ranges named so far are the
+        // lowest and the fills: only those can repeat one of these (each of which is new).
+        let fills_end = n;
         for r in self.above.iter().rev() {
             if n == MAX_SACK_RANGES || *r.start() <= lowest.last {
                 break;
             }
-            if !named(&out[..n], *r.start()) {
+            if !named(&out[..fills_end], *r.start()) {
                 out[n] = range(r);
                 n += 1;
             }
