@@ -34,7 +34,7 @@ pub(super) struct Candidate {
 /// incarnations on both sides), as long as they follow the cursor without a hole — a reply
 /// commit is the commit point of its request's consumption, and requests are consumed in
 /// order. `record(peer)` gives the peer's current record. Returns `(peer, new cursor)` for
-/// each peer whose cursor moves.
+/// each peer whose cursor moves, in peer order.
 fn consumed_by_replies<'a>(
     cands: impl Iterator<Item = &'a Candidate>,
     record: impl Fn(u32) -> Option<Record>,
@@ -185,8 +185,9 @@ impl RecoveryPlan {
         plan.relinked = consumed_by_replies(plan.keep.iter().map(|&i| &cands[i]), &record);
         for &(start, end, peer, _) in groups.iter().filter(|g| !g.3) {
             let mut rec = record_or_empty(peer, report);
-            if let Some(&(_, through)) = plan.relinked.iter().find(|r| r.0 == peer) {
-                rec.consumed_in = through;
+            // `relinked` is in peer order.
+            if let Ok(k) = plan.relinked.binary_search_by_key(&peer, |r| r.0) {
+                rec.consumed_in = plan.relinked[k].1;
             }
             plan.inbound(&cands[start..end], &rec);
         }
