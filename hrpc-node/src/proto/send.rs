@@ -259,7 +259,7 @@ impl SendState {
 
     /// Whether a message of `len` bytes goes in fragments (does not fit one datagram).
     pub(crate) fn fragmented(&self, len: u32) -> bool {
-        len as usize + FRAGMENT_MARGIN > self.mtu
+        fragmented_at(len, self.mtu)
     }
 
     /// An RTT sample from an ack that names a message sent once, `rtt` after it went (its
@@ -355,14 +355,14 @@ impl SendState {
     /// Records a retransmission of `seq`: in flight again, counting what the peer lacks
     /// of it (what the retransmission writes).
     pub(crate) fn resent(&mut self, seq: u64, now: Instant, rto: Duration) {
-        let held: u32 = self.held(seq).iter().map(|&(a, b)| b - a).sum();
+        let held = span(self.held(seq));
         if let Some(e) = self.entry_mut(seq)
             && e.state == SentState::Lost
         {
             e.state = SentState::InFlight;
             e.sent_at = now;
             e.transmissions += 1;
-            e.flight = e.len.saturating_sub(e.peer_has).saturating_sub(held);
+            e.flight = u64::from(e.len.saturating_sub(e.peer_has)).saturating_sub(held) as u32;
             let len = e.flight as usize;
             self.in_flight_bytes += len;
             self.in_flight += 1;
@@ -618,7 +618,7 @@ impl SendState {
                 .iter_mut()
                 .take(LOSS_SCAN_LIMIT)
                 .find(|e| e.state == SentState::InFlight)
-            && e.len as usize + FRAGMENT_MARGIN > mtu
+            && fragmented_at(e.len, mtu)
         {
             // One more report without progress counts as the third.
             e.frag_dups = (REORDER_THRESHOLD as u8).saturating_sub(1);
@@ -695,6 +695,20 @@ impl SendState {
         self.backoff = 0;
         self.largest_acked = self.base.saturating_sub(1);
     }
+}
+
+/// Whether a message of `len` bytes needs fragments in datagrams of `mtu` bytes.
+fn fragmented_at(len: u32, mtu: usize) -> bool {
+    len as usize + FRAGMENT_MARGIN > mtu
+}
+
+/// Bytes covered by byte ranges `[start, end)` (summed as reported: a peer's ranges do not
+/// overlap, and a forged overlap only makes the sum too large, which callers clip).
+fn span(ranges: &[(u32, u32)]) -> u64 {
+    ranges
+        .iter()
+        .map(|&(a, b)| u64::from(b.saturating_sub(a)))
+        .sum()
 }
 
 /// Whether a record of [`SendState::send_order`] is the latest transmission of a message

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::super::later;
-use super::{REORDER_THRESHOLD, SendState, SentState};
+use super::{REORDER_THRESHOLD, SendState, SentState, span};
 
 impl SendState {
     /// The fragment part of [`SendState::detect_losses`]: every fragmented message whose
@@ -104,8 +104,7 @@ impl SendState {
         ranges.extend(held.filter(|&(a, b)| a < b && b <= len && a > received));
         // What the peer reported holding leaves the flight (never the other way: a report
         // of less, after a restart, is found as a hole and resent as such).
-        let reported =
-            u64::from(received) + ranges.iter().map(|&(a, b)| u64::from(b - a)).sum::<u64>();
+        let reported = u64::from(received) + span(ranges);
         let mut newly = delta;
         let mut left = 0;
         if let Some(e) = self.entry_mut(seq)
