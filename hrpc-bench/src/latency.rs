@@ -130,25 +130,6 @@ impl HrpcPair {
         })
     }
 
-    /// One round trip, in µs.
-    fn round_trip(&mut self) -> io::Result<u64> {
-        let t0 = Instant::now();
-        self.client.send(1, &self.request).map_err(io_err)?;
-        let mut got = false;
-        while !got && t0.elapsed() < RTT_TIMEOUT {
-            let r = self.client.poll(&mut |_, _| got = true).map_err(io_err)?;
-            if !got && !r.more && r.received == 0 {
-                self.client
-                    .wait(Some(Duration::from_millis(20)))
-                    .map_err(io_err)?;
-            }
-        }
-        if !got {
-            return Err(timed_out("an hrpc reply did not come"));
-        }
-        Ok(micros(t0))
-    }
-
     fn finish(mut self) -> io::Result<()> {
         self.stop.store(true, Ordering::Release);
         let _ = self.client.close(Duration::from_millis(50));
@@ -200,14 +181,6 @@ impl RawPair {
         })
     }
 
-    /// One round trip, in µs.
-    fn round_trip(&mut self) -> io::Result<u64> {
-        let t0 = Instant::now();
-        self.client.send(&self.request)?;
-        self.client.recv(&mut self.buf)?;
-        Ok(micros(t0))
-    }
-
     fn finish(mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(echo) = self.echo.take() {
@@ -227,14 +200,51 @@ trait RoundTrip {
 
 impl RoundTrip for HrpcPair {
     fn round_trip(&mut self) -> io::Result<u64> {
-        HrpcPair::round_trip(self)
+        let t0 = Instant::now();
+        self.client.send(1, &self.request).map_err(io_err)?;
+        let mut got = false;
+        while !got && t0.elapsed() < RTT_TIMEOUT {
+            let r = self.client.poll(&mut |_, _| got = true).map_err(io_err)?;
+            if !got && !r.more && r.received == 0 {
+                self.client
+                    .wait(Some(Duration::from_millis(20)))
+                    .map_err(io_err)?;
+            }
+        }
+        if !got {
+            return Err(timed_out("an hrpc reply did not come"));
+        }
+        Ok(micros(t0))
     }
 }
 
 impl RoundTrip for RawPair {
     fn round_trip(&mut self) -> io::Result<u64> {
-        RawPair::round_trip(self)
+        let t0 = Instant::now();
+        self.client.send(&self.request)?;
+        self.client.recv(&mut self.buf)?;
+        Ok(micros(t0))
     }
+}
+
+/// `warmup` round trips of `side`, then `n` recorded in `hist`; an error past `end`.
+fn record_block(
+    side: &mut dyn RoundTrip,
+    hist: &mut Histogram<u64>,
+    warmup: u64,
+    n: u64,
+    end: Instant,
+) -> io::Result<()> {
+    for i in 0..warmup + n {
+        if Instant::now() >= end {
+            return Err(timed_out("latency run took too long"));
+        }
+        let us = side.round_trip()?;
+        if i >= warmup {
+            hist.record(us).map_err(io_err)?;
+        }
+    }
+    Ok(())
 }
 
 /// `count` recorded round trips of each, in [`BLOCKS`] alternating blocks, measured from
@@ -269,34 +279,12 @@ fn pinned_run(
     let block = count.div_ceil(BLOCKS).max(1);
     let mut result = Ok(());
     let mut done = 0;
-    'blocks: while done < count {
+    while done < count && result.is_ok() {
         let n = block.min(count - done);
+        let warmup = if done == 0 { WARMUP } else { 0 };
         // A block of each, hrpc first: each block is a steady ping-pong of one kind.
-        for (side, hist) in [
-            (&mut hrpc as &mut dyn RoundTrip, &mut h),
-            (&mut raw, &mut r),
-        ] {
-            let warmup = if done == 0 { WARMUP } else { 0 };
-            for i in 0..n + warmup {
-                if Instant::now() >= end {
-                    result = Err(timed_out("latency run took too long"));
-                    break 'blocks;
-                }
-                match side.round_trip() {
-                    Ok(us) if i >= warmup => {
-                        if let Err(e) = hist.record(us) {
-                            result = Err(io_err(e));
-                            break 'blocks;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        result = Err(e);
-                        break 'blocks;
-                    }
-                }
-            }
-        }
+        result = record_block(&mut hrpc, &mut h, warmup, n, end)
+            .and_then(|()| record_block(&mut raw, &mut r, warmup, n, end));
         done += n;
     }
     raw.finish();
