@@ -36,6 +36,17 @@ fn hand(a: &mut Node, b: &mut Node, max: usize, want: usize) -> Vec<(u32, u64, V
     got
 }
 
+/// Polls both until A (node 1) has acknowledged B's `seq`, handing A nothing meanwhile.
+fn until_acked(a: &mut Node, b: &mut Node, seq: u64) {
+    let deadline = Instant::now() + DEADLINE;
+    while !b.is_acked(1, seq) {
+        assert!(Instant::now() < deadline, "seq {seq} never acknowledged");
+        b.poll(&mut |_, _| {}).unwrap();
+        a.poll_deferred(0, &mut |_, _| {}).unwrap();
+        b.wait(Some(Duration::from_millis(1))).unwrap();
+    }
+}
+
 fn seqs(got: &[(u32, u64, Vec<u8>)]) -> Vec<u64> {
     got.iter().map(|g| g.1).collect()
 }
@@ -113,26 +124,14 @@ fn gap_marker_waits_for_handed_messages() {
     b.send(1, b"first").unwrap();
     assert_eq!(seqs(&hand(&mut a, &mut b, 100, 1)), vec![1]);
     // Persisted is acknowledged, consumed or not.
-    let deadline = Instant::now() + DEADLINE;
-    while !b.is_acked(1, 1) {
-        assert!(Instant::now() < deadline, "seq 1 never acknowledged");
-        b.poll(&mut |_, _| {}).unwrap();
-        a.poll_deferred(0, &mut |_, _| {}).unwrap();
-        b.wait(Some(Duration::from_millis(1))).unwrap();
-    }
+    until_acked(&mut a, &mut b, 1);
     // Seq 2 is given up before it is ever transmitted; seq 3 follows.
     let second = b.send(1, b"second").unwrap();
     assert_eq!(b.discard(1, second).unwrap(), Some(2..=2));
     b.send(1, b"third").unwrap();
     // The marker and seq 3 reach A and are persisted there (acknowledged) before it is
     // checked that they wait; polled deferred with a limit of 0, A is handed nothing.
-    let deadline = Instant::now() + DEADLINE;
-    while !b.is_acked(1, 3) {
-        assert!(Instant::now() < deadline, "seq 3 never acknowledged");
-        b.poll(&mut |_, _| {}).unwrap();
-        a.poll_deferred(0, &mut |_, _| {}).unwrap();
-        b.wait(Some(Duration::from_millis(1))).unwrap();
-    }
+    until_acked(&mut a, &mut b, 3);
     // Neither the marker nor what follows it passes the handed, unconsumed seq 1.
     assert!(hand(&mut a, &mut b, 100, 1).is_empty());
     assert!(std::iter::from_fn(|| a.next_event()).all(|e| !matches!(e, Event::Lost { .. })));
