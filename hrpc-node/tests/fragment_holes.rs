@@ -118,7 +118,8 @@ fn holes_in_large_messages_are_resent_without_waiting_for_timeouts() {
 /// need plus the resends of what was lost: the receiver keeps assembling new messages
 /// while older ones wait for a resent fragment, rather than refusing their fragments
 /// (with a cap of 8 half-assembled messages per peer, most messages had a hole and the
-/// receiver refused 92% of what it got: 14 datagrams sent for every one needed).
+/// receiver refused the fragments of the newer ones: 113,480 datagrams sent for the 9,200
+/// needed).
 #[test]
 fn a_lossy_path_does_not_multiply_the_datagrams_of_large_messages() {
     use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -152,7 +153,9 @@ fn a_lossy_path_does_not_multiply_the_datagrams_of_large_messages() {
 /// heartbeat. (A heartbeat answer re-reported every half-assembled message in each datagram
 /// and was itself pushed last; once the reports filled a datagram the heartbeat never fit,
 /// stayed pending, and every next datagram started the full report over: an endless stream
-/// of FRAG_ACKs from one poll, which in this run ran the process out of memory.)
+/// of FRAG_ACKs from one poll: 8,039 from the receiver in 114 rounds here, where the
+/// driver takes at most 2,000 a round; with no such limit, a run of this kind ran the
+/// process out of memory.)
 #[test]
 fn reports_of_many_half_assembled_messages_end() {
     const MESSAGES: usize = 500;
@@ -181,8 +184,8 @@ fn reports_of_many_half_assembled_messages_end() {
 /// back for 2 ms (reordering, nothing lost), the receiver refuses no fragment for want of
 /// room, and the sender sends little more than the datagrams the messages need. (With the
 /// window alone as the limit, thousands of 64 KB messages waited for one fragment each, the
-/// receiver refused the fragments of every message past its 256th, and each refused message
-/// went again whole: 2.8 datagrams per one needed.)
+/// receiver refused the fragments of every message past its 256th (78,356 here), and each
+/// refused message went again whole.)
 #[test]
 fn a_wide_window_does_not_outrun_the_receivers_assembly() {
     const MESSAGES: usize = 1_500;

@@ -777,7 +777,7 @@ mod tests {
     /// Invariant: the round trip of a fragmented message, which ends with its slowest
     /// fragment, never counts as queueing delay. On a path that holds one datagram in twenty
     /// back for 2 ms, nearly every 64 KB message has a fragment held: taking those round
-    /// trips for a queue cut the window by 0.7 every round, to about one message.
+    /// trips for a queue cut the window by 0.7 every round (here: 1 GiB to 1.2 MB in 20).
     #[test]
     fn a_long_message_held_back_is_not_a_queue() {
         let ms = Duration::from_millis;
